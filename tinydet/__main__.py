@@ -1,0 +1,5 @@
+import sys
+
+from tinydet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,229 @@
+"""Architecture spec dataclasses and their YAML/JSON round trip (pure: no torch).
+
+A backbone is a list of blocks. ``conv`` is conv-BN-ReLU6; ``mbconv`` is MobileNetV2's inverted
+residual (1x1 expand -> kxk depthwise -> 1x1 linear projection, shortcut when stride 1 and
+in == out). Channels are given at width 1.0 and resolved with torchvision's rounding rule.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tinydet.errors import TinydetError, closest
+
+BLOCK_TYPES = ("conv", "mbconv")
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """torchvision's ``_make_divisible``: round to a multiple of ``divisor``, never below 90%."""
+    min_value = divisor if min_value is None else min_value
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block. ``out`` is at width 1.0; ``fixed_width`` scales it by max(1, width_mult) instead
+    (torchvision's last 1280-channel conv); ``residual=None`` means automatic."""
+
+    type: str
+    out: int
+    kernel: int = 3
+    stride: int = 1
+    expand: int = 1
+    residual: bool | None = None
+    fixed_width: bool = False
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """YOLO-style head applied to each feature map in ``ArchSpec.head_from``: per scale a kxk
+    depthwise conv, a 1x1 conv to ``channels``, and a 1x1 conv to anchors*(5+classes) outputs."""
+
+    num_classes: int
+    num_anchors: int = 3
+    channels: int = 64
+    kernel: int = 3
+
+    @property
+    def out_channels(self) -> int:
+        return self.num_anchors * (5 + self.num_classes)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole backbone: blocks, width multiplier, rounding, and the maps that feed the head."""
+
+    name: str
+    blocks: tuple[BlockSpec, ...]
+    width_mult: float = 1.0
+    round_to: int = 8
+    in_channels: int = 3
+    head_from: tuple[int, ...] = ()
+    num_classes: int = 0  # > 0 adds torchvision's classifier (global pool, dropout, linear)
+    dropout: float = 0.2
+    description: str = ""
+
+    def channels(self, index: int) -> int:
+        """Output channels of block ``index`` after the width multiplier and rounding."""
+        block = self.blocks[index]
+        mult = max(1.0, self.width_mult) if block.fixed_width else self.width_mult
+        return make_divisible(block.out * mult, self.round_to)
+
+    def in_channels_of(self, index: int) -> int:
+        return self.in_channels if index == 0 else self.channels(index - 1)
+
+    def has_residual(self, index: int) -> bool:
+        block = self.blocks[index]
+        auto = block.type == "mbconv" and block.stride == 1 and self.in_channels_of(index) == self.channels(index)
+        if block.residual is None:
+            return auto
+        return block.residual and auto
+
+    def hidden_channels(self, index: int) -> int:
+        """Channels after the expansion conv (torchvision: round(in * expand))."""
+        return int(round(self.in_channels_of(index) * self.blocks[index].expand))
+
+    @property
+    def total_stride(self) -> int:
+        stride = 1
+        for block in self.blocks:
+            stride *= block.stride
+        return stride
+
+    def with_width(self, width_mult: float) -> "ArchSpec":
+        return replace(self, width_mult=width_mult)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["blocks"] = [_block_to_dict(b) for b in self.blocks]
+        data["head_from"] = list(self.head_from)
+        return data
+
+
+def _block_to_dict(block: BlockSpec) -> dict[str, Any]:
+    """Only the fields that differ from the defaults, so spec files stay short."""
+    defaults = BlockSpec(type=block.type, out=block.out)
+    out = {"type": block.type, "out": block.out}
+    for f in fields(BlockSpec):
+        value = getattr(block, f.name)
+        if f.name not in out and value != getattr(defaults, f.name):
+            out[f.name] = value
+    return out
+
+
+def _check_keys(data: dict, allowed: list[str], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise TinydetError(f"{where}: unknown key '{key}'{closest(str(key), allowed)}")
+
+
+def _typed(value: Any, kind: type, where: str, what: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise TinydetError(f"{where}: expected {what}, got {value!r}")
+    return value
+
+
+def block_from_dict(data: Any, where: str) -> list[BlockSpec]:
+    """Parse one block entry; ``repeat: n`` expands to n blocks (stride on the first only)."""
+    if not isinstance(data, dict):
+        raise TinydetError(f"{where}: expected a mapping with 'type' and 'out', got {data!r}")
+    allowed = [f.name for f in fields(BlockSpec)] + ["repeat"]
+    _check_keys(data, allowed, where)
+    for required in ("type", "out"):
+        if required not in data:
+            raise TinydetError(f"{where}: missing required key '{required}'")
+    if data["type"] not in BLOCK_TYPES:
+        raise TinydetError(f"{where}.type: expected one of {', '.join(BLOCK_TYPES)}, got {data['type']!r}")
+    kwargs = {k: v for k, v in data.items() if k != "repeat"}
+    for key in ("out", "kernel", "stride", "expand"):
+        if key in kwargs:
+            _typed(kwargs[key], int, f"{where}.{key}", "a positive integer")
+            if kwargs[key] < 1:
+                raise TinydetError(f"{where}.{key}: expected a positive integer, got {kwargs[key]}")
+    for key in ("residual", "fixed_width"):
+        if key in kwargs and kwargs[key] is not None:
+            _typed(kwargs[key], bool, f"{where}.{key}", "true or false")
+    block = BlockSpec(**kwargs)
+    if block.kernel % 2 == 0:
+        raise TinydetError(f"{where}.kernel: expected an odd kernel size, got {block.kernel}")
+    if block.stride not in (1, 2):
+        raise TinydetError(f"{where}.stride: expected 1 or 2, got {block.stride}")
+    repeat = _typed(data.get("repeat", 1), int, f"{where}.repeat", "a positive integer")
+    if repeat < 1:
+        raise TinydetError(f"{where}.repeat: expected a positive integer, got {repeat}")
+    return [block] + [replace(block, stride=1) for _ in range(repeat - 1)]
+
+
+def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
+    """Validate and build an :class:`ArchSpec`; errors name ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise TinydetError(f"{source}: expected a mapping with 'name' and 'blocks', got {type(data).__name__}")
+    _check_keys(data, [f.name for f in fields(ArchSpec)], source)
+    if not isinstance(data.get("blocks"), list) or not data["blocks"]:
+        raise TinydetError(f"{source}: 'blocks' must be a non-empty list of blocks")
+    blocks: list[BlockSpec] = []
+    for i, entry in enumerate(data["blocks"]):
+        blocks.extend(block_from_dict(entry, f"{source}: blocks[{i}]"))
+    width = _typed(data.get("width_mult", 1.0), float, f"{source}: width_mult", "a positive number")
+    if width <= 0:
+        raise TinydetError(f"{source}: width_mult: expected a positive number, got {width}")
+    head_from = data.get("head_from", [])
+    if not isinstance(head_from, (list, tuple)) or not all(isinstance(i, int) for i in head_from):
+        raise TinydetError(f"{source}: head_from: expected a list of block indices, got {head_from!r}")
+    for i in head_from:
+        if not -len(blocks) <= i < len(blocks):
+            raise TinydetError(f"{source}: head_from: block index {i} out of range (0..{len(blocks) - 1})")
+    head_from = tuple(sorted(i % len(blocks) for i in head_from))
+    spec = ArchSpec(
+        name=str(data.get("name", Path(source).stem)),
+        blocks=tuple(blocks),
+        width_mult=width,
+        round_to=_typed(data.get("round_to", 8), int, f"{source}: round_to", "a positive integer"),
+        in_channels=_typed(data.get("in_channels", 3), int, f"{source}: in_channels", "a positive integer"),
+        head_from=head_from,
+        num_classes=_typed(data.get("num_classes", 0), int, f"{source}: num_classes", "an integer >= 0"),
+        dropout=_typed(data.get("dropout", 0.2), float, f"{source}: dropout", "a number in [0, 1)"),
+        description=str(data.get("description", "")),
+    )
+    if spec.blocks[0].type != "conv":
+        raise TinydetError(f"{source}: blocks[0].type: the first block must be a 'conv' (the stem), got {spec.blocks[0].type!r}")
+    return spec
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    """Read a spec from a .yaml/.yml/.json file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TinydetError(f"{path}: cannot read spec file ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", getattr(exc, "lineno", None))
+        at = f" line {line + 1 if hasattr(exc, 'problem_mark') else line}" if line is not None else ""
+        raise TinydetError(f"{path}:{at} malformed {'JSON' if path.suffix == '.json' else 'YAML'}: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, dict) and isinstance(data.get("arch"), dict):
+        data = data["arch"]  # a search result file carries the spec under 'arch'
+    return spec_from_dict(data, str(path))
+
+
+def save_spec(spec: ArchSpec, path: str | Path) -> None:
+    """Write ``spec`` as YAML or JSON (by suffix); ``load_spec`` reads it back unchanged."""
+    import yaml
+
+    path = Path(path)
+    data = spec.to_dict()
+    text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

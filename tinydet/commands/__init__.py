@@ -1,0 +1,1 @@
+"""One module per CLI verb: ``add_arguments(parser)``, ``run(args) -> dict | None``, ``render``."""
