@@ -24,10 +24,13 @@ venv: $(STAMP)
 
 # apt packages for the deploy path (arm-none-eabi-gcc, newlib, qemu-system-arm), only when missing
 toolchain:
-	@if ! command -v arm-none-eabi-gcc >/dev/null || ! command -v qemu-system-arm >/dev/null \
-	    || [ ! -e /usr/lib/arm-none-eabi/newlib ] && [ ! -e /usr/lib/arm-none-eabi/lib ]; then \
+	@missing=""; \
+	command -v arm-none-eabi-gcc >/dev/null || missing=1; \
+	command -v qemu-system-arm >/dev/null || missing=1; \
+	[ -d /usr/lib/arm-none-eabi/newlib ] || [ -d /usr/lib/arm-none-eabi/lib ] || missing=1; \
+	if [ -n "$$missing" ]; then \
 	  echo "installing $(APT_PKGS)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); \
 	fi
 
 test: $(STAMP) toolchain
