@@ -1,0 +1,32 @@
+"""Export of a trained network to the export folder (docs/export_format.md).
+
+    folded = fold_network(model, graph)               # BN folded, numpy weights (fold.py)
+    full_model(folded); stage1_model(folded, split)   # onnx.ModelProto (onnx_writer.py)
+    export_folder(...)  /  load_export(dir)  /  add_files(dir, {...})   (folder.py, schedule_file.py)
+    onnx_runner(dir, int8=False, patched=True)(images)                   (runtime.py)
+
+Names are resolved lazily so ``import tinydet.export`` stays cheap (no torch / onnx import).
+"""
+from __future__ import annotations
+
+import importlib
+
+_API = {
+    "FoldedGraph": "fold", "FoldedOp": "fold", "fold_network": "fold", "run_folded": "fold",
+    "check_exportable": "fold",
+    "full_model": "onnx_writer", "stage1_model": "onnx_writer", "stage2_model": "onnx_writer",
+    "stage1_ops": "onnx_writer", "split_tensor": "onnx_writer", "tile_inputs": "onnx_writer",
+    "tile_pad_vectors": "tiles",
+    "ExportFolder": "schedule_file", "load_export": "schedule_file", "add_files": "schedule_file",
+    "FORMAT_VERSION": "schedule_file",
+    "onnx_runner": "runtime", "float_stitched_max_abs_diff": "runtime",
+    "export_folder": "folder",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f"tinydet.export.{_API[name]}"), name)
+    raise AttributeError(f"module 'tinydet.export' has no attribute '{name}'")
