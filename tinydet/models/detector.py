@@ -1,0 +1,90 @@
+"""The detector: the spec's backbone + YOLO-style head (``tinydet.arch.build``) with anchors.
+
+:class:`Detector` *is* a :class:`tinydet.arch.build.Network`, so its module paths equal the op
+names of ``tinydet.arch.lower`` (what the patch executor and the exporter look up); it adds the
+anchors and per-scale strides as buffers so a checkpoint carries them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, Sequence
+
+import torch
+
+from tinydet.arch import ArchSpec, HeadSpec, get_spec, parse_resolution
+from tinydet.arch.build import Network
+from tinydet.errors import TinydetError
+from tinydet.models.decode import postprocess
+
+
+def head_strides(spec: ArchSpec) -> list[int]:
+    """Total stride at each ``head_from`` block (the head's scales, in order)."""
+    strides, stride = [], 1
+    for i, block in enumerate(spec.blocks):
+        stride *= block.stride
+        if i in spec.head_from:
+            strides.append(stride)
+    return strides
+
+
+class Detector(Network):
+    """Backbone + head; ``forward(images [B,3,H,W] in [0,1])`` returns the raw head maps."""
+
+    def __init__(self, spec: ArchSpec, num_classes: int, anchors: Sequence[Sequence[Sequence[float]]],
+                 head_channels: int = 64, head_kernel: int = 3, input_size: "int | Sequence[int]" = 320):
+        anchors_t = torch.as_tensor(anchors, dtype=torch.float32)
+        if anchors_t.ndim != 3 or anchors_t.shape[-1] != 2:
+            raise TinydetError(f"model.anchors: expected [scales][anchors][w, h], got shape {tuple(anchors_t.shape)}")
+        if anchors_t.shape[0] != len(spec.head_from):
+            raise TinydetError(f"model.anchors: {anchors_t.shape[0]} scales given but arch {spec.name} has "
+                               f"{len(spec.head_from)} head maps (head_from {list(spec.head_from)})")
+        if num_classes < 1:
+            raise TinydetError(f"data: the detector needs at least one class, got {num_classes}")
+        head = HeadSpec(num_classes=num_classes, num_anchors=int(anchors_t.shape[1]),
+                        channels=head_channels, kernel=head_kernel)
+        super().__init__(replace(spec, num_classes=0), head=head)
+        self.num_classes = num_classes
+        self.input_size = parse_resolution(input_size)
+        self.register_buffer("anchors", anchors_t)
+        self.register_buffer("strides", torch.tensor(head_strides(spec), dtype=torch.float32))
+        self._init_head_bias()
+
+    @torch.no_grad()
+    def _init_head_bias(self) -> None:
+        """YOLOv5's prior: ~8 objects per 640x640 image spread over each scale's cells, and class
+        probabilities ~0.6/classes, so the first steps are not dominated by objectness noise."""
+        per = 5 + self.num_classes
+        h, w = self.input_size
+        for head, stride in zip(self.heads, self.strides.tolist()):
+            bias = head.out.conv.bias.view(-1, per)
+            bias[:, 4] = math.log(8 / ((h / stride) * (w / stride) * (640 / max(h, w)) ** 2) + 1e-9)
+            bias[:, 5:] = math.log(0.6 / max(self.num_classes - 0.99, 0.01))
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, conf_thresh: float = 0.001, nms_iou: float = 0.6,
+                max_det: int = 100) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Boxes (xyxy, network-input pixels), scores, labels per image after decode + NMS."""
+        outputs = self(images)
+        return postprocess(outputs, self.anchors, self.strides.tolist(), images.shape[-2:],
+                           conf_thresh, nms_iou, max_det)
+
+
+def detector_from_config(cfg: Any, num_classes: int, spec: ArchSpec | None = None) -> Detector:
+    """Build the detector a config describes (``spec`` overrides ``model.arch``, e.g. from a checkpoint)."""
+    model = cfg["model"]
+    if spec is None:
+        spec = resolve_spec(model["arch"], model.get("width_mult"), getattr(cfg, "source", None))
+    head = model["head"]
+    return Detector(spec, num_classes, model["anchors"], head["channels"], head["kernel"], model["resolution"])
+
+
+def resolve_spec(arch: str, width_mult: float | None = None, config_path: str | None = None) -> ArchSpec:
+    """``model.arch`` (preset or spec file, relative to the cwd or else to the config's folder)."""
+    from pathlib import Path
+
+    text = str(arch)
+    if config_path and not Path(text).exists() and (Path(config_path).parent / text).exists():
+        text = str(Path(config_path).parent / text)
+    spec = get_spec(text)
+    return spec.with_width(width_mult) if width_mult is not None else spec
