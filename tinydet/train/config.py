@@ -1,0 +1,297 @@
+"""Experiment configs: YAML file + ``--set a.b=value`` overrides -> validated :class:`Config`.
+
+The schema is the ``DEFAULTS`` tree below: every key a user may write exists there, so an unknown
+key is an error that names the file, the key path and the closest valid key. A key's type is its
+default's type (an int default also accepts nothing but ints, a float default accepts ints);
+keys whose default is ``null`` declare their accepted types in ``NULLABLE``. Sections other
+engineers own (quant, export, deploy, search) may be extended here additively.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from tinydet.errors import TinydetError
+
+DEFAULTS: dict[str, Any] = {
+    "name": "experiment",
+    "model": {
+        "arch": "mbv2-w0.35",          # preset name or path to a spec .yaml/.json
+        "width_mult": None,            # null = the spec's own
+        "resolution": 320,             # int or [H, W]
+        "head": {"channels": 64, "num_anchors": 3, "kernel": 3},
+        # per head scale (stride 16, then 32, ...) a list of [w, h] anchors in input pixels
+        "anchors": [[[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]],
+    },
+    "data": {},  # tinydet.data.DATA_DEFAULTS is merged in when importable
+    "train": {
+        "epochs": 100,
+        "max_steps": -1,               # -1 = no step limit
+        "batch_size": 32,
+        "lr": 0.01,
+        "weight_decay": 0.0005,
+        "momentum": 0.937,
+        "optimizer": "sgd",            # sgd | adamw
+        "warmup_epochs": 3.0,
+        "cosine": True,                # cosine decay to lr * final_lr_frac after warm-up (else constant)
+        "final_lr_frac": 0.01,
+        "num_workers": 2,
+        "seed": 0,
+        "accelerator": "auto",
+        "devices": "auto",
+        "strategy": "auto",
+        "num_nodes": 1,
+        "precision": "32-true",
+        "ema": {"enabled": True, "decay": 0.9999, "tau": 2000.0},
+        "out_dir": None,               # null = runs/<name>
+        "loggers": ["csv", "tensorboard"],
+        "check_val_every_n_epoch": 1,
+        "ckpt_every_n_steps": 0,       # 0 = only at epoch ends
+        "progress_bar": True,
+        # (training augmentation is data.augment, owned by tinydet.data)
+        # YOLOv5-style loss (see tinydet.models.loss)
+        "loss": {"box": 0.05, "obj": 1.0, "cls": 0.5, "anchor_t": 4.0, "box_iou": "ciou", "balance": None},
+    },
+    "eval": {"conf_thresh": 0.001, "nms_iou": 0.6, "max_det": 100, "split": "val"},
+    "quant": {"qat": False, "calib": 64, "method": "minmax", "qat_epochs": 1, "qat_lr": 0.0005},
+    "export": {"plan": "auto", "grid": None, "split": None, "sram_budget": None, "max_overhead": 0.1, "out": None},
+    "deploy": {"target": "qemu-mps2-an500", "mode": "patch", "images": 4},
+    "search": {
+        "population": 16, "generations": 4, "mutation_prob": 0.1, "crossover_prob": 0.5,
+        "supernet_epochs": 1, "seed": 0, "kernels": [3, 5, 7], "expands": [3, 4, 6],
+        "widths": [0.35, 0.5, 0.75], "resolutions": [96, 128, 160], "grids": [2, 3, 4],
+    },
+}
+
+# keys whose default is null (or that take several types): the types they accept
+NULLABLE: dict[str, tuple[type, ...]] = {
+    "model.width_mult": (float, type(None)),
+    "model.resolution": (int, list),
+    "train.out_dir": (str, type(None)),
+    "train.devices": (int, str, list),
+    "train.precision": (str, int),
+    "train.loss.balance": (list, type(None)),
+    "export.grid": (int, list, type(None)),
+    "export.split": (int, type(None)),
+    "export.sram_budget": (int, type(None)),
+    "export.out": (str, type(None)),
+    "data.augment": (dict, bool),
+}
+
+# mappings whose keys are free-form (validated by their owner: tinydet.data checks data.augment)
+FREE_SECTIONS = {"data.augment"}
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               list: "a list", dict: "a mapping", type(None): "null"}
+
+
+class Config(dict):
+    """A nested dict with attribute access (``cfg.train.lr``); ``source`` is the file it came from."""
+
+    source: str = "<config>"
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "source":
+            object.__setattr__(self, key, value)
+        else:
+            self[key] = value
+
+    def __deepcopy__(self, memo):
+        out = Config({k: copy.deepcopy(v, memo) for k, v in self.items()})
+        out.source = self.source
+        return out
+
+    def __reduce__(self):  # picklable (DDP spawn, checkpoints) as a plain nested dict
+        return (_rebuild, (to_dict(self), self.source))
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def _rebuild(data: dict, source: str) -> Config:
+    cfg = _wrap(data)
+    cfg.source = source
+    return cfg
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Config({k: _wrap(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+def to_dict(value: Any) -> Any:
+    """Plain dicts/lists (for YAML, JSON and checkpoints)."""
+    if isinstance(value, dict):
+        return {k: to_dict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_dict(v) for v in value]
+    return value
+
+
+def defaults() -> dict:
+    """The full default tree, with the data section's defaults when tinydet.data is importable."""
+    tree = copy.deepcopy(DEFAULTS)
+    try:
+        from tinydet.data.records import DATA_DEFAULTS
+    except ImportError:
+        DATA_DEFAULTS = None
+    if DATA_DEFAULTS is not None:
+        tree["data"] = copy.deepcopy(dict(DATA_DEFAULTS))
+    return tree
+
+
+def _suggest(key: str, allowed: Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else f" (valid keys: {', '.join(sorted(allowed))})"
+
+
+def _check_type(value: Any, default: Any, path: str, source: str) -> Any:
+    kinds = NULLABLE.get(path)
+    if kinds is None:
+        if default is None:
+            return value
+        kinds = (type(default),)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        expected = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+        raise TinydetError(f"{source}: {path}: expected {expected}, got {value!r}")
+    return value
+
+
+def merge(base: dict, update: dict, source: str, prefix: str = "") -> dict:
+    """Merge ``update`` into a copy of ``base``; unknown keys and wrong types raise TinydetError."""
+    out = copy.deepcopy(base)
+    if not isinstance(update, dict):
+        where = prefix.rstrip(".") or "top level"
+        raise TinydetError(f"{source}: {where}: expected a mapping, got {update!r}")
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        # free-form mappings, and the data section while tinydet.data does not declare its defaults
+        if prefix.rstrip(".") in FREE_SECTIONS or (not base and prefix):
+            out[key] = value
+            continue
+        if key not in base:
+            raise TinydetError(f"{source}: unknown key '{path}'{_suggest(str(key), base)}")
+        default = base[key]
+        if isinstance(default, dict) and path not in NULLABLE:
+            out[key] = merge(default, value, source, path + ".")
+        else:
+            out[key] = _check_type(value, default, path, source)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (['a', 'b'], YAML-parsed value)."""
+    if "=" not in text:
+        raise TinydetError(f"--set {text}: expected KEY=VALUE, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise TinydetError(f"--set {text}: expected a dotted key such as train.epochs, got {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise TinydetError(f"--set {text}: value is not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parts, value
+
+
+def _nest(parts: list[str], value: Any) -> dict:
+    out: Any = value
+    for p in reversed(parts):
+        out = {p: out}
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TinydetError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}:" if mark is not None else ""
+        raise TinydetError(f"{path}:{at} malformed YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TinydetError(f"{path}: expected a mapping of sections (model, data, train, ...), got {type(data).__name__}")
+    return data
+
+
+def from_dict(data: dict, source: str = "<config>", overrides: Iterable[str] = ()) -> Config:
+    """Validate a config mapping (e.g. stored in a checkpoint) plus overrides."""
+    tree = merge(defaults(), data, source)
+    for text in overrides:
+        parts, value = parse_override(text)
+        tree = merge(tree, _nest(parts, value), f"--set {text}")
+    _check_semantics(tree, source)
+    if tree["train"]["out_dir"] is None:
+        tree["train"]["out_dir"] = str(Path("runs") / tree["name"])
+    cfg = _wrap(tree)
+    cfg.source = source
+    return cfg
+
+
+def load_config(path: "str | Path", overrides: Iterable[str] = ()) -> Config:
+    """Read ``path`` (YAML), apply ``--set`` overrides, validate, fill defaults."""
+    path = Path(path)
+    data = _read_yaml(path)
+    return from_dict(data, str(path), overrides)
+
+
+def _check_semantics(tree: dict, source: str) -> None:
+    """Checks beyond key/type: values in range and consistent with each other."""
+    from tinydet.arch.graph import parse_resolution
+
+    model, train = tree["model"], tree["train"]
+    parse_resolution(model["resolution"])
+    if train["optimizer"] not in ("sgd", "adamw"):
+        raise TinydetError(f"{source}: train.optimizer: expected sgd or adamw, got {train['optimizer']!r}")
+    if train["loss"]["box_iou"] not in ("ciou", "giou"):
+        raise TinydetError(f"{source}: train.loss.box_iou: expected ciou or giou, got {train['loss']['box_iou']!r}")
+    for key in ("epochs", "batch_size", "num_nodes"):
+        if train[key] < 1:
+            raise TinydetError(f"{source}: train.{key}: expected a positive integer, got {train[key]}")
+    for logger in train["loggers"]:
+        if logger not in ("csv", "tensorboard"):
+            raise TinydetError(f"{source}: train.loggers: expected entries csv or tensorboard, got {logger!r}")
+    anchors = model["anchors"]
+    ok = isinstance(anchors, list) and anchors and all(
+        isinstance(scale, list) and scale and all(
+            isinstance(a, list) and len(a) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in a)
+            for a in scale) for scale in anchors)
+    if not ok:
+        raise TinydetError(f"{source}: model.anchors: expected per head scale a list of [w, h] pairs "
+                           f"of positive numbers, got {anchors!r}")
+    counts = {len(scale) for scale in anchors}
+    if counts != {model["head"]["num_anchors"]}:
+        raise TinydetError(f"{source}: model.anchors: every scale needs model.head.num_anchors="
+                           f"{model['head']['num_anchors']} anchors, got {sorted(counts)}")
+    try:
+        from tinydet.data.records import resolve_data_cfg
+    except ImportError:
+        resolve_data_cfg = None
+    if resolve_data_cfg is not None:
+        resolve_data_cfg(tree["data"], source)
+    if not 0 < train["ema"]["decay"] < 1:
+        raise TinydetError(f"{source}: train.ema.decay: expected a number in (0, 1), got {train['ema']['decay']}")
