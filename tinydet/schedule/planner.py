@@ -1,0 +1,350 @@
+"""Patch-based schedule (MCUNetV2): split the network after block K-1, run the first K blocks tile
+by tile on a grid over the split feature map, the rest layer by layer (pure: no torch).
+
+Each tile's regions are propagated backward from its output tile through every stage-1 op with
+exact kernel/stride/padding arithmetic (see :mod:`tinydet.schedule.regions`). Rows and columns
+are independent, so each axis is propagated once per grid row/column and tiles combine them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from tinydet.arch.graph import Graph, Op
+from tinydet.errors import TinydetError
+from tinydet.schedule.memory import (Liveness, MemoryRules, layer_working_sets, liveness, op_modes,
+                                     working_sets)
+from tinydet.schedule.regions import Pad, Rect, input_region
+
+FORMAT_VERSION = 1
+
+
+def tile_bounds(size: int, n: int) -> list[int]:
+    """Tile boundaries ``round(i * size / n)`` for i = 0..n (docs/CONTRACTS.md)."""
+    return [round(i * size / n) for i in range(n + 1)]
+
+
+def parse_grid(value: "int | str | Sequence[int]") -> tuple[int, int]:
+    """``4``, ``"4"``, ``"2x3"`` (rows x cols) or ``(2, 3)`` -> (rows, cols)."""
+    try:
+        if isinstance(value, int):
+            rows = cols = value
+        elif isinstance(value, str):
+            parts = value.lower().split("x")
+            if len(parts) > 2:
+                raise ValueError
+            rows, cols = int(parts[0]), int(parts[-1])
+        else:
+            rows, cols = (int(v) for v in value)
+    except (ValueError, TypeError):
+        raise TinydetError(f"grid: expected N or RxC (e.g. 4 or 2x3), got {value!r}") from None
+    if rows < 1 or cols < 1:
+        raise TinydetError(f"grid: expected positive sizes, got {rows}x{cols}")
+    return rows, cols
+
+
+@dataclass(frozen=True)
+class OpRegion:
+    """What one stage-1 op does for one tile: reads ``in_rect`` of its input (map coordinates),
+    zero-pads it by ``pad`` = (left, right, top, bottom), writes ``out_rect`` of its output."""
+
+    in_rect: Rect
+    pad: Pad
+    out_rect: Rect
+
+    def to_dict(self) -> dict:
+        return {"in_rect": self.in_rect.to_list(), "pad": list(self.pad), "out_rect": self.out_rect.to_list()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OpRegion":
+        return cls(Rect.from_list(data["in_rect"]), tuple(int(p) for p in data["pad"]), Rect.from_list(data["out_rect"]))
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its part ``out_rect`` of the stage-1 output map, the input image region
+    ``in_rect`` it reads with border padding ``pad``, and every stage-1 op's regions."""
+
+    row: int
+    col: int
+    out_rect: Rect
+    in_rect: Rect
+    pad: Pad
+    regions: dict[str, OpRegion]
+    working_sets: tuple[int, ...]  # per stage-1 op, without the stage-1 output buffer
+    macs: int
+
+    def to_dict(self) -> dict:
+        return {"row": self.row, "col": self.col, "out_rect": self.out_rect.to_list(),
+                "in_rect": self.in_rect.to_list(), "pad": list(self.pad),
+                "regions": {k: v.to_dict() for k, v in self.regions.items()},
+                "working_sets": list(self.working_sets), "macs": self.macs}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Tile":
+        return cls(int(data["row"]), int(data["col"]), Rect.from_list(data["out_rect"]), Rect.from_list(data["in_rect"]),
+                   tuple(int(p) for p in data["pad"]),
+                   {k: OpRegion.from_dict(v) for k, v in data["regions"].items()},
+                   tuple(int(v) for v in data["working_sets"]), int(data["macs"]))
+
+
+@dataclass
+class PatchPlan:
+    """A schedule. ``split == 0`` is plain per-layer execution (no tiles); otherwise the first
+    ``split`` blocks run tile by tile into the stage-1 output buffer and the rest per layer.
+    Peaks in bytes (int8 activations), MACs per inference."""
+
+    arch: str
+    resolution: tuple[int, int]
+    grid: tuple[int, int]
+    split: int
+    stage1_ops: list[str]
+    stage1_output: str | None
+    split_shape: tuple[int, int, int] | None
+    tiles: list[Tile]
+    peak_sram_patch: int
+    peak_sram_stage1: int
+    peak_sram_stage2: int
+    peak_sram_per_layer: int
+    macs_per_layer: int
+    macs_patch: int
+    mac_overhead: float
+    input_streamed: bool
+    rules: MemoryRules = field(default_factory=MemoryRules)
+    mode: str = "backbone"
+
+    @property
+    def patched(self) -> bool:
+        return self.split > 0
+
+    @property
+    def peak(self) -> int:
+        """The schedule's peak SRAM: patch peak when patched, else the per-layer peak."""
+        return self.peak_sram_patch if self.patched else self.peak_sram_per_layer
+
+    @property
+    def stage1_buffer_bytes(self) -> int:
+        if self.split_shape is None:
+            return 0
+        c, h, w = self.split_shape
+        return c * h * w
+
+    @property
+    def max_tile_input(self) -> tuple[int, int]:
+        """Largest tile input (rows, cols) in image pixels."""
+        return (max(t.in_rect.h for t in self.tiles), max(t.in_rect.w for t in self.tiles)) if self.tiles else (0, 0)
+
+    def summary(self) -> dict:
+        """The figures without the per-tile detail."""
+        return {"grid": list(self.grid), "split": self.split, "patched": self.patched,
+                "peak_sram": self.peak, "peak_sram_patch": self.peak_sram_patch,
+                "peak_sram_stage1": self.peak_sram_stage1, "peak_sram_stage2": self.peak_sram_stage2,
+                "peak_sram_per_layer": self.peak_sram_per_layer, "macs_per_layer": self.macs_per_layer,
+                "macs_patch": self.macs_patch, "mac_overhead": self.mac_overhead,
+                "input_streamed": self.input_streamed, "max_tile_input": list(self.max_tile_input),
+                "split_shape": list(self.split_shape) if self.split_shape else None}
+
+    def to_dict(self) -> dict:
+        """JSON-able; :meth:`from_dict` reads it back (the export's schedule.json carries it)."""
+        return {"format_version": FORMAT_VERSION, "arch": self.arch, "resolution": list(self.resolution),
+                "mode": self.mode, "rules": self.rules.to_dict(), "grid": list(self.grid), "split": self.split,
+                "stage1_ops": list(self.stage1_ops), "stage1_output": self.stage1_output,
+                "split_shape": list(self.split_shape) if self.split_shape else None,
+                "tiles": [t.to_dict() for t in self.tiles],
+                "peak_sram_patch": self.peak_sram_patch, "peak_sram_stage1": self.peak_sram_stage1,
+                "peak_sram_stage2": self.peak_sram_stage2, "peak_sram_per_layer": self.peak_sram_per_layer,
+                "macs_per_layer": self.macs_per_layer, "macs_patch": self.macs_patch,
+                "mac_overhead": self.mac_overhead, "input_streamed": self.input_streamed}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PatchPlan":
+        try:
+            return cls(
+                arch=str(data["arch"]), resolution=tuple(int(v) for v in data["resolution"]),
+                grid=tuple(int(v) for v in data["grid"]), split=int(data["split"]),
+                stage1_ops=[str(s) for s in data["stage1_ops"]], stage1_output=data.get("stage1_output"),
+                split_shape=tuple(int(v) for v in data["split_shape"]) if data.get("split_shape") else None,
+                tiles=[Tile.from_dict(t) for t in data["tiles"]],
+                peak_sram_patch=int(data["peak_sram_patch"]), peak_sram_stage1=int(data["peak_sram_stage1"]),
+                peak_sram_stage2=int(data["peak_sram_stage2"]), peak_sram_per_layer=int(data["peak_sram_per_layer"]),
+                macs_per_layer=int(data["macs_per_layer"]), macs_patch=int(data["macs_patch"]),
+                mac_overhead=float(data["mac_overhead"]), input_streamed=bool(data["input_streamed"]),
+                rules=MemoryRules.from_dict(data.get("rules", {})), mode=str(data.get("mode", "backbone")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TinydetError(f"schedule: malformed plan ({type(exc).__name__}: {exc}); expected PatchPlan.to_dict() output") from None
+
+
+def per_layer_plan(graph: Graph, rules: MemoryRules = MemoryRules()) -> PatchPlan:
+    """The no-patch schedule: every op on the whole map, the input image in SRAM."""
+    peak = max(layer_working_sets(graph, rules))
+    return PatchPlan(graph.arch, tuple(graph.resolution), (1, 1), 0, [], None, None, [], peak, 0, peak, peak,
+                     graph.macs, graph.macs, 0.0, False, rules, graph.mode)
+
+
+def max_split(graph: Graph) -> int:
+    """Largest valid split: the stage-1 output may be the only stage-1 tensor read outside stage 1."""
+    for k in range(1, graph.num_blocks + 1):
+        if _outside_readers(graph, k):
+            return k
+    return graph.num_blocks
+
+
+def _outside_readers(graph: Graph, split: int) -> list[str]:
+    """Tensors made inside stage 1 (other than its output) that later ops or the outputs read."""
+    end = graph.block_end(split - 1)
+    made = {op.output for op in graph.ops[:end]} | {graph.input}
+    last = graph.ops[end - 1].output
+    leaks = {graph.ops[i].output for i in range(end) if graph.ops[i].output in graph.outputs} - {last}
+    for op in graph.ops[end:]:
+        leaks |= {t for t in op.inputs + ((op.add,) if op.add else ()) if t in made and t != last}
+    return sorted(leaks)
+
+
+def check_split(graph: Graph, split: int) -> None:
+    """Raise a one-line :class:`TinydetError` unless ``split`` is valid for ``graph``."""
+    if not isinstance(split, int) or isinstance(split, bool) or not 1 <= split <= graph.num_blocks:
+        raise TinydetError(f"split: expected a block count in 1..{graph.num_blocks} for arch {graph.arch} "
+                           f"(the first K blocks, stem = 1, run patch by patch), got {split!r}")
+    leaks = _outside_readers(graph, split)
+    if leaks:
+        top = max_split(graph)
+        raise TinydetError(f"split: {split} puts {leaks[0]} inside the per-patch stage although a head or output "
+                           f"reads it; expected a split of at most {top} for arch {graph.arch} ({graph.mode})")
+    if any(op.block < 0 for op in graph.ops[:graph.block_end(split - 1)]):
+        raise TinydetError(f"split: {split} puts a head op inside the per-patch stage of arch {graph.arch}; "
+                           f"expected at most {max_split(graph)}")
+
+
+def _axis_regions(ops: Sequence[Op], axis: int, lo: int, hi: int) -> tuple[dict[str, tuple[int, int]], list]:
+    """Backward propagation on one axis (0 rows, 1 cols) for output interval [lo, hi) of the last
+    op: per tensor the interval it must hold; per op (in_lo, in_hi, pad_before, pad_after, out_lo, out_hi)."""
+    need: dict[str, tuple[int, int]] = {ops[-1].output: (lo, hi)}
+    per_op: list = [None] * len(ops)
+    for i in range(len(ops) - 1, -1, -1):
+        op = ops[i]
+        o_lo, o_hi = need[op.output]
+        if axis == 0:
+            rect, pad = input_region(op, Rect(o_lo, o_hi, 0, 1))
+            i_lo, i_hi, p_lo, p_hi = rect.y0, rect.y1, pad[2], pad[3]
+        else:
+            rect, pad = input_region(op, Rect(0, 1, o_lo, o_hi))
+            i_lo, i_hi, p_lo, p_hi = rect.x0, rect.x1, pad[0], pad[1]
+        per_op[i] = (i_lo, i_hi, p_lo, p_hi, o_lo, o_hi)
+        # a tensor read by several stage-1 ops holds the union of what they need (the shortcut of a
+        # residual block is a crop of what its conv chain needs)
+        for name, (a, b) in ((op.inputs[0], (i_lo, i_hi)),) + (((op.add, (o_lo, o_hi)),) if op.add else ()):
+            old = need.get(name)
+            need[name] = (a, b) if old is None else (min(old[0], a), max(old[1], b))
+    return need, per_op
+
+
+@dataclass
+class _Stage1:
+    """What every tile of one (graph, split, rules) shares."""
+
+    ops: list[Op]
+    live: Liveness
+    modes: list[str]
+    alive: list[list[str]]
+    channels: dict[str, int]
+
+
+def _stage1(graph: Graph, split: int, rules: MemoryRules) -> _Stage1:
+    ops = graph.ops[:graph.block_end(split - 1)]
+    live = liveness(ops, graph.input)
+    modes = op_modes(ops, live, rules, sink=ops[-1].output)
+    channels = {graph.input: graph.tensors[graph.input].shape[0]}
+    channels.update({op.output: op.out_shape[0] for op in ops})
+    return _Stage1(ops, live, modes, [live.alive_at(i) for i in range(len(ops))], channels)
+
+
+def _make_tile(st: _Stage1, row: int, col: int, ry, cx, input_name: str) -> Tile:
+    (need_y, ops_y), (need_x, ops_x) = ry, cx
+    regions = {}
+    macs = 0
+    for op, (iy0, iy1, pt, pb, oy0, oy1), (ix0, ix1, pl, pr, ox0, ox1) in zip(st.ops, ops_y, ops_x):
+        out = Rect(oy0, oy1, ox0, ox1)
+        regions[op.name] = OpRegion(Rect(iy0, iy1, ix0, ix1), (pl, pr, pt, pb), out)
+        macs += op.macs * out.area // (op.out_shape[1] * op.out_shape[2])
+
+    def nbytes(t: str) -> int:
+        (a, b), (c, d) = need_y[t], need_x[t]
+        return st.channels[t] * (b - a) * (d - c)
+
+    ws = working_sets(st.ops, st.live, st.modes, nbytes,
+                      lambda i: regions[st.ops[i].name].out_rect.area, st.alive)
+    first = regions[st.ops[0].name]
+    in_rect = Rect(*need_y[input_name], *need_x[input_name])
+    last_out = regions[st.ops[-1].name].out_rect
+    return Tile(row, col, last_out, in_rect, first.pad, regions, tuple(ws), macs)
+
+
+def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
+                 rules: MemoryRules = MemoryRules()) -> PatchPlan:
+    """Plan patch-based execution: the first ``split`` blocks tile by tile on a ``grid`` (rows,
+    cols) over the split feature map, the rest per layer. Errors (one line) on an invalid split
+    or a grid larger than the split map."""
+    rows, cols = parse_grid(grid)
+    check_split(graph, split)
+    st = _stage1(graph, split, rules)
+    last = st.ops[-1]
+    c, h, w = last.out_shape
+    if rows > h or cols > w:
+        raise TinydetError(f"grid: {rows}x{cols} is larger than the split feature map {h}x{w} "
+                           f"(after block {split - 1} of arch {graph.arch}); expected at most {h}x{w}")
+    yb, xb = tile_bounds(h, rows), tile_bounds(w, cols)
+    ys = [_axis_regions(st.ops, 0, yb[r], yb[r + 1]) for r in range(rows)]
+    xs = [_axis_regions(st.ops, 1, xb[q], xb[q + 1]) for q in range(cols)]
+    tiles = [_make_tile(st, r, q, ys[r], xs[q], graph.input) for r in range(rows) for q in range(cols)]
+
+    buffer = c * h * w
+    layer_ws = layer_working_sets(graph, rules)
+    end = len(st.ops)
+    stage1 = buffer + max(max(t.working_sets) for t in tiles)
+    stage2 = max(layer_ws[end:], default=0)
+    macs_layer = graph.macs
+    macs_patch = sum(t.macs for t in tiles) + sum(op.macs for op in graph.ops[end:])
+    return PatchPlan(graph.arch, tuple(graph.resolution), (rows, cols), split, [op.name for op in st.ops],
+                     last.output, (c, h, w), tiles, max(stage1, stage2), stage1, stage2, max(layer_ws),
+                     macs_layer, macs_patch, macs_patch / macs_layer - 1.0 if macs_layer else 0.0, True, rules,
+                     graph.mode)
+
+
+def pareto_front(plans: Iterable[PatchPlan]) -> list[PatchPlan]:
+    """Plans not dominated in (peak SRAM, MAC overhead), by increasing peak."""
+    ordered = sorted(plans, key=lambda p: (p.peak, p.mac_overhead))
+    front: list[PatchPlan] = []
+    for p in ordered:
+        if not front or p.mac_overhead < front[-1].mac_overhead - 1e-12:
+            front.append(p)
+    return front
+
+
+def search_plans(graph: Graph, grids: Iterable = (2, 3, 4, 5, 6, 7, 8), splits: Iterable[int] | None = None,
+                 sram_budget: int | None = None, max_overhead: float | None = None,
+                 rules: MemoryRules = MemoryRules()) -> tuple[PatchPlan | None, list[PatchPlan]]:
+    """Search grids x splits (plus plain per-layer execution) and return (best, pareto front).
+
+    Best: with ``sram_budget`` the lowest MAC overhead among plans within the budget (and within
+    ``max_overhead`` if given); otherwise the lowest peak within ``max_overhead``. Ties go to the
+    other figure. ``best`` is None when no plan satisfies the limits. Grids or splits that do not
+    fit the graph are skipped."""
+    top = max_split(graph)
+    split_list = list(range(1, top + 1)) if splits is None else [s for s in splits if 1 <= s <= top]
+    grid_list = [parse_grid(g) for g in grids]
+    candidates = [per_layer_plan(graph, rules)]
+    for split in split_list:
+        _, h, w = graph.ops[graph.block_end(split - 1) - 1].out_shape
+        for rows, cols in grid_list:
+            if rows <= h and cols <= w:
+                candidates.append(plan_patches(graph, (rows, cols), split, rules))
+    front = pareto_front(candidates)
+    ok = [p for p in candidates if (sram_budget is None or p.peak <= sram_budget)
+          and (max_overhead is None or p.mac_overhead <= max_overhead + 1e-12)]
+    if not ok:
+        return None, front
+    if sram_budget is not None:
+        best = min(ok, key=lambda p: (round(p.mac_overhead, 12), p.peak, p.split, p.grid))
+    else:
+        best = min(ok, key=lambda p: (p.peak, round(p.mac_overhead, 12), p.split, p.grid))
+    return best, front
