@@ -130,7 +130,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 class Evolution:
     """Evolutionary search; ``run()`` returns the result dict (best, pareto, history)."""
 
-    def __init__(self, space: SearchSpace, check: CheckFn, score: ScoreFn, config: EvolutionConfig,
+    def __init__(self, space: SearchSpace, check: CheckFn, score: ScoreFn | None, config: EvolutionConfig,
                  state_path: str | Path | None = None, fingerprint: dict | None = None,
                  progress: bool = True, constraint_text: str = ""):
         self.space, self.check, self.score, self.config = space, check, score, config
@@ -171,11 +171,18 @@ class Evolution:
             f"in {self.config.max_tries} tries; the smallest network of the space needs "
             f"{_describe_metrics(smallest)} — raise the budgets or shrink search.widths/resolutions")
 
+    def check_space(self) -> Candidate:
+        """One feasible candidate, or the clear error that the space has none (call it before
+        expensive work; it uses its own random stream, so the search itself is unchanged)."""
+        rng = random.Random(self.config.seed + 7919)
+        return self._draw(lambda: self.space.sample(rng), "random")
+
     def _evaluate(self, cand: Candidate) -> dict:
         key = cand.key()
         if key not in self.cache:
             metrics = self._metrics(cand)
-            assert metrics["feasible"], "only feasible candidates are evaluated"
+            if not metrics["feasible"] or self.score is None:
+                raise RuntimeError("only feasible candidates are evaluated, and only with a score function")
             self.cache[key] = {"candidate": cand.to_dict(), "metrics": metrics, "score": float(self.score(cand))}
         return self.cache[key]
 

@@ -64,6 +64,10 @@ DEFAULTS: dict[str, Any] = {
         "population": 16, "generations": 4, "mutation_prob": 0.1, "crossover_prob": 0.5,
         "supernet_epochs": 1, "seed": 0, "kernels": [3, 5, 7], "expands": [3, 4, 6],
         "widths": [0.35, 0.5, 0.75], "resolutions": [96, 128, 160], "grids": [2, 3, 4],
+        # tinydet.nas: per-stage depth choices (null = MobileNetV2-like defaults), split range,
+        # sandwich size, BN-recalibration batches, rejection-sampling tries, parents kept
+        "depths": None, "max_split_stage": 3, "min_split": 2, "n_random": 2, "recal_batches": 4,
+        "max_tries": 2000, "parent_ratio": 0.25, "max_val_images": 0, "supernet_max_steps": -1,
     },
 }
 
@@ -79,6 +83,7 @@ NULLABLE: dict[str, tuple[type, ...]] = {
     "export.split": (int, type(None)),
     "export.sram_budget": (int, type(None)),
     "export.out": (str, type(None)),
+    "search.depths": (list, type(None)),
     "data.augment": (dict, bool),
 }
 

@@ -1,0 +1,160 @@
+"""Hard constraints of the search, computed with the project's own memory model (pure: no torch).
+
+For a candidate: lower its detector graph (backbone + head, ``tinydet.arch.lower``), then
+- peak SRAM: per-layer execution (grid 1) or the patch plan of its grid and split, both from
+  ``tinydet.schedule`` (the same numbers ``tinydet plan`` / export / the C runtime use);
+- Flash: int8 weights + int32 bias + per-channel requant parameters (:func:`flash_bytes`);
+- MAC overhead of the patch schedule (0 per layer);
+- latency: MACs, or cycles from a per-layer instruction table measured by deploy (``--latency-table``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinydet.arch.graph import Graph, Op, lower
+from tinydet.arch.spec import HeadSpec
+from tinydet.errors import TinydetError
+from tinydet.nas.space import Candidate, SearchSpace
+
+_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
+
+
+def parse_bytes(text: "str | int", where: str = "size") -> int:
+    """``"256kB"``, ``"1MB"``, ``"320KiB"``, ``"65536"`` -> bytes (kB = 1024 B, as MCU datasheets)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        s = str(text).strip().lower().replace(" ", "")
+        num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = s[len(num):] or "b"
+        try:
+            if unit not in _UNITS:
+                raise ValueError
+            value = int(round(float(num) * _UNITS[unit]))
+        except ValueError:
+            raise TinydetError(f"{where}: expected a size such as 256kB, 1MB or 65536, got {text!r}") from None
+    if value <= 0:
+        raise TinydetError(f"{where}: expected a positive size, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits a candidate must meet; ``max_overhead`` is the patch schedule's MAC overhead."""
+
+    sram: int
+    flash: int
+    max_overhead: float = 0.1
+
+    def describe(self) -> str:
+        return f"SRAM <= {self.sram:,} B, Flash <= {self.flash:,} B, MAC overhead <= {self.max_overhead:g}"
+
+
+class LatencyTable:
+    """Cycles per MAC fitted from a deploy-measured per-layer table, applied to new graphs.
+
+    The file is JSON: a list of layers (or ``{"layers": [...]}``), each with ``kind`` (conv |
+    dwconv | ...), ``kernel``, ``macs`` and ``cycles`` (or ``instructions``). A layer of a new
+    network costs its MACs times the cycles/MAC of its (kind, kernel, stride) in the table, else of
+    its kind, else the table's average — a linear model per kernel type, as MCUNet's latency LUT.
+    """
+
+    def __init__(self, layers: list[dict], source: str = "<table>"):
+        totals: dict[tuple, list[float]] = {}
+        for i, layer in enumerate(layers):
+            try:
+                kind, macs = str(layer["kind"]), float(layer["macs"])
+                cycles = float(layer["cycles"] if "cycles" in layer else layer["instructions"])
+                kernel, stride = int(layer.get("kernel", 1)), int(layer.get("stride", 1))
+            except (KeyError, TypeError, ValueError):
+                raise TinydetError(f"{source}: layers[{i}]: expected kind, kernel, macs and cycles (or instructions), "
+                                   f"got {layer!r}") from None
+            if macs <= 0:
+                continue
+            for key in ((kind, kernel, stride), (kind,), ()):
+                acc = totals.setdefault(key, [0.0, 0.0])
+                acc[0] += cycles
+                acc[1] += macs
+        if () not in totals:
+            raise TinydetError(f"{source}: layers: expected at least one layer with macs > 0")
+        self.per_mac = {k: c / m for k, (c, m) in totals.items()}
+
+    @classmethod
+    def load(cls, path: "str | Path") -> "LatencyTable":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise TinydetError(f"{path}: cannot read latency table ({exc.strerror})") from None
+        except json.JSONDecodeError as exc:
+            raise TinydetError(f"{path}: line {exc.lineno}: malformed JSON: {exc.msg}") from None
+        layers = data.get("layers") if isinstance(data, dict) else data
+        if not isinstance(layers, list):
+            raise TinydetError(f"{path}: layers: expected a list of per-layer entries")
+        return cls(layers, str(path))
+
+    def op_cycles(self, op: Op) -> float:
+        for key in ((op.kind, op.kernel, op.stride), (op.kind,), ()):
+            if key in self.per_mac:
+                return op.macs * self.per_mac[key]
+        return 0.0
+
+    def cycles(self, graph: Graph) -> float:
+        return sum(self.op_cycles(op) for op in graph.ops)
+
+
+def candidate_graph(cand: Candidate, space: SearchSpace, head: HeadSpec) -> Graph:
+    """The detector graph (backbone up to the last head map, plus the head) of ``cand``."""
+    return lower(cand.to_spec(space), cand.resolution, head=head)
+
+
+def flash_bytes(graph: Graph) -> int:
+    """Flash of the int8 deployment: int8 weights, an int32 bias per output channel (BatchNorm
+    folds one into every conv) and per-channel requantization parameters (int32 multiplier +
+    int32 shift per output channel), as the C runtime stores them."""
+    total = 0
+    for op in graph.ops:
+        if op.kind in ("conv", "dwconv", "fc"):
+            total += op.weight_count + (4 + 4 + 4) * op.out_shape[0]
+    return total
+
+
+def evaluate_constraints(cand: Candidate, space: SearchSpace, head: HeadSpec, budget: Budget,
+                         rules: Any = None, latency: LatencyTable | None = None) -> dict[str, Any]:
+    """Resources of ``cand`` and whether they fit ``budget`` (``feasible``); JSON-ready.
+
+    A schedule the planner rejects (a grid finer than the split feature map) is infeasible, with
+    the planner's message in ``reason``."""
+    from tinydet import schedule
+
+    rules = schedule.MemoryRules() if rules is None else rules
+    graph = candidate_graph(cand, space, head)
+    reason = ""
+    try:
+        plan = (schedule.plan_patches(graph, (cand.grid, cand.grid), cand.split, rules) if cand.grid > 1
+                else schedule.per_layer_plan(graph, rules))
+    except TinydetError as exc:
+        plan, reason = None, str(exc)
+    per_layer = int(plan.peak_sram_per_layer) if plan else int(schedule.peak_sram_per_layer(graph, rules))
+    peak = int(plan.peak) if plan else per_layer
+    overhead = float(plan.mac_overhead) if plan else 0.0
+    flash = flash_bytes(graph)
+    macs = int(graph.macs)
+    out = {
+        "peak_sram": peak, "peak_sram_per_layer": per_layer, "flash_bytes": flash, "macs": macs,
+        "mac_overhead": overhead,
+        # tiles recompute their halo: the schedule runs (1 + overhead) times the per-layer work
+        "latency": (latency.cycles(graph) if latency is not None else float(macs)) * (1.0 + overhead),
+        "latency_unit": "cycles" if latency is not None else "macs",
+    }
+    if plan is not None:
+        reasons = [f"peak SRAM {peak:,} > {budget.sram:,}" if peak > budget.sram else "",
+                   f"Flash {flash:,} > {budget.flash:,}" if flash > budget.flash else "",
+                   f"MAC overhead {overhead:.3f} > {budget.max_overhead:g}" if overhead > budget.max_overhead else ""]
+        reason = "; ".join(r for r in reasons if r)
+    out["feasible"] = not reason
+    out["reason"] = reason
+    return out
