@@ -27,16 +27,14 @@ OPSET = 17
 
 
 def check_split(graph: Graph, split: int) -> None:
-    """``split`` = number of backbone blocks run per tile (stem = 1); stage 2 must keep at least
-    one op and every head must read a tensor stage 2 can see."""
-    if not isinstance(split, int) or isinstance(split, bool) or not 1 <= split < graph.num_blocks:
-        raise TinydetError(f"split: expected an integer block count in 1..{graph.num_blocks - 1} for arch "
-                           f"{graph.arch} ({graph.num_blocks} blocks), got {split!r}")
-    names = {op.output for op in stage1_ops(graph, split)}
-    for op in graph.ops:
-        if op.block == -1 and op.inputs[0] in names and op.inputs[0] != split_tensor(graph, split):
-            raise TinydetError(f"split {split}: head op '{op.name}' reads '{op.inputs[0]}', inside the per-patch "
-                               f"stage; expected a split after block {graph.op(op.inputs[0]).block} or earlier")
+    """``split`` = number of backbone blocks run per tile (stem = 1): valid for the planner
+    (:func:`tinydet.schedule.check_split`) and leaving stage 2 at least one op."""
+    from tinydet.schedule.planner import check_split as plan_check_split
+
+    plan_check_split(graph, split)
+    if len(stage1_ops(graph, split)) == len(graph.ops):
+        raise TinydetError(f"split: {split} leaves no op for stage 2 of arch {graph.arch} ({graph.mode}); "
+                           f"expected at most {graph.num_blocks - 1}")
 
 
 def stage1_ops(graph: Graph, split: int) -> list[Op]:

@@ -12,20 +12,28 @@ give the layer all the data it needs, which is reported rather than silently zer
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
 from tinydet.export.onnx_writer import stage1_ops, tile_inputs
+from tinydet.schedule.regions import Rect as SRect, input_region
 
 Rect = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
 
 
+def _rect(value: Any) -> Rect:
+    """A rectangle from a ``tinydet.schedule.regions.Rect`` or a ``[y0, y1, x0, x1]`` sequence."""
+    values = value.to_list() if hasattr(value, "to_list") else value
+    y0, y1, x0, x1 = (int(v) for v in values)
+    return y0, y1, x0, x1
+
+
 def needed_rect(op: Op, out: Rect) -> Rect:
-    """Input rows/columns (unclipped) that ``op`` reads to make output rectangle ``out``."""
-    k, s, p = op.kernel, op.stride, op.padding
-    y0, y1, x0, x1 = out
-    return (y0 * s - p, (y1 - 1) * s - p + k, x0 * s - p, (x1 - 1) * s - p + k)
+    """Input rows/columns (unclipped) that ``op`` reads to make output rectangle ``out``: the
+    schedule's clipped input region grown by the zero padding that stands in for the rest."""
+    region, (left, right, top, bottom) = input_region(op, SRect.from_list(out))
+    return region.y0 - top, region.y1 + bottom, region.x0 - left, region.x1 + right
 
 
 def _amounts(need: Rect, have: Rect) -> tuple[int, int, int, int]:
@@ -44,19 +52,19 @@ def _check_border(amounts, have: Rect, size: tuple[int, int], what: str) -> None
                                f"image ({h}x{w}); expected the tile to hold all rows/columns the layer reads")
 
 
-def tile_pad_vectors(graph: Graph, split: int, in_rect: Sequence[int], out_rects: Mapping[str, Sequence[int]],
+def tile_pad_vectors(graph: Graph, split: int, in_rect: Any, out_rects: Mapping[str, Any],
                      where: str = "tile") -> dict[str, list[int]]:
     """The int64[8] ONNX Pad vectors ``[0, 0, top, left, 0, 0, bottom, right]`` of every per-tile
     input of ``stage1_patch.onnx`` for one tile.
 
     ``in_rect`` is the tile's rectangle of the network input; ``out_rects[op]`` the rectangle of
-    each stage-1 op's output that the tile computes (from the patch plan).
+    each stage-1 op's output that the tile computes (from the patch plan; ``Rect`` or list).
     """
-    have: dict[str, Rect] = {graph.input: tuple(int(v) for v in in_rect)}
+    have: dict[str, Rect] = {graph.input: _rect(in_rect)}
     for op in stage1_ops(graph, split):
         if op.name not in out_rects:
             raise TinydetError(f"{where}: the plan has no region for stage-1 op '{op.name}'")
-        have[op.output] = tuple(int(v) for v in out_rects[op.name])
+        have[op.output] = _rect(out_rects[op.name])
     vectors: dict[str, list[int]] = {}
     wanted = {(op_name, kind) for _, op_name, kind in tile_inputs(graph, split)}
     for op in stage1_ops(graph, split):

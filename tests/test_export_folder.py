@@ -1,0 +1,206 @@
+"""The export folder: stitched stages == full model (float, onnxruntime), schedule.json content,
+checksums, add_files, and the atomic write."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinydet.arch import get_spec
+from tinydet.errors import TinydetError
+from tinydet.export import add_files, load_export, onnx_runner
+from tinydet.export.folder import export_network
+from tinydet.export.runtime import float_stitched_max_abs_diff
+
+from test_export_utils import HEAD, random_network, tiny_spec
+
+
+def _images(shape, n=2, seed=3):
+    return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
+
+
+def _torch_outputs(model, images):
+    with torch.no_grad():
+        return [t.numpy() for t in model(torch.from_numpy(images))]
+
+
+# (spec, head, resolution HxW, grid, split): non-square inputs, 3x3 / 2x3 / 3x2 grids with unequal
+# tiles, splits inside residual stages, detectors with two heads and a classifier
+CASES = {
+    # 10x14 split map, rows 3+4+3: block 3 (residual, 16 ch) is in stage 2, block 2 in stage 1
+    "tiny-det-3x2-split3": (tiny_spec(), HEAD, (40, 56), (3, 2), 3),
+    "tiny-det-3x3-split2": (tiny_spec(), HEAD, (52, 36), (3, 3), 2),
+    "tiny-cls-2x3-split5": (tiny_spec(num_classes=5), None, (48, 72), (2, 3), 5),
+    # MobileNetV2 split 6: blocks 4-6 are the 32-channel stage; 5 runs per patch, 6 per layer
+    "mbv2-det-3x3-split6": (get_spec("mbv2-w0.35"), HEAD, (96, 128), (3, 3), 6),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_stitched_stages_equal_full_and_torch(case, tmp_path):
+    spec, head, res, grid, split = CASES[case]
+    model = random_network(spec, head=head, seed=4)
+    graph = model.graph(res)
+    out = tmp_path / "exp"
+    summary = export_network(model, graph, out, split, grid, check_images=1)
+    assert summary["float_stitched_max_abs_diff"] <= 1e-4
+    assert summary["grid"] == list(grid) and summary["split"] == split
+    images = _images((3, *res))
+    ref = _torch_outputs(model, images)
+    full = onnx_runner(out)(images)
+    stitched = onnx_runner(out, patched=True)(images)
+    assert [a.shape for a in full] == [a.shape for a in ref] == [a.shape for a in stitched]
+    for r, f, s in zip(ref, full, stitched):
+        assert np.abs(r - f).max() <= 1e-4
+        assert np.abs(f - s).max() <= 1e-4
+        assert np.abs(r).max() > 1e-2  # the outputs carry signal, so equality means something
+    assert float_stitched_max_abs_diff(out, images) <= 1e-4
+
+
+def test_schedule_json_content(tmp_path):
+    model = random_network(tiny_spec(), head=HEAD, seed=5)
+    graph = model.graph((40, 56))
+    export_network(model, graph, tmp_path / "e", 3, (3, 2),
+                   detector={"num_classes": 2, "class_names": ["a", "b"], "anchors": [[[1, 2]]], "strides": [8]})
+    export = load_export(tmp_path / "e")
+    s = export.schedule
+    assert s["format_version"] == 1 and s["arch"]["name"] == "tiny" and s["arch"]["spec"] == tiny_spec().to_dict()
+    assert s["input"]["shape"] == [3, 40, 56] and s["grid"] == [3, 2] and s["split"] == 3
+    assert s["outputs"] == ["heads.0.out", "heads.1.out"] and s["split_tensor"] == "blocks.2.project"
+    assert s["stage1_ops"] == [op.name for op in graph.ops if 0 <= op.block < 3]
+    assert set(s["files"]) == {"full.onnx", "stage1_patch.onnx", "stage2.onnx"}
+    assert s["detector"]["class_names"] == ["a", "b"]
+    assert s["memory"]["peak_sram_patch"] > 0 and s["macs"]["mac_overhead"] > 0
+    assert s["arena"] is not None
+    # 10x14 split map in 3 rows: 3, 4, 3 rows -> unequal tiles, covering the map exactly once
+    rows = sorted({(t["out_rect"][0], t["out_rect"][1]) for t in s["tiles"]})
+    assert rows == [(0, 3), (3, 7), (7, 10)]
+    stem = "blocks.0.conv"
+    for t in s["tiles"]:
+        left, right, top, bottom = t["pads"][stem]
+        # zero padding exactly at the image border, none inside
+        assert top == (1 if t["in_rect"][0] == 0 else 0)
+        assert left == (1 if t["in_rect"][2] == 0 else 0)
+        assert bottom == 0 and right == 0 or t["in_rect"][1] == 40 or t["in_rect"][3] == 56
+        assert all(v <= 0 for crop in t["shortcut_crop"].values() for v in crop)
+        assert set(t["onnx_pads"]) == {i["name"] for i in s["tile_inputs"]}
+    interior = [t for t in s["tiles"] if t["row"] == 1]
+    assert interior and all(t["pads"][stem][2:] == [0, 0] for t in interior)
+
+
+def test_tampered_missing_and_unlisted_files(tmp_path):
+    model = random_network(tiny_spec(), head=HEAD, seed=6)
+    out = tmp_path / "e"
+    export_network(model, model.graph(32), out, 2, 2, check_images=1)
+    load_export(out)
+    data = (out / "stage2.onnx").read_bytes()
+    (out / "stage2.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(TinydetError, match="checksum mismatch: stage2.onnx was modified after export"):
+        load_export(out)
+    with pytest.raises(TinydetError, match="checksum mismatch: stage2.onnx"):
+        onnx_runner(out, patched=True)
+    (out / "stage2.onnx").write_bytes(data)
+    (out / "full.onnx").unlink()
+    with pytest.raises(TinydetError, match="full.onnx is missing"):
+        load_export(out)
+    with pytest.raises(TinydetError, match="full.onnx is missing"):
+        onnx_runner(out)
+
+
+def test_format_version_and_unlisted_file(tmp_path):
+    model = random_network(tiny_spec(), head=HEAD, seed=6)
+    out = tmp_path / "e"
+    export_network(model, model.graph(32), out, 2, 2, check_images=1)
+    (out / "extra.onnx").write_bytes(b"x")
+    with pytest.raises(TinydetError, match="extra.onnx is not listed"):
+        load_export(out)
+    (out / "extra.onnx").unlink()
+    sched = json.loads((out / "schedule.json").read_text())
+    sched["format_version"] = 99
+    (out / "schedule.json").write_text(json.dumps(sched))
+    with pytest.raises(TinydetError, match="format_version: expected 1, got 99"):
+        load_export(out)
+    with pytest.raises(TinydetError, match="export folder does not exist"):
+        load_export(tmp_path / "nope")
+
+
+def test_add_files_and_int8_path(tmp_path):
+    model = random_network(tiny_spec(), head=HEAD, seed=7)
+    out = tmp_path / "e"
+    export_network(model, model.graph((40, 56)), out, 3, (3, 2), check_images=1)
+    with pytest.raises(TinydetError, match="no full.int8.onnx.*tinydet quantize"):
+        onnx_runner(out, int8=True)
+    # the int8 path is the float path with other file names: copies of the float files must run the same
+    blobs = {f"{n}.int8.onnx": (out / f"{n}.onnx").read_bytes() for n in ("full", "stage1_patch", "stage2")}
+    add_files(out, blobs)
+    export = load_export(out)
+    assert {"full.int8.onnx", "stage1_patch.int8.onnx", "stage2.int8.onnx"} <= set(export.schedule["files"])
+    images = _images((3, 40, 56), n=1)
+    a = onnx_runner(out, int8=True, patched=True)(images)
+    b = onnx_runner(out)(images)
+    assert all(np.abs(x - y).max() <= 1e-4 for x, y in zip(a, b))
+    with pytest.raises(TinydetError, match="cannot be replaced"):
+        add_files(out, {"full.onnx": b"x"})
+    with pytest.raises(TinydetError, match="plain file name"):
+        add_files(out, {"../evil.onnx": b"x"})
+    (out / "stage2.int8.onnx").write_bytes(b"changed")
+    with pytest.raises(TinydetError, match="stage2.int8.onnx was modified"):
+        load_export(out)
+
+
+def test_wrong_image_shape_is_a_clear_error(tmp_path):
+    model = random_network(tiny_spec(), head=HEAD, seed=8)
+    export_network(model, model.graph((40, 56)), tmp_path / "e", 3, 2, check_images=1)
+    with pytest.raises(TinydetError, match=r"expected images \[B, 3, 40, 56\]"):
+        onnx_runner(tmp_path / "e", patched=True)(np.zeros((1, 3, 56, 40), np.float32))
+
+
+@pytest.mark.parametrize("stage", ["onnx", "check"])
+def test_failed_export_leaves_nothing_half_written(stage, tmp_path, monkeypatch):
+    import tinydet.export.folder as folder
+
+    model = random_network(tiny_spec(), head=HEAD, seed=9)
+    graph = model.graph(32)
+    out = tmp_path / "e"
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    # a failure before anything is written, and one after the ONNX files and schedule.json are on disk
+    monkeypatch.setattr(folder, "stage2_model" if stage == "onnx" else "float_stitched_max_abs_diff", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        export_network(model, graph, out, 2, 2)
+    assert os.listdir(tmp_path) == []  # no folder, no temporary folder
+    monkeypatch.undo()
+    export_network(model, graph, out, 2, 2, check_images=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(folder, "stage2_model" if stage == "onnx" else "float_stitched_max_abs_diff", boom)
+    with pytest.raises(RuntimeError):
+        export_network(random_network(tiny_spec(), head=HEAD, seed=10), graph, out, 3, 2)
+    assert sorted(os.listdir(tmp_path)) == ["e"]  # the old export is untouched
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    load_export(out)
+
+
+def test_stitch_mismatch_is_refused(tmp_path, monkeypatch):
+    """A plan whose pads are wrong is caught by the check run at export time."""
+    import tinydet.export.folder as folder
+
+    real = folder.tile_pad_vectors
+
+    def off_by_one(*args, **kwargs):
+        vectors = real(*args, **kwargs)
+        name = next(iter(vectors))
+        v = list(vectors[name])
+        if v[2] == 0 and v[6] == 0:  # an interior tile: shift its rows by one
+            v[2], v[6] = 1, -1
+        vectors[name] = v
+        return vectors
+
+    monkeypatch.setattr(folder, "tile_pad_vectors", off_by_one)
+    model = random_network(tiny_spec(), head=HEAD, seed=11)
+    with pytest.raises(TinydetError, match="stitched stages differ from full.onnx"):
+        export_network(model, model.graph((64, 48)), tmp_path / "e", 3, 3, check_images=1)
+    assert not (tmp_path / "e").exists()
