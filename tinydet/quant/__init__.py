@@ -1,0 +1,34 @@
+"""int8 quantization: calibration, QDQ export (PTQ), QAT, the int8 graph reader and the numpy
+reference interpreter (DESIGN.md "Int8 arithmetic").
+
+    ranges = calibrate(full_model, images, "percentile")          # calibrate.py (onnxruntime)
+    table = activation_params(full_model, ranges)                 # qdq.py: one table for all three
+    int8 = quantize_model(stage_model, table)                     # qdq.py: QDQ ONNX
+    qg = load_qgraph("out/x/full.int8.onnx")                      # qgraph.py: numpy + onnx only
+    outputs = run_full(qg, images)                                # reference.py: integer-only
+    quantize_export("out/x", cfg, calib=32)                       # the `tinydet quantize` pipeline
+    model = prepare_qat(model, cfg)                               # qat.py: fake-quant fine-tuning
+
+Names resolve lazily so ``import tinydet.quant`` pulls in neither onnxruntime nor torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_API = {
+    "calibrate": "calibrate", "calibration_images": "calibrate", "METHODS": "calibrate",
+    "QParams": "qdq", "activation_params": "qdq", "quantize_model": "qdq", "params_from_range": "qdq",
+    "QGraph": "qgraph", "QOp": "qgraph", "load_qgraph": "qgraph",
+    "run": "reference", "run_full": "reference", "run_stitched": "reference", "Int8Reference": "reference",
+    "layer_lsb_vs_ort": "reference",
+    "quantize_export": "export", "ranges_from_checkpoint": "qat",
+    "prepare_qat": "qat", "qat_ranges": "qat",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f"tinydet.quant.{_API[name]}"), name)
+    raise AttributeError(f"module 'tinydet.quant' has no attribute '{name}'")

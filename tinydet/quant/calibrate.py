@@ -1,0 +1,185 @@
+"""Calibration: real ranges of every activation of a float ONNX model, from sample images.
+
+The float ``full.onnx`` runs in onnxruntime with every intermediate activation exposed as an
+output; per tensor a range is chosen by one of three methods:
+
+* ``minmax``: the smallest and largest value seen;
+* ``percentile``: the ``p``-th and ``(100 - p)``-th percentiles of all values (default p = 99.99),
+  from a 4096-bin histogram over the min/max range (a second pass), so memory does not grow
+  with the number of images;
+* ``entropy``: TensorRT's KL-divergence calibration. A 2048-bin histogram of ``|x|`` and, for
+  each candidate threshold, the KL divergence between the clipped distribution and its
+  quantized version (128 levels for signed tensors, 256 for non-negative ones, which use the
+  whole int8 range when asymmetric); the threshold with the smallest divergence wins.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnx
+
+from tinydet.errors import TinydetError
+
+METHODS = ("minmax", "percentile", "entropy")
+RANGE_OPS = ("Conv", "Clip", "Relu", "Add", "GlobalAveragePool", "Gemm")
+PERCENTILE_BINS = 4096
+ENTROPY_BINS = 2048
+
+
+def exposed_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` whose graph outputs also list every activation that gets a range."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    existing = {o.name for o in out.graph.output}
+    names = []
+    for node in out.graph.node:
+        if node.op_type in RANGE_OPS:
+            name = node.output[0]
+            names.append(name)
+            if name not in existing:
+                out.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    return out, names
+
+
+def _session(model: onnx.ModelProto, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _run_all(session, input_name: str, names: Sequence[str], images: Sequence[np.ndarray]):
+    for image in images:
+        x = np.asarray(image, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        values = session.run(list(names), {input_name: x})
+        yield dict(zip(names, values))
+
+
+def _percentile_range(hist: np.ndarray, lo: float, hi: float, p: float) -> tuple[float, float]:
+    edges = np.linspace(lo, hi, len(hist) + 1)
+    cdf = np.cumsum(hist) / max(1, hist.sum())
+    q_lo, q_hi = (100.0 - p) / 100.0, p / 100.0
+    i_lo = int(np.searchsorted(cdf, q_lo, side="left"))
+    i_hi = int(np.searchsorted(cdf, q_hi, side="left"))
+    return float(edges[min(i_lo, len(hist) - 1)]), float(edges[min(i_hi + 1, len(hist))])
+
+
+def kl_threshold(hist: np.ndarray, bin_width: float, levels: int = 128) -> float:
+    """TensorRT's entropy calibration on a histogram of ``|x|``: the clipping threshold that
+    minimises KL(P || Q) between the clipped reference distribution and its ``levels``-level
+    quantization."""
+    hist = np.asarray(hist, dtype=np.float64)
+    n = len(hist)
+    if n <= levels or hist.sum() == 0:
+        return n * bin_width
+    best_i, best_kl = n, np.inf
+    for i in range(levels, n + 1):
+        p = hist[:i].copy()
+        p[i - 1] += hist[i:].sum()  # outliers clipped into the last bin
+        # quantize hist[:i] into `levels` chunks, spreading each chunk's mass over its nonzero bins
+        edges = np.linspace(0, i, levels + 1).astype(np.int64)
+        src = hist[:i]
+        nonzero = (src > 0).astype(np.float64)
+        chunk_sum = np.add.reduceat(src, edges[:-1])
+        chunk_cnt = np.add.reduceat(nonzero, edges[:-1])
+        per = np.divide(chunk_sum, chunk_cnt, out=np.zeros_like(chunk_sum), where=chunk_cnt > 0)
+        q = np.repeat(per, np.diff(edges)) * nonzero
+        p_sum, q_sum = p.sum(), q.sum()
+        if q_sum == 0:
+            continue
+        pn, qn = p / p_sum, q / q_sum
+        mask = pn > 0
+        # a bin with P > 0 but Q == 0 (only the clipped last bin can be) is smoothed as TensorRT does
+        qn = np.where(mask & (qn == 0), 1e-12, qn)
+        kl = float(np.sum(pn[mask] * np.log(pn[mask] / qn[mask])))
+        if kl < best_kl:
+            best_kl, best_i = kl, i
+    return (best_i + 0.5) * bin_width
+
+
+def calibrate(model: "onnx.ModelProto | str", images: Iterable[np.ndarray], method: str = "minmax",
+              percentile: float = 99.99, input_name: str = "input", threads: int = 1,
+              where: str = "calibration") -> dict[str, tuple[float, float]]:
+    """Ranges ``{tensor: (lo, hi)}`` of every activation of a float model over ``images``.
+
+    ``images`` are ``[3, H, W]`` or ``[1, 3, H, W]`` float arrays in [0, 1] (letterboxed to the
+    model's input size). An empty set raises a :class:`TinydetError`.
+    """
+    if method not in METHODS:
+        raise TinydetError(f"{where}: method: expected one of {', '.join(METHODS)}, got {method!r}")
+    if not 50.0 < percentile <= 100.0:
+        raise TinydetError(f"{where}: percentile: expected a number in (50, 100], got {percentile}")
+    if isinstance(model, str):
+        model = onnx.load(model)
+    images = list(images)
+    if not images:
+        raise TinydetError(f"{where}: the calibration set is empty; expected at least one image "
+                           f"(check the config's data.train split and --calib)")
+    exposed, names = exposed_model(model)
+    session = _session(exposed, threads)
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    for values in _run_all(session, input_name, names, images):
+        for n in names:
+            v = values[n]
+            lo[n] = min(lo[n], float(v.min()))
+            hi[n] = max(hi[n], float(v.max()))
+    if method == "minmax":
+        return {n: (lo[n], hi[n]) for n in names}
+    if method == "percentile":
+        hists = {n: np.zeros(PERCENTILE_BINS, np.int64) for n in names}
+        for values in _run_all(session, input_name, names, images):
+            for n in names:
+                if hi[n] > lo[n]:
+                    hists[n] += np.histogram(values[n], bins=PERCENTILE_BINS, range=(lo[n], hi[n]))[0]
+        return {n: (_percentile_range(hists[n], lo[n], hi[n], percentile) if hi[n] > lo[n] else (lo[n], hi[n]))
+                for n in names}
+    # entropy
+    amax = {n: max(abs(lo[n]), abs(hi[n])) for n in names}
+    hists = {n: np.zeros(ENTROPY_BINS, np.int64) for n in names}
+    for values in _run_all(session, input_name, names, images):
+        for n in names:
+            if amax[n] > 0:
+                hists[n] += np.histogram(np.abs(values[n]), bins=ENTROPY_BINS, range=(0.0, amax[n]))[0]
+    ranges = {}
+    for n in names:
+        if amax[n] == 0:
+            ranges[n] = (lo[n], hi[n])
+            continue
+        levels = 256 if lo[n] >= 0 else 128
+        t = kl_threshold(hists[n], amax[n] / ENTROPY_BINS, levels)
+        ranges[n] = (max(lo[n], -t), min(hi[n], t))
+    return ranges
+
+
+def calibration_images(cfg, count: int, size: "tuple[int, int]", source: str = "config") -> list[np.ndarray]:
+    """``count`` images of the config's train split, spread evenly over it, letterboxed (the eval
+    transform) to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1]."""
+    from PIL import Image
+
+    from tinydet.data.records import load_records
+    from tinydet.data.transforms import letterbox_image
+
+    if count < 1:
+        raise TinydetError(f"{source}: --calib: expected at least 1 calibration image, got {count}")
+    records, _, _ = load_records(cfg["data"], "train", source)
+    if not records:
+        raise TinydetError(f"{source}: data.train: the calibration set is empty; expected at least one "
+                           f"training image (data.root = {cfg['data'].get('root')!r})")
+    # evenly spread over the split so a sorted data set does not calibrate on one class only
+    picks = np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).round().astype(int))
+    images = []
+    for i in picks:
+        try:
+            with Image.open(records[int(i)].path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise TinydetError(f"{records[int(i)].path}: cannot read calibration image ({exc})") from None
+        images.append(letterbox_image(rgb, size)[0])
+    return images

@@ -1,0 +1,249 @@
+"""numpy interpreter of the int8 op list (:mod:`tinydet.quant.qgraph`) with integer-only
+requantization: the arithmetic the C runtime runs (DESIGN.md "Int8 arithmetic"), through the
+CMSIS-NN-semantics kernels of :mod:`tinydet.quant.kernels`.
+
+Activations are NHWC int8 inside; graph inputs and outputs are float NCHW like the ONNX models.
+``run_full`` runs ``full.int8.onnx``; ``run_stitched`` runs ``stage1_patch.int8.onnx`` on every
+tile of ``schedule.json`` (its per-tile pads), writes each tile into the stage-1 output buffer,
+and runs ``stage2.int8.onnx`` on the stitched int8 map — bit for bit what the full graph gives.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from tinydet.errors import TinydetError
+from tinydet.quant import kernels
+from tinydet.quant.arith import dequantize, quantize
+from tinydet.quant.qgraph import QGraph, QOp, load_qgraph
+
+
+def pad_int8(x: np.ndarray, amounts: Sequence[int], zero_point: int) -> np.ndarray:
+    """Pad (positive) or crop (negative) an NHWC int8 tensor by (top, left, bottom, right) with
+    the zero point, i.e. with real 0.0."""
+    top, left, bottom, right = (int(v) for v in amounts)
+    n, h, w, c = x.shape
+    y0, y1 = max(0, -top), h - max(0, -bottom)
+    x0, x1 = max(0, -left), w - max(0, -right)
+    if y1 <= y0 or x1 <= x0:
+        raise ValueError(f"pad amounts {list(amounts)} crop away the whole {h}x{w} tensor")
+    core = x[:, y0:y1, x0:x1, :]
+    out = np.full((n, core.shape[1] + max(0, top) + max(0, bottom), core.shape[2] + max(0, left) + max(0, right), c),
+                  zero_point, dtype=np.int8)
+    out[:, max(0, top):max(0, top) + core.shape[1], max(0, left):max(0, left) + core.shape[2], :] = core
+    return out
+
+
+def onnx_pad_amounts(vector: Sequence[int]) -> tuple[int, int, int, int]:
+    """ONNX Pad vector ``[0, 0, top, left, 0, 0, bottom, right]`` (NCHW) -> (top, left, bottom, right)."""
+    v = [int(a) for a in vector]
+    if len(v) != 8 or v[0] or v[1] or v[4] or v[5]:
+        raise ValueError(f"expected an NCHW Pad vector [0, 0, top, left, 0, 0, bottom, right], got {v}")
+    return v[2], v[3], v[6], v[7]
+
+
+def _conv(op: QOp, x: np.ndarray) -> np.ndarray:
+    pt, pl, pb, pr = op.padding
+    (kh, kw), (sh, sw) = op.kernel, op.stride
+    out_hw = ((x.shape[1] + pt + pb - kh) // sh + 1, (x.shape[2] + pl + pr - kw) // sw + 1)
+    zp_out = op.add["conv_zp"] if op.add else op.out_zp
+    fn = kernels.conv_s8 if op.kind == "conv" else kernels.depthwise_conv_s8
+    return fn(x, op.weight, op.bias, input_offset=-op.in_zp[0], output_offset=zp_out, mult=op.mult,
+              shift=op.shift, stride=(sh, sw), padding=(pt, pl), out_hw=out_hw,
+              act_min=op.act_min, act_max=op.act_max)
+
+
+def _add(params: Mapping[str, int], a: np.ndarray, b: np.ndarray, act_min: int = -128, act_max: int = 127) -> np.ndarray:
+    return kernels.add_s8(a, b, **params, act_min=act_min, act_max=act_max)
+
+
+def run_op(op: QOp, env: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """Execute one op on the tensors in ``env``; returns the tensors it makes (a fused conv+add
+    also returns its conv result under ``op.add['conv_tensor']``)."""
+    if op.kind == "quantize":
+        x = np.asarray(env[op.inputs[0]], np.float32)
+        return {op.output: quantize(x, op.out_scale, op.out_zp).transpose(0, 2, 3, 1).copy()}
+    x = env[op.inputs[0]]
+    if op.kind == "pad":
+        if op.pads_input is not None:
+            if pads is None or op.pads_input not in pads:
+                raise TinydetError(f"int8 reference: op '{op.name}' needs the per-tile input '{op.pads_input}'")
+            amounts = onnx_pad_amounts(pads[op.pads_input])
+        else:
+            amounts = op.padding
+        return {op.output: pad_int8(x, amounts, op.out_zp)}
+    if op.kind in ("conv", "dwconv"):
+        y = _conv(op, x)
+        if not op.add:
+            return {op.output: y}
+        s = env[op.add["shortcut"]]
+        a, b = (y, s) if op.add["conv_first"] else (s, y)
+        return {op.add["conv_tensor"]: y, op.output: _add(op.add["params"], a, b)}
+    if op.kind == "add":
+        return {op.output: _add(op.add["params"], x, env[op.inputs[1]])}
+    if op.kind == "avgpool":
+        return {op.output: kernels.global_avgpool_s8(x)}
+    if op.kind == "flatten":
+        # NHWC [N, 1, 1, C] -> [N, C]: equal to NCHW flatten only for 1x1 maps (after a global pool)
+        if x.ndim == 4 and (x.shape[1], x.shape[2]) != (1, 1):
+            raise TinydetError(f"int8 reference: Flatten '{op.name}' of a {x.shape[1]}x{x.shape[2]} map; "
+                               f"expected 1x1 (after a global pool)")
+        return {op.output: x.reshape(x.shape[0], -1)}
+    if op.kind == "fc":
+        return {op.output: kernels.fully_connected_s8(x, op.weight, op.bias, input_offset=-op.in_zp[0],
+                                                      output_offset=op.out_zp, mult=int(op.mult[0]),
+                                                      shift=int(op.shift[0]), act_min=op.act_min, act_max=op.act_max)}
+    if op.kind == "dequantize":
+        y = dequantize(x, op.in_scale[0], op.in_zp[0])
+        return {op.output: y.transpose(0, 3, 1, 2).copy() if y.ndim == 4 else y}
+    raise TinydetError(f"int8 reference: op '{op.name}' has unknown kind '{op.kind}'")
+
+
+def run(qg: QGraph, feeds: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[int]] | None = None,
+        int8_feeds: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run ``qg``; ``feeds`` are float NCHW graph inputs, ``int8_feeds`` NHWC int8 tensors that
+    replace the quantize op making them. Returns ``(int8 tensors NHWC, float outputs NCHW)``; the
+    two are separate because a graph output and its int8 source share a name."""
+    floats: dict[str, np.ndarray] = {}
+    env: dict[str, np.ndarray] = {}
+    int8_feeds = dict(int8_feeds or {})
+    for op in qg.ops:
+        if op.kind == "quantize":
+            if op.output in int8_feeds:
+                env[op.output] = np.asarray(int8_feeds[op.output], np.int8)
+                continue
+            if op.inputs[0] not in feeds:
+                raise TinydetError(f"int8 reference: graph input '{op.inputs[0]}' was not given")
+            env.update(run_op(op, feeds, pads))
+            continue
+        missing = [n for n in op.inputs if n not in env]
+        if missing:
+            raise TinydetError(f"int8 reference: op '{op.name}' reads {missing}, which nothing provided")
+        made = run_op(op, env, pads)
+        (floats if op.kind == "dequantize" else env).update(made)
+    return env, floats
+
+
+def run_full(qg: QGraph, images: np.ndarray) -> list[np.ndarray]:
+    """Float outputs (NCHW) of an int8 full model for images [B, 3, H, W] in [0, 1]."""
+    _, floats = run(qg, {qg.inputs[0]: np.asarray(images, np.float32)})
+    return [floats[name] for name in qg.outputs]
+
+
+def run_stitched(stage1: QGraph, stage2: QGraph, schedule: Mapping, images: np.ndarray,
+                 return_split: bool = False):
+    """Stage 1 per tile (``schedule['tiles']``: ``in_rect``, ``out_rect``, ``onnx_pads``), stitched
+    into the int8 split tensor, then stage 2. Returns the float outputs (and the int8 split map)."""
+    images = np.asarray(images, np.float32)
+    split = schedule["split_tensor"]
+    c, h, w = schedule_shape(schedule, split)
+    if stage1.outputs != [split] or split not in stage2.inputs:
+        raise TinydetError(f"int8 reference: stage models do not meet at '{split}' (stage 1 makes {stage1.outputs}, "
+                           f"stage 2 reads {stage2.inputs})")
+    p1 = stage1.tensors.get(split)
+    p2 = stage2.tensors.get(split)
+    if p1 != p2:
+        raise TinydetError(f"int8 reference: split tensor '{split}' has parameters {p1} in stage 1 and "
+                           f"{p2} in stage 2; expected the same (quantize all three together)")
+    buf = np.zeros((images.shape[0], h, w, c), np.int8)
+    filled = np.zeros((h, w), bool)
+    for tile in schedule["tiles"]:
+        y0, y1, x0, x1 = tile["in_rect"]
+        oy0, oy1, ox0, ox1 = tile["out_rect"]
+        env, _ = run(stage1, {stage1.inputs[0]: images[:, :, y0:y1, x0:x1]}, tile.get("onnx_pads", {}))
+        out = env[split]
+        if out.shape[1:3] != (oy1 - oy0, ox1 - ox0):
+            raise TinydetError(f"int8 reference: tile ({tile.get('row')}, {tile.get('col')}) made "
+                               f"{out.shape[1]}x{out.shape[2]}, its out_rect {tile['out_rect']} is "
+                               f"{oy1 - oy0}x{ox1 - ox0}")
+        buf[:, oy0:oy1, ox0:ox1, :] = out
+        filled[oy0:oy1, ox0:ox1] = True
+    if not filled.all():
+        raise TinydetError(f"int8 reference: the tiles of schedule.json leave {int((~filled).sum())} pixels of "
+                           f"'{split}' uncovered")
+    _, floats = run(stage2, {}, int8_feeds={split: buf})
+    outs = [floats[name] for name in stage2.outputs]
+    return (outs, buf) if return_split else outs
+
+
+def schedule_shape(schedule: Mapping, tensor: str) -> tuple[int, int, int]:
+    """(C, H, W) of a tensor from schedule.json's op list."""
+    for op in schedule["ops"]:
+        if op["output"] == tensor:
+            return tuple(int(v) for v in op["out_shape"])
+    raise TinydetError(f"schedule.json: no op makes tensor '{tensor}'")
+
+
+class Int8Reference:
+    """The three int8 models of an export folder, read once."""
+
+    def __init__(self, folder: "str | Path", schedule: Mapping | None = None):
+        folder = Path(folder)
+        for name in ("full.int8.onnx", "stage1_patch.int8.onnx", "stage2.int8.onnx"):
+            if not (folder / name).is_file():
+                raise TinydetError(f"{folder / name}: missing; run 'tinydet quantize {folder}' first")
+        if schedule is None:
+            import json
+
+            schedule = json.loads((folder / "schedule.json").read_text())
+        self.schedule = schedule
+        self.full = load_qgraph(folder / "full.int8.onnx")
+        self.stage1 = load_qgraph(folder / "stage1_patch.int8.onnx")
+        self.stage2 = load_qgraph(folder / "stage2.int8.onnx")
+
+    def run_full(self, images: np.ndarray) -> list[np.ndarray]:
+        return run_full(self.full, images)
+
+    def run_stitched(self, images: np.ndarray, return_split: bool = False):
+        return run_stitched(self.stage1, self.stage2, self.schedule, images, return_split)
+
+
+def ort_int8_tensors(model: "onnx.ModelProto", feeds: Mapping[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:
+    """Run an int8 QDQ model in onnxruntime with every int8 activation (``T/q``) exposed; returns
+    them NHWC by canonical name (the per-layer comparison feeds these to the reference)."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    names = [o for n in m.graph.node for o in n.output if o.endswith("/q")]
+    for name in names:
+        if name not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    values = sess.run(names, dict(feeds))
+    out = {}
+    for name, v in zip(names, values):
+        out[name[:-2]] = v.transpose(0, 2, 3, 1).copy() if v.ndim == 4 else v
+    return out
+
+
+def layer_lsb_vs_ort(qg: QGraph, model: "onnx.ModelProto", images: np.ndarray,
+                     pads: Mapping[str, Sequence[int]] | None = None) -> dict[str, int]:
+    """Per layer, the largest |reference - onnxruntime| in LSB when both get onnxruntime's int8
+    inputs: each op runs once on the int8 tensors onnxruntime computed, so differences do not
+    compound. A fused conv+add reports the worse of its conv result and its sum."""
+    feeds = {qg.inputs[0]: np.asarray(images, np.float32)}
+    feeds.update({name: np.asarray(v, np.int64) for name, v in (pads or {}).items()})
+    ort_vals = ort_int8_tensors(model, feeds)
+    worst: dict[str, int] = {}
+    for op in qg.ops:
+        if op.kind in ("quantize", "dequantize", "pad", "flatten"):
+            continue
+        env = {n: ort_vals[n] for n in op.inputs}
+        made = run_op(op, env, pads)
+        if op.add:
+            # the sum is compared on onnxruntime's conv result, so each kernel is measured alone
+            a, b = ((ort_vals[op.add["conv_tensor"]], ort_vals[op.add["shortcut"]]) if op.add["conv_first"]
+                    else (ort_vals[op.add["shortcut"]], ort_vals[op.add["conv_tensor"]]))
+            made[op.output] = _add(op.add["params"], a, b)
+        diffs = [int(np.abs(v.astype(np.int32) - ort_vals[k].astype(np.int32)).max()) for k, v in made.items()
+                 if k in ort_vals]
+        worst[op.name] = max(diffs) if diffs else 0
+    return worst
