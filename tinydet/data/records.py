@@ -1,0 +1,216 @@
+"""Ground-truth records shared by training and evaluation, and the format-independent loader.
+
+``load_records(data_cfg, split, source)`` turns the config's ``data`` section into a list of
+:class:`ImageRecord` (boxes as 0-based pixel xyxy in the original image) for one split, whatever
+the on-disk format. Bad input is either a :class:`TinydetError` naming the file and line/field, or,
+with ``skip_bad: true``, skipped and counted in a :class:`BadInputSummary` logged once to stderr.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+
+from tinydet.errors import TinydetError, closest
+
+VOC_CLASSES: list[str] = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+]
+
+#: Defaults of the config's ``data`` section; the config loader merges user keys over these.
+#: ``None`` means "the default of the chosen format" (see :data:`FORMAT_DEFAULTS`).
+DATA_DEFAULTS: dict[str, Any] = {
+    # "voc" (Pascal VOC devkit layout) or "wider" (WIDER Face layout).
+    "format": "voc",
+    # Folder holding VOC<year>/ folders (voc) or WIDER_train/, WIDER_val/, wider_face_split/ (wider).
+    "root": None,
+    # voc: list of [year, imageset] pairs joined in order, e.g. [[2007, trainval], [2012, trainval]];
+    # wider: list of split names, e.g. [train].
+    "train": None,
+    "val": None,
+    "test": None,
+    # Class names in label order (voc); wider is always ["face"].
+    "classes": None,
+    # true: skip bad files/boxes and log a summary; false: stop at the first with a one-line error.
+    "skip_bad": False,
+    # wider: training faces smaller than this (width or height, original pixels) are dropped.
+    "min_size": 0,
+    # voc: keep boxes marked difficult in the *training* targets (evaluation always keeps them).
+    "keep_difficult": False,
+    # Training augmentation overrides (see tinydet.data.transforms.AUGMENT_DEFAULTS); false = none.
+    "augment": {},
+}
+
+FORMAT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "voc": {
+        "root": "data/VOCdevkit",
+        "train": [[2007, "trainval"], [2012, "trainval"]],
+        "val": [[2007, "test"]],
+        "test": [[2007, "test"]],
+        "classes": VOC_CLASSES,
+    },
+    "wider": {
+        "root": "data/WIDER",
+        "train": ["train"],
+        "val": ["val"],
+        "test": ["val"],  # WIDER test labels are not public: evaluate on val
+        "classes": ["face"],
+    },
+}
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class ImageRecord:
+    """One annotated image. ``boxes`` are float32 [N, 4] xyxy, 0-based pixel edges in the original
+    image (a VOC box xmin..xmax, 1-based inclusive, becomes x1 = xmin - 1, x2 = xmax)."""
+
+    image_id: str
+    path: str
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.difficult = np.asarray(self.difficult, dtype=bool).reshape(-1)
+        if not (len(self.boxes) == len(self.labels) == len(self.difficult)):
+            raise ValueError(f"{self.image_id}: boxes, labels and difficult differ in length")
+
+    def select(self, keep: np.ndarray) -> "ImageRecord":
+        """A copy holding only the boxes where ``keep`` is true (per-box lists in ``extra`` too)."""
+        keep = np.asarray(keep, dtype=bool)
+        extra = {k: (np.asarray(v)[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v)
+                 for k, v in self.extra.items()}
+        return ImageRecord(self.image_id, self.path, self.width, self.height,
+                           self.boxes[keep], self.labels[keep], self.difficult[keep], extra)
+
+
+@dataclass
+class BadInputSummary:
+    """Bad inputs skipped under ``skip_bad: true``: a count per reason and the first examples."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_examples: int = 3
+
+    def add(self, reason: str, message: str) -> None:
+        """Count one skipped item of kind ``reason``; ``message`` names its file and line/field."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        bucket = self.examples.setdefault(reason, [])
+        if len(bucket) < self.max_examples:
+            bucket.append(message)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "counts": dict(self.counts), "examples": copy.deepcopy(self.examples)}
+
+    def log(self, what: str, stream: TextIO | None = None) -> None:
+        """Write the summary (nothing when empty) to stderr, one line per reason."""
+        if not self.counts:
+            return
+        stream = stream or sys.stderr
+        print(f"tinydet: {what}: skipped {self.total} bad input(s) (data.skip_bad: true):", file=stream)
+        for reason in sorted(self.counts):
+            print(f"  {reason}: {self.counts[reason]}, e.g. {self.examples[reason][0]}", file=stream)
+
+
+class BadInput:
+    """Routes one bad input either to an error (strict) or to the summary (``skip_bad``)."""
+
+    def __init__(self, skip_bad: bool, summary: BadInputSummary) -> None:
+        self.skip_bad = skip_bad
+        self.summary = summary
+
+    def __call__(self, reason: str, message: str) -> None:
+        """Raise ``TinydetError(message)``, or count it when skipping is allowed."""
+        if not self.skip_bad:
+            raise TinydetError(message)
+        self.summary.add(reason, message)
+
+
+def resolve_data_cfg(data_cfg: dict | None, source: str = "config") -> dict:
+    """Merge ``data_cfg`` over :data:`DATA_DEFAULTS` and the format's defaults; check the keys.
+
+    Unknown keys and wrong types raise a one-line error naming ``source`` and ``data.<key>``.
+    """
+    data_cfg = dict(data_cfg or {})
+    for key in data_cfg:
+        if key not in DATA_DEFAULTS:
+            raise TinydetError(f"{source}: unknown key data.{key}{closest(key, DATA_DEFAULTS)}")
+    cfg = copy.deepcopy(DATA_DEFAULTS)
+    cfg.update({k: copy.deepcopy(v) for k, v in data_cfg.items()})
+    fmt = cfg["format"]
+    if fmt not in FORMAT_DEFAULTS:
+        raise TinydetError(f"{source}: data.format is '{fmt}', expected one of {sorted(FORMAT_DEFAULTS)}"
+                           f"{closest(str(fmt), FORMAT_DEFAULTS)}")
+    for key, value in FORMAT_DEFAULTS[fmt].items():
+        if cfg.get(key) is None:
+            cfg[key] = copy.deepcopy(value)
+    if fmt == "wider" and list(cfg["classes"]) != ["face"]:
+        raise TinydetError(f"{source}: data.classes is {cfg['classes']}, expected ['face'] for format wider")
+    if not isinstance(cfg["classes"], (list, tuple)) or not cfg["classes"] or \
+            not all(isinstance(c, str) for c in cfg["classes"]):
+        raise TinydetError(f"{source}: data.classes must be a non-empty list of class names")
+    if len(set(cfg["classes"])) != len(cfg["classes"]):
+        raise TinydetError(f"{source}: data.classes has duplicate names: {cfg['classes']}")
+    for split in SPLITS:
+        entries = cfg[split]
+        if not isinstance(entries, (list, tuple)) or not entries:
+            raise TinydetError(f"{source}: data.{split} must be a non-empty list, got {entries!r}")
+        for entry in entries:
+            if fmt == "voc" and not (isinstance(entry, (list, tuple)) and len(entry) == 2):
+                raise TinydetError(f"{source}: data.{split} entry {entry!r} must be [year, imageset], "
+                                   "e.g. [2007, trainval]")
+            if fmt == "wider" and entry not in ("train", "val"):
+                raise TinydetError(f"{source}: data.{split} entry {entry!r} must be 'train' or 'val'")
+    for key in ("skip_bad", "keep_difficult"):
+        if not isinstance(cfg[key], bool):
+            raise TinydetError(f"{source}: data.{key} must be true or false, got {cfg[key]!r}")
+    if not isinstance(cfg["min_size"], (int, float)) or cfg["min_size"] < 0:
+        raise TinydetError(f"{source}: data.min_size must be a number >= 0, got {cfg['min_size']!r}")
+    if cfg["augment"] is not False and not isinstance(cfg["augment"], dict):
+        raise TinydetError(f"{source}: data.augment must be a mapping or false, got {cfg['augment']!r}")
+    cfg["root"] = str(cfg["root"])
+    return cfg
+
+
+def load_records(data_cfg: dict, split: str, source: str = "config"
+                 ) -> tuple[list[ImageRecord], list[str], BadInputSummary]:
+    """Load the ground truth of ``split`` ('train' | 'val' | 'test') described by ``data_cfg``.
+
+    ``source`` names the config file in error messages. Returns the records (difficult boxes always
+    kept, flagged; the DataModule drops them from training targets unless ``keep_difficult``), the
+    class names, and the summary of skipped bad inputs (already logged to stderr once).
+    """
+    if split not in SPLITS:
+        raise TinydetError(f"{source}: split '{split}' is not one of {list(SPLITS)}{closest(split, SPLITS)}")
+    cfg = resolve_data_cfg(data_cfg, source)
+    summary = BadInputSummary()
+    bad = BadInput(cfg["skip_bad"], summary)
+    if cfg["format"] == "voc":
+        from tinydet.data.voc import load_voc
+
+        records = load_voc(cfg["root"], cfg[split], cfg["classes"], bad, source, f"data.{split}")
+    else:
+        from tinydet.data.wider import load_wider
+
+        min_size = float(cfg["min_size"]) if split == "train" else 0.0
+        records = load_wider(cfg["root"], cfg[split], bad, min_size)
+    summary.log(f"{cfg['format']} {split} split under {cfg['root']}")
+    if not records:
+        raise TinydetError(f"{source}: data.{split} {cfg[split]} under {cfg['root']} holds no usable image")
+    return records, list(cfg["classes"]), summary
