@@ -73,7 +73,8 @@ def test_schedule_json_content(tmp_path):
     assert set(s["files"]) == {"full.onnx", "stage1_patch.onnx", "stage2.onnx"}
     assert s["detector"]["class_names"] == ["a", "b"]
     assert s["memory"]["peak_sram_patch"] > 0 and s["macs"]["mac_overhead"] > 0
-    assert s["arena"] is not None
+    assert s["arena"]["arena_bytes"] == s["memory"]["peak_sram_patch"]  # the C arena is the planned peak
+    assert len(s["arena"]["tiles"]) == len(s["tiles"])
     # 10x14 split map in 3 rows: 3, 4, 3 rows -> unequal tiles, covering the map exactly once
     rows = sorted({(t["out_rect"][0], t["out_rect"][1]) for t in s["tiles"]})
     assert rows == [(0, 3), (3, 7), (7, 10)]

@@ -52,6 +52,20 @@ def choose_plan(graph, cfg, args) -> tuple[tuple[int, int], int, str]:
     return grid, int(split), how
 
 
+def exportable_splits(graph) -> list[int]:
+    """Splits the export can write: valid for the planner and leaving stage 2 at least one op."""
+    from tinydet.export.onnx_writer import check_split
+
+    valid = []
+    for k in range(1, graph.num_blocks + 1):
+        try:
+            check_split(graph, k)
+        except TinydetError:
+            continue
+        valid.append(k)
+    return valid
+
+
 def auto_plan(graph, cfg, split: int | None) -> tuple[tuple[int, int], int]:
     """Best (grid, split) of ``tinydet.schedule.search_plans`` under the config's budget.
 
@@ -59,20 +73,17 @@ def auto_plan(graph, cfg, split: int | None) -> tuple[tuple[int, int], int]:
     stages: a 1x1 grid (stage 1 = the whole map, no MAC overhead) at the split with the lowest peak.
     """
     from tinydet.schedule import plan_patches, search_plans
-    from tinydet.schedule.planner import max_split
 
     export_cfg = cfg["export"]
     budget, overhead = export_cfg.get("sram_budget"), export_cfg.get("max_overhead")
-    best, _ = search_plans(graph, splits=[split] if split is not None else None, sram_budget=budget,
-                           max_overhead=overhead)
+    splits = [split] if split is not None else exportable_splits(graph)
+    best, _ = search_plans(graph, splits=splits, sram_budget=budget, max_overhead=overhead)
     if best is None:
         raise TinydetError(f"{getattr(cfg, 'source', 'config')}: export.sram_budget={budget} / "
                            f"export.max_overhead={overhead}: no patch plan fits; raise the budget or "
                            f"pass --patches N --split K")
     if best.split == 0:
-        top = min(max_split(graph), graph.num_blocks - 1)
-        candidates = [split] if split is not None else range(1, top + 1)
-        best = min((plan_patches(graph, 1, k) for k in candidates), key=lambda p: (p.peak, p.split))
+        best = min((plan_patches(graph, 1, k) for k in splits), key=lambda p: (p.peak, p.split))
     return tuple(best.grid), int(best.split)
 
 

@@ -149,7 +149,7 @@ def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena
         "tiles": len(schedule["tiles"]),
         "peak_sram_per_layer": schedule["memory"]["peak_sram_per_layer"],
         "peak_sram_patch": schedule["memory"]["peak_sram_patch"],
-        "arena_bytes": schedule["arena"].get("size", schedule["arena"].get("arena_bytes")),
+        "arena_bytes": schedule["arena"]["arena_bytes"],
         "macs": schedule["macs"]["per_layer"], "macs_patch": schedule["macs"]["patch"],
         "mac_overhead": schedule["macs"]["mac_overhead"],
         "float_stitched_max_abs_diff": schedule["float_stitched_max_abs_diff"],
