@@ -1,0 +1,366 @@
+"""Arena allocation (pure): byte offsets of every buffer in the one static activation arena of the
+C runtime, such that ``arena_bytes`` equals the planned peak.
+
+Scheme: a two-ended stack. Each op writes its output on the end of the arena opposite its
+input, so the input can be dropped from the top of its stack afterwards; tensors that stay
+alive (the stage-1 output buffer, head outputs, a feature that feeds a head while the backbone
+goes on, a shortcut) stay where they were written and later tensors stack above them. Memory
+in use at any op is then exactly its working set, so the arena is the peak.
+
+Buffer placement rules the runtime must follow (``ArenaStep``):
+- in-place depthwise (``mode == "inplace_dw"``): the output occupies the end of the input's slot
+  that faces the arena end the slot is stacked on (offset ``output``; a multiple of C bytes from
+  the input's start). Computing channel c into the one-channel ``temp`` and then scattering it
+  to ``output + p*C + c`` only overwrites input bytes of channel c, which are consumed.
+- fused residual (``"fused_residual"``): the output goes into the shortcut's slot at ``output``;
+  ``reverse`` True means the output sits at the slot's end and pixels must be processed last to
+  first (else first to last) so that no shortcut pixel is overwritten before it is read.
+- unfused residual (``"normal"`` with ``shortcut``): the conv writes ``output``; then the sum
+  shortcut + output is written to ``result`` (the shortcut's slot, same ``reverse`` rule).
+- ``"sink"``: the last stage-1 op writes its tile into the stage-1 output buffer at ``output``
+  (a full C x H x W map; the tile goes to its ``out_rect``).
+Activations are stored HWC (NHWC), so a region's buffer is rows x cols x channels bytes.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from tinydet.arch.graph import Graph, Op
+from tinydet.errors import TinydetError
+from tinydet.schedule.memory import (FUSED_RESIDUAL, INPLACE_DW, NORMAL, SINK, MemoryRules, liveness,
+                                     op_modes)
+from tinydet.schedule.planner import PatchPlan
+
+LOW, HIGH = 0, 1
+
+
+@dataclass
+class ArenaStep:
+    """Offsets (bytes from the arena start) for one op execution."""
+
+    op: str
+    mode: str
+    input: int
+    input_bytes: int
+    output: int
+    output_bytes: int
+    result: int  # where the op's output tensor lives after the step (differs for unfused residuals)
+    shortcut: int | None = None
+    shortcut_bytes: int = 0
+    temp: int | None = None
+    temp_bytes: int = 0
+    reverse: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ArenaStep":
+        return cls(**data)
+
+
+@dataclass
+class ArenaPlan:
+    """Where everything lives. ``steps``: per-layer ops (all ops without patches, else the
+    stage-2 ops); ``tiles[t]``: the stage-1 steps of ``plan.tiles[t]``; ``input``: offset of the
+    input image (per layer) or of each tile's input region (``tile_inputs``, patch mode)."""
+
+    arena_bytes: int
+    patched: bool
+    input: int | None
+    input_bytes: int
+    stage1_buffer: int | None
+    stage1_buffer_bytes: int
+    tiles: list[list[ArenaStep]] = field(default_factory=list)
+    tile_inputs: list[int] = field(default_factory=list)
+    steps: list[ArenaStep] = field(default_factory=list)
+    outputs: dict[str, int] = field(default_factory=dict)
+    rules: MemoryRules = field(default_factory=MemoryRules)
+
+    def to_dict(self) -> dict:
+        return {"arena_bytes": self.arena_bytes, "patched": self.patched, "input": self.input,
+                "input_bytes": self.input_bytes, "stage1_buffer": self.stage1_buffer,
+                "stage1_buffer_bytes": self.stage1_buffer_bytes,
+                "tiles": [[s.to_dict() for s in t] for t in self.tiles], "tile_inputs": list(self.tile_inputs),
+                "steps": [s.to_dict() for s in self.steps], "outputs": dict(self.outputs),
+                "rules": self.rules.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ArenaPlan":
+        return cls(int(data["arena_bytes"]), bool(data["patched"]), data["input"], int(data["input_bytes"]),
+                   data["stage1_buffer"], int(data["stage1_buffer_bytes"]),
+                   [[ArenaStep.from_dict(s) for s in t] for t in data["tiles"]], list(data["tile_inputs"]),
+                   [ArenaStep.from_dict(s) for s in data["steps"]], dict(data["outputs"]),
+                   MemoryRules.from_dict(data.get("rules", {})))
+
+
+class _Slot:
+    __slots__ = ("name", "side", "below", "size", "reserved")
+
+    def __init__(self, name: str | None, side: int, below: int, size: int):
+        self.name, self.side, self.below, self.size, self.reserved = name, side, below, size, size
+
+
+class _Stacks:
+    """Two stacks growing towards each other; high-end offsets are resolved once the arena size
+    is known (``from_top`` = distance of a slot's start from the arena end)."""
+
+    def __init__(self):
+        self.stacks: tuple[list[_Slot], list[_Slot]] = ([], [])
+        self.where: dict[str, _Slot] = {}
+        self.peak = 0
+
+    def top(self, side: int) -> int:
+        s = self.stacks[side]
+        return s[-1].below + s[-1].reserved if s else 0
+
+    def used(self) -> int:
+        return self.top(LOW) + self.top(HIGH)
+
+    def push(self, name: str, side: int, size: int) -> _Slot:
+        slot = _Slot(name, side, self.top(side), size)
+        self.stacks[side].append(slot)
+        self.where[name] = slot
+        return slot
+
+    def rename(self, old: str, new: str, size: int) -> _Slot:
+        """``new`` takes the base-adjacent ``size`` bytes of ``old``'s slot (in place)."""
+        slot = self.where.pop(old)
+        slot.name, slot.size = new, size
+        self.where[new] = slot
+        return slot
+
+    def note(self, extra: int = 0) -> None:
+        self.peak = max(self.peak, self.used() + extra)
+
+    def free(self, name: str) -> None:
+        slot = self.where.pop(name, None)
+        if slot is not None:
+            slot.name = None
+        self.compact()
+
+    def compact(self) -> None:
+        for s in self.stacks:
+            while s and s[-1].name is None:
+                s.pop()
+            if s:
+                s[-1].reserved = s[-1].size  # a shrunk top slot gives its tail back
+
+
+class _Ref:
+    """A deferred offset: low-end slots are final, high-end ones need the arena size."""
+
+    __slots__ = ("side", "below", "size", "extent")
+
+    def __init__(self, side: int, below: int, size: int, extent: int | None = None):
+        # extent: the slot's full reserved size at the time (base-adjacent placement inside it)
+        self.side, self.below, self.size, self.extent = side, below, size, extent
+
+    @classmethod
+    def of(cls, slot: _Slot) -> "_Ref":
+        return cls(slot.side, slot.below, slot.size)
+
+    def resolve(self, arena: int) -> int:
+        return self.below if self.side == LOW else arena - self.below - self.size
+
+
+def _run_ops(st: _Stacks, ops: list[Op], modes: list[str], dies: list[list[str]], nbytes, channel_bytes,
+             sink_ref: _Ref | None, pinned: frozenset[str]) -> list[dict]:
+    """Allocate ``ops`` on the stacks; returns per op a dict of _Ref / values for ArenaStep."""
+    out = []
+    for i, op in enumerate(ops):
+        src = st.where[op.inputs[0]]
+        rec = {"op": op.name, "mode": modes[i], "input": _Ref.of(src), "input_bytes": src.size,
+               "output_bytes": nbytes(op.output), "shortcut": None, "shortcut_bytes": 0,
+               "temp": None, "temp_bytes": 0, "reverse": False}
+        if op.add:
+            s = st.where[op.add]
+            rec["shortcut"], rec["shortcut_bytes"] = _Ref.of(s), s.size
+        size = nbytes(op.output)
+        mode = modes[i]
+        if mode == SINK:
+            rec["output"] = rec["result"] = sink_ref
+            st.note()
+        elif mode == INPLACE_DW:
+            temp = channel_bytes(i)
+            other = 1 - src.side
+            rec["temp"], rec["temp_bytes"] = _Ref(other, st.top(other), temp), temp
+            st.note(temp)  # the input's whole slot is in use while the op runs
+            slot = st.rename(op.inputs[0], op.output, size)
+            rec["output"] = rec["result"] = _Ref.of(slot)
+        elif mode == FUSED_RESIDUAL:
+            st.note()
+            slot = st.rename(op.add, op.output, size)
+            rec["output"] = rec["result"] = _Ref.of(slot)
+            rec["reverse"] = slot.side == HIGH
+        else:
+            slot = st.push(op.output, 1 - src.side, size)
+            rec["output"] = rec["result"] = _Ref.of(slot)
+            st.note()
+            if op.add and op.add in dies[i] and op.add not in pinned:
+                # unfused residual: the sum goes into the dying shortcut's slot, the conv output
+                # buffer is dropped, so no hole is left under a live tensor
+                st.where.pop(op.output)
+                slot.name = None
+                res = st.rename(op.add, op.output, size)
+                rec["result"] = _Ref.of(res)
+                rec["reverse"] = res.side == HIGH
+        for name in dies[i]:
+            if name != op.output:
+                st.free(name)
+        st.compact()
+        out.append(rec)
+    return out
+
+
+def _finish(rec: dict, arena: int) -> ArenaStep:
+    data = dict(rec)
+    for key in ("input", "output", "result", "shortcut", "temp"):
+        if isinstance(data[key], _Ref):
+            data[key] = data[key].resolve(arena)
+    return ArenaStep(**data)
+
+
+def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | None = None) -> ArenaPlan:
+    """Offsets for ``graph`` run per layer (``plan`` None or unpatched) or following ``plan``.
+    ``rules`` defaults to the plan's. ``arena_bytes`` equals the plan's peak (checked)."""
+    rules = rules if rules is not None else (plan.rules if plan is not None else MemoryRules())
+    patched = plan is not None and plan.patched
+    st = _Stacks()
+    full_live = liveness(graph.ops, graph.input, graph.outputs)
+    full_modes = op_modes(graph.ops, full_live, rules)
+    full_dies = [full_live.dies_at(i) for i in range(len(graph.ops))]
+    tiles_recs, tile_inputs, stage1_ref = [], [], None
+    start = 0
+    if patched:
+        if [op.name for op in graph.ops[:len(plan.stage1_ops)]] != list(plan.stage1_ops):
+            raise TinydetError(f"plan: its stage-1 ops do not match graph {graph.arch} ({graph.mode}); "
+                               "expected a plan made from the same graph")
+        ops = graph.ops[:len(plan.stage1_ops)]
+        sink = ops[-1].output
+        live = liveness(ops, graph.input)
+        modes = op_modes(ops, live, rules, sink=sink)
+        dies = [live.dies_at(i) for i in range(len(ops))]
+        chans = {graph.input: graph.tensors[graph.input].shape[0]}
+        chans.update({op.output: op.out_shape[0] for op in ops})
+        buf = st.push(sink, HIGH, plan.stage1_buffer_bytes)
+        stage1_ref = _Ref.of(buf)
+        for tile in plan.tiles:
+            held_t = {graph.input: tile.in_rect}
+            held_t.update({op.output: tile.regions[op.name].out_rect for op in ops})
+            size_of = (lambda t, h=held_t: chans[t] * h[t].area)
+            inp = st.push(graph.input, LOW, size_of(graph.input))
+            tile_inputs.append(_Ref.of(inp))
+            st.note()
+            recs = _run_ops(st, ops, modes, dies, size_of,
+                            lambda i, tile=tile: tile.regions[ops[i].name].out_rect.area, stage1_ref, frozenset())
+            tiles_recs.append(recs)
+        start = len(ops)
+        input_ref = None
+    else:
+        inp = st.push(graph.input, LOW, graph.tensors[graph.input].nbytes)
+        input_ref = _Ref.of(inp)
+        st.note()
+    rest = graph.ops[start:]
+    steps = _run_ops(st, rest, full_modes[start:], full_dies[start:], lambda t: graph.tensors[t].nbytes,
+                     lambda i: rest[i].out_shape[1] * rest[i].out_shape[2], None, full_live.pinned)
+    arena = st.peak
+    outputs = {name: _Ref.of(st.where[name]).resolve(arena) for name in graph.outputs if name in st.where}
+    return ArenaPlan(
+        arena_bytes=arena, patched=patched,
+        input=input_ref.resolve(arena) if input_ref else None,
+        input_bytes=graph.tensors[graph.input].nbytes if not patched else max(t.in_rect.area for t in plan.tiles) * graph.tensors[graph.input].shape[0],
+        stage1_buffer=stage1_ref.resolve(arena) if stage1_ref else None,
+        stage1_buffer_bytes=plan.stage1_buffer_bytes if patched else 0,
+        tiles=[[_finish(r, arena) for r in recs] for recs in tiles_recs],
+        tile_inputs=[r.resolve(arena) for r in tile_inputs],
+        steps=[_finish(r, arena) for r in steps], outputs=outputs, rules=rules)
+
+
+def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
+    """Simulate the schedule byte by byte and raise AssertionError on any violation: a buffer
+    outside the arena, a write over a tensor that is still alive (other than the in-place and
+    fused-residual overwrites the rules allow), a read of bytes that no longer hold the tensor,
+    or a buffer size that differs from the model's. Independent of how offsets were chosen."""
+    import numpy as np
+
+    size = arena.arena_bytes
+    owner = np.full(size, -1, dtype=np.int64)
+    alive: set[int] = set()
+    counter = iter(range(1 << 40))
+    ids: dict[str, int] = {}
+
+    def write(name: str, off: int, n: int, may_overwrite: tuple[str, ...] = ()) -> None:
+        assert 0 <= off and off + n <= size, f"{name}: [{off}, {off + n}) is outside the arena of {size} bytes"
+        allowed = {ids[m] for m in may_overwrite if m in ids}
+        seg = owner[off:off + n]
+        clobbered = {int(v) for v in np.unique(seg)} & (alive - allowed)
+        assert not clobbered, f"{name}: writing [{off}, {off + n}) overwrites a live tensor"
+        if name in ids:  # a tensor moved (unfused residual sum): its old buffer is free now
+            alive.discard(ids[name])
+        ids[name] = next(counter)
+        alive.add(ids[name])
+        owner[off:off + n] = ids[name]
+
+    def holds(name: str, off: int, n: int) -> None:
+        assert 0 <= off and off + n <= size, f"{name}: [{off}, {off + n}) is outside the arena"
+        assert bool((owner[off:off + n] == ids[name]).all()), f"{name} is no longer intact at [{off}, {off + n})"
+
+    def run(ops: list[Op], steps: list[ArenaStep], modes: list[str], dies: list[list[str]], nbytes, chan) -> None:
+        assert [s.op for s in steps] == [op.name for op in ops], "steps do not follow the op order"
+        for i, (op, s) in enumerate(zip(ops, steps)):
+            assert s.mode == modes[i], f"{op.name}: mode {s.mode}, the memory model says {modes[i]}"
+            assert s.input_bytes == nbytes(op.inputs[0]) and s.output_bytes == nbytes(op.output), \
+                f"{op.name}: buffer sizes differ from the memory model"
+            holds(op.inputs[0], s.input, s.input_bytes)
+            if op.add:
+                holds(op.add, s.shortcut, s.shortcut_bytes)
+            if s.mode == INPLACE_DW:
+                assert s.temp_bytes == chan(i)
+                write(f"{op.name}#temp", s.temp, s.temp_bytes)
+                alive.discard(ids[f"{op.name}#temp"])
+                inside = s.input <= s.output and s.output + s.output_bytes <= s.input + s.input_bytes
+                assert inside and (s.output - s.input) % op.in_shape[0] == 0, f"{op.name}: in-place output misplaced"
+                write(op.output, s.output, s.output_bytes, (op.inputs[0],))
+            elif s.mode == FUSED_RESIDUAL:
+                fwd, rev = s.output == s.shortcut, s.output + s.output_bytes == s.shortcut + s.shortcut_bytes
+                assert (fwd and not s.reverse) or (rev and s.reverse), f"{op.name}: fused output misplaced"
+                write(op.output, s.output, s.output_bytes, (op.add,))
+            elif s.mode == SINK:
+                holds("stage1", s.output, arena.stage1_buffer_bytes)
+            else:
+                write(op.output, s.output, s.output_bytes)
+                if s.result != s.output:
+                    write(op.output, s.result, s.output_bytes, (op.add,))
+            for name in dies[i]:
+                if name != op.output and name in ids:
+                    alive.discard(ids[name])
+
+    full_live = liveness(graph.ops, graph.input, graph.outputs)
+    full_modes = op_modes(graph.ops, full_live, arena.rules)
+    full_dies = [full_live.dies_at(i) for i in range(len(graph.ops))]
+    start = 0
+    if arena.patched:
+        ops = graph.ops[:len(plan.stage1_ops)]
+        live = liveness(ops, graph.input)
+        modes = op_modes(ops, live, arena.rules, sink=ops[-1].output)
+        dies = [live.dies_at(i) for i in range(len(ops))]
+        write("stage1", arena.stage1_buffer, arena.stage1_buffer_bytes)
+        chans = {graph.input: graph.tensors[graph.input].shape[0]}
+        chans.update({op.output: op.out_shape[0] for op in ops})
+        assert len(arena.tiles) == len(plan.tiles)
+        for tile, steps, inp in zip(plan.tiles, arena.tiles, arena.tile_inputs):
+            rect = {graph.input: tile.in_rect}
+            rect.update({op.output: tile.regions[op.name].out_rect for op in ops})
+            write(graph.input, inp, chans[graph.input] * tile.in_rect.area)
+            run(ops, steps, modes, dies, lambda t, r=rect: chans[t] * r[t].area,
+                lambda i, t=tile: t.regions[ops[i].name].out_rect.area)
+        ids[ops[-1].output] = ids["stage1"]
+        start = len(ops)
+    else:
+        write(graph.input, arena.input, graph.tensors[graph.input].nbytes)
+    rest = graph.ops[start:]
+    run(rest, arena.steps, full_modes[start:], full_dies[start:], lambda t: graph.tensors[t].nbytes,
+        lambda i: rest[i].out_shape[1] * rest[i].out_shape[2])
+    for name, off in arena.outputs.items():
+        holds(name, off, graph.tensors[name].nbytes)
