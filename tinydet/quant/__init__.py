@@ -21,7 +21,7 @@ _API = {
     "QGraph": "qgraph", "QOp": "qgraph", "load_qgraph": "qgraph",
     "run": "reference", "run_full": "reference", "run_stitched": "reference", "Int8Reference": "reference",
     "layer_lsb_vs_ort": "reference",
-    "quantize_export": "export", "ranges_from_checkpoint": "qat",
+    "quantize_export": "qdq", "ranges_from_checkpoint": "qat",
     "prepare_qat": "qat", "qat_ranges": "qat",
 }
 
