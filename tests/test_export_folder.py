@@ -73,6 +73,7 @@ def test_schedule_json_content(tmp_path):
     assert set(s["files"]) == {"full.onnx", "stage1_patch.onnx", "stage2.onnx"}
     assert s["detector"]["class_names"] == ["a", "b"]
     assert s["memory"]["peak_sram_patch"] > 0 and s["macs"]["mac_overhead"] > 0
+    assert max(s["memory"]["layer_working_sets"].values()) == s["memory"]["peak_sram_per_layer"]
     assert s["arena"]["arena_bytes"] == s["memory"]["peak_sram_patch"]  # the C arena is the planned peak
     assert len(s["arena"]["tiles"]) == len(s["tiles"])
     # 10x14 split map in 3 rows: 3, 4, 3 rows -> unequal tiles, covering the map exactly once

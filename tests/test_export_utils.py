@@ -30,3 +30,67 @@ def random_network(spec: ArchSpec, head: HeadSpec | None = HEAD, seed: int = 0):
             elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
                 m.bias.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+def _plan(res=(40, 56), grid=(3, 2), split=3, spec=None):
+    from tinydet.schedule import plan_patches
+
+    graph = random_network(spec or tiny_spec(), head=HEAD).graph(res)
+    return graph, plan_patches(graph, grid, split)
+
+
+def test_pad_vectors_equal_the_planners_border_pads():
+    """Two computations of the same padding (plan regions vs ONNX Pad vectors) must agree, and no
+    interior tile gets zero padding."""
+    from tinydet.export.onnx_writer import tile_inputs
+    from tinydet.export.tiles import border_pads, tile_pad_vectors
+
+    graph, plan = _plan()
+    for tile in plan.tiles:
+        vectors = tile_pad_vectors(graph, 3, tile.in_rect, {k: r.out_rect for k, r in tile.regions.items()})
+        for name, op, kind in tile_inputs(graph, 3):
+            if kind == "pads":
+                assert border_pads(vectors[name]) == list(tile.regions[op].pad), (tile.row, tile.col, op)
+            else:  # shortcut crops only drop rows/columns
+                assert all(v <= 0 for v in vectors[name])
+        if 0 < tile.row < plan.grid[0] - 1:
+            assert all(vectors[f"{op}/pads"][2] == vectors[f"{op}/pads"][6] == 0
+                       for _, op, kind in tile_inputs(graph, 3) if kind == "pads")
+
+
+def test_pad_vectors_reject_a_plan_that_misses_data():
+    from tinydet.export.tiles import tile_pad_vectors
+    from tinydet.schedule import Rect
+
+    graph, plan = _plan()
+    tile = next(t for t in plan.tiles if t.row == 1)  # interior rows: no border padding allowed
+    regions = {k: r.out_rect for k, r in tile.regions.items()}
+    r = regions["blocks.1.expand" if "blocks.1.expand" in regions else "blocks.0.conv"]
+    regions["blocks.0.conv"] = Rect(r.y0 + 1, r.y1, r.x0, r.x1)  # one row short at the top
+    with pytest.raises(TinydetError, match=r"tile \(1, .*blocks\.1\.dw.*misses data on the top side"):
+        tile_pad_vectors(graph, 3, tile.in_rect, regions, where=f"tile ({tile.row}, {tile.col})")
+    regions = {k: r.out_rect for k, r in tile.regions.items()}
+    del regions["blocks.2.dw"]
+    with pytest.raises(TinydetError, match="no region for stage-1 op 'blocks.2.dw'"):
+        tile_pad_vectors(graph, 3, tile.in_rect, regions)
+    regions = {k: r.out_rect for k, r in tile.regions.items()}
+    e = regions["blocks.2.expand"]
+    regions["blocks.2.expand"] = Rect(e.y0, e.y1 - 1, e.x0, e.x1)  # 1x1 conv output smaller than its input
+    with pytest.raises(TinydetError, match="'blocks.2.expand' .*expected the plan to give a 1x1 conv exactly its input"):
+        tile_pad_vectors(graph, 3, tile.in_rect, regions)
+
+
+def test_split_errors_name_the_problem():
+    from tinydet.export.onnx_writer import check_split
+
+    graph = random_network(tiny_spec(), head=HEAD).graph(32)
+    with pytest.raises(TinydetError, match="split: expected a block count"):
+        check_split(graph, 0)
+    with pytest.raises(TinydetError, match="heads.0"):
+        check_split(graph, 5)  # head 0 reads block 3, which would be inside stage 1
+    from dataclasses import replace
+
+    backbone = random_network(replace(tiny_spec(), head_from=()), head=None).graph(32)
+    check_split(backbone, 5)
+    with pytest.raises(TinydetError, match="leaves no op for stage 2"):
+        check_split(backbone, 6)

@@ -2,7 +2,7 @@
 
     folded = fold_network(model, graph)               # BN folded, numpy weights (fold.py)
     full_model(folded); stage1_model(folded, split)   # onnx.ModelProto (onnx_writer.py)
-    export_folder(...)  /  load_export(dir)  /  add_files(dir, {...})   (folder.py, schedule_file.py)
+    export_network(model, graph, out, split, grid)  /  load_export(dir)  /  add_files(dir, {...})
     onnx_runner(dir, int8=False, patched=True)(images)                   (runtime.py)
 
 Names are resolved lazily so ``import tinydet.export`` stays cheap (no torch / onnx import).
@@ -20,7 +20,7 @@ _API = {
     "ExportFolder": "schedule_file", "load_export": "schedule_file", "add_files": "schedule_file",
     "FORMAT_VERSION": "schedule_file",
     "onnx_runner": "runtime", "float_stitched_max_abs_diff": "runtime",
-    "export_folder": "folder",
+    "export_network": "folder", "write_export": "folder",
 }
 
 __all__ = sorted(_API)

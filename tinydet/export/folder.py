@@ -23,6 +23,7 @@ from tinydet.export.onnx_writer import full_model, split_tensor, stage1_model, s
 from tinydet.export.runtime import float_stitched_max_abs_diff
 from tinydet.export.schedule_file import FORMAT_VERSION, checksum_entries, load_export, write_schedule
 from tinydet.export.tiles import border_pads, tile_pad_vectors
+from tinydet.schedule.memory import layer_working_sets
 
 STITCH_TOLERANCE = 1e-4
 
@@ -37,6 +38,7 @@ def _op_entry(op, split: int) -> dict[str, Any]:
 def _tiles(graph: Graph, split: int, plan) -> list[dict[str, Any]]:
     """schedule.json ``tiles``: the plan's rectangles plus the ONNX Pad vectors derived from them."""
     last = split_tensor(graph, split)
+    inputs = tile_inputs(graph, split)
     out = []
     for tile in plan.tiles:
         where = f"patch plan tile ({tile.row}, {tile.col})"
@@ -50,10 +52,8 @@ def _tiles(graph: Graph, split: int, plan) -> list[dict[str, Any]]:
             "regions": {name: {"in_rect": r.in_rect.to_list(), "out_rect": r.out_rect.to_list(), "pad": list(r.pad)}
                         for name, r in tile.regions.items()},
             "onnx_pads": vectors,
-            "pads": {op: border_pads(v) for (name, op, kind) in tile_inputs(graph, split) if kind == "pads"
-                     for v in [vectors[name]]},
-            "shortcut_crop": {op: border_pads(v) for (name, op, kind) in tile_inputs(graph, split)
-                              if kind == "shortcut_pads" for v in [vectors[name]]},
+            "pads": {op: border_pads(vectors[name]) for name, op, kind in inputs if kind == "pads"},
+            "shortcut_crop": {op: border_pads(vectors[name]) for name, op, kind in inputs if kind == "shortcut_pads"},
         })
     return out
 
@@ -82,7 +82,9 @@ def build_schedule(folded: FoldedGraph, split: int, plan, arena, rules, detector
         "tile_inputs": [{"name": name, "op": op, "kind": kind} for name, op, kind in tile_inputs(graph, split)],
         "tiles": _tiles(graph, split, plan),
         "memory": {"rules": rules.to_dict(), "peak_sram_per_layer": int(plan.peak_sram_per_layer),
-                   "peak_sram_patch": int(plan.peak_sram_patch), "plan": plan_dict},
+                   "peak_sram_patch": int(plan.peak_sram_patch),
+                   "layer_working_sets": {op.name: int(ws) for op, ws in zip(graph.ops, layer_working_sets(graph, rules))},
+                   "plan": plan_dict},
         "macs": {"per_layer": int(graph.macs), "patch": int(plan.macs_patch), "mac_overhead": float(plan.mac_overhead)},
         "arena": arena.to_dict(),
         "detector": dict(detector) if detector else None,
