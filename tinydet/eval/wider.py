@@ -149,37 +149,6 @@ def load_wider_mat(gt_dir: str) -> WiderGroundTruth:
                             "official subsets from " + ", ".join(MAT_FILES.values()))
 
 
-def _cell_column(items: Sequence) -> np.ndarray:
-    """An (n, 1) object array: savemat writes it as an n x 1 MATLAB cell (never stacked)."""
-    out = np.empty((len(items), 1), dtype=object)
-    for n, item in enumerate(items):
-        out[n, 0] = item
-    return out
-
-
-def save_wider_mat(gt_dir: str, gt: WiderGroundTruth) -> None:
-    """Write ``gt`` as the four official .mat files in ``gt_dir`` (same cell layout as WIDER's)."""
-    from scipy.io import savemat
-
-    os.makedirs(gt_dir, exist_ok=True)
-    full = {
-        "event_list": _cell_column(list(gt.events)),
-        "file_list": _cell_column([_cell_column(list(f)) for f in gt.files]),
-        "face_bbx_list": _cell_column([_cell_column([np.asarray(b, np.float64).reshape(-1, 4) for b in per])
-                                       for per in gt.boxes]),
-    }
-    contents = {"all": full}
-    for s in SETTINGS:
-        contents[s] = {"gt_list": _cell_column([_cell_column([(np.asarray(k, np.int64) + 1).reshape(-1, 1)
-                                                              for k in per]) for per in gt.keep[s]])}
-    for key, data in contents.items():
-        path = os.path.join(gt_dir, MAT_FILES[key])
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as fh:
-            savemat(fh, data)
-        os.replace(tmp, path)
-
-
 def image_key(path: str) -> tuple[str, str]:
     """(event, file stem) of an image path ``.../<event>/<stem>.jpg``, WIDER's two-level key."""
     return os.path.basename(os.path.dirname(path)), os.path.splitext(os.path.basename(path))[0]
@@ -353,3 +322,12 @@ def detections_to_wider(detections: Detections, records: Sequence[GroundTruthRec
         out[event][stem] = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0],
                                             boxes[:, 3] - boxes[:, 1], scores])
     return out
+
+
+def eval_wider_detections(detections: Detections, records: Sequence[GroundTruthRecord],
+                          gt_dir: str | None = None, iou: float = 0.5) -> dict:
+    """:func:`eval_wider` of ``Detections`` (xyxy) on ``records`` (WIDER loader records).
+
+    The official .mat subsets are used when ``gt_dir`` holds them, else the face-height rule.
+    """
+    return eval_wider(detections_to_wider(detections, records), gt_dir, records=records, iou=iou)
