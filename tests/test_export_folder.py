@@ -2,7 +2,6 @@
 checksums, add_files, and the atomic write."""
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
