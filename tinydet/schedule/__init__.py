@@ -13,6 +13,7 @@ from tinydet.schedule.memory import (FUSED_RESIDUAL, INPLACE_DW, NORMAL, SINK, L
 from tinydet.schedule.regions import Rect, halo, input_region, receptive_field, receptive_fields
 from tinydet.schedule.planner import (OpRegion, PatchPlan, Tile, check_split, max_split, pareto_front,
                                       parse_grid, per_layer_plan, plan_patches, search_plans, tile_bounds)
+from tinydet.schedule.profile import op_flash_bytes, op_params, parse_bytes, profile_graph
 
 __all__ = [
     "MemoryRules", "Liveness", "liveness", "op_modes", "layer_working_sets", "peak_sram_per_layer",
@@ -21,7 +22,8 @@ __all__ = [
     "OpRegion", "Tile", "PatchPlan", "plan_patches", "search_plans", "pareto_front", "per_layer_plan",
     "check_split", "max_split", "parse_grid", "tile_bounds",
     "ArenaPlan", "ArenaStep", "allocate", "check_arena",
-    "run_patched", "plot_memory",
+    "run_patched", "plot_memory", "patch_working_sets",
+    "profile_graph", "op_params", "op_flash_bytes", "parse_bytes",
 ]
 
 
@@ -35,8 +37,8 @@ def __getattr__(name):
         from tinydet.schedule.executor import run_patched
 
         return run_patched
-    if name == "plot_memory":
-        from tinydet.schedule.plot import plot_memory
+    if name in ("plot_memory", "patch_working_sets"):
+        from tinydet.schedule import plot
 
-        return plot_memory
+        return getattr(plot, name)
     raise AttributeError(f"module 'tinydet.schedule' has no attribute {name!r}")

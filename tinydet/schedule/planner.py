@@ -183,9 +183,9 @@ def per_layer_plan(graph: Graph, rules: MemoryRules = MemoryRules()) -> PatchPla
 
 def max_split(graph: Graph) -> int:
     """Largest valid split: the stage-1 output may be the only stage-1 tensor read outside stage 1."""
-    for k in range(1, graph.num_blocks + 1):
-        if _outside_readers(graph, k):
-            return k
+    for k in range(2, graph.num_blocks + 1):
+        if _outside_readers(graph, k) or any(op.block < 0 for op in graph.ops[:graph.block_end(k - 1)]):
+            return k - 1
     return graph.num_blocks
 
 

@@ -59,7 +59,7 @@ def plot_memory(graph: Graph, plan: PatchPlan | None, path: "str | Path", log: b
     ax.set_ylabel("SRAM working set (kB, int8)" + (", log scale" if log else ""))
     res = f"{graph.resolution[0]}x{graph.resolution[1]}"
     ax.set_title(f"{graph.arch} @ {res}: activation memory per layer")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
