@@ -158,20 +158,22 @@ def calibrate(model: "onnx.ModelProto | str", images: Iterable[np.ndarray], meth
     return ranges
 
 
-def calibration_images(cfg, count: int, size: "tuple[int, int]", source: str = "config") -> list[np.ndarray]:
-    """``count`` images of the config's train split, spread evenly over it, letterboxed (the eval
-    transform) to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1]."""
+def calibration_images(cfg, count: int, size: "tuple[int, int]", source: str = "config",
+                       split: str = "train") -> list[np.ndarray]:
+    """``count`` images of the config's ``split`` (train for calibration), spread evenly over it,
+    letterboxed (the eval transform) to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1]."""
     from PIL import Image
 
     from tinydet.data.records import load_records
     from tinydet.data.transforms import letterbox_image
 
     if count < 1:
-        raise TinydetError(f"{source}: --calib: expected at least 1 calibration image, got {count}")
-    records, _, _ = load_records(cfg["data"], "train", source)
+        raise TinydetError(f"{source}: expected at least 1 image from data.{split}, got {count}")
+    records, _, _ = load_records(cfg["data"], split, source)
     if not records:
-        raise TinydetError(f"{source}: data.train: the calibration set is empty; expected at least one "
-                           f"training image (data.root = {cfg['data'].get('root')!r})")
+        what = "the calibration set" if split == "train" else f"the {split} image set"
+        raise TinydetError(f"{source}: data.{split}: {what} is empty; expected at least one "
+                           f"image (data.root = {cfg['data'].get('root')!r})")
     # evenly spread over the split so a sorted data set does not calibrate on one class only
     picks = np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).round().astype(int))
     images = []
