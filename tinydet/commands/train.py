@@ -1,0 +1,33 @@
+"""``tinydet train -c X.yaml [--set k=v ...] [--resume [CKPT|auto]] [--ckpt INIT]``."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="experiment YAML (configs/*.yaml)")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. --set train.epochs=3 train.accelerator=cpu")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT|auto",
+                        help="continue a run: 'auto' (default) = <out_dir>/last.ckpt, or a checkpoint path")
+    parser.add_argument("--ckpt", default=None, metavar="INIT_WEIGHTS",
+                        help="initialise the weights from this checkpoint (optimizer and schedule start fresh)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from tinydet.train.config import load_config
+    from tinydet.train.run import train
+
+    cfg = load_config(args.config, args.overrides)
+    return train(cfg, resume=args.resume, init_ckpt=args.ckpt)
+
+
+def render(result: dict) -> None:
+    best = result["best_map50"]
+    print(f"trained {result['name']}: {result['epochs']} epochs, {result['global_step']} steps, "
+          f"{result['train_images_per_s']:.1f} train images/s")
+    val = result["val_map50"]
+    print(f"val map50: {val:.4f}" if val is not None else "val map50: n/a",
+          f"(best {best:.4f})" if best is not None else "")
+    print(f"checkpoints: {result['last_ckpt']}, {result['best_ckpt']}")

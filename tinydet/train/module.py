@@ -1,0 +1,176 @@
+"""LightningModule of the detector: loss, optimizer/schedule, EMA, and val map50.
+
+Validation under DDP: every rank decodes its share of the val set, then the per-image detections
+are all-gathered (``torch.distributed.all_gather_object``) so every rank holds all of them and
+computes the same map50 (image ids deduplicate the samples the DistributedSampler repeats to even
+out the shards). Every rank therefore logs the same number and ModelCheckpoint's "best" is the
+same on all of them, with no extra reduction.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from tinydet.models.decode import postprocess
+from tinydet.models.detector import Detector
+from tinydet.models.loss import YoloLoss
+
+
+class ModelEMA(nn.Module):
+    """Exponential moving average of a model's weights (YOLOv5's ramp: the decay grows as
+    ``decay * (1 - exp(-updates / tau))`` so early, fast-changing weights are not over-smoothed).
+
+    A submodule of the LightningModule, so its weights and ``updates`` are in every checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0):
+        super().__init__()
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.tau = decay, tau
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-float(self.updates) / self.tau))
+        msd = model.state_dict()
+        for k, v in self.module.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+    def train(self, mode: bool = True) -> "ModelEMA":
+        # the averaged copy always runs in eval mode (BN running stats, no dropout)
+        super().train(False)
+        return self
+
+
+def map50_of(fmt: str, detections: dict, records: Sequence[Any], class_names: Sequence[str]) -> float:
+    """Validation map50 through the eval package: VOC07 11-point mAP@0.5 (voc) or the WIDER
+    Face 'hard'-setting AP when tinydet.eval.wider is available, else VOC AP of the face class."""
+    from tinydet.eval.voc import eval_voc
+
+    if fmt == "wider":
+        try:
+            from tinydet.eval.wider import eval_wider
+        except ImportError:
+            eval_wider = None
+        if eval_wider is not None:
+            return float(eval_wider(detections, records)["hard"])
+    result = eval_voc(detections, records, class_names)
+    value = result.get("map50")
+    return float(value) if value is not None else 0.0
+
+
+class DetectorModule(pl.LightningModule):
+    """Trains a :class:`Detector`; ``cfg`` is the resolved config (a plain nested dict)."""
+
+    def __init__(self, cfg: dict, model: Detector, class_names: Sequence[str], arch: dict):
+        super().__init__()
+        self.cfg = cfg
+        self.model = model
+        self.class_names = list(class_names)
+        self.arch = arch
+        train = cfg["train"]
+        self.ema = ModelEMA(model, train["ema"]["decay"], train["ema"]["tau"]) if train["ema"]["enabled"] else None
+        loss = train["loss"]
+        self.loss_fn = YoloLoss(model.anchors, model.strides.tolist(), model.num_classes, model.input_size,
+                                box=loss["box"], obj=loss["obj"], cls=loss["cls"], anchor_t=loss["anchor_t"],
+                                box_iou=loss["box_iou"], balance=loss["balance"])
+        self._val_dets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.val_records: Sequence[Any] | None = None  # set by the runner (the data module's val records)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.model(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.model(batch["images"])
+        loss, parts = self.loss_fn(outputs, batch["targets"])
+        bs = batch["images"].shape[0]
+        self.log("train/loss", loss / bs, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False, batch_size=bs)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_dets = {}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        from tinydet.data.transforms import unletterbox
+
+        model = self.eval_model()
+        ev = self.cfg["eval"]
+        outputs = model(batch["images"])
+        dets = postprocess(outputs, model.anchors, model.strides.tolist(), batch["images"].shape[-2:],
+                           ev["conf_thresh"], ev["nms_iou"], ev["max_det"])
+        for (boxes, scores, labels), meta in zip(dets, batch["meta"]):
+            boxes = unletterbox(boxes.float().cpu().numpy(), meta)
+            self._val_dets[str(meta["image_id"])] = (boxes, scores.float().cpu().numpy(), labels.cpu().numpy())
+
+    def on_validation_epoch_end(self) -> None:
+        dets = self._val_dets
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and self.trainer.world_size > 1:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, dets)
+            dets = {k: v for part in gathered for k, v in part.items()}
+        records = self.val_records if self.val_records is not None else self.trainer.datamodule.val_records
+        covered = [r for r in records if r.image_id in dets]
+        value = map50_of(self.cfg["data"]["format"], dets, covered, self.class_names) if covered else 0.0
+        self.log("val/map50", value, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self._val_dets = {}
+
+    def configure_optimizers(self):
+        train = self.cfg["train"]
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            # BN weights and biases are not regularised (YOLOv5 / torchvision practice)
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": train["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        if train["optimizer"] == "sgd":
+            opt = torch.optim.SGD(groups, lr=train["lr"], momentum=train["momentum"], nesterov=True)
+        else:
+            opt = torch.optim.AdamW(groups, lr=train["lr"], betas=(train["momentum"], 0.999))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        warmup = int(train["warmup_epochs"] * per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, train["cosine"], train["final_lr_frac"]))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from tinydet.train.checkpoint import FORMAT_VERSION
+
+        checkpoint["tinydet"] = {"config": self.cfg, "arch": self.arch, "class_names": self.class_names,
+                                 "format_version": FORMAT_VERSION}
+
+
+class lr_lambda:
+    """Step -> lr factor: linear warm-up from 0.1% over ``warmup`` steps, then cosine from 1 to
+    ``final`` at ``total`` steps (or constant). A class, not a closure, so it pickles (DDP spawn)."""
+
+    def __init__(self, total: int, warmup: int, cosine: bool, final: float):
+        self.total, self.warmup, self.cosine, self.final = total, warmup, cosine, final
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return 0.001 + (1 - 0.001) * step / self.warmup
+        if not self.cosine:
+            return 1.0
+        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * t))

@@ -1,0 +1,197 @@
+"""Build the Lightning Trainer from a config and run training (what ``tinydet train`` calls).
+
+Checkpoints in ``train.out_dir``: ``last.ckpt`` (every ``ckpt_every_n_steps`` optimizer steps and
+at every epoch end), ``best.ckpt`` (highest val map50). All writes go through
+:class:`AtomicCheckpointIO`, so a SIGKILL at any moment leaves the previous complete file.
+Multi-GPU / multi-node is Lightning's own DDP, configured by train.{accelerator, devices,
+strategy, num_nodes}.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from tinydet.errors import TinydetError
+from tinydet.train.checkpoint import atomic_torch_save, read_checkpoint
+from tinydet.train.config import Config, to_dict
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO with temp-file + ``os.replace`` writes."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Any = None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+
+class LastCheckpoint(Callback):
+    """Writes ``last.ckpt`` every ``every_n_steps`` optimizer steps (mid-epoch) and at each epoch
+    end. A plain Callback (Lightning runs Checkpoint subclasses after all others), so callbacks
+    placed after it see the file already written."""
+
+    def __init__(self, path: Path, every_n_steps: int = 0):
+        self.path = Path(path)
+        self.every_n_steps = int(every_n_steps)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+class Throughput(Callback):
+    """Training images per second, counting only time inside training batches' epochs (not val)."""
+
+    def __init__(self):
+        self.images = 0
+        self.seconds = 0.0
+        self._t0: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self.images += int(batch["images"].shape[0]) * trainer.world_size
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
+    """``--resume``: None (fresh), ``auto`` (out_dir/last.ckpt when it exists), or a path."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = out_dir / "last.ckpt"
+        if last.is_file():
+            return str(last)
+        print(f"tinydet train: no {last} yet, starting from scratch", file=sys.stderr)
+        return None
+    if not Path(resume).is_file():
+        raise TinydetError(f"--resume {resume}: checkpoint file does not exist")
+    return resume
+
+
+def _check_resume_matches(cfg: Config, ckpt_path: str) -> None:
+    """Resuming a run with a different architecture would fail deep inside torch: say it here."""
+    from tinydet.train.checkpoint import load_detector
+
+    load_detector(cfg, ckpt_path)
+
+
+def _loggers(cfg: Config, out_dir: Path) -> list:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    made = []  # one version_N folder per invocation, so a resumed run never overwrites earlier logs
+    for name in cfg.train.loggers:
+        if name == "csv":
+            made.append(CSVLogger(save_dir=str(out_dir), name="logs/csv"))
+        else:
+            made.append(TensorBoardLogger(save_dir=str(out_dir), name="logs/tb"))
+    return made
+
+
+def build_trainer(cfg: Config, callbacks: Sequence[Callback] = ()) -> tuple[pl.Trainer, Throughput]:
+    """The Trainer for ``cfg``: atomic checkpoints, last/best, loggers, DDP from config."""
+    train = cfg.train
+    out_dir = Path(train.out_dir)
+    throughput = Throughput()
+    best = ModelCheckpoint(dirpath=str(out_dir), filename="best", monitor="val/map50", mode="max",
+                           save_top_k=1, save_last=False, auto_insert_metric_name=False,
+                           enable_version_counter=False, save_on_train_epoch_end=False)
+    all_callbacks = [LastCheckpoint(out_dir / "last.ckpt", train.ckpt_every_n_steps), throughput,
+                     *callbacks, best]
+    loggers = _loggers(cfg, out_dir)
+    trainer = pl.Trainer(
+        max_epochs=train.epochs, max_steps=train.max_steps,
+        accelerator=train.accelerator, devices=train.devices, strategy=train.strategy,
+        num_nodes=train.num_nodes, precision=train.precision,
+        callbacks=all_callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+        check_val_every_n_epoch=train.check_val_every_n_epoch, num_sanity_val_steps=0,
+        enable_progress_bar=train.progress_bar, enable_model_summary=False,
+        log_every_n_steps=max(1, min(50, train.ckpt_every_n_steps or 50)),
+        default_root_dir=str(out_dir), deterministic=False,
+    )
+    return trainer, throughput
+
+
+def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
+          callbacks: Sequence[Callback] = ()) -> dict:
+    """Train the detector ``cfg`` describes; returns a summary (paths, best map50, throughput).
+
+    ``resume``: None | 'auto' | checkpoint path (restores weights, EMA, optimizer, epoch, step).
+    ``init_ckpt``: start from a checkpoint's weights only (fine-tuning), the rest fresh.
+    ``callbacks``: extra Lightning callbacks (tests inject faults here).
+    """
+    from tinydet.data.datamodule import DetectionDataModule
+    from tinydet.models.detector import detector_from_config
+    from tinydet.train.module import DetectorModule
+
+    train_cfg = cfg.train
+    out_dir = Path(train_cfg.out_dir)
+    pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
+    ckpt_path = resolve_resume(resume, out_dir)
+    resumed_step = None
+    if ckpt_path is not None:
+        _check_resume_matches(cfg, ckpt_path)
+        resumed_step = checkpoint_step(ckpt_path)
+    dm = DetectionDataModule(to_dict(cfg.data), cfg.model.resolution, batch_size=train_cfg.batch_size,
+                             num_workers=train_cfg.num_workers, seed=train_cfg.seed, source=cfg.source)
+    model = detector_from_config(cfg, len(dm.class_names))
+    if init_ckpt is not None:
+        from tinydet.train.checkpoint import load_detector
+
+        model.load_state_dict(load_detector(cfg, init_ckpt).state_dict())
+    module = DetectorModule(to_dict(cfg), model, dm.class_names, model.spec.to_dict())
+    if cfg.quant.qat:
+        module.model = _prepare_qat(module.model, cfg)
+    trainer, throughput = build_trainer(cfg, callbacks)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    wall = time.perf_counter() - t0
+    best_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    score = best_cb.best_model_score
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if hasattr(v, "item") and v.numel() == 1}
+    return {
+        "name": cfg.name,
+        "out_dir": str(out_dir),
+        "last_ckpt": str(out_dir / "last.ckpt"),
+        "best_ckpt": best_cb.best_model_path or None,
+        "best_map50": float(score) if score is not None else None,
+        "val_map50": metrics.get("val/map50"),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "resumed_from": ckpt_path,
+        "resumed_step": resumed_step,
+        "train_images_per_s": throughput.images_per_s,
+        "wall_s": wall,
+    }
+
+
+def _prepare_qat(model, cfg: Config):
+    """Quantization-aware training comes from tinydet.quant (the quantization package)."""
+    try:
+        from tinydet.quant.qat import prepare_qat
+    except ImportError:
+        raise TinydetError(f"{cfg.source}: quant.qat is true but quantization-aware training is unavailable "
+                           "(tinydet.quant.qat.prepare_qat is not installed); set quant.qat=false") from None
+    return prepare_qat(model, cfg)
+
+
+def checkpoint_step(path: "str | Path") -> int:
+    """The global step stored in a checkpoint (for reports and tests)."""
+    return int(read_checkpoint(path)["global_step"])
+
+
+__all__ = ["train", "build_trainer", "AtomicCheckpointIO", "LastCheckpoint", "resolve_resume", "checkpoint_step"]
