@@ -1,0 +1,284 @@
+"""int8 PTQ: calibration, QDQ conventions, the int8 graph reader and the numpy reference.
+
+The export folder is a random-weight tiny detector (randomised BN, so folding matters) with a
+non-square 48x64 input, a 3x3 grid, and the split after block 3, in the middle of the 16-channel
+residual stage (blocks 2-4): stage 2 starts with a residual block whose shortcut is the split tensor.
+"""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+from tinydet.arch import HeadSpec, lower
+from tinydet.arch.spec import spec_from_dict
+from tinydet.errors import TinydetError
+from tinydet.export import load_export
+from tinydet.export.folder import export_network
+from tinydet.quant.calibrate import calibrate, kl_threshold
+from tinydet.quant.qdq import activation_params, params_from_range, quantize_export, quantize_model
+from tinydet.quant.qgraph import load_qgraph
+from tinydet.quant.reference import Int8Reference, layer_lsb_vs_ort, run_full
+
+from test_export_utils import random_network
+
+RES = (48, 64)
+HEAD = HeadSpec(num_classes=2, num_anchors=2, channels=16)
+SPLIT = 4
+GRID = (3, 3)
+DETECTOR = {"num_classes": 2, "class_names": ["a", "b"], "anchors": [[[8, 8], [20, 16]]], "strides": [8],
+            "conf_thresh": 0.05, "nms_iou": 0.6, "max_det": 50}
+
+
+def residual_spec():
+    """Blocks 2-4 form one 16-channel stage (3 and 4 residual); block 5 feeds the head."""
+    return spec_from_dict({"name": "qtiny", "blocks": [
+        {"type": "conv", "out": 8, "stride": 2},
+        {"type": "mbconv", "out": 8, "expand": 1},
+        {"type": "mbconv", "out": 16, "stride": 2, "expand": 4},
+        {"type": "mbconv", "out": 16, "expand": 4},
+        {"type": "mbconv", "out": 16, "expand": 4, "kernel": 5},
+        {"type": "mbconv", "out": 24, "stride": 2, "expand": 4}], "head_from": [5]})
+
+
+def make_export(out, seed=0, grid=GRID, split=SPLIT):
+    spec = residual_spec()
+    model = random_network(spec, HEAD, seed=seed)
+    graph = lower(spec, RES, head=HEAD)
+    export_network(model, graph, out, split, grid, detector=DETECTOR)
+    return model, graph
+
+
+def calib_images(n=6, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.random((1, 3) + RES, dtype=np.float32) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quant") / "out"
+    model, graph = make_export(out)
+    ranges = calibrate(str(out / "full.onnx"), calib_images(), "minmax")
+    quantize_export(out, ranges, {"kind": "ptq", "method": "minmax", "images": 6})
+    return out, model, graph
+
+
+def test_params_from_range_contains_zero_and_rounds_zero_point():
+    p = params_from_range(0.0, 6.0)
+    assert p.zero_point == -128 and abs(p.scale - 6.0 / 255) < 1e-7
+    p = params_from_range(0.5, 2.0)  # widened to [0, 2]: 0.0 must stay exact
+    assert p.zero_point == -128 and abs(p.scale - 2.0 / 255) < 1e-7
+    p = params_from_range(-1.0, 3.0)
+    assert abs(p.scale - 4.0 / 255) < 1e-7
+    assert p.zero_point == round(-128 + 1.0 / p.scale)
+    real_zero = p.scale * (p.zero_point - p.zero_point)
+    assert real_zero == 0.0
+    assert params_from_range(0.0, 0.0).scale > 0
+
+
+def test_kl_threshold_clips_rare_outliers():
+    rng = np.random.default_rng(0)
+    values = np.abs(np.concatenate([rng.normal(0, 1, 200_000), [60.0, -55.0]]))
+    hist, edges = np.histogram(values, bins=2048, range=(0, values.max()))
+    t = kl_threshold(hist, edges[1] - edges[0], 128)
+    assert 2.0 < t < 15.0  # far below the outliers, well above the bulk of the Gaussian
+
+
+def test_calibrate_minmax_matches_torch_activations(folder):
+    out, model, _ = folder
+    images = calib_images()
+    ranges = calibrate(str(out / "full.onnx"), images, "minmax")
+    seen = {}
+    hooks = [model.get_submodule(name).register_forward_hook(
+        lambda m, i, o, name=name: seen.setdefault(name, []).append(o.detach()))
+        for name in ("blocks.1.dw", "blocks.2.expand", "heads.0.out")]
+    with torch.no_grad():
+        for x in images:
+            model(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    for name, outs in seen.items():
+        t = torch.cat([o.flatten() for o in outs])
+        assert ranges[name][0] == pytest.approx(float(t.min()), abs=1e-4)
+        assert ranges[name][1] == pytest.approx(float(t.max()), abs=1e-4)
+    # the projection before its shortcut add and the sum both get a range
+    assert "blocks.3.project/conv" in ranges and "blocks.3.project" in ranges
+
+
+def test_percentile_and_entropy_ranges_lie_inside_minmax(folder):
+    out, _, _ = folder
+    images = calib_images()
+    mm = calibrate(str(out / "full.onnx"), images, "minmax")
+    for method in ("percentile", "entropy"):
+        r = calibrate(str(out / "full.onnx"), images, method)
+        assert set(r) == set(mm)
+        for name, (lo, hi) in r.items():
+            assert mm[name][0] - 1e-6 <= lo <= hi <= mm[name][1] + 1e-6, (method, name)
+        narrower = sum(hi - lo < mm[n][1] - mm[n][0] - 1e-6 for n, (lo, hi) in r.items())
+        assert narrower > len(r) // 2, method
+
+
+def test_empty_calibration_set_and_bad_method_are_clear_errors(folder):
+    out, _, _ = folder
+    with pytest.raises(TinydetError, match="calibration set is empty"):
+        calibrate(str(out / "full.onnx"), [], "minmax")
+    with pytest.raises(TinydetError, match="method: expected one of minmax, percentile, entropy"):
+        calibrate(str(out / "full.onnx"), calib_images(1), "mse")
+
+
+def _inits(model):
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_qdq_tflite_conventions(folder):
+    out, _, graph = folder
+    model = onnx.load(str(out / "full.int8.onnx"))
+    inits = _inits(model)
+    assert not [n for n in model.graph.node if n.op_type in ("Clip", "Relu")]  # ReLU6 folded into ranges
+    assert float(inits["input/scale"]) == pytest.approx(1 / 255) and int(inits["input/zero_point"]) == -128
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert [n.name for n in convs] == [op.name for op in graph.ops if op.kind in ("conv", "dwconv")]
+    for op in graph.ops:
+        w = inits[f"{op.name}.weight/q"]
+        assert w.dtype == np.int8 and w.min() >= -127 and w.max() <= 127
+        assert not inits[f"{op.name}.weight/zero_point"].any()
+        ws = inits[f"{op.name}.weight/scale"]
+        assert ws.shape == (op.out_shape[0],)  # per output channel
+        assert np.all(np.abs(w).reshape(len(ws), -1).max(axis=1) == 127)  # symmetric: max |w| hits 127
+        b, bs = inits[f"{op.name}.bias/q"], inits[f"{op.name}.bias/scale"]
+        assert b.dtype == np.int32 and not inits[f"{op.name}.bias/zero_point"].any()
+        s_in = float(inits[f"{op.inputs[0]}/scale"])
+        np.testing.assert_array_equal(bs, np.float32(s_in) * ws)
+        if op.act == "relu6":  # fused activation: range [0, <= 6]
+            assert int(inits[f"{op.output}/zero_point"]) == -128
+            assert float(inits[f"{op.output}/scale"]) <= 6 / 255 + 1e-9
+    # shortcut add: the projection result and the sum have their own parameters
+    assert "blocks.3.project/conv/scale" in inits and "blocks.3.project/scale" in inits
+    assert float(inits["blocks.3.project/conv/scale"]) != float(inits["blocks.3.project/scale"])
+
+
+def test_same_parameters_at_the_split_in_all_three_models(folder):
+    out, _, _ = folder
+    split = load_export(out).schedule["split_tensor"]
+    got = []
+    for name in ("full", "stage1_patch", "stage2"):
+        inits = _inits(onnx.load(str(out / f"{name}.int8.onnx")))
+        got.append((float(inits[f"{split}/scale"]), int(inits[f"{split}/zero_point"])))
+    assert got[0] == got[1] == got[2]
+
+
+def test_quantize_export_records_checksums_and_detects_edits(folder, tmp_path):
+    out, _, _ = folder
+    export = load_export(out)
+    for name in ("full.int8.onnx", "stage1_patch.int8.onnx", "stage2.int8.onnx", "quant.json"):
+        assert export.has(name)
+    import json
+    import shutil
+
+    info = json.loads((out / "quant.json").read_text())
+    assert info["input"] == {"name": "input", "scale": pytest.approx(1 / 255), "zero_point": -128}
+    assert info["source"]["method"] == "minmax"
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "stage2.int8.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(TinydetError, match="stage2.int8.onnx was modified"):
+        load_export(copy)
+
+
+def test_unsupported_node_names_itself(folder):
+    out, _, _ = folder
+    model = onnx.load(str(out / "full.onnx"))
+    node = next(n for n in model.graph.node if n.name == "heads.0.out")
+    node.output[0] = "heads.0.out/pre"
+    model.graph.node.append(helper.make_node("Sigmoid", ["heads.0.out/pre"], ["heads.0.out"], name="heads.0.sigmoid"))
+    ranges = calibrate(model, calib_images(2), "minmax")
+    with pytest.raises(TinydetError, match=r"node 'heads.0.sigmoid' \(Sigmoid, node \d+ of \d+\) cannot be quantized"):
+        quantize_model(model, activation_params(model, {**ranges, "heads.0.out": (-1.0, 1.0)}))
+
+
+def test_missing_range_is_named(folder):
+    out, _, _ = folder
+    model = onnx.load(str(out / "full.onnx"))
+    ranges = calibrate(model, calib_images(2), "minmax")
+    del ranges["blocks.2.dw"]
+    with pytest.raises(TinydetError, match="tensor 'blocks.2.dw' has no calibrated range"):
+        activation_params(model, ranges)
+
+
+def test_qgraph_layouts_multipliers_and_fused_adds(folder):
+    out, _, graph = folder
+    qg = load_qgraph(out / "full.int8.onnx")
+    inits = _inits(onnx.load(str(out / "full.int8.onnx")))
+    layers = [op for op in qg.ops if op.kind in ("conv", "dwconv")]
+    assert [op.name for op in layers] == [op.name for op in graph.ops]
+    for op, gop in zip(layers, graph.ops):
+        w = inits[f"{op.name}.weight/q"]
+        if op.kind == "conv":
+            np.testing.assert_array_equal(op.weight, w.transpose(0, 2, 3, 1))  # OHWI
+        else:
+            assert gop.kind == "dwconv" and op.weight.shape == (1, gop.kernel, gop.kernel, gop.out_shape[0])
+            np.testing.assert_array_equal(op.weight[0], w[:, 0].transpose(1, 2, 0))
+        target = op.add["conv_scale"] if op.add else op.out_scale
+        real = op.in_scale[0] * op.weight_scale.astype(np.float64) / target
+        approx = op.mult.astype(np.float64) * 2.0 ** (op.shift.astype(np.float64) - 31)
+        np.testing.assert_allclose(approx, real, rtol=1e-8)
+        assert op.padding == (gop.padding,) * 4 and op.stride == (gop.stride, gop.stride)
+        assert (op.add is not None) == (gop.add is not None)
+        if op.add:
+            assert op.add["shortcut"] == gop.add and op.output == gop.output
+            assert op.add["conv_tensor"] == f"{gop.name}/conv"
+    s1 = load_qgraph(out / "stage1_patch.int8.onnx")
+    pads = [op for op in s1.ops if op.kind == "pad"]
+    assert pads and all(op.pads_input for op in pads)
+    assert set(s1.pad_inputs) == {op.pads_input for op in pads}
+
+
+def test_qgraph_rejects_a_float_model(folder):
+    out, _, _ = folder
+    with pytest.raises(TinydetError, match="not a tinydet int8 model"):
+        load_qgraph(out / "full.onnx")
+
+
+def test_reference_stitched_equals_full_bit_for_bit(folder):
+    out, _, _ = folder
+    ref = Int8Reference(out)
+    assert len(ref.schedule["tiles"]) == 9
+    images = np.random.default_rng(5).random((2, 3) + RES, dtype=np.float32)
+    full = ref.run_full(images)
+    stitched, split_map = ref.run_stitched(images, return_split=True)
+    for a, b in zip(full, stitched):
+        np.testing.assert_array_equal(a, b)
+    assert split_map.dtype == np.int8 and len(np.unique(split_map)) > 10
+
+
+def test_reference_layers_within_one_lsb_of_onnxruntime(folder):
+    out, _, graph = folder
+    ref = Int8Reference(out)
+    images = np.random.default_rng(6).random((2, 3) + RES, dtype=np.float32)
+    lsb = layer_lsb_vs_ort(ref.full, onnx.load(str(out / "full.int8.onnx")), images)
+    assert set(lsb) == {op.name for op in graph.ops}
+    assert max(lsb.values()) <= 1
+
+
+def test_layer_check_catches_a_wrong_multiplier(folder):
+    out, _, _ = folder
+    qg = load_qgraph(out / "full.int8.onnx")
+    op = qg.op("blocks.2.expand")
+    op.mult = (op.mult.astype(np.int64) * 103 // 100).astype(np.int32)  # 3% off
+    images = np.random.default_rng(6).random((1, 3) + RES, dtype=np.float32)
+    lsb = layer_lsb_vs_ort(qg, onnx.load(str(out / "full.int8.onnx")), images)
+    assert lsb["blocks.2.expand"] > 1
+    assert lsb["blocks.2.dw"] <= 1  # layers get onnxruntime's inputs: the error does not spread
+
+
+def test_reference_tracks_the_float_model(folder):
+    out, model, _ = folder
+    images = np.random.default_rng(7).random((2, 3) + RES, dtype=np.float32)
+    qg = load_qgraph(out / "full.int8.onnx")
+    got = run_full(qg, images)[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(images))[0].numpy()
+    err = np.abs(got - want)
+    assert err.max() < 0.1 * np.abs(want).max()
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
