@@ -5,7 +5,6 @@ import io
 import json
 import random
 from contextlib import redirect_stdout
-from pathlib import Path
 
 import pytest
 import torch

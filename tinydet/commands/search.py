@@ -110,7 +110,9 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
                     fingerprint={"budget": vars(budget), "supernet": supernet_meta, "evaluator": evaluator_cfg,
                                  "latency_table": str(latency_table) if latency_table else None},
                     constraint_text=budget.describe())
-    # fail fast, before any training, when no network of the space fits the budgets
+    # fail fast, before any training: a state from other settings, or no network fits the budgets
+    if resume:
+        evo.load()
     evo.check_space()
 
     torch.manual_seed(seed)

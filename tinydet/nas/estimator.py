@@ -13,7 +13,6 @@ the val split letterboxed at the candidate's resolution.
 """
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,8 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinydet.arch.spec import HeadSpec
-from tinydet.nas.space import Candidate, SearchSpace
+from tinydet.nas.space import Candidate
 from tinydet.nas.supernet import Supernet, sandwich
 
 
@@ -62,6 +60,7 @@ class SupernetModule(L.LightningModule):
         self.train_cfg = dict(train_cfg)
         self.rng = random.Random(seed)
         self.n_random = n_random
+        self.steps_per_epoch = max(1, steps_per_epoch)
         self.total_steps = max(1, steps_per_epoch * epochs)
         self.strides = head_strides_of(supernet)
         self._losses: dict[int, Any] = {}
@@ -88,29 +87,24 @@ class SupernetModule(L.LightningModule):
         return total
 
     def configure_optimizers(self):
+        # the training config's optimiser and schedule (tinydet.train.module), applied to the supernet
+        from tinydet.train.module import lr_lambda
+
         cfg = self.train_cfg
         decay, no_decay = [], []
-        for name, p in self.supernet.named_parameters():
-            # no weight decay on BatchNorm and biases (YOLOv5's grouping)
+        for p in self.supernet.parameters():
+            # no weight decay on BatchNorm and biases (as the detector's training)
             (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": float(cfg.get("weight_decay", 0.0005))},
+        groups = [{"params": decay, "weight_decay": float(cfg["weight_decay"])},
                   {"params": no_decay, "weight_decay": 0.0}]
-        lr = float(cfg.get("lr", 0.01))
-        if cfg.get("optimizer", "sgd") == "adamw":
-            opt = torch.optim.AdamW(groups, lr=lr)
+        if cfg["optimizer"] == "sgd":
+            opt = torch.optim.SGD(groups, lr=float(cfg["lr"]), momentum=float(cfg["momentum"]), nesterov=True)
         else:
-            opt = torch.optim.SGD(groups, lr=lr, momentum=float(cfg.get("momentum", 0.937)), nesterov=True)
-        total, final = self.total_steps, float(cfg.get("final_lr_frac", 0.01))
-        warm = min(total // 2, max(1, int(round(total * 0.05))))
-
-        def factor(step: int) -> float:
-            # linear warm-up, then cosine decay to final_lr_frac (the training config's schedule shape)
-            if step < warm:
-                return (step + 1) / warm
-            t = min(1.0, (step - warm) / max(1, total - warm))
-            return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+            opt = torch.optim.AdamW(groups, lr=float(cfg["lr"]), betas=(float(cfg["momentum"]), 0.999))
+        total = self.total_steps
+        warmup = min(total // 2, int(float(cfg["warmup_epochs"]) * self.steps_per_epoch))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, bool(cfg["cosine"]),
+                                                                 float(cfg["final_lr_frac"])))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
