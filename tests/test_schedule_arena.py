@@ -1,0 +1,98 @@
+"""Arena allocation: arena_bytes equals the planned peak, and a byte-level simulation of the
+schedule finds no buffer overwritten while alive."""
+import json
+from dataclasses import replace
+
+import pytest
+
+from tinydet.arch import HeadSpec, get_spec, list_presets, lower
+from tinydet.schedule import (ArenaPlan, MemoryRules, allocate, check_arena, peak_sram_per_layer, plan_patches)
+
+ALL_RULES = [MemoryRules(), MemoryRules(False, True), MemoryRules(True, False), MemoryRules(False, False)]
+
+
+@pytest.mark.parametrize("name", list_presets())
+@pytest.mark.parametrize("head", [None, HeadSpec(num_classes=2)], ids=["classifier", "detector"])
+def test_arena_equals_peak_per_layer_and_patch(name, head):
+    g = lower(get_spec(name), 160, head=head)
+    for rules in ALL_RULES:
+        arena = allocate(g, None, rules)
+        assert arena.arena_bytes == peak_sram_per_layer(g, rules)
+        check_arena(g, None, arena)
+        for grid, split in [(4, 5), ((2, 3), 3), (3, 2)]:
+            plan = plan_patches(g, grid, split, rules)
+            arena = allocate(g, plan)
+            assert arena.arena_bytes == plan.peak_sram_patch, (name, rules, grid, split)
+            check_arena(g, plan, arena)
+
+
+def test_arena_paper_configuration_and_layout():
+    g = lower(get_spec("mbv2-w1.0"), 224)
+    plan = plan_patches(g, 4, 5)
+    arena = allocate(g, plan)
+    assert arena.arena_bytes == plan.peak_sram_patch == 176_400
+    check_arena(g, plan, arena)
+    # the stage-1 output buffer is pinned at the top end of the arena
+    assert arena.stage1_buffer == arena.arena_bytes - 32 * 28 * 28
+    assert len(arena.tiles) == 16 and len(arena.tiles[0]) == len(plan.stage1_ops)
+    steps = {s.op: s for s in arena.tiles[5]}
+    dw = steps["blocks.2.dw"]
+    assert dw.mode == "inplace_dw" and dw.input <= dw.output < dw.input + dw.input_bytes
+    proj = steps["blocks.3.project"]
+    assert proj.mode == "fused_residual" and proj.shortcut_bytes > proj.output_bytes  # shortcut is a crop
+    assert steps[plan.stage1_ops[-1]].mode == "sink" and steps[plan.stage1_ops[-1]].output == arena.stage1_buffer
+    assert arena.steps[0].input == arena.stage1_buffer  # stage 2 starts from the stitched map
+    assert ArenaPlan.from_dict(json.loads(json.dumps(arena.to_dict()))) == arena
+
+
+def test_checker_catches_overlap_and_stale_reads():
+    g = lower(get_spec("mbv2-w0.35"), 96, head=HeadSpec(2))
+    arena = allocate(g)
+    check_arena(g, None, arena)
+    # move an op's output onto its own (still needed) input
+    i = next(i for i, s in enumerate(arena.steps) if s.mode == "normal" and s.op.endswith("expand"))
+    bad = replace(arena, steps=list(arena.steps))
+    bad.steps[i] = replace(arena.steps[i], output=arena.steps[i].input, result=arena.steps[i].input)
+    with pytest.raises(AssertionError):
+        check_arena(g, None, bad)
+    # read an input from the wrong place
+    bad = replace(arena, steps=list(arena.steps))
+    bad.steps[i] = replace(arena.steps[i], input=arena.steps[i].input + 1)
+    with pytest.raises(AssertionError, match="no longer intact"):
+        check_arena(g, None, bad)
+    # head output overwritten later: pin it somewhere a later tensor goes
+    out0 = next(s for s in arena.steps if s.op == "heads.0.out")
+    later = next(s for s in arena.steps if s.op == "blocks.14.expand")
+    bad = replace(arena, steps=[replace(s, output=later.output, result=later.output) if s is out0 else s
+                                for s in arena.steps])
+    with pytest.raises(AssertionError):
+        check_arena(g, None, bad)
+    # an arena one byte too small
+    with pytest.raises(AssertionError, match="outside the arena"):
+        check_arena(g, None, replace(arena, arena_bytes=arena.arena_bytes - 1))
+
+
+def test_checker_catches_a_tile_that_overwrites_the_stage1_buffer():
+    g = lower(get_spec("mbv2-w0.35"), 96)
+    plan = plan_patches(g, 3, 5)
+    arena = allocate(g, plan)
+    check_arena(g, plan, arena)
+    tiles = [list(t) for t in arena.tiles]
+    s = tiles[1][0]
+    off = arena.stage1_buffer - s.output_bytes + 16  # 16 bytes into the stitched map
+    tiles[1][0] = replace(s, output=off, result=off)
+    with pytest.raises(AssertionError, match="overwrites a live tensor"):
+        check_arena(g, plan, replace(arena, tiles=tiles))
+
+
+def test_fused_residual_order_matches_its_placement():
+    g = lower(get_spec("mbv2-w1.0"), 128)
+    plan = plan_patches(g, 3, 7)
+    arena = allocate(g, plan)
+    fused = [s for t in arena.tiles for s in t if s.mode == "fused_residual"]
+    assert fused
+    for s in fused:
+        if s.reverse:  # output at the slot's end: pixels last to first
+            assert s.output + s.output_bytes == s.shortcut + s.shortcut_bytes
+        else:
+            assert s.output == s.shortcut
