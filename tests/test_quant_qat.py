@@ -148,7 +148,10 @@ def test_ranges_from_state_dict_maps_prefixed_keys():
 def test_quantize_cli_with_qat_checkpoint(qat_export, tmp_path, capsys):
     model, out, _ = qat_export
     ckpt = tmp_path / "qat.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    state = {f"ema.module.{k}": v for k, v in model.state_dict().items()}
+    # the training copy's observers differ; export (and so quantize) use the EMA copy
+    state.update({f"model.{k}": (v + 1.0 if k.endswith(".hi") else v) for k, v in model.state_dict().items()})
+    torch.save({"state_dict": state}, ckpt)
     before = json.loads((out / "quant.json").read_text())["activations"]
     rc = main(["quantize", str(out), "--qat", str(ckpt), "--json"])
     stdout, _ = capsys.readouterr()
