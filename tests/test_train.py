@@ -114,16 +114,24 @@ def test_resume_with_missing_file_and_init_weights(trained, tmp_path):
         train(load_config(cfg_path, [f"train.out_dir={tmp_path}", "model.head.channels=8"]), init_ckpt=result["last_ckpt"])
 
 
-def test_qat_without_the_quant_package_is_a_clear_error_or_runs(trained, tmp_path):
+def test_qat_fine_tunes_from_float_weights_and_reloads(trained, tmp_path):
+    cfg_path, result = trained
+    cfg = load_config(cfg_path, [f"train.out_dir={tmp_path}", "quant.qat=true", "quant.qat_epochs=1",
+                                 "train.max_steps=2"])
+    qat = train(cfg, init_ckpt=result["best_ckpt"])
+    assert qat["global_step"] == 2
+    model = load_detector(None, qat["last_ckpt"])
+    assert any("QAT" in type(m).__name__ for m in model.modules())
+    assert [tuple(o.shape) for o in model(torch.rand(1, 3, 64, 64))] == [(1, 30, 4, 4), (1, 30, 2, 2)]
+
+
+def test_qat_without_the_quant_package_is_a_clear_error(trained, tmp_path, monkeypatch):
+    import sys
+
     cfg_path, _ = trained
-    try:
-        from tinydet.quant.qat import prepare_qat  # noqa: F401
-    except ImportError:
-        with pytest.raises(TinydetError, match="quant.qat is true but quantization-aware training is unavailable"):
-            train(load_config(cfg_path, [f"train.out_dir={tmp_path}", "quant.qat=true"]))
-    else:
-        result = train(load_config(cfg_path, [f"train.out_dir={tmp_path}", "quant.qat=true", "train.max_steps=1"]))
-        assert result["global_step"] == 1
+    monkeypatch.setitem(sys.modules, "tinydet.quant.qat", None)  # import now raises ImportError
+    with pytest.raises(TinydetError, match="quant.qat is true but quantization-aware training is unavailable"):
+        train(load_config(cfg_path, [f"train.out_dir={tmp_path}", "quant.qat=true"]))
 
 
 def test_cli_train_prints_one_json_object(trained, tmp_path):

@@ -91,6 +91,10 @@ def load_detector(cfg: Any, ckpt: "str | Path", prefer_ema: bool = True):
                 raise TinydetError(f"{ckpt_path}: checkpoint model.{key} {_plain(stored_cfg['model'][key])} does not "
                                    f"match {source} model.{key} {_plain(cfg['model'][key])}")
     model = detector_from_config(use_cfg, len(class_names), spec=spec)
+    if stored_cfg.get("quant", {}).get("qat"):
+        from tinydet.quant.qat import prepare_qat  # a QAT run stores fake-quant layers
+
+        model = prepare_qat(model, stored_cfg)
     state = _model_state(data, prefer_ema)
     try:
         model.load_state_dict(state)

@@ -8,6 +8,7 @@ strategy, num_nodes}.
 """
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -120,7 +121,7 @@ def build_trainer(cfg: Config, callbacks: Sequence[Callback] = ()) -> tuple[pl.T
         callbacks=all_callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
         check_val_every_n_epoch=train.check_val_every_n_epoch, num_sanity_val_steps=0,
         enable_progress_bar=train.progress_bar, enable_model_summary=False,
-        log_every_n_steps=max(1, min(50, train.ckpt_every_n_steps or 50)),
+        log_every_n_steps=10,
         default_root_dir=str(out_dir), deterministic=False,
     )
     return trainer, throughput
@@ -153,9 +154,13 @@ def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
         from tinydet.train.checkpoint import load_detector
 
         model.load_state_dict(load_detector(cfg, init_ckpt).state_dict())
-    module = DetectorModule(to_dict(cfg), model, dm.class_names, model.spec.to_dict())
     if cfg.quant.qat:
-        module.model = _prepare_qat(module.model, cfg)
+        # QAT fine-tunes (usually from --ckpt float weights) for quant.qat_epochs at quant.qat_lr;
+        # the model is prepared before the module exists so the EMA copy has the same layers
+        model = _prepare_qat(model, cfg)
+        cfg = copy.deepcopy(cfg)
+        cfg.train.epochs, cfg.train.lr, cfg.train.warmup_epochs = cfg.quant.qat_epochs, cfg.quant.qat_lr, 0.0
+    module = DetectorModule(to_dict(cfg), model, dm.class_names, model.spec.to_dict())
     trainer, throughput = build_trainer(cfg, callbacks)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
