@@ -1,0 +1,71 @@
+/*
+ * tinydet_arith.h - the int8 requantization arithmetic, in one header.
+ *
+ * TFLite / CMSIS-NN double rounding (DESIGN.md "Int8 arithmetic"), identical bit for bit to
+ * tinydet/quant/arith.py (tests/test_c_kernels.py checks the two against each other):
+ *
+ *   requantize(acc, mult, shift) = rdbpot(srdhm(acc << max(shift, 0), mult), max(-shift, 0))
+ *
+ * mult is a Q31 multiplier in [2^30, 2^31) (or 0), shift > 0 is a left shift. The left shift wraps
+ * modulo 2^32 like the register it runs in; it is done on uint32_t so that the wrap is defined C.
+ * Portable C99, integer only.
+ */
+#ifndef TINYDET_ARITH_H
+#define TINYDET_ARITH_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TDN_INLINE static inline __attribute__((always_inline))
+#else
+#define TDN_INLINE static inline
+#endif
+
+#define TDN_INT32_MIN ((int32_t)0x80000000u)
+#define TDN_INT32_MAX ((int32_t)0x7FFFFFFF)
+
+/* Saturating rounding doubling high multiply: round(a * b / 2^31), TFLite's nudge-and-truncate
+ * rounding; INT32_MIN * INT32_MIN (the one overflow) saturates to INT32_MAX. */
+TDN_INLINE int32_t tdn_srdhm(int32_t a, int32_t b)
+{
+    const int64_t ab = (int64_t)a * (int64_t)b;
+    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+    const int64_t v = ab + nudge;
+    /* C99 division truncates toward zero, which is what the nudge was chosen for */
+    const int32_t r = (int32_t)(v / ((int64_t)1 << 31));
+    return (a == TDN_INT32_MIN && b == TDN_INT32_MIN) ? TDN_INT32_MAX : r;
+}
+
+/* Rounding divide by 2^exponent, exponent in [0, 31], ties away from zero. */
+TDN_INLINE int32_t tdn_rdbpot(int32_t x, int32_t exponent)
+{
+    const int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    /* arithmetic shift of a negative value: implementation-defined in C99, arithmetic on every
+     * compiler tinydet targets (gcc, clang, arm-none-eabi-gcc) */
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* CMSIS-NN arm_nn_requantize (double rounding): acc * mult * 2^(shift - 31), rounded. */
+TDN_INLINE int32_t tdn_requantize(int32_t acc, int32_t mult, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int32_t shifted = (int32_t)((uint32_t)acc << left);
+    return tdn_rdbpot(tdn_srdhm(shifted, mult), right);
+}
+
+TDN_INLINE int32_t tdn_clamp(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TINYDET_ARITH_H */

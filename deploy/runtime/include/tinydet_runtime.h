@@ -1,0 +1,132 @@
+/*
+ * tinydet_runtime.h - tinydet-specific kernels and helpers on top of the CMSIS-NN API
+ * (tinydet_nn.h; they work with the bundled kernels and with ARM's library alike).
+ *
+ *  - in-place depthwise convolution   (DESIGN.md memory rule "in-place depthwise")
+ *  - convolution with fused residual add, written into the shortcut buffer ("fused residual")
+ *  - tile helpers for the patch-based stage 1: read a tile from a (streamed) source, express a
+ *    tile's border padding through CMSIS padding + output size, copy a tile's output into the
+ *    stage-1 output buffer.
+ *
+ * Portable C99, no malloc, integer only. Scratch memory always comes from cmsis_nn_context.
+ */
+#ifndef TINYDET_RUNTIME_H
+#define TINYDET_RUNTIME_H
+
+#include <stdint.h>
+
+#include "tinydet_nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Arguments of arm_elementwise_add_s8 for the residual add of tinydet_conv_add_s8. Input 1 is the
+ * convolution's (requantised int8) output, input 2 the shortcut. tinydet.quant.kernels.add_params
+ * computes them (keys of the same names). */
+typedef struct
+{
+    int32_t input_1_offset;
+    int32_t input_1_mult;
+    int32_t input_1_shift;
+    int32_t input_2_offset;
+    int32_t input_2_mult;
+    int32_t input_2_shift;
+    int32_t left_shift;
+    int32_t out_offset;
+    int32_t out_mult;
+    int32_t out_shift;
+    cmsis_nn_activation activation;
+} tinydet_add_params;
+
+/* ---- in-place depthwise convolution --------------------------------------------------------------
+ * inout holds the [H, W, C] input; on return its first H_out*W_out*C bytes hold the [H_out, W_out, C]
+ * output (ch_mult 1, H_out*W_out <= H*W). Channel c is computed into ctx->buf (H_out*W_out bytes) and
+ * then stored into channel c's slots of the first H_out*W_out pixels. This never clobbers unread
+ * input: those slots belong to channel c, whose input has just been consumed in full, and channels
+ * other than c are never written while c is processed. Same results as arm_depthwise_conv_s8. */
+int32_t tinydet_depthwise_conv_inplace_s8_get_buffer_size(const cmsis_nn_dims *output_dims);
+arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ctx,
+                                                      const cmsis_nn_dw_conv_params *dw_conv_params,
+                                                      const cmsis_nn_per_channel_quant_params *quant_params,
+                                                      const cmsis_nn_dims *input_dims,
+                                                      int8_t *inout_data,
+                                                      const cmsis_nn_dims *filter_dims,
+                                                      const int8_t *filter_data,
+                                                      const cmsis_nn_dims *bias_dims,
+                                                      const int32_t *bias_data,
+                                                      const cmsis_nn_dims *output_dims);
+
+/* ---- convolution + residual add, in place into the shortcut ---------------------------------------
+ * shortcut_inout [N, H_out, W_out, C_out] is replaced by add(conv(input), shortcut); bit-identical to
+ * arm_convolve_s8 into a temporary followed by arm_elementwise_add_s8. The convolution runs one
+ * output row at a time (arm_convolve_s8 on the input rows that row needs, top padding adjusted) into
+ * a one-row temporary in ctx->buf, which is then added into the shortcut row: each shortcut element
+ * is read exactly once, just before it is overwritten. */
+int32_t tinydet_conv_add_s8_get_buffer_size(const cmsis_nn_dims *input_dims,
+                                            const cmsis_nn_dims *filter_dims,
+                                            const cmsis_nn_dims *output_dims);
+arm_cmsis_nn_status tinydet_conv_add_s8(const cmsis_nn_context *ctx,
+                                        const cmsis_nn_conv_params *conv_params,
+                                        const cmsis_nn_per_channel_quant_params *quant_params,
+                                        const cmsis_nn_dims *input_dims,
+                                        const int8_t *input_data,
+                                        const cmsis_nn_dims *filter_dims,
+                                        const int8_t *filter_data,
+                                        const cmsis_nn_dims *bias_dims,
+                                        const int32_t *bias_data,
+                                        const cmsis_nn_dims *output_dims,
+                                        const tinydet_add_params *add_params,
+                                        int8_t *shortcut_inout);
+
+/* ---- tiles --------------------------------------------------------------------------------------- */
+typedef struct
+{
+    int32_t y, x, h, w; /* top-left corner and size, in pixels */
+} tinydet_rect;
+
+typedef struct
+{
+    int32_t top, left, bottom, right; /* zero padding applied on each side of a tile */
+} tinydet_pad;
+
+/* Reads w pixels (w * c bytes, NHWC) of row y starting at column x into dst; returns 0 on success.
+ * Lets stage 1 stream its input (camera, file, Flash) instead of holding the whole image in SRAM. */
+typedef int (*tinydet_read_fn)(void *user, int32_t y, int32_t x, int32_t w, int8_t *dst);
+
+typedef struct
+{
+    tinydet_read_fn read;
+    void *user;
+    int32_t h, w, c; /* full extent of the source */
+} tinydet_source;
+
+/* A source backed by an NHWC array in memory (use tinydet_read_memory as the read callback). */
+typedef struct
+{
+    const int8_t *data;
+    int32_t h, w, c;
+} tinydet_memory_image;
+int tinydet_read_memory(void *user /* tinydet_memory_image* */, int32_t y, int32_t x, int32_t w, int8_t *dst);
+
+/* Copies region r of the source into dst ([r.h, r.w, c] contiguous). Returns 0, or -1 if r leaves
+ * the source or the callback fails. */
+int tinydet_tile_read(const tinydet_source *src, const tinydet_rect *r, int8_t *dst);
+
+/* For a layer applied to a tile of in_h x in_w pixels with `pad` zero padding on each side (the
+ * layer's own padding on the sides that touch the image border, 0 inside): sets the CMSIS padding
+ * (top/left) and output_dims->h/w (floor((in + before + after - dilation*(k-1) - 1) / stride) + 1).
+ * Rows/columns beyond the tile on the bottom/right then read as the zero point inside the kernels.
+ * Returns 0, or -1 if the output would be empty. */
+int tinydet_tile_geometry(int32_t in_h, int32_t in_w, int32_t k_h, int32_t k_w, const cmsis_nn_tile *stride,
+                          const cmsis_nn_tile *dilation, const tinydet_pad *pad, cmsis_nn_tile *padding,
+                          cmsis_nn_dims *output_dims);
+
+/* Copies a tile's [h, w, c] output into the [*, dst_w, c] stage-1 output buffer at (y0, x0). */
+void tinydet_tile_write(const int8_t *tile, int32_t h, int32_t w, int32_t c, int8_t *dst, int32_t dst_w,
+                        int32_t y0, int32_t x0);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TINYDET_RUNTIME_H */

@@ -1,0 +1,192 @@
+/* Bundled arm_elementwise_add_s8, arm_avgpool_s8, arm_fully_connected_s8 (+ buffer sizes). */
+#if !defined(TINYDET_USE_CMSIS_NN)
+
+#include "tinydet_nn.h"
+#include "nn_internal.h"
+
+arm_cmsis_nn_status arm_elementwise_add_s8(const int8_t *input_1_vect,
+                                           const int8_t *input_2_vect,
+                                           const int32_t input_1_offset,
+                                           const int32_t input_1_mult,
+                                           const int32_t input_1_shift,
+                                           const int32_t input_2_offset,
+                                           const int32_t input_2_mult,
+                                           const int32_t input_2_shift,
+                                           const int32_t left_shift,
+                                           int8_t *output,
+                                           const int32_t out_offset,
+                                           const int32_t out_mult,
+                                           const int32_t out_shift,
+                                           const int32_t out_activation_min,
+                                           const int32_t out_activation_max,
+                                           const int32_t block_size)
+{
+    for (int32_t i = 0; i < block_size; i++)
+    {
+        /* (x + offset) fits in 9 bits, so the left shift (20 in TFLite) cannot overflow */
+        const int32_t a = (int32_t)((uint32_t)(input_1_vect[i] + input_1_offset) << left_shift);
+        const int32_t b = (int32_t)((uint32_t)(input_2_vect[i] + input_2_offset) << left_shift);
+        const int32_t sum = tdn_requantize(a, input_1_mult, input_1_shift) + tdn_requantize(b, input_2_mult, input_2_shift);
+        const int32_t v = tdn_requantize(sum, out_mult, out_shift) + out_offset;
+        output[i] = (int8_t)tdn_clamp(v, out_activation_min, out_activation_max);
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
+
+int32_t arm_avgpool_s8_get_buffer_size(const int dim_dst_width, const int ch_src)
+{
+    (void)dim_dst_width;
+    return ch_src * (int32_t)sizeof(int32_t);
+}
+
+/* CMSIS/TFLite average rounding: half away from zero, then C truncating division. */
+static int8_t tdn_avg(int32_t sum, int32_t count, int32_t act_min, int32_t act_max)
+{
+    const int32_t half = count / 2;
+    const int32_t v = (sum > 0 ? sum + half : sum - half) / count;
+    return (int8_t)tdn_clamp(v, act_min, act_max);
+}
+
+arm_cmsis_nn_status arm_avgpool_s8(const cmsis_nn_context *ctx,
+                                   const cmsis_nn_pool_params *pool_params,
+                                   const cmsis_nn_dims *input_dims,
+                                   const int8_t *input_data,
+                                   const cmsis_nn_dims *filter_dims,
+                                   const cmsis_nn_dims *output_dims,
+                                   int8_t *output_data)
+{
+    const int32_t ih = input_dims->h, iw = input_dims->w, c = input_dims->c;
+    const int32_t kh = filter_dims->h, kw = filter_dims->w;
+    const int32_t amin = pool_params->activation.min, amax = pool_params->activation.max;
+    int32_t *sums = (ctx != NULL && ctx->buf != NULL) ? (int32_t *)ctx->buf : NULL;
+    for (int32_t b = 0; b < input_dims->n; b++)
+    {
+        const int8_t *img = input_data + b * ih * iw * c;
+        for (int32_t oy = 0; oy < output_dims->h; oy++)
+        {
+            const int32_t y0 = oy * pool_params->stride.h - pool_params->padding.h;
+            const int32_t ky0 = y0 < 0 ? -y0 : 0, ky1 = y0 + kh > ih ? ih - y0 : kh;
+            for (int32_t ox = 0; ox < output_dims->w; ox++)
+            {
+                const int32_t x0 = ox * pool_params->stride.w - pool_params->padding.w;
+                const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + kw > iw ? iw - x0 : kw;
+                const int32_t count = (ky1 - ky0) * (kx1 - kx0);
+                if (ky1 <= ky0 || kx1 <= kx0)
+                {
+                    return ARM_CMSIS_NN_ARG_ERROR; /* window entirely outside the input */
+                }
+                if (sums != NULL)
+                {
+                    /* all channels in one pass over the window: contiguous NHWC reads */
+                    memset(sums, 0, (size_t)c * sizeof(int32_t));
+                    for (int32_t ky = ky0; ky < ky1; ky++)
+                    {
+                        for (int32_t kx = kx0; kx < kx1; kx++)
+                        {
+                            const int8_t *px = img + ((y0 + ky) * iw + x0 + kx) * c;
+                            for (int32_t ch = 0; ch < c; ch++)
+                            {
+                                sums[ch] += px[ch];
+                            }
+                        }
+                    }
+                    for (int32_t ch = 0; ch < c; ch++)
+                    {
+                        *output_data++ = tdn_avg(sums[ch], count, amin, amax);
+                    }
+                }
+                else
+                {
+                    for (int32_t ch = 0; ch < c; ch++)
+                    {
+                        int32_t sum = 0;
+                        for (int32_t ky = ky0; ky < ky1; ky++)
+                        {
+                            for (int32_t kx = kx0; kx < kx1; kx++)
+                            {
+                                sum += img[((y0 + ky) * iw + x0 + kx) * c + ch];
+                            }
+                        }
+                        *output_data++ = tdn_avg(sum, count, amin, amax);
+                    }
+                }
+            }
+        }
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
+
+int32_t arm_fully_connected_s8_get_buffer_size(const cmsis_nn_dims *filter_dims)
+{
+    (void)filter_dims;
+    return 0;
+}
+
+arm_cmsis_nn_status arm_fully_connected_s8(const cmsis_nn_context *ctx,
+                                           const cmsis_nn_fc_params *fc_params,
+                                           const cmsis_nn_per_tensor_quant_params *quant_params,
+                                           const cmsis_nn_dims *input_dims,
+                                           const int8_t *input_data,
+                                           const cmsis_nn_dims *filter_dims,
+                                           const int8_t *filter_data,
+                                           const cmsis_nn_dims *bias_dims,
+                                           const int32_t *bias_data,
+                                           const cmsis_nn_dims *output_dims,
+                                           int8_t *output_data)
+{
+    (void)ctx;
+    (void)bias_dims;
+    const int32_t depth = filter_dims->n, rows = output_dims->c;
+    const int32_t in_off = fc_params->input_offset, w_off = fc_params->filter_offset;
+    for (int32_t b = 0; b < input_dims->n; b++)
+    {
+        const int8_t *x = input_data + b * depth;
+        for (int32_t r = 0; r < rows; r++)
+        {
+            const int8_t *w = filter_data + r * depth;
+            /* sum (x + xo)(w + wo) = sum x*w + xo*sum w + wo*sum x + n*xo*wo: the inner loop only
+             * multiplies raw int8 values, the offsets are applied once per row */
+            int32_t xw = 0, sw = 0, sx = 0;
+            int32_t i = 0;
+#if TDN_DSP
+            const int32_t ones = 0x00010001;
+            for (; i + 4 <= depth; i += 4)
+            {
+                const uint32_t xv = tdn_read_u32(x + i), wv = tdn_read_u32(w + i);
+                const int32_t x02 = __sxtb16(xv), x13 = __sxtb16(tdn_ror8(xv));
+                const int32_t w02 = __sxtb16(wv), w13 = __sxtb16(tdn_ror8(wv));
+                xw = __smlad(x02, w02, xw);
+                xw = __smlad(x13, w13, xw);
+                sw = __smlad(w02, ones, sw);
+                sw = __smlad(w13, ones, sw);
+                sx = __smlad(x02, ones, sx);
+                sx = __smlad(x13, ones, sx);
+            }
+#else
+            for (; i + 4 <= depth; i += 4)
+            {
+                xw += x[i] * w[i] + x[i + 1] * w[i + 1] + x[i + 2] * w[i + 2] + x[i + 3] * w[i + 3];
+                sw += w[i] + w[i + 1] + w[i + 2] + w[i + 3];
+                sx += x[i] + x[i + 1] + x[i + 2] + x[i + 3];
+            }
+#endif
+            for (; i < depth; i++)
+            {
+                xw += x[i] * w[i];
+                sw += w[i];
+                sx += x[i];
+            }
+            int32_t acc = (int32_t)((uint32_t)xw + (uint32_t)(in_off * sw) + (uint32_t)(w_off * sx) +
+                                    (uint32_t)(depth * in_off * w_off));
+            if (bias_data)
+            {
+                acc = (int32_t)((uint32_t)acc + (uint32_t)bias_data[r]);
+            }
+            const int32_t v = tdn_requantize(acc, quant_params->multiplier, quant_params->shift) + fc_params->output_offset;
+            *output_data++ = (int8_t)tdn_clamp(v, fc_params->activation.min, fc_params->activation.max);
+        }
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
+
+#endif /* !TINYDET_USE_CMSIS_NN */

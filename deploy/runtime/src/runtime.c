@@ -1,0 +1,203 @@
+/* tinydet-specific kernels and tile helpers (see include/tinydet_runtime.h). */
+#include <string.h>
+
+#include "tinydet_runtime.h"
+#include "tinydet_arith.h"
+
+int32_t tinydet_depthwise_conv_inplace_s8_get_buffer_size(const cmsis_nn_dims *output_dims)
+{
+    return output_dims->h * output_dims->w;
+}
+
+arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ctx,
+                                                      const cmsis_nn_dw_conv_params *p,
+                                                      const cmsis_nn_per_channel_quant_params *q,
+                                                      const cmsis_nn_dims *in_d,
+                                                      int8_t *inout,
+                                                      const cmsis_nn_dims *f_d,
+                                                      const int8_t *w,
+                                                      const cmsis_nn_dims *bias_dims,
+                                                      const int32_t *bias,
+                                                      const cmsis_nn_dims *out_d)
+{
+    (void)bias_dims;
+    const int32_t ih = in_d->h, iw = in_d->w, c = in_d->c, oh = out_d->h, ow = out_d->w;
+    const int32_t kh = f_d->h, kw = f_d->w;
+    const int32_t dh = p->dilation.h > 0 ? p->dilation.h : 1, dwl = p->dilation.w > 0 ? p->dilation.w : 1;
+    if (ctx == NULL || ctx->buf == NULL || p->ch_mult != 1 || out_d->c != c || in_d->n != 1 || oh * ow > ih * iw)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    int8_t *tmp = (int8_t *)ctx->buf;
+    for (int32_t ch = 0; ch < c; ch++)
+    {
+        const int32_t b = bias ? bias[ch] : 0;
+        const int32_t mult = q->multiplier[ch], shift = q->shift[ch];
+        int8_t *t = tmp;
+        for (int32_t oy = 0; oy < oh; oy++)
+        {
+            const int32_t y0 = oy * p->stride.h - p->padding.h;
+            for (int32_t ox = 0; ox < ow; ox++)
+            {
+                const int32_t x0 = ox * p->stride.w - p->padding.w;
+                int32_t acc = b;
+                for (int32_t ky = 0; ky < kh; ky++)
+                {
+                    const int32_t iy = y0 + ky * dh;
+                    if (iy < 0 || iy >= ih)
+                    {
+                        continue;
+                    }
+                    const int8_t *row = inout + iy * iw * c + ch;
+                    const int8_t *wr = w + ky * kw * c + ch;
+                    for (int32_t kx = 0; kx < kw; kx++)
+                    {
+                        const int32_t ix = x0 + kx * dwl;
+                        if (ix >= 0 && ix < iw)
+                        {
+                            acc += (row[ix * c] + p->input_offset) * wr[kx * c];
+                        }
+                    }
+                }
+                const int32_t v = tdn_requantize(acc, mult, shift) + p->output_offset;
+                *t++ = (int8_t)tdn_clamp(v, p->activation.min, p->activation.max);
+            }
+        }
+        /* channel ch's input is fully consumed: its slots in the first oh*ow pixels are free */
+        for (int32_t i = 0; i < oh * ow; i++)
+        {
+            inout[i * c + ch] = tmp[i];
+        }
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
+
+static int32_t tdn_align4(int32_t n)
+{
+    return (n + 3) & ~3;
+}
+
+int32_t tinydet_conv_add_s8_get_buffer_size(const cmsis_nn_dims *input_dims,
+                                            const cmsis_nn_dims *filter_dims,
+                                            const cmsis_nn_dims *output_dims)
+{
+    return tdn_align4(arm_convolve_s8_get_buffer_size(input_dims, filter_dims)) + output_dims->w * output_dims->c;
+}
+
+arm_cmsis_nn_status tinydet_conv_add_s8(const cmsis_nn_context *ctx,
+                                        const cmsis_nn_conv_params *conv_params,
+                                        const cmsis_nn_per_channel_quant_params *quant_params,
+                                        const cmsis_nn_dims *input_dims,
+                                        const int8_t *input_data,
+                                        const cmsis_nn_dims *filter_dims,
+                                        const int8_t *filter_data,
+                                        const cmsis_nn_dims *bias_dims,
+                                        const int32_t *bias_data,
+                                        const cmsis_nn_dims *output_dims,
+                                        const tinydet_add_params *a,
+                                        int8_t *shortcut)
+{
+    if (ctx == NULL || ctx->buf == NULL)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    const int32_t conv_buf = tdn_align4(arm_convolve_s8_get_buffer_size(input_dims, filter_dims));
+    int8_t *row_out = (int8_t *)ctx->buf + conv_buf;
+    cmsis_nn_context conv_ctx;
+    conv_ctx.buf = ctx->buf;
+    conv_ctx.size = conv_buf;
+    const int32_t ih = input_dims->h, iw = input_dims->w, ic = input_dims->c;
+    const int32_t dil_h = conv_params->dilation.h > 0 ? conv_params->dilation.h : 1;
+    const int32_t extent = (filter_dims->h - 1) * dil_h + 1;
+    const int32_t row_len = output_dims->w * output_dims->c;
+    for (int32_t b = 0; b < input_dims->n; b++)
+    {
+        const int8_t *img = input_data + b * ih * iw * ic;
+        for (int32_t oy = 0; oy < output_dims->h; oy++)
+        {
+            /* the rows this output row reads; rows outside the input become CMSIS top padding
+             * (above) or simply absent rows (below), both read as the zero point */
+            const int32_t top = oy * conv_params->stride.h - conv_params->padding.h;
+            const int32_t y_start = top < 0 ? 0 : top;
+            int32_t y_end = top + extent;
+            if (y_end > ih)
+            {
+                y_end = ih;
+            }
+            cmsis_nn_conv_params rp = *conv_params;
+            rp.padding.h = y_start - top;
+            rp.stride.h = 1;
+            const cmsis_nn_dims in_rows = {1, y_end > y_start ? y_end - y_start : 0, iw, ic};
+            const cmsis_nn_dims out_row = {1, 1, output_dims->w, output_dims->c};
+            const arm_cmsis_nn_status st =
+                arm_convolve_s8(&conv_ctx, &rp, quant_params, &in_rows, img + y_start * iw * ic, filter_dims,
+                                filter_data, bias_dims, bias_data, NULL, &out_row, row_out);
+            if (st != ARM_CMSIS_NN_SUCCESS)
+            {
+                return st;
+            }
+            int8_t *sc = shortcut + (b * output_dims->h + oy) * row_len;
+            arm_elementwise_add_s8(row_out, sc, a->input_1_offset, a->input_1_mult, a->input_1_shift,
+                                   a->input_2_offset, a->input_2_mult, a->input_2_shift, a->left_shift, sc,
+                                   a->out_offset, a->out_mult, a->out_shift, a->activation.min, a->activation.max,
+                                   row_len);
+        }
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
+
+int tinydet_read_memory(void *user, int32_t y, int32_t x, int32_t w, int8_t *dst)
+{
+    const tinydet_memory_image *im = (const tinydet_memory_image *)user;
+    if (y < 0 || y >= im->h || x < 0 || w < 0 || x + w > im->w)
+    {
+        return -1;
+    }
+    memcpy(dst, im->data + ((size_t)y * (size_t)im->w + (size_t)x) * (size_t)im->c, (size_t)w * (size_t)im->c);
+    return 0;
+}
+
+int tinydet_tile_read(const tinydet_source *src, const tinydet_rect *r, int8_t *dst)
+{
+    if (r->y < 0 || r->x < 0 || r->h < 0 || r->w < 0 || r->y + r->h > src->h || r->x + r->w > src->w)
+    {
+        return -1;
+    }
+    for (int32_t i = 0; i < r->h; i++)
+    {
+        if (src->read(src->user, r->y + i, r->x, r->w, dst + (size_t)i * (size_t)r->w * (size_t)src->c) != 0)
+        {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int tinydet_tile_geometry(int32_t in_h, int32_t in_w, int32_t k_h, int32_t k_w, const cmsis_nn_tile *stride,
+                          const cmsis_nn_tile *dilation, const tinydet_pad *pad, cmsis_nn_tile *padding,
+                          cmsis_nn_dims *output_dims)
+{
+    const int32_t dh = dilation && dilation->h > 0 ? dilation->h : 1;
+    const int32_t dw = dilation && dilation->w > 0 ? dilation->w : 1;
+    const int32_t span_h = in_h + pad->top + pad->bottom - dh * (k_h - 1) - 1;
+    const int32_t span_w = in_w + pad->left + pad->right - dw * (k_w - 1) - 1;
+    if (span_h < 0 || span_w < 0)
+    {
+        return -1;
+    }
+    padding->h = pad->top;
+    padding->w = pad->left;
+    output_dims->h = span_h / stride->h + 1;
+    output_dims->w = span_w / stride->w + 1;
+    return 0;
+}
+
+void tinydet_tile_write(const int8_t *tile, int32_t h, int32_t w, int32_t c, int8_t *dst, int32_t dst_w,
+                        int32_t y0, int32_t x0)
+{
+    for (int32_t i = 0; i < h; i++)
+    {
+        memcpy(dst + ((size_t)(y0 + i) * (size_t)dst_w + (size_t)x0) * (size_t)c, tile + (size_t)i * (size_t)w * (size_t)c,
+               (size_t)w * (size_t)c);
+    }
+}

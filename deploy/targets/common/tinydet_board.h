@@ -1,0 +1,38 @@
+/*
+ * tinydet_board.h - what every target's board glue provides (deploy/targets/<name>/board.c).
+ * Targets share the runtime and differ only in startup, linker script and this glue.
+ */
+#ifndef TINYDET_BOARD_H
+#define TINYDET_BOARD_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Called by the reset handler before main(): console / counter setup. */
+void tinydet_board_init(void);
+
+/* Console output (semihosting on QEMU, UART on boards); no buffering, usable from fault handlers. */
+void tinydet_board_puts(const char *s);
+
+/* Monotonic 32-bit counter for per-layer measurements and its meaning:
+ * tinydet_board_counter_name() says the source, tinydet_board_instructions_per_tick() (x1000, as
+ * an integer to keep floats out) how to convert ticks into instructions where that is exact
+ * (QEMU with -icount shift=0), or 0 where it counts cycles of real hardware. */
+uint32_t tinydet_board_counter(void);
+const char *tinydet_board_counter_name(void);
+uint32_t tinydet_board_instructions_per_tick_x1000(void);
+
+/* End the program with an exit status (QEMU: status reaches the host; boards: printed, then halt). */
+void tinydet_board_exit(int code) __attribute__((noreturn));
+
+/* Stack painting (common/startup_cm7.c): bytes of stack used so far (high-water mark) and size. */
+uint32_t tinydet_stack_used_bytes(void);
+uint32_t tinydet_stack_size_bytes(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

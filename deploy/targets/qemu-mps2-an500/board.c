@@ -1,0 +1,72 @@
+/*
+ * Board glue for QEMU's mps2-an500 (Cortex-M7):
+ *   console and file I/O: ARM semihosting (newlib + librdimon, plus direct calls below);
+ *   exit status: SYS_EXIT_EXTENDED, so the status reaches the host as QEMU's exit code;
+ *   counter: CMSDK APB TIMER0 (0x40000000), a 32-bit down counter clocked at the board's 25 MHz
+ *   SYSCLK. Under -icount shift=0 each instruction advances virtual time by exactly 1 ns, so one
+ *   tick = 40 instructions (measured by tests/test_c_kernels.py::test_qemu_counter_calibration).
+ */
+#include <stdint.h>
+
+#include "tinydet_board.h"
+
+#define SYS_WRITE0 0x04
+#define SYS_EXIT_EXTENDED 0x20
+#define ADP_STOPPED_APPLICATION_EXIT 0x20026
+
+#define TIMER0_CTRL (*(volatile uint32_t *)0x40000000u)
+#define TIMER0_VALUE (*(volatile uint32_t *)0x40000004u)
+#define TIMER0_RELOAD (*(volatile uint32_t *)0x40000008u)
+
+#ifndef TINYDET_QEMU_SYSCLK_HZ
+#define TINYDET_QEMU_SYSCLK_HZ 25000000u
+#endif
+
+extern void initialise_monitor_handles(void);
+
+static int32_t semihost(int32_t op, const void *arg)
+{
+    register int32_t r0 __asm("r0") = op;
+    register const void *r1 __asm("r1") = arg;
+    __asm volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+    return r0;
+}
+
+void tinydet_board_init(void)
+{
+    initialise_monitor_handles();
+    TIMER0_CTRL = 0;
+    TIMER0_RELOAD = 0xFFFFFFFFu;
+    TIMER0_VALUE = 0xFFFFFFFFu;
+    TIMER0_CTRL = 1u; /* enable, PCLK source, no interrupt */
+}
+
+void tinydet_board_puts(const char *s)
+{
+    semihost(SYS_WRITE0, s);
+}
+
+uint32_t tinydet_board_counter(void)
+{
+    return 0xFFFFFFFFu - TIMER0_VALUE; /* counts down: turn it into an up-counter */
+}
+
+const char *tinydet_board_counter_name(void)
+{
+    return "cmsdk-timer0@25MHz";
+}
+
+uint32_t tinydet_board_instructions_per_tick_x1000(void)
+{
+    /* 1 instruction = 1 ns of virtual time under -icount shift=0 */
+    return (uint32_t)(1000000000000ull / TINYDET_QEMU_SYSCLK_HZ);
+}
+
+void tinydet_board_exit(int code)
+{
+    const uint32_t block[2] = {ADP_STOPPED_APPLICATION_EXIT, (uint32_t)code};
+    semihost(SYS_EXIT_EXTENDED, block);
+    for (;;)
+    {
+    }
+}

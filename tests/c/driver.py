@@ -1,0 +1,66 @@
+"""Python side of tests/c/kernel_driver.c: encode kernel calls, decode their outputs.
+
+Shared by tests/test_c_kernels.py and benchmarks that time kernels under QEMU.
+"""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+OP_CONV, OP_DW, OP_ADD, OP_AVGPOOL, OP_FC, OP_CONV_ADD, OP_ARITH, OP_TILE, OP_GEOMETRY = range(1, 10)
+CONV_ARM, CONV_1X1, CONV_WRAPPER, CONV_REF = range(4)
+DW_ARM, DW_WRAPPER, DW_REF, DW_INPLACE = range(4)
+DRIVER_SOURCE = Path(__file__).with_name("kernel_driver.c")
+
+
+def _blob(a) -> bytes:
+    b = np.ascontiguousarray(a).tobytes() if a is not None else b""
+    return struct.pack("<i", len(b)) + b + b"\0" * ((4 - len(b) % 4) % 4)
+
+
+def record(op: int, params, blobs) -> bytes:
+    """One kin.bin record."""
+    params = [int(p) for p in params]
+    return (struct.pack(f"<ii{len(params)}i", op, len(params), *params) + struct.pack("<i", len(blobs))
+            + b"".join(_blob(b) for b in blobs))
+
+
+def read_outputs(path: Path) -> list[tuple[int, int, bytes]]:
+    """kout.bin -> [(status, ticks, payload)]."""
+    data = Path(path).read_bytes()
+    out, i = [], 0
+    while i < len(data):
+        status, ticks, n = struct.unpack_from("<iIi", data, i)
+        i += 12
+        out.append((status, ticks, data[i:i + n]))
+        i += n + (4 - n % 4) % 4
+    return out
+
+
+def conv_record(x, w, bias, mult, shift, *, input_offset, output_offset, stride, padding, dilation, out_hw,
+                act_min, act_max, variant=CONV_ARM, op=OP_CONV, shortcut=None, add=None, add_act=(-128, 127)):
+    n, h, wd, c = x.shape
+    cout, kh, kw, _ = w.shape
+    params = [n, h, wd, c, cout, kh, kw, *stride, *padding, *dilation, *out_hw, input_offset, output_offset,
+              act_min, act_max, variant]
+    blobs = [x.astype(np.int8), w.astype(np.int8), None if bias is None else np.asarray(bias, np.int32),
+             np.asarray(mult, np.int32), np.asarray(shift, np.int32)]
+    if op == OP_CONV_ADD:
+        params += [add[k] for k in ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset",
+                                    "input_2_mult", "input_2_shift", "left_shift", "out_offset", "out_mult",
+                                    "out_shift")] + list(add_act)
+        blobs.append(shortcut.astype(np.int8))
+    return record(op, params, blobs)
+
+
+def dw_record(x, w, bias, mult, shift, *, input_offset, output_offset, stride, padding, dilation, out_hw,
+              act_min, act_max, variant=DW_ARM, ch_mult=1):
+    n, h, wd, c = x.shape
+    _, kh, kw, _ = w.shape
+    params = [n, h, wd, c, ch_mult, kh, kw, *stride, *padding, *dilation, *out_hw, input_offset, output_offset,
+              act_min, act_max, variant]
+    return record(OP_DW, params, [x.astype(np.int8), w.astype(np.int8),
+                                  None if bias is None else np.asarray(bias, np.int32),
+                                  np.asarray(mult, np.int32), np.asarray(shift, np.int32)])

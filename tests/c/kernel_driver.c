@@ -1,0 +1,336 @@
+/*
+ * Kernel test driver: reads a list of kernel calls from "kin.bin", runs them, writes their outputs
+ * to "kout.bin". Built for the host (plain stdio) and for qemu-mps2-an500 (stdio over semihosting),
+ * driven by tests/test_c_kernels.py, which writes the calls and checks the outputs against numpy.
+ *
+ * kin.bin  : records of int32 little-endian words: op, nparams, params..., nblobs,
+ *            then per blob: nbytes, bytes (zero padded to a multiple of 4)
+ * kout.bin : per record: status, ticks, nbytes, bytes (padded to 4)
+ * ticks is the board counter around the kernel call (0 on the host).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ref_kernels.h"
+#include "tinydet_arith.h"
+#include "tinydet_nn.h"
+#include "tinydet_runtime.h"
+
+#if defined(TINYDET_BOARD)
+#include "tinydet_board.h"
+#define COUNTER() tinydet_board_counter()
+#else
+#define COUNTER() 0u
+#endif
+
+#ifndef ARENA_BYTES
+#define ARENA_BYTES (1536 * 1024)
+#endif
+#define MAX_PARAMS 64
+#define MAX_BLOBS 8
+
+static uint8_t arena[ARENA_BYTES] __attribute__((aligned(8)));
+
+enum
+{
+    OP_CONV = 1,
+    OP_DW = 2,
+    OP_ADD = 3,
+    OP_AVGPOOL = 4,
+    OP_FC = 5,
+    OP_CONV_ADD = 6,
+    OP_ARITH = 7,
+    OP_TILE = 8,
+    OP_GEOMETRY = 9
+};
+
+static int read_i32(FILE *f, int32_t *v)
+{
+    return fread(v, 4, 1, f) == 1 ? 0 : -1;
+}
+
+static void write_out(FILE *f, int32_t status, uint32_t ticks, const void *data, int32_t n)
+{
+    const int32_t hdr[3] = {status, (int32_t)ticks, n};
+    static const uint8_t pad[4] = {0, 0, 0, 0};
+    fwrite(hdr, 4, 3, f);
+    if (n > 0)
+    {
+        fwrite(data, 1, (size_t)n, f);
+    }
+    fwrite(pad, 1, (size_t)((4 - (n & 3)) & 3), f);
+}
+
+int main(void)
+{
+    FILE *in = fopen("kin.bin", "rb");
+    FILE *out = fopen("kout.bin", "wb");
+    if (in == NULL || out == NULL)
+    {
+        printf("kernel_driver: cannot open kin.bin / kout.bin\n");
+        return 2;
+    }
+    int32_t op;
+    int records = 0;
+    while (read_i32(in, &op) == 0)
+    {
+        int32_t np, nb, p[MAX_PARAMS];
+        uint8_t *blob[MAX_BLOBS];
+        int32_t blen[MAX_BLOBS];
+        size_t used = 0;
+        if (read_i32(in, &np) || np > MAX_PARAMS || fread(p, 4, (size_t)np, in) != (size_t)np || read_i32(in, &nb) ||
+            nb > MAX_BLOBS)
+        {
+            printf("kernel_driver: malformed record %d\n", records);
+            return 2;
+        }
+        for (int32_t i = 0; i < nb; i++)
+        {
+            if (read_i32(in, &blen[i]))
+            {
+                return 2;
+            }
+            const size_t padded = (size_t)((blen[i] + 3) & ~3);
+            if (used + padded + 8 > ARENA_BYTES)
+            {
+                printf("kernel_driver: arena too small\n");
+                return 2;
+            }
+            blob[i] = arena + used;
+            if (fread(blob[i], 1, padded, in) != padded)
+            {
+                return 2;
+            }
+            used += (padded + 7) & ~(size_t)7;
+        }
+        uint8_t *free_mem = arena + used;
+        const size_t free_bytes = ARENA_BYTES - used;
+        int32_t status = -100;
+        int32_t out_n = 0;
+        uint8_t *out_p = free_mem;
+        uint32_t t0 = 0, t1 = 0;
+#define BLOB_OR_NULL(i) (blen[i] > 0 ? (void *)blob[i] : NULL)
+        if (op == OP_CONV || op == OP_CONV_ADD)
+        {
+            const cmsis_nn_dims id = {p[0], p[1], p[2], p[3]};
+            const cmsis_nn_dims fd = {p[4], p[5], p[6], p[3]};
+            const cmsis_nn_dims bd = {1, 1, 1, p[4]};
+            const cmsis_nn_dims od = {p[0], p[13], p[14], p[4]};
+            cmsis_nn_conv_params cp;
+            cp.stride.h = p[7];
+            cp.stride.w = p[8];
+            cp.padding.h = p[9];
+            cp.padding.w = p[10];
+            cp.dilation.h = p[11];
+            cp.dilation.w = p[12];
+            cp.input_offset = p[15];
+            cp.output_offset = p[16];
+            cp.activation.min = p[17];
+            cp.activation.max = p[18];
+            cmsis_nn_per_channel_quant_params qp = {(int32_t *)blob[3], (int32_t *)blob[4]};
+            const int32_t variant = p[19];
+            out_n = od.n * od.h * od.w * od.c;
+            uint8_t *scratch = out_p + ((out_n + 7) & ~7);
+            cmsis_nn_context ctx = {scratch, (int32_t)(free_bytes - (size_t)(scratch - free_mem))};
+            if (op == OP_CONV)
+            {
+                t0 = COUNTER();
+                if (variant == 0)
+                    status = arm_convolve_s8(&ctx, &cp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
+                                             BLOB_OR_NULL(2), NULL, &od, (int8_t *)out_p);
+                else if (variant == 1)
+                    status = arm_convolve_1x1_s8_fast(&ctx, &cp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1],
+                                                      &bd, BLOB_OR_NULL(2), &od, (int8_t *)out_p);
+                else if (variant == 2)
+                    status = arm_convolve_wrapper_s8(&ctx, &cp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1],
+                                                     &bd, BLOB_OR_NULL(2), &od, (int8_t *)out_p);
+                else
+                    status = ref_arm_convolve_s8(&ctx, &cp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
+                                                 BLOB_OR_NULL(2), NULL, &od, (int8_t *)out_p);
+                t1 = COUNTER();
+            }
+            else
+            {
+                tinydet_add_params ap;
+                ap.input_1_offset = p[20];
+                ap.input_1_mult = p[21];
+                ap.input_1_shift = p[22];
+                ap.input_2_offset = p[23];
+                ap.input_2_mult = p[24];
+                ap.input_2_shift = p[25];
+                ap.left_shift = p[26];
+                ap.out_offset = p[27];
+                ap.out_mult = p[28];
+                ap.out_shift = p[29];
+                ap.activation.min = p[30];
+                ap.activation.max = p[31];
+                if (tinydet_conv_add_s8_get_buffer_size(&id, &fd, &od) > ctx.size)
+                {
+                    status = -101;
+                }
+                else
+                {
+                    t0 = COUNTER();
+                    status = tinydet_conv_add_s8(&ctx, &cp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
+                                                 BLOB_OR_NULL(2), &od, &ap, (int8_t *)blob[5]);
+                    t1 = COUNTER();
+                }
+                out_p = blob[5];
+                out_n = blen[5];
+            }
+        }
+        else if (op == OP_DW)
+        {
+            const cmsis_nn_dims id = {p[0], p[1], p[2], p[3]};
+            const cmsis_nn_dims od = {p[0], p[13], p[14], p[3] * p[4]};
+            const cmsis_nn_dims fd = {1, p[5], p[6], od.c};
+            const cmsis_nn_dims bd = {1, 1, 1, od.c};
+            cmsis_nn_dw_conv_params dp;
+            dp.ch_mult = p[4];
+            dp.stride.h = p[7];
+            dp.stride.w = p[8];
+            dp.padding.h = p[9];
+            dp.padding.w = p[10];
+            dp.dilation.h = p[11];
+            dp.dilation.w = p[12];
+            dp.input_offset = p[15];
+            dp.output_offset = p[16];
+            dp.activation.min = p[17];
+            dp.activation.max = p[18];
+            cmsis_nn_per_channel_quant_params qp = {(int32_t *)blob[3], (int32_t *)blob[4]};
+            const int32_t variant = p[19];
+            out_n = od.n * od.h * od.w * od.c;
+            uint8_t *scratch = out_p + ((out_n + 7) & ~7);
+            cmsis_nn_context ctx = {scratch, (int32_t)(free_bytes - (size_t)(scratch - free_mem))};
+            t0 = COUNTER();
+            if (variant == 0)
+                status = arm_depthwise_conv_s8(&ctx, &dp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
+                                               BLOB_OR_NULL(2), &od, (int8_t *)out_p);
+            else if (variant == 1)
+                status = arm_depthwise_conv_wrapper_s8(&ctx, &dp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1],
+                                                       &bd, BLOB_OR_NULL(2), &od, (int8_t *)out_p);
+            else if (variant == 2)
+                status = ref_arm_depthwise_conv_s8(&ctx, &dp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
+                                                   BLOB_OR_NULL(2), &od, (int8_t *)out_p);
+            else
+            {
+                /* in place: the output is the first out_n bytes of the input buffer */
+                status = tinydet_depthwise_conv_inplace_s8(&ctx, &dp, &qp, &id, (int8_t *)blob[0], &fd,
+                                                           (int8_t *)blob[1], &bd, BLOB_OR_NULL(2), &od);
+                out_p = blob[0];
+            }
+            t1 = COUNTER();
+        }
+        else if (op == OP_ADD)
+        {
+            out_n = blen[0];
+            t0 = COUNTER();
+            if (p[12] == 0)
+                status = arm_elementwise_add_s8((int8_t *)blob[0], (int8_t *)blob[1], p[0], p[1], p[2], p[3], p[4], p[5],
+                                                p[6], (int8_t *)out_p, p[7], p[8], p[9], p[10], p[11], out_n);
+            else
+                status = ref_arm_elementwise_add_s8((int8_t *)blob[0], (int8_t *)blob[1], p[0], p[1], p[2], p[3], p[4],
+                                                    p[5], p[6], (int8_t *)out_p, p[7], p[8], p[9], p[10], p[11], out_n);
+            t1 = COUNTER();
+        }
+        else if (op == OP_AVGPOOL)
+        {
+            const cmsis_nn_dims id = {p[0], p[1], p[2], p[3]};
+            const cmsis_nn_dims fd = {1, p[4], p[5], 1};
+            const cmsis_nn_dims od = {p[0], p[10], p[11], p[3]};
+            cmsis_nn_pool_params pp;
+            pp.stride.h = p[6];
+            pp.stride.w = p[7];
+            pp.padding.h = p[8];
+            pp.padding.w = p[9];
+            pp.activation.min = p[12];
+            pp.activation.max = p[13];
+            out_n = od.n * od.h * od.w * od.c;
+            uint8_t *scratch = out_p + ((out_n + 7) & ~7);
+            cmsis_nn_context ctx = {p[14] == 1 ? NULL : scratch, arm_avgpool_s8_get_buffer_size(od.w, od.c)};
+            t0 = COUNTER();
+            if (p[14] == 2)
+                status = ref_arm_avgpool_s8(&ctx, &pp, &id, (int8_t *)blob[0], &fd, &od, (int8_t *)out_p);
+            else
+                status = arm_avgpool_s8(&ctx, &pp, &id, (int8_t *)blob[0], &fd, &od, (int8_t *)out_p);
+            t1 = COUNTER();
+        }
+        else if (op == OP_FC)
+        {
+            const cmsis_nn_dims id = {p[0], 1, 1, p[1]};
+            const cmsis_nn_dims fd = {p[1], 1, 1, p[2]};
+            const cmsis_nn_dims bd = {1, 1, 1, p[2]};
+            const cmsis_nn_dims od = {p[0], 1, 1, p[2]};
+            cmsis_nn_fc_params fp;
+            fp.input_offset = p[3];
+            fp.filter_offset = p[4];
+            fp.output_offset = p[5];
+            fp.activation.min = p[8];
+            fp.activation.max = p[9];
+            cmsis_nn_per_tensor_quant_params qp = {p[6], p[7]};
+            out_n = p[0] * p[2];
+            uint8_t *scratch = out_p + ((out_n + 7) & ~7);
+            cmsis_nn_context ctx = {scratch, arm_fully_connected_s8_get_buffer_size(&fd)};
+            t0 = COUNTER();
+            if (p[10] == 0)
+                status = arm_fully_connected_s8(&ctx, &fp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
+                                                BLOB_OR_NULL(2), &od, (int8_t *)out_p);
+            else
+                status = ref_arm_fully_connected_s8(&ctx, &fp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
+                                                    BLOB_OR_NULL(2), &od, (int8_t *)out_p);
+            t1 = COUNTER();
+        }
+        else if (op == OP_ARITH)
+        {
+            const int32_t n = blen[0] / 4;
+            const int32_t *a = (const int32_t *)blob[0], *b = (const int32_t *)blob[1];
+            const int32_t *c = nb > 2 ? (const int32_t *)blob[2] : NULL;
+            int32_t *r = (int32_t *)out_p;
+            for (int32_t i = 0; i < n; i++)
+            {
+                r[i] = p[0] == 0 ? tdn_srdhm(a[i], b[i]) : p[0] == 1 ? tdn_rdbpot(a[i], b[i]) : tdn_requantize(a[i], b[i], c[i]);
+            }
+            out_n = n * 4;
+            status = 0;
+        }
+        else if (op == OP_TILE)
+        {
+            tinydet_memory_image im = {(const int8_t *)blob[0], p[0], p[1], p[2]};
+            tinydet_source src = {tinydet_read_memory, &im, p[0], p[1], p[2]};
+            const tinydet_rect r = {p[3], p[4], p[5], p[6]};
+            int8_t *tile = (int8_t *)out_p;
+            int8_t *dst = tile + ((p[5] * p[6] * p[2] + 7) & ~7);
+            const int32_t dst_w = p[7], dst_h = p[10];
+            memset(dst, 0, (size_t)(dst_h * dst_w * p[2]));
+            status = tinydet_tile_read(&src, &r, tile);
+            if (status == 0)
+            {
+                tinydet_tile_write(tile, r.h, r.w, p[2], dst, dst_w, p[8], p[9]);
+            }
+            out_p = (uint8_t *)dst;
+            out_n = dst_h * dst_w * p[2];
+        }
+        else if (op == OP_GEOMETRY)
+        {
+            const cmsis_nn_tile stride = {p[5], p[4]}, dil = {p[7], p[6]};
+            const tinydet_pad pad = {p[8], p[9], p[10], p[11]};
+            cmsis_nn_tile padding = {0, 0};
+            cmsis_nn_dims od = {1, 0, 0, 1};
+            int32_t *r = (int32_t *)out_p;
+            r[0] = tinydet_tile_geometry(p[0], p[1], p[2], p[3], &stride, &dil, &pad, &padding, &od);
+            r[1] = padding.h;
+            r[2] = padding.w;
+            r[3] = od.h;
+            r[4] = od.w;
+            out_n = 20;
+            status = 0;
+        }
+        write_out(out, status, t1 - t0, out_p, out_n);
+        records++;
+    }
+    fclose(in);
+    fclose(out);
+    printf("kernel_driver: %d records\n", records);
+    return 0;
+}

@@ -1,0 +1,335 @@
+"""The C runtime (deploy/runtime) against the numpy reference (tinydet.quant), bit for bit.
+
+One C driver (tests/c/kernel_driver.c) is compiled once per session for the host (and for QEMU
+mps2-an500 in the QEMU test); every case is a record in its input file, so a whole randomized batch
+costs one process start. When CMSIS_NN_ROOT is set, the same batch is also run against ARM's
+CMSIS-NN sources.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinydet.deploy import toolchain
+from tinydet.errors import TinydetError
+from tinydet.quant import arith, kernels
+
+sys.path.insert(0, str(Path(__file__).parent / "c"))
+import driver as drv  # noqa: E402
+
+I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _mult_shift(rng, n, extreme=False):
+    """Per-channel Q31 multipliers; ``extreme`` draws raw (mult, shift) pairs over the whole shift range."""
+    if extreme:
+        m = rng.integers(2**30, 2**31, n)
+        s = rng.integers(-31, 31, n)
+        s[: min(n, 2)] = [-31, 30][: min(n, 2)]
+        return m, s
+    real = rng.uniform(2**-14, 2**-5, n)
+    real[rng.random(n) < 0.2] *= 64.0  # some channels saturate to -128/127
+    return arith.quantize_multiplier(real)
+
+
+def _conv_case(rng, depthwise=False, k=None, extreme=False):
+    k = k or int(rng.choice([1, 3, 5, 7]))
+    kh, kw = (k, k) if rng.random() < 0.8 else (k, int(rng.choice([1, 3])))
+    h, w = int(rng.integers(max(kh - 2, 1), 10)), int(rng.integers(max(kw - 2, 1), 10))
+    c = int(rng.integers(1, 10))
+    cout = c if depthwise else int(rng.integers(1, 8))
+    stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    dil = (1, 1) if rng.random() < 0.8 or depthwise and rng.random() < 0.5 else (2, 1)
+    pad = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
+    pad_after = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
+    out_hw = (kernels.out_size(h, kh, stride[0], pad[0], pad_after[0], dil[0]),
+              kernels.out_size(w, kw, stride[1], pad[1], pad_after[1], dil[1]))
+    if min(out_hw) < 1:
+        return _conv_case(rng, depthwise, k, extreme)
+    n = 1 if depthwise or rng.random() < 0.8 else 2
+    x = rng.integers(-128, 128, (n, h, w, c), dtype=np.int8)
+    wt = rng.integers(-128, 128, (1 if depthwise else cout, kh, kw, c), dtype=np.int8)
+    bias = None if rng.random() < 0.15 else rng.integers(-(2**16), 2**16, cout).astype(np.int32)
+    if bias is not None and rng.random() < 0.2:
+        bias[0] = I32_MAX - 2**26  # near-edge accumulator that still cannot overflow
+        bias[-1] = I32_MIN + 2**26
+    m, s = _mult_shift(rng, cout, extreme)
+    zp_in = int(rng.integers(-128, 128))
+    lo = int(rng.integers(-128, 0)) if rng.random() < 0.3 else -128
+    hi = int(rng.integers(1, 128)) if rng.random() < 0.3 else 127
+    return dict(x=x, w=wt, bias=bias, mult=m, shift=s, input_offset=-zp_in, output_offset=int(rng.integers(-128, 128)),
+                stride=stride, padding=pad, dilation=dil, out_hw=out_hw, act_min=lo, act_max=hi)
+
+
+def _np_conv(case, depthwise=False):
+    fn = kernels.depthwise_conv_s8 if depthwise else kernels.conv_s8
+    return fn(case["x"], case["w"], case["bias"], input_offset=case["input_offset"],
+              output_offset=case["output_offset"], mult=case["mult"], shift=case["shift"], stride=case["stride"],
+              padding=case["padding"], dilation=case["dilation"], out_hw=case["out_hw"], act_min=case["act_min"],
+              act_max=case["act_max"])
+
+
+def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True):
+    """Records + expected outputs (bytes) + labels for a randomized batch of every kernel."""
+    rng = np.random.default_rng(seed)
+    recs, expect, labels = [], [], []
+
+    def add(rec, out, label):
+        recs.append(rec)
+        expect.append(np.ascontiguousarray(out).tobytes())
+        labels.append(label)
+
+    # requantization arithmetic, random + edge values
+    edges = np.array([I32_MIN, I32_MIN + 1, -(2**30), -129, -3, -1, 0, 1, 3, 127, 2**30, I32_MAX - 1, I32_MAX])
+    a = np.concatenate([rng.integers(I32_MIN, I32_MAX, 600, endpoint=True), np.repeat(edges, edges.size)])
+    b = np.concatenate([rng.integers(I32_MIN, I32_MAX, 600, endpoint=True), np.tile(edges, edges.size)])
+    e = rng.integers(0, 32, a.size)
+    m = rng.integers(2**30, 2**31, a.size)
+    s = rng.integers(-31, 31, a.size)
+    a32, b32 = a.astype(np.int32), b.astype(np.int32)
+    add(drv.record(drv.OP_ARITH, [0], [a32, b32]), arith.srdhm(a, b).astype(np.int32), "srdhm")
+    add(drv.record(drv.OP_ARITH, [1], [a32, e.astype(np.int32)]), arith.rdbpot(a, e).astype(np.int32), "rdbpot")
+    add(drv.record(drv.OP_ARITH, [2], [a32, m.astype(np.int32), s.astype(np.int32)]),
+        arith.requantize(a, m, s).astype(np.int32), "requantize")
+
+    for i in range(n_conv):
+        case = _conv_case(rng, k=[1, 3, 5, 7][i % 4], extreme=(i % 5 == 4))
+        ref = _np_conv(case)
+        variants = [drv.CONV_ARM, drv.CONV_WRAPPER] + ([drv.CONV_REF] if with_ref else [])
+        geo = (case["w"].shape[1:3] == (1, 1) and case["stride"] == (1, 1) and case["padding"] == (0, 0)
+               and case["dilation"] == (1, 1) and case["out_hw"] == case["x"].shape[1:3])
+        if geo:
+            variants.append(drv.CONV_1X1)
+        for v in variants:
+            add(drv.conv_record(case["x"], case["w"], case["bias"], case["mult"], case["shift"], variant=v,
+                                **{k: case[k] for k in ("input_offset", "output_offset", "stride", "padding",
+                                                         "dilation", "out_hw", "act_min", "act_max")}),
+                ref, f"conv#{i} v{v} w{case['w'].shape} s{case['stride']} p{case['padding']} d{case['dilation']}")
+    for i in range(n_dw):
+        case = _conv_case(rng, depthwise=True, k=[3, 5, 7, 1][i % 4], extreme=(i % 5 == 4))
+        ref = _np_conv(case, depthwise=True)
+        geo = {k: case[k] for k in ("input_offset", "output_offset", "stride", "padding", "dilation", "out_hw",
+                                     "act_min", "act_max")}
+        variants = [drv.DW_ARM, drv.DW_WRAPPER] + ([drv.DW_REF] if with_ref else [])
+        oh, ow = case["out_hw"]
+        if oh * ow <= case["x"].shape[1] * case["x"].shape[2]:
+            variants.append(drv.DW_INPLACE)
+        for v in variants:
+            add(drv.dw_record(case["x"], case["w"], case["bias"], case["mult"], case["shift"], variant=v, **geo),
+                ref, f"dw#{i} v{v} w{case['w'].shape} s{case['stride']} p{case['padding']}")
+
+    for i in range(6):
+        shape = (1, int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(1, 9)))
+        x1 = rng.integers(-128, 128, shape, dtype=np.int8)
+        x2 = rng.integers(-128, 128, shape, dtype=np.int8)
+        sc = rng.uniform(0.005, 0.2, 3)
+        zp = rng.integers(-128, 128, 3)
+        p = kernels.add_params(sc[0], zp[0], sc[1], zp[1], sc[2], zp[2])
+        lo, hi = (int(zp[2]), 127) if i % 2 else (-128, 127)
+        ref = kernels.add_s8(x1, x2, **p, act_min=lo, act_max=hi)
+        keys = ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset", "input_2_mult",
+                "input_2_shift", "left_shift", "out_offset", "out_mult", "out_shift")
+        for v in (0, 1) if with_ref else (0,):
+            add(drv.record(drv.OP_ADD, [p[k] for k in keys] + [lo, hi, v], [x1, x2]), ref, f"add#{i} v{v}")
+
+    for i in range(6):
+        k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        h, w, c = int(rng.integers(k[0], 8)), int(rng.integers(k[1], 8)), int(rng.integers(1, 9))
+        st = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        pad = (int(rng.integers(0, k[0])), int(rng.integers(0, k[1])))
+        out_hw = (kernels.out_size(h, k[0], st[0], pad[0], pad[0]), kernels.out_size(w, k[1], st[1], pad[1], pad[1]))
+        if i == 5:  # global average pool
+            k, st, pad, out_hw = (h, w), (1, 1), (0, 0), (1, 1)
+        x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        ref = kernels.avgpool_s8(x, k, stride=st, padding=pad, out_hw=out_hw, act_min=-100, act_max=100)
+        for v in (0, 1, 2) if with_ref else (0, 1):
+            add(drv.record(drv.OP_AVGPOOL, [1, h, w, c, *k, *st, *pad, *out_hw, -100, 100, v], [x]), ref,
+                f"avgpool#{i} v{v} k{k} s{st} p{pad}")
+
+    for i in range(4):
+        nb, depth, cout = int(rng.integers(1, 3)), int(rng.integers(1, 40)), int(rng.integers(1, 12))
+        x = rng.integers(-128, 128, (nb, depth), dtype=np.int8)
+        w = rng.integers(-128, 128, (cout, depth), dtype=np.int8)
+        bias = rng.integers(-5000, 5000, cout).astype(np.int32)
+        mm, ss = arith.quantize_multiplier(rng.uniform(2**-14, 2**-8))
+        zi, zo = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        ref = kernels.fully_connected_s8(x, w, bias, input_offset=-zi, output_offset=zo, mult=int(mm), shift=int(ss))
+        for v in (0, 1) if with_ref else (0,):
+            add(drv.record(drv.OP_FC, [nb, depth, cout, -zi, 0, zo, int(mm), int(ss), -128, 127, v], [x, w, bias]),
+                ref, f"fc#{i} v{v}")
+
+    # projection conv with fused residual add == conv then add
+    for i in range(4):
+        case = _conv_case(rng, k=[1, 1, 3, 3][i])
+        conv_out = _np_conv(case)
+        shortcut = rng.integers(-128, 128, conv_out.shape, dtype=np.int8)
+        sc = rng.uniform(0.01, 0.1, 3)
+        zp = rng.integers(-128, 128, 3)
+        p = kernels.add_params(sc[0], case["output_offset"], sc[1], zp[1], sc[2], zp[2])
+        ref = kernels.add_s8(conv_out, shortcut, **p)
+        add(drv.conv_record(case["x"], case["w"], case["bias"], case["mult"], case["shift"], op=drv.OP_CONV_ADD,
+                            shortcut=shortcut, add=p,
+                            **{k: case[k] for k in ("input_offset", "output_offset", "stride", "padding",
+                                                     "dilation", "out_hw", "act_min", "act_max")}),
+            ref, f"conv_add#{i} w{case['w'].shape} s{case['stride']} p{case['padding']}")
+    return recs, expect, labels
+
+
+def _tile_batch(rng):
+    recs, expect, labels = [], [], []
+    for i in range(4):
+        h, w, c = int(rng.integers(3, 9)), int(rng.integers(3, 9)), int(rng.integers(1, 5))
+        img = rng.integers(-128, 128, (h, w, c), dtype=np.int8)
+        th, tw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        y, x = int(rng.integers(0, h - th + 1)), int(rng.integers(0, w - tw + 1))
+        dh, dw = th + int(rng.integers(0, 3)), tw + int(rng.integers(0, 3))
+        y0, x0 = int(rng.integers(0, dh - th + 1)), int(rng.integers(0, dw - tw + 1))
+        dst = np.zeros((dh, dw, c), np.int8)
+        dst[y0:y0 + th, x0:x0 + tw] = img[y:y + th, x:x + tw]
+        recs.append(drv.record(drv.OP_TILE, [h, w, c, y, x, th, tw, dw, y0, x0, dh], [img]))
+        expect.append(dst.tobytes())
+        labels.append(f"tile#{i}")
+    for in_h, in_w, k, s, d, pad in [(10, 9, 3, 2, 1, (1, 1, 0, 0)), (10, 9, 3, 2, 1, (0, 0, 1, 1)),
+                                     (7, 7, 5, 1, 1, (2, 0, 2, 0)), (6, 5, 3, 1, 2, (0, 2, 2, 0)),
+                                     (2, 2, 7, 1, 1, (0, 0, 0, 0))]:
+        oh = kernels.out_size(in_h, k, s, pad[0], pad[2], d)
+        ow = kernels.out_size(in_w, k, s, pad[1], pad[3], d)
+        ok = oh >= 1 and ow >= 1
+        want = np.array([0 if ok else -1, pad[0], pad[1], oh, ow] if ok else [-1, 0, 0, 0, 0], np.int32)
+        recs.append(drv.record(drv.OP_GEOMETRY, [in_h, in_w, k, k, s, s, d, d, *pad], []))
+        expect.append(want.tobytes())
+        labels.append(f"geometry {in_h}x{in_w} k{k} s{s} d{d} pad{pad}")
+    return recs, expect, labels
+
+
+def _run_batch(exe, workdir: Path, recs, runner):
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "kin.bin").write_bytes(b"".join(recs))
+    code, out, log = runner(exe, workdir, timeout_s=240)
+    assert code == 0, f"driver exit {code}: {out} (log {log})"
+    return drv.read_outputs(workdir / "kout.bin")
+
+
+def _check(outputs, expect, labels):
+    assert len(outputs) == len(expect)
+    bad = []
+    for (status, _, got), want, label in zip(outputs, expect, labels):
+        if status != 0 or got != want:
+            n = min(len(got), len(want))
+            diff = int(np.count_nonzero(np.frombuffer(got[:n], np.int8) != np.frombuffer(want[:n], np.int8)))
+            bad.append(f"{label}: status {status}, {len(got)} vs {len(want)} bytes, {diff} differ")
+    assert not bad, "\n".join(bad[:20])
+
+
+@pytest.fixture(scope="session")
+def host_driver(tmp_path_factory):
+    out = tmp_path_factory.mktemp("host") / "kernel_driver"
+    return toolchain.compile([drv.DRIVER_SOURCE], "host", out, ref_kernels=True)
+
+
+def test_host_kernels_bit_exact_vs_numpy(host_driver, tmp_path):
+    recs, expect, labels = _batch(seed=11, n_conv=40, n_dw=32)
+    t_recs, t_exp, t_lab = _tile_batch(np.random.default_rng(12))
+    outputs = _run_batch(host_driver, tmp_path, recs + t_recs, toolchain.run_host)
+    _check(outputs, expect + t_exp, labels + t_lab)
+
+
+def test_depthwise_ch_mult_and_dilation_match_reference_loops(host_driver, tmp_path):
+    """ch_mult > 1 (no numpy counterpart) and dilation: optimised C == plain reference C."""
+    rng = np.random.default_rng(21)
+    recs = []
+    for i in range(6):
+        c, mult = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+        x = rng.integers(-128, 128, (1, 6, 7, c), dtype=np.int8)
+        w = rng.integers(-128, 128, (1, 3, 3, c * mult), dtype=np.int8)
+        m, s = arith.quantize_multiplier(rng.uniform(2**-12, 2**-6, c * mult))
+        d = (1 + i % 2, 1 + i % 2)
+        out_hw = (kernels.out_size(6, 3, 1, 1, 1, d[0]), kernels.out_size(7, 3, 2, 1, 1, d[1]))
+        geo = dict(input_offset=7, output_offset=-3, stride=(1, 2), padding=(1, 1), dilation=d, out_hw=out_hw,
+                   act_min=-128, act_max=127, ch_mult=mult)
+        bias = rng.integers(-999, 999, c * mult).astype(np.int32)
+        recs += [drv.dw_record(x, w, bias, m, s, variant=drv.DW_ARM, **geo),
+                 drv.dw_record(x, w, bias, m, s, variant=drv.DW_REF, **geo)]
+    outputs = _run_batch(host_driver, tmp_path, recs, toolchain.run_host)
+    for k in range(0, len(outputs), 2):
+        assert outputs[k][0] == 0 and outputs[k][2] == outputs[k + 1][2] and len(outputs[k][2]) > 0
+
+
+def test_unsupported_arguments_report_errors(host_driver, tmp_path):
+    x = np.zeros((1, 4, 4, 2), np.int8)
+    one = np.array([2**30], np.int32)
+    # 1x1 fast path with padding -> ARG_ERROR; window entirely outside the input in avgpool -> ARG_ERROR
+    rec1 = drv.conv_record(x, np.zeros((1, 1, 1, 2), np.int8), None, one, np.zeros(1, np.int32), input_offset=0,
+                           output_offset=0, stride=(1, 1), padding=(1, 1), dilation=(1, 1), out_hw=(6, 6),
+                           act_min=-128, act_max=127, variant=drv.CONV_1X1)
+    rec2 = drv.record(drv.OP_AVGPOOL, [1, 4, 4, 2, 2, 2, 1, 1, 0, 0, 6, 6, -128, 127, 0], [x])
+    outputs = _run_batch(host_driver, tmp_path, [rec1, rec2], toolchain.run_host)
+    assert [o[0] for o in outputs] == [-1, -1]
+
+
+@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+def test_cmsis_nn_build_gives_identical_outputs(tmp_path):
+    exe = toolchain.compile([drv.DRIVER_SOURCE], "host", tmp_path / "kd_cmsis", ref_kernels=True,
+                            cmsis_nn_root=os.environ["CMSIS_NN_ROOT"])
+    recs, expect, labels = _batch(seed=31, n_conv=24, n_dw=20)
+    outputs = _run_batch(exe, tmp_path / "run", recs, toolchain.run_host)
+    _check(outputs, expect, labels)
+
+
+@pytest.fixture(scope="session")
+def qemu_driver(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qemu") / "kernel_driver.elf"
+    return toolchain.compile([drv.DRIVER_SOURCE], "qemu-mps2-an500", out, ref_kernels=True,
+                             defines={"TINYDET_BOARD": 1})
+
+
+def test_qemu_kernels_bit_exact_vs_numpy(qemu_driver, tmp_path):
+    """The DSP (SXTB16/SMLAD) code paths, on the emulated Cortex-M7."""
+    recs, expect, labels = _batch(seed=41, n_conv=12, n_dw=10)
+    outputs = _run_batch(qemu_driver, tmp_path, recs, toolchain.run_qemu)
+    _check(outputs, expect, labels)
+    # the CMSDK timer advances during real kernels (deterministic under -icount)
+    conv_ticks = [t for (st, t, _), lab in zip(outputs, labels) if lab.startswith("conv#")]
+    assert max(conv_ticks) > 0
+    sizes = toolchain.size(qemu_driver)
+    assert sizes["flash"] > 1000 and sizes["sram_static"] >= 1536 * 1024 and sizes["stack"] == 0x10000
+
+
+def test_qemu_crash_and_hang_are_reported(tmp_path):
+    crash = toolchain.compile([REPO / "tests/c/crash.c"], "qemu-mps2-an500", tmp_path / "crash.elf")
+    with pytest.raises(TinydetError, match=r"crashed under QEMU.*pc.*log kept"):
+        toolchain.run_qemu(crash, tmp_path / "c", timeout_s=30)
+    hang = toolchain.compile([REPO / "tests/c/crash.c"], "qemu-mps2-an500", tmp_path / "hang.elf",
+                             defines={"TINYDET_TEST_HANG": 1})
+    with pytest.raises(TinydetError, match=r"hung: no exit after 2 s"):
+        toolchain.run_qemu(hang, tmp_path / "h", timeout_s=2)
+    assert "killed after" in (tmp_path / "h" / "qemu.log").read_text()
+
+
+@pytest.mark.parametrize("target", ["qemu-mps2-an500", "stm32f746", "stm32h743"])
+def test_board_targets_build(target, tmp_path):
+    elf = toolchain.compile([REPO / "tests/c/board_smoke.c"], target, tmp_path / f"{target}.elf")
+    t = toolchain.get_target(target)
+    sizes = toolchain.size(elf)
+    assert 0 < sizes["flash"] <= t.flash_bytes and sizes["sram_static"] + sizes["stack"] <= t.sram_bytes
+    if t.make_bin:
+        assert elf.with_suffix(".bin").stat().st_size > 0
+    if t.kind == "qemu":
+        code, out, _ = toolchain.run_qemu(elf, tmp_path, timeout_s=30)
+        assert code == 0 and "board_smoke status=0" in out
+        used = int(out.split("stack_used=")[1].split("/")[0])
+        assert 0 < used < 0x10000
+
+
+def test_toolchain_errors_are_one_line():
+    with pytest.raises(TinydetError, match="did you mean 'stm32f746'"):
+        toolchain.get_target("stm32f764")
+    with pytest.raises(TinydetError, match="apt-get install gcc-arm-none-eabi"):
+        toolchain.find_tool("arm-none-eabi-gcc-does-not-exist")
+    with pytest.raises(TinydetError, match="Include/arm_nnfunctions.h"):
+        toolchain.cmsis_nn_sources("/nonexistent")
