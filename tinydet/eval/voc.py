@@ -48,11 +48,9 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool) -> float:
     if rec.shape != prec.shape:
         raise ValueError(f"recall has {rec.size} points but precision {prec.size}")
     if use_07_metric:
-        ap = 0.0
-        for t in _ELEVEN_POINTS:
-            above = rec >= t
-            ap += (float(prec[above].max()) if above.any() else 0.0) / 11.0
-        return ap
+        # summed first, divided once: eleven precisions of 1 give exactly 1.0
+        total = sum(float(prec[rec >= t].max()) if (rec >= t).any() else 0.0 for t in _ELEVEN_POINTS)
+        return total / 11.0
     mrec = np.concatenate(([0.0], rec, [1.0]))
     mpre = np.concatenate(([0.0], prec, [0.0]))
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # precision envelope: max over higher recalls
