@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tinydet.arch import HeadSpec, build, get_spec, list_presets
+from tinydet.arch import HeadSpec, get_spec, list_presets
+from tinydet.arch.build import build
 from tinydet.errors import TinydetError
 from tinydet.schedule import OpRegion, PatchPlan, plan_patches, run_patched
 
