@@ -184,3 +184,30 @@ def test_model_eval_checkpoint_export_and_saved_dets_agree(trained, capsys):
         assert by_onnx["map50"] == pytest.approx(by_ckpt["map50"], abs=0.02)
     rc, _, err = run_cli(["eval", "--onnx", str(tmp / "exp" / "full.onnx"), "--int8"] + common, capsys)
     assert rc == 2 and "--int8 and --patched need --export" in err
+
+
+def test_wider_model_eval_and_saved_submission_agree(wider, tmp_path, capsys):
+    """A face detector trained one epoch on the WIDER layout: model run == its saved submission."""
+    import yaml
+
+    from tinydet.train.config import load_config
+    from tinydet.train.run import train
+
+    root, records, _ = wider
+    cfg_path = tiny_config(tmp_path, root, tmp_path / "run")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["data"] = {"format": "wider", "root": str(root), "train": ["train"], "val": ["val"], "test": ["val"]}
+    cfg["train"]["check_val_every_n_epoch"] = 2  # no validation pass inside training: this tests eval only
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    ckpt = train(load_config(cfg_path))["last_ckpt"]
+    common = ["-c", str(cfg_path), "--set", "eval.conf_thresh=0.001", "--json"]
+    rc, out, err = run_cli(["eval", "--ckpt", ckpt, "--save-dets", str(tmp_path / "sub")] + common, capsys)
+    assert rc == 0, err
+    by_model = json.loads(out)
+    assert by_model["difficulty_source"] == "official_mat" and by_model["n_images"] == len(records)
+    assert set(by_model) >= {"easy", "medium", "hard", "n_faces", "source"}
+    rc, out, err = run_cli(["eval", "--dets", str(tmp_path / "sub"), "--data", str(root), "--json"], capsys)
+    assert rc == 0, err
+    by_file = json.loads(out)
+    for key in ("easy", "medium", "hard", "n_faces", "n_images"):
+        assert by_file[key] == pytest.approx(by_model[key]), key

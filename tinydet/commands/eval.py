@@ -177,15 +177,22 @@ def _run_dets(args: argparse.Namespace) -> dict:
             result.update(score_voc(detections, records, classes))
         return result
 
-    split = args.split or "val"
+    if cfg_data is not None:  # --split names a config split, whose entries are WIDER splits
+        from tinydet.data.records import resolve_data_cfg
+
+        split = args.split or default_split
+        data_cfg, source = resolve_data_cfg(cfg_data, args.config), args.config
+        wider_splits, load_split = list(data_cfg.get(split) or []), split
+    else:  # --split names the WIDER split itself
+        split = args.split or "val"
+        data_cfg, source, wider_splits = {"format": "wider", "root": data, "test": [split]}, data, [split]
+        load_split = "test"
     result["split"] = split
-    if cfg_data is not None:
-        cfg_data = dict(cfg_data, test=[split])
+    # the official .mat subsets describe WIDER's val split only
+    official = wider_splits == ["val"] and find_wider_mats(data) is not None
     records = None
-    needs_records = dets_fmt != "wider" or split != "val" or find_wider_mats(data) is None
-    if needs_records:
-        records, _ = _load(cfg_data or {"format": "wider", "root": data, "test": [split]}, "test",
-                           args.config or data)
+    if dets_fmt != "wider" or not official:
+        records, _ = _load(data_cfg, load_split, source)
     if dets_fmt == "wider":
         pred = formats.read_wider_dets(args.dets)
     else:
@@ -195,8 +202,7 @@ def _run_dets(args: argparse.Namespace) -> dict:
         else:
             detections = formats.read_coco_results(args.dets, ids, 1)
         pred = detections_to_wider(detections, records)
-    # the official .mat subsets describe the val split only
-    result.update(eval_wider(pred, data if split == "val" else None, records=records))
+    result.update(eval_wider(pred, data if official else None, records=records))
     return result
 
 
