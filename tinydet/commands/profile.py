@@ -57,7 +57,7 @@ def load_graph(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> dict:
     from tinydet.errors import TinydetError
-    from tinydet.schedule import allocate, parse_grid, plan_patches, search_plans
+    from tinydet.schedule import allocate, max_split, parse_grid, plan_patches
     from tinydet.schedule.profile import profile_graph
 
     graph, rules = load_graph(args)
@@ -67,12 +67,16 @@ def run(args: argparse.Namespace) -> dict:
         if args.split is not None:
             plan = plan_patches(graph, grid, args.split, rules)
         else:
-            best, _ = search_plans(graph, grids=[grid], rules=rules)
-            candidates = [p for p in [best] if p is not None and p.patched]
-            if not candidates:
-                raise TinydetError(f"--patches/--grid: {grid[0]}x{grid[1]} fits no split of arch {graph.arch} "
-                                   f"at {graph.resolution[0]}x{graph.resolution[1]}; expected a smaller grid")
-            plan = candidates[0]
+            # no split given: the split with the lowest peak for this grid
+            plans = []
+            for split in range(1, max_split(graph) + 1):
+                _, h, w = graph.ops[graph.block_end(split - 1) - 1].out_shape
+                if grid[0] <= h and grid[1] <= w:
+                    plans.append(plan_patches(graph, grid, split, rules))
+            if not plans:
+                raise TinydetError(f"--patches/--grid: {grid[0]}x{grid[1]} is larger than every split feature map of "
+                                   f"arch {graph.arch} at {graph.resolution[0]}x{graph.resolution[1]}; expected a smaller grid")
+            plan = min(plans, key=lambda p: (p.peak, p.mac_overhead))
     elif args.split is not None:
         raise TinydetError("--split: only meaningful with --patches N or --grid RxC")
     result = profile_graph(graph, rules, plan)
