@@ -74,8 +74,10 @@ def _np_conv(case, depthwise=False):
               act_max=case["act_max"])
 
 
-def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True):
-    """Records + expected outputs (bytes) + labels for a randomized batch of every kernel."""
+def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True, avgpool_null_buf: bool = True):
+    """Records + expected outputs (bytes) + labels for a randomized batch of every kernel.
+
+    ``avgpool_null_buf=False`` leaves out avgpool without scratch (ARM's DSP build requires it)."""
     rng = np.random.default_rng(seed)
     recs, expect, labels = [], [], []
 
@@ -117,7 +119,7 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True):
                                      "act_min", "act_max")}
         variants = [drv.DW_ARM, drv.DW_WRAPPER] + ([drv.DW_REF] if with_ref else [])
         oh, ow = case["out_hw"]
-        if oh * ow <= case["x"].shape[1] * case["x"].shape[2]:
+        if oh * ow <= case["x"].shape[1] * case["x"].shape[2] and case["dilation"] == (1, 1):
             variants.append(drv.DW_INPLACE)
         for v in variants:
             add(drv.dw_record(case["x"], case["w"], case["bias"], case["mult"], case["shift"], variant=v, **geo),
@@ -147,7 +149,7 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True):
             k, st, pad, out_hw = (h, w), (1, 1), (0, 0), (1, 1)
         x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
         ref = kernels.avgpool_s8(x, k, stride=st, padding=pad, out_hw=out_hw, act_min=-100, act_max=100)
-        for v in (0, 1, 2) if with_ref else (0, 1):
+        for v in [0] + ([1] if avgpool_null_buf else []) + ([2] if with_ref else []):
             add(drv.record(drv.OP_AVGPOOL, [1, h, w, c, *k, *st, *pad, *out_hw, -100, 100, v], [x]), ref,
                 f"avgpool#{i} v{v} k{k} s{st} p{pad}")
 
@@ -234,6 +236,10 @@ def host_driver(tmp_path_factory):
 
 def test_host_kernels_bit_exact_vs_numpy(host_driver, tmp_path):
     recs, expect, labels = _batch(seed=11, n_conv=40, n_dw=32)
+    # the batch covers the in-place depthwise kernel with both strides and the 1x1 fast path
+    inplace = [lab for lab in labels if lab.startswith("dw#") and f" v{drv.DW_INPLACE} " in lab]
+    assert any("s(1, 1)" in lab for lab in inplace) and any("s(2, 2)" in lab for lab in inplace)
+    assert any(f" v{drv.CONV_1X1} " in lab for lab in labels)
     t_recs, t_exp, t_lab = _tile_batch(np.random.default_rng(12))
     outputs = _run_batch(host_driver, tmp_path, recs + t_recs, toolchain.run_host)
     _check(outputs, expect + t_exp, labels + t_lab)
@@ -278,6 +284,16 @@ def test_cmsis_nn_build_gives_identical_outputs(tmp_path):
                             cmsis_nn_root=os.environ["CMSIS_NN_ROOT"])
     recs, expect, labels = _batch(seed=31, n_conv=24, n_dw=20)
     outputs = _run_batch(exe, tmp_path / "run", recs, toolchain.run_host)
+    _check(outputs, expect, labels)
+
+
+@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+def test_cmsis_nn_qemu_build_gives_identical_outputs(tmp_path):
+    """ARM's DSP (Cortex-M7) code paths against numpy, on QEMU."""
+    elf = toolchain.compile([drv.DRIVER_SOURCE], "qemu-mps2-an500", tmp_path / "kd_cmsis.elf", ref_kernels=True,
+                            cmsis_nn_root=os.environ["CMSIS_NN_ROOT"], defines={"TINYDET_BOARD": 1})
+    recs, expect, labels = _batch(seed=51, n_conv=12, n_dw=10, avgpool_null_buf=False)
+    outputs = _run_batch(elf, tmp_path / "run", recs, toolchain.run_qemu)
     _check(outputs, expect, labels)
 
 

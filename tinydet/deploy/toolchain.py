@@ -113,11 +113,9 @@ def cmsis_nn_sources(root: str | os.PathLike) -> tuple[list[Path], Path]:
     srcs: list[Path] = []
     for d in _CMSIS_NN_DIRS:
         for s in sorted((root / "Source" / d).glob("*.c")):
-            name = s.name
-            # only the int8 kernels and the type-agnostic support code: keeps the build short
-            if d == "NNSupportFunctions" or "_s8" in name:
-                if not any(t in name for t in ("_s16", "_s4", "_f32", "_f16", "_s64")):
-                    srcs.append(s)
+            # integer kernels only; float and LSTM sources need other folders and are never called
+            if not any(t in s.name for t in ("lstm", "_f32", "_f16")):
+                srcs.append(s)
     return srcs, include
 
 

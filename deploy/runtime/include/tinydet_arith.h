@@ -8,7 +8,8 @@
  *
  * mult is a Q31 multiplier in [2^30, 2^31) (or 0), shift > 0 is a left shift. The left shift wraps
  * modulo 2^32 like the register it runs in; it is done on uint32_t so that the wrap is defined C.
- * Portable C99, integer only.
+ * Right shifts of negative values are arithmetic (implementation-defined in C99; arithmetic on gcc,
+ * clang and arm-none-eabi-gcc, the compilers tinydet supports). Portable C99, integer only.
  */
 #ifndef TINYDET_ARITH_H
 #define TINYDET_ARITH_H
@@ -28,15 +29,16 @@ extern "C" {
 #define TDN_INT32_MIN ((int32_t)0x80000000u)
 #define TDN_INT32_MAX ((int32_t)0x7FFFFFFF)
 
-/* Saturating rounding doubling high multiply: round(a * b / 2^31), TFLite's nudge-and-truncate
- * rounding; INT32_MIN * INT32_MIN (the one overflow) saturates to INT32_MAX. */
+/* Saturating rounding doubling high multiply: round(a * b / 2^31) with TFLite's rounding;
+ * INT32_MIN * INT32_MIN (the one overflow) saturates to INT32_MAX.
+ * TFLite writes it as trunc((ab + nudge) / 2^31) with nudge = 2^30 for ab >= 0 and 1 - 2^30 below;
+ * for ab < 0 that truncation equals ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 2^30) / 2^31), so one
+ * add and an arithmetic shift (SMULL, ADDS, ADC, shifts on Cortex-M) give the same result for every
+ * input (the form CMSIS-NN uses). */
 TDN_INLINE int32_t tdn_srdhm(int32_t a, int32_t b)
 {
     const int64_t ab = (int64_t)a * (int64_t)b;
-    const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-    const int64_t v = ab + nudge;
-    /* C99 division truncates toward zero, which is what the nudge was chosen for */
-    const int32_t r = (int32_t)(v / ((int64_t)1 << 31));
+    const int32_t r = (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
     return (a == TDN_INT32_MIN && b == TDN_INT32_MIN) ? TDN_INT32_MAX : r;
 }
 

@@ -44,7 +44,11 @@ typedef struct
  * output (ch_mult 1, H_out*W_out <= H*W). Channel c is computed into ctx->buf (H_out*W_out bytes) and
  * then stored into channel c's slots of the first H_out*W_out pixels. This never clobbers unread
  * input: those slots belong to channel c, whose input has just been consumed in full, and channels
- * other than c are never written while c is processed. Same results as arm_depthwise_conv_s8. */
+ * other than c are never written while c is processed. Same results as arm_depthwise_conv_s8.
+ * Batch 1, no dilation, at most TINYDET_DW_INPLACE_MAX_TAPS kernel taps (else ARM_CMSIS_NN_ARG_ERROR). */
+#ifndef TINYDET_DW_INPLACE_MAX_TAPS
+#define TINYDET_DW_INPLACE_MAX_TAPS 81 /* up to 9x9 */
+#endif
 int32_t tinydet_depthwise_conv_inplace_s8_get_buffer_size(const cmsis_nn_dims *output_dims);
 arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ctx,
                                                       const cmsis_nn_dw_conv_params *dw_conv_params,

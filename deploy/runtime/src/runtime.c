@@ -9,6 +9,24 @@ int32_t tinydet_depthwise_conv_inplace_s8_get_buffer_size(const cmsis_nn_dims *o
     return output_dims->h * output_dims->w;
 }
 
+/* One channel, one output pixel: sum over the in-range taps [ky0, ky1) x [kx0, kx1); weights of the
+ * channel are pre-gathered into a dense k_w-wide array (wk). Always inlined so that the interior
+ * 3x3/5x5/7x7 calls below get constant bounds and unroll. */
+TDN_INLINE int32_t tdn_dw1_window(const int8_t *src, int32_t row_stride, int32_t pix_stride, const int16_t *wk,
+                                  int32_t k_w, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1, int32_t offset)
+{
+    int32_t acc = 0;
+    for (int32_t ky = ky0; ky < ky1; ky++)
+    {
+        const int8_t *s = src + ky * row_stride;
+        for (int32_t kx = kx0; kx < kx1; kx++)
+        {
+            acc += (s[kx * pix_stride] + offset) * wk[ky * k_w + kx];
+        }
+    }
+    return acc;
+}
+
 arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ctx,
                                                       const cmsis_nn_dw_conv_params *p,
                                                       const cmsis_nn_per_channel_quant_params *q,
@@ -24,43 +42,56 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
     const int32_t ih = in_d->h, iw = in_d->w, c = in_d->c, oh = out_d->h, ow = out_d->w;
     const int32_t kh = f_d->h, kw = f_d->w;
     const int32_t dh = p->dilation.h > 0 ? p->dilation.h : 1, dwl = p->dilation.w > 0 ? p->dilation.w : 1;
-    if (ctx == NULL || ctx->buf == NULL || p->ch_mult != 1 || out_d->c != c || in_d->n != 1 || oh * ow > ih * iw)
+    /* dilation is not used by tinydet's networks: kept out of this kernel (ARG_ERROR) */
+    if (ctx == NULL || ctx->buf == NULL || p->ch_mult != 1 || out_d->c != c || in_d->n != 1 || oh * ow > ih * iw ||
+        dh != 1 || dwl != 1 || kh * kw > TINYDET_DW_INPLACE_MAX_TAPS)
     {
         return ARM_CMSIS_NN_ARG_ERROR;
     }
+    const int32_t off = p->input_offset, ooff = p->output_offset;
+    const int32_t amin = p->activation.min, amax = p->activation.max;
+    const int32_t row_stride = iw * c;
     int8_t *tmp = (int8_t *)ctx->buf;
+    int16_t wk[TINYDET_DW_INPLACE_MAX_TAPS];
     for (int32_t ch = 0; ch < c; ch++)
     {
         const int32_t b = bias ? bias[ch] : 0;
         const int32_t mult = q->multiplier[ch], shift = q->shift[ch];
+        for (int32_t i = 0; i < kh * kw; i++)
+        {
+            wk[i] = w[i * c + ch];
+        }
         int8_t *t = tmp;
         for (int32_t oy = 0; oy < oh; oy++)
         {
             const int32_t y0 = oy * p->stride.h - p->padding.h;
+            const int32_t ky0 = y0 < 0 ? -y0 : 0, ky1 = y0 + kh > ih ? ih - y0 : kh;
             for (int32_t ox = 0; ox < ow; ox++)
             {
                 const int32_t x0 = ox * p->stride.w - p->padding.w;
-                int32_t acc = b;
-                for (int32_t ky = 0; ky < kh; ky++)
+                const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + kw > iw ? iw - x0 : kw;
+                const int interior = ky0 == 0 && kx0 == 0 && ky1 == kh && kx1 == kw;
+                /* may point outside the buffer for border windows; only in-range taps are read */
+                const int8_t *src = (const int8_t *)((uintptr_t)inout + (uintptr_t)(((intptr_t)y0 * iw + x0) * c + ch));
+                int32_t acc;
+                if (interior && kh == 3 && kw == 3)
                 {
-                    const int32_t iy = y0 + ky * dh;
-                    if (iy < 0 || iy >= ih)
-                    {
-                        continue;
-                    }
-                    const int8_t *row = inout + iy * iw * c + ch;
-                    const int8_t *wr = w + ky * kw * c + ch;
-                    for (int32_t kx = 0; kx < kw; kx++)
-                    {
-                        const int32_t ix = x0 + kx * dwl;
-                        if (ix >= 0 && ix < iw)
-                        {
-                            acc += (row[ix * c] + p->input_offset) * wr[kx * c];
-                        }
-                    }
+                    acc = tdn_dw1_window(src, row_stride, c, wk, 3, 0, 3, 0, 3, off);
                 }
-                const int32_t v = tdn_requantize(acc, mult, shift) + p->output_offset;
-                *t++ = (int8_t)tdn_clamp(v, p->activation.min, p->activation.max);
+                else if (interior && kh == 5 && kw == 5)
+                {
+                    acc = tdn_dw1_window(src, row_stride, c, wk, 5, 0, 5, 0, 5, off);
+                }
+                else if (interior && kh == 7 && kw == 7)
+                {
+                    acc = tdn_dw1_window(src, row_stride, c, wk, 7, 0, 7, 0, 7, off);
+                }
+                else
+                {
+                    acc = tdn_dw1_window(src, row_stride, c, wk, kw, ky0, ky1, kx0, kx1, off);
+                }
+                const int32_t v = tdn_requantize(acc + b, mult, shift) + ooff;
+                *t++ = (int8_t)tdn_clamp(v, amin, amax);
             }
         }
         /* channel ch's input is fully consumed: its slots in the first oh*ow pixels are free */
