@@ -98,3 +98,19 @@ def test_data_section_uses_the_data_packages_defaults(tmp_path):
     assert cfg.data.format == "wider" and cfg.data.skip_bad is False and cfg.data.augment == {"hflip": 0.0}
     with pytest.raises(TinydetError, match="unknown key 'data.skip_badd'.*'skip_bad'"):
         load_config(_write(tmp_path, {"data": {"skip_badd": True}}))
+
+
+@pytest.mark.parametrize("name", ["synth_voc", "synth_face", "voc_mcunetv2_m4", "voc_mcunetv2_h7", "wider_mcunetv2_face"])
+def test_shipped_configs_validate_and_build(name):
+    from pathlib import Path
+
+    from tinydet.arch import lower
+    from tinydet.models.detector import detector_from_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    assert cfg.name == name and cfg.train.out_dir == f"runs/{name}"
+    classes = cfg.data.classes or (["face"] if cfg.data.format == "wider" else None)
+    n = len(classes) if classes else 20  # the VOC configs use the data package's default 20 classes
+    model = detector_from_config(cfg, n)
+    graph = lower(model.spec, cfg.model.resolution, head=model.head_spec)
+    assert len(graph.outputs) == len(cfg.model.anchors)

@@ -155,3 +155,16 @@ def test_cli_reports_config_errors_in_one_line(trained, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("tinydet: error: --set train.epochz=2: unknown key 'train.epochz'") and "'epochs'" in err
     assert "\n" not in err
+
+
+def test_train_on_a_wider_face_set_scores_val_with_the_wider_metric(tmp_path):
+    from tinydet.data.synth import synth_wider
+
+    synth_wider(str(tmp_path / "wider"), images=8, seed=0, size=96)
+    cfg_path = tiny_config(tmp_path, tmp_path / "wider", tmp_path / "run", max_steps=2, loggers=["csv"])
+    cfg = load_config(cfg_path, ["data.format=wider", "data.train=[train]", "data.val=[val]", "data.test=[val]",
+                                 "data.classes=[face]"])
+    result = train(cfg)
+    assert result["global_step"] == 2
+    assert result["val_map50"] is not None and 0.0 <= result["val_map50"] <= 1.0
+    assert load_detector(None, result["last_ckpt"]).class_names == ["face"]
