@@ -147,3 +147,22 @@ def test_wrong_input_size_or_graph_is_an_error():
     other = _model("mbv2-w1.0-rd", None)
     with pytest.raises(TinydetError, match="stage-1 ops do not match"):
         run_patched(other, plan, torch.rand(1, 3, 96, 96))
+
+
+def test_user_spec_whose_split_map_is_an_output():
+    from tinydet.arch.spec import spec_from_dict
+
+    spec = spec_from_dict({"name": "odd", "head_from": [1, 2], "blocks": [
+        {"type": "conv", "out": 8, "stride": 2},
+        {"type": "mbconv", "out": 8, "expand": 1},
+        {"type": "mbconv", "out": 16, "stride": 2, "expand": 4},
+        {"type": "mbconv", "out": 16, "expand": 4, "kernel": 5}]})
+    torch.manual_seed(0)
+    model = build(spec).eval()
+    _randomize_bn(model, 2)
+    x = torch.rand(2, 3, 45, 38)  # odd sizes all the way down
+    ref = model(x)
+    graph = model.graph((45, 38))
+    for grid, split in [((3, 2), 2), (4, 1), (2, 2)]:
+        out = run_patched(model, plan_patches(graph, grid, split), x)
+        assert _max_diff(out, ref) <= TOL, (grid, split)

@@ -96,3 +96,43 @@ def test_fused_residual_order_matches_its_placement():
             assert s.output + s.output_bytes == s.shortcut + s.shortcut_bytes
         else:
             assert s.output == s.shortcut
+
+
+def _odd_spec():
+    """A user spec where the memory rules must step aside: a block without expansion (its
+    depthwise reads the shortcut, so not in place) and a residual whose shortcut is a pinned
+    backbone output (so not fused)."""
+    from tinydet.arch.spec import spec_from_dict
+
+    return spec_from_dict({"name": "odd", "head_from": [1, 2], "blocks": [
+        {"type": "conv", "out": 8, "stride": 2},
+        {"type": "mbconv", "out": 8, "expand": 1},
+        {"type": "mbconv", "out": 16, "stride": 2, "expand": 4},
+        {"type": "mbconv", "out": 16, "expand": 4, "kernel": 5},
+        {"type": "mbconv", "out": 24, "stride": 2, "expand": 3}]})
+
+
+def test_arena_for_a_user_spec_with_pinned_shortcuts():
+    g = lower(_odd_spec(), (48, 40))
+    assert g.mode == "backbone" and g.outputs == ["blocks.1.project", "blocks.2.project"]
+    modes = {s.op: s.mode for s in allocate(g).steps}
+    assert modes["blocks.1.dw"] == "normal" and modes["blocks.3.project"] == "normal"
+    assert modes["blocks.4.dw"] == "inplace_dw"
+    for rules in ALL_RULES:
+        arena = allocate(g, None, rules)
+        assert arena.arena_bytes == peak_sram_per_layer(g, rules)
+        check_arena(g, None, arena)
+        for grid in (2, (3, 2)):
+            plan = plan_patches(g, grid, 2, rules)
+            arena = allocate(g, plan)
+            assert arena.arena_bytes == plan.peak_sram_patch
+            check_arena(g, plan, arena)
+
+
+def test_allocate_rejects_rules_that_differ_from_the_plan():
+    from tinydet.errors import TinydetError
+
+    g = lower(get_spec("mbv2-w0.35"), 96)
+    plan = plan_patches(g, 2, 3)
+    with pytest.raises(TinydetError, match="differ from the plan"):
+        allocate(g, plan, MemoryRules(inplace_dw=False))

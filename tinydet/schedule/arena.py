@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
-from tinydet.schedule.memory import (FUSED_RESIDUAL, INPLACE_DW, NORMAL, SINK, MemoryRules, liveness,
-                                     op_modes)
+from tinydet.schedule.memory import FUSED_RESIDUAL, INPLACE_DW, SINK, MemoryRules, liveness, op_modes
 from tinydet.schedule.planner import PatchPlan
 
 LOW, HIGH = 0, 1
@@ -150,11 +149,10 @@ class _Stacks:
 class _Ref:
     """A deferred offset: low-end slots are final, high-end ones need the arena size."""
 
-    __slots__ = ("side", "below", "size", "extent")
+    __slots__ = ("side", "below", "size")
 
-    def __init__(self, side: int, below: int, size: int, extent: int | None = None):
-        # extent: the slot's full reserved size at the time (base-adjacent placement inside it)
-        self.side, self.below, self.size, self.extent = side, below, size, extent
+    def __init__(self, side: int, below: int, size: int):
+        self.side, self.below, self.size = side, below, size
 
     @classmethod
     def of(cls, slot: _Slot) -> "_Ref":
@@ -223,7 +221,12 @@ def _finish(rec: dict, arena: int) -> ArenaStep:
 
 def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | None = None) -> ArenaPlan:
     """Offsets for ``graph`` run per layer (``plan`` None or unpatched) or following ``plan``.
-    ``rules`` defaults to the plan's. ``arena_bytes`` equals the plan's peak (checked)."""
+    ``rules`` defaults to the plan's. ``arena_bytes`` is the memory the offsets use; for chains
+    with heads, shortcuts and pinned outputs (every preset, per layer and patched, all rule
+    combinations: tests/test_schedule_arena.py) it equals the planned peak."""
+    if plan is not None and rules is not None and rules != plan.rules:
+        raise TinydetError(f"arena: rules {rules.to_dict()} differ from the plan's {plan.rules.to_dict()}; "
+                           "expected the rules the plan was made with")
     rules = rules if rules is not None else (plan.rules if plan is not None else MemoryRules())
     patched = plan is not None and plan.patched
     st = _Stacks()
