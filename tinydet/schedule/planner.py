@@ -92,7 +92,13 @@ class Tile:
 class PatchPlan:
     """A schedule. ``split == 0`` is plain per-layer execution (no tiles); otherwise the first
     ``split`` blocks run tile by tile into the stage-1 output buffer and the rest per layer.
-    Peaks in bytes (int8 activations), MACs per inference."""
+    Peaks in bytes (int8 activations), MACs per inference.
+
+    Memory accounting: per layer, the input image is an activation like any other. Patched
+    (``input_streamed``), each tile's input region is copied from the image source into SRAM and
+    counts in that tile's working set; the whole image never sits in SRAM. Stage-1 peak = the
+    stage-1 output buffer + the largest working set over tiles and stage-1 ops; stage-2 peak =
+    the per-layer working sets after the split; ``peak_sram_patch`` = the larger of the two."""
 
     arch: str
     resolution: tuple[int, int]
