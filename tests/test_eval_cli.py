@@ -182,6 +182,17 @@ def test_model_eval_checkpoint_export_and_saved_dets_agree(trained, capsys):
         assert {k: v["n_det"] for k, v in by_onnx["per_class"].items()} == \
             {k: v["n_det"] for k, v in by_ckpt["per_class"].items()}
         assert by_onnx["map50"] == pytest.approx(by_ckpt["map50"], abs=0.02)
+    # int8 QDQ models: full and patch-based runs find the same detections
+    rc, _, err = run_cli(["quantize", str(tmp / "exp"), "-c", str(cfg_path), "--calib", "4", "--json"], capsys)
+    assert rc == 0, err
+    int8 = []
+    for extra in ([], ["--patched"]):
+        rc, out, err = run_cli(["eval", "--export", str(tmp / "exp"), "--int8"] + extra + common, capsys)
+        assert rc == 0, err
+        int8.append(json.loads(out))
+    assert int8[0]["source"].endswith("(int8, full)") and int8[1]["source"].endswith("(int8, patched)")
+    assert {k: v["n_det"] for k, v in int8[0]["per_class"].items()} == \
+        {k: v["n_det"] for k, v in int8[1]["per_class"].items()}
     rc, _, err = run_cli(["eval", "--onnx", str(tmp / "exp" / "full.onnx"), "--int8"] + common, capsys)
     assert rc == 2 and "--int8 and --patched need --export" in err
 

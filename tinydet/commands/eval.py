@@ -68,7 +68,7 @@ def detect_data_format(path: str) -> str:
     is_wider = bool(entries & {"wider_face_split", "WIDER_val", "eval_tools", "ground_truth"}) or \
         any(name.endswith("_val.mat") for name in entries)
     is_voc = bool(_VOC_DIR.match(os.path.basename(os.path.normpath(path)))) or \
-        any(_VOC_DIR.match(e) for e in entries) or "VOCdevkit" in entries or "Annotations" in entries
+        any(_VOC_DIR.match(e) for e in entries) or "VOCdevkit" in entries
     if is_voc and is_wider:
         raise TinydetError(f"{path}: looks like both a VOC and a WIDER Face set; pass --format voc or --format wider")
     if not (is_voc or is_wider):
@@ -124,16 +124,16 @@ def score_voc(detections: Any, records: list, classes: list[str], per_class_list
         result = eval_voc_per_class(per_class_lists, records, classes)
     else:
         result = eval_voc(detections, records, classes)
-    coco = eval_coco(detections, records, classes)
-    out = {"map50": result["map50"], "map50_area": result["map50_area"], **coco,
-           "per_class": result["per_class"], "n_images": result["n_images"]}
-    return out
+    return {"map50": result["map50"], "map50_area": result["map50_area"], **eval_coco(detections, records, classes),
+            "per_class": result["per_class"], "n_images": result["n_images"]}
 
 
 def _run_dets(args: argparse.Namespace) -> dict:
     from tinydet.eval import formats
     from tinydet.eval.wider import detections_to_wider, eval_wider, find_wider_mats
 
+    if args.classes and args.config:
+        raise TinydetError("--classes applies without -c; with -c the config's data.classes are used")
     if args.data is None and args.config is None:
         raise TinydetError("--dets needs --data DIR (the data set the detections are scored against) or -c CONFIG")
     cfg_data = None
