@@ -291,7 +291,8 @@ def _read_wider_file(path: str) -> np.ndarray:
 
 
 def read_wider_dets(folder: str) -> dict[str, dict[str, np.ndarray]]:
-    """A WIDER submission folder as event -> stem -> [N, 5] (stem = the .txt name, as officially)."""
+    """A WIDER submission folder as event -> stem -> [N, 5] (stem = the .txt name, as the MATLAB
+    evaluation reads it; the first line, the image name, is not used)."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for event in sorted(os.listdir(folder)):
         event_dir = os.path.join(folder, event)

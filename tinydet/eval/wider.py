@@ -21,9 +21,10 @@ reimplemented here:
   recalled / proposals, recall = recalled / counted faces, AP = the VOC all-point area
   (:func:`tinydet.eval.voc.voc_ap`).
 
-Differences, all on inputs where the official code fails: an image with no prediction file counts
-as having no predictions (the official code raises KeyError); when all scores are equal they are
-normalised to 1 (the official code divides by zero); a threshold with no proposal has precision 0
+Predictions are keyed by event folder and ``.txt`` file name, and an image without a prediction
+file has no predictions, as in the MATLAB ``read_pred.m`` (the Python port keys by the file's first
+line and raises KeyError on a missing file). Where the official code fails: when all scores are
+equal they are normalised to 1 (it divides by zero); a threshold with no proposal has precision 0
 (NaN officially — it sits at recall 0, so the area is the same).
 
 Without the ``.mat`` files (a custom data set) the subsets come from a rule on face height, see
