@@ -17,9 +17,10 @@ Per class, over the whole evaluated set:
 IoU uses continuous coordinates (see :mod:`tinydet.eval.boxes`), which equals the devkit's
 ``+1`` pixel IoU on devkit boxes converted as ``x1 = xmin - 1, x2 = xmax``. Classes without any
 non-difficult box have an undefined AP: reported as ``None`` (JSON null) and left out of the mean.
-The 11 recall thresholds are the exact tenths ``k / 10`` (the devkit's ``0:0.1:1``); note that
-``np.arange(0, 1.1, 0.1)``, used by some Python ports, overshoots 0.3, 0.6 and 0.7 by one ulp, so
-those ports miss a recall of exactly 3/10 at that threshold.
+The 11 recall thresholds are the exact tenths ``k / 10``, the intent of the devkit's ``0:0.1:1``:
+floating-point ranges can overshoot a tenth by one ulp (``np.arange(0, 1.1, 0.1)``, used by some
+Python ports, gives 0.30000000000000004, 0.6000000000000001 and 0.7000000000000001), which would
+make a recall of exactly 3/10 miss the 0.3 point.
 """
 from __future__ import annotations
 
