@@ -349,3 +349,13 @@ def test_toolchain_errors_are_one_line():
         toolchain.find_tool("arm-none-eabi-gcc-does-not-exist")
     with pytest.raises(TinydetError, match="Include/arm_nnfunctions.h"):
         toolchain.cmsis_nn_sources("/nonexistent")
+
+
+def test_qemu_counter_calibration(tmp_path):
+    """CMSDK TIMER0 under -icount shift=0: one tick is 40 instructions (25 MHz, 1 ns per instruction)."""
+    elf = toolchain.compile([REPO / "tests/c/counter_calib.c"], "qemu-mps2-an500", tmp_path / "calib.elf")
+    code, out, _ = toolchain.run_qemu(elf, tmp_path, timeout_s=60)
+    fields = dict(kv.split("=") for kv in out.split("calib ")[1].split())
+    instr, ticks, ipt = int(fields["instructions"]), int(fields["ticks"]), int(fields["ipt_x1000"]) / 1000
+    assert code == 0 and ipt == 40
+    assert abs(ticks * ipt - instr) <= 2 * ipt  # exact up to the few instructions around the loop
