@@ -4,10 +4,10 @@ Data sets are generated here with the synthetic generator (tiny: 96 px images).
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,7 +99,7 @@ def test_bad_inputs_exit_2_with_one_line(voc, tmp_path, capsys, make, args, matc
     rc, out, err = run_cli(["eval", "--dets", str(tmp_path / "dets"), "--data", str(root), "--json"] + args, capsys)
     assert rc == 2 and out == ""
     error = [line for line in err.splitlines() if line.startswith("tinydet: error:")]
-    assert len(error) == 1 and __import__("re").search(match, error[0]), err
+    assert len(error) == 1 and re.search(match, error[0]), err
 
 
 def test_usage_errors(voc, tmp_path, capsys):
