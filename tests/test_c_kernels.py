@@ -307,7 +307,11 @@ def qemu_driver(tmp_path_factory):
 def test_qemu_kernels_bit_exact_vs_numpy(qemu_driver, tmp_path):
     """The DSP (SXTB16/SMLAD) code paths, on the emulated Cortex-M7."""
     recs, expect, labels = _batch(seed=41, n_conv=12, n_dw=10)
-    outputs = _run_batch(qemu_driver, tmp_path, recs, toolchain.run_qemu)
+    (tmp_path / "in_q.bin").write_bytes(b"".join(recs))
+    # file names through the semihosting command line (argv)
+    code, out, log = toolchain.run_qemu(qemu_driver, tmp_path, timeout_s=240, args=["in_q.bin", "out_q.bin"])
+    assert code == 0, f"driver exit {code}: {out} (log {log})"
+    outputs = drv.read_outputs(tmp_path / "out_q.bin")
     _check(outputs, expect, labels)
     # the CMSDK timer advances during real kernels (deterministic under -icount)
     conv_ticks = [t for (st, t, _), lab in zip(outputs, labels) if lab.startswith("conv#")]
@@ -325,6 +329,9 @@ def test_qemu_crash_and_hang_are_reported(tmp_path):
     with pytest.raises(TinydetError, match=r"hung: no exit after 2 s"):
         toolchain.run_qemu(hang, tmp_path / "h", timeout_s=2)
     assert "killed after" in (tmp_path / "h" / "qemu.log").read_text()
+    host = toolchain.compile([REPO / "tests/c/crash.c"], "host", tmp_path / "crash_host")
+    with pytest.raises(TinydetError, match=r"crashed \(SIGSEGV\)"):
+        toolchain.run_host(host, tmp_path / "hc", timeout_s=30)
 
 
 @pytest.mark.parametrize("target", ["qemu-mps2-an500", "stm32f746", "stm32h743"])

@@ -3,6 +3,7 @@
  * to "kout.bin". Built for the host (plain stdio) and for qemu-mps2-an500 (stdio over semihosting),
  * driven by tests/test_c_kernels.py, which writes the calls and checks the outputs against numpy.
  *
+ * (Other file names: kernel_driver IN OUT.)
  * kin.bin  : records of int32 little-endian words: op, nparams, params..., nblobs,
  *            then per blob: nbytes, bytes (zero padded to a multiple of 4)
  * kout.bin : per record: status, ticks, nbytes, bytes (padded to 4)
@@ -62,10 +63,11 @@ static void write_out(FILE *f, int32_t status, uint32_t ticks, const void *data,
     fwrite(pad, 1, (size_t)((4 - (n & 3)) & 3), f);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    FILE *in = fopen("kin.bin", "rb");
-    FILE *out = fopen("kout.bin", "wb");
+    /* usage: kernel_driver [IN [OUT]]  (default kin.bin, kout.bin) */
+    FILE *in = fopen(argc > 1 ? argv[1] : "kin.bin", "rb");
+    FILE *out = fopen(argc > 2 ? argv[2] : "kout.bin", "wb");
     if (in == NULL || out == NULL)
     {
         printf("kernel_driver: cannot open kin.bin / kout.bin\n");

@@ -11,7 +11,7 @@
 extern uint32_t __data_load__, __data_start__, __data_end__, __bss_start__, __bss_end__;
 extern uint32_t __stack_limit__, __stack_top__;
 extern void __libc_init_array(void);
-extern int main(void);
+extern int main(int argc, char **argv);
 
 #define STACK_PAINT 0xA5A5A5A5u
 
@@ -146,7 +146,9 @@ __attribute__((noreturn, used)) void tinydet_reset_c(void)
     }
     tinydet_board_init();
     __libc_init_array();
-    const int rc = main();
+    char **argv;
+    const int argc = tinydet_board_args(&argv);
+    const int rc = main(argc, argv);
     tinydet_board_exit(rc);
 }
 

@@ -14,6 +14,11 @@ extern "C" {
 /* Called by the reset handler before main(): console / counter setup. */
 void tinydet_board_init(void);
 
+/* Command line for main(argc, argv): QEMU passes the semihosting command line
+ * (`-semihosting-config ...,arg=prog,arg=a1`, see toolchain.run_qemu(args=...)); boards have none
+ * (argc 0, argv = {NULL}). */
+int tinydet_board_args(char ***argv);
+
 /* Console output (semihosting on QEMU, UART on boards); no buffering, usable from fault handlers. */
 void tinydet_board_puts(const char *s);
 

@@ -11,6 +11,7 @@
 #include "tinydet_board.h"
 
 #define SYS_WRITE0 0x04
+#define SYS_GET_CMDLINE 0x15
 #define SYS_EXIT_EXTENDED 0x20
 #define ADP_STOPPED_APPLICATION_EXIT 0x20026
 
@@ -39,6 +40,37 @@ void tinydet_board_init(void)
     TIMER0_RELOAD = 0xFFFFFFFFu;
     TIMER0_VALUE = 0xFFFFFFFFu;
     TIMER0_CTRL = 1u; /* enable, PCLK source, no interrupt */
+}
+
+int tinydet_board_args(char ***argv)
+{
+    static char line[256];
+    static char *args[17];
+    int32_t block[2] = {(int32_t)(uintptr_t)line, (int32_t)sizeof(line)};
+    int argc = 0;
+    if (semihost(SYS_GET_CMDLINE, block) == 0)
+    {
+        /* split on spaces in place (arguments with spaces are not supported) */
+        char *p = line;
+        while (*p && argc < 16)
+        {
+            while (*p == ' ')
+            {
+                *p++ = 0;
+            }
+            if (*p)
+            {
+                args[argc++] = p;
+            }
+            while (*p && *p != ' ')
+            {
+                p++;
+            }
+        }
+    }
+    args[argc] = 0;
+    *argv = args;
+    return argc;
 }
 
 void tinydet_board_puts(const char *s)

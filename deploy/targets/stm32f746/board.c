@@ -41,6 +41,13 @@ void tinydet_board_init(void)
     DWT_CTRL |= 1u;
 }
 
+int tinydet_board_args(char ***argv)
+{
+    static char *none[1] = {0};
+    *argv = none;
+    return 0;
+}
+
 void tinydet_board_puts(const char *s)
 {
     for (; *s; s++)
