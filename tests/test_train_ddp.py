@@ -20,7 +20,9 @@ def test_train_ddp_two_cpu_processes(tmp_path):
                            "train.devices=2", "train.strategy=ddp", "--json"],
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout  # one JSON object, from rank 0 only
+    result = json.loads(lines[0])
     # 12 training images, 2 ranks x batch 2 -> 3 steps; the val map50 covers all 4 val images
     assert result["global_step"] == 3
     assert result["val_map50"] is not None and 0.0 <= result["val_map50"] <= 1.0

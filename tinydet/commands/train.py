@@ -15,12 +15,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict | None:
     from tinydet.train.config import load_config
     from tinydet.train.run import train
 
     cfg = load_config(args.config, args.overrides)
-    return train(cfg, resume=args.resume, init_ckpt=args.ckpt)
+    result = train(cfg, resume=args.resume, init_ckpt=args.ckpt)
+    # under DDP every rank runs this command; only rank 0 reports, so stdout has one summary
+    return result if result["global_rank"] == 0 else None
 
 
 def render(result: dict) -> None:

@@ -181,6 +181,7 @@ def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
         "resumed_step": resumed_step,
         "train_images_per_s": throughput.images_per_s,
         "wall_s": wall,
+        "global_rank": trainer.global_rank,
     }
 
 
