@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -107,6 +108,8 @@ def build_trainer(cfg: Config, callbacks: Sequence[Callback] = ()) -> tuple[pl.T
     """The Trainer for ``cfg``: atomic checkpoints, last/best, loggers, DDP from config."""
     train = cfg.train
     out_dir = Path(train.out_dir)
+    # the EMA copy is in eval mode on purpose; Lightning's generic warning about it only confuses
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     throughput = Throughput()
     best = ModelCheckpoint(dirpath=str(out_dir), filename="best", monitor="val/map50", mode="max",
                            save_top_k=1, save_last=False, auto_insert_metric_name=False,
