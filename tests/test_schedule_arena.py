@@ -85,17 +85,32 @@ def test_checker_catches_a_tile_that_overwrites_the_stage1_buffer():
         check_arena(g, plan, replace(arena, tiles=tiles))
 
 
-def test_fused_residual_order_matches_its_placement():
-    g = lower(get_spec("mbv2-w1.0"), 128)
-    plan = plan_patches(g, 3, 7)
-    arena = allocate(g, plan)
-    fused = [s for t in arena.tiles for s in t if s.mode == "fused_residual"]
-    assert fused
-    for s in fused:
-        if s.reverse:  # output at the slot's end: pixels last to first
-            assert s.output + s.output_bytes == s.shortcut + s.shortcut_bytes
-        else:
-            assert s.output == s.shortcut
+def test_fused_residual_and_inplace_placement_in_tiles():
+    # residual blocks on both ends of the arena across these plans: forward and reverse both occur
+    seen, moved_any = set(), False
+    for name, res, grid, split in [("mbv2-w1.0-rd", 128, 2, 5), ("mbv2-w1.0", 128, 3, 7)]:
+        g = lower(get_spec(name), res)
+        plan = plan_patches(g, grid, split)
+        arena = allocate(g, plan)
+        check_arena(g, plan, arena)
+        fused = [s for t in arena.tiles for s in t if s.mode == "fused_residual"]
+        seen |= {s.reverse for s in fused}
+        for s in fused:
+            assert s.shortcut_bytes > s.output_bytes  # a tile's shortcut holds the larger block input region
+            if s.reverse:  # output at the slot's end: pixels last to first, or memmove from the start
+                assert s.output + s.output_bytes == s.shortcut + s.shortcut_bytes and s.move_from == s.shortcut
+            else:
+                assert s.output == s.shortcut and s.move_from is None
+        # per layer the shortcut and the output have the same size: never reversed, never moved
+        assert not any(s.reverse or s.move_from is not None for s in arena.steps if s.mode == "fused_residual")
+        moved = [s for t in arena.tiles for s in t if s.mode == "inplace_dw" and s.move_from is not None]
+        assert all(s.move_from == s.input and s.output > s.input for s in moved)
+        if moved:
+            moved_any = True
+            tiles = [[replace(s, move_from=None) if s.mode == "inplace_dw" else s for s in t] for t in arena.tiles]
+            with pytest.raises(AssertionError, match="move_from"):
+                check_arena(g, plan, replace(arena, tiles=tiles))
+    assert seen == {True, False} and moved_any
 
 
 def _odd_spec():

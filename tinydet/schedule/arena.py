@@ -14,7 +14,15 @@ Buffer placement rules the runtime must follow (``ArenaStep``):
   to ``output + p*C + c`` only overwrites input bytes of channel c, which are consumed.
 - fused residual (``"fused_residual"``): the output goes into the shortcut's slot at ``output``;
   ``reverse`` True means the output sits at the slot's end and pixels must be processed last to
-  first (else first to last) so that no shortcut pixel is overwritten before it is read.
+  first (else first to last) so that no shortcut pixel is overwritten before it is read. In a
+  tile the shortcut buffer holds a larger region than the output (the block input region the
+  conv chain needed); the output's part of it is ``regions[op].out_rect`` inside the producer's
+  ``out_rect``.
+- ``move_from``: kernels that always leave their result at the start of the slot (the runtime's
+  ``tinydet_depthwise_conv_inplace_s8`` and ``tinydet_conv_add_s8``) are followed by
+  ``memmove(arena + output, arena + move_from, output_bytes)`` when ``move_from`` is set (the slot
+  is stacked on the high end, so the tensor must end up at the slot's end); an overlapping copy
+  within the slot the op owns, so the peak is unchanged.
 - unfused residual (``"normal"`` with ``shortcut``): the conv writes ``output``; then the sum
   shortcut + output is written to ``result`` (the shortcut's slot, same ``reverse`` rule).
 - ``"sink"``: the last stage-1 op writes its tile into the stage-1 output buffer at ``output``
@@ -49,6 +57,7 @@ class ArenaStep:
     temp: int | None = None
     temp_bytes: int = 0
     reverse: bool = False
+    move_from: int | None = None  # the slot start where start-of-slot kernels leave the output
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,9 +197,10 @@ def _run_ops(st: _Stacks, ops: list[Op], modes: list[str], dies: list[list[str]]
             rec["output"] = rec["result"] = _Ref.of(slot)
         elif mode == FUSED_RESIDUAL:
             st.note()
+            held = st.where[op.add].size
             slot = st.rename(op.add, op.output, size)
             rec["output"] = rec["result"] = _Ref.of(slot)
-            rec["reverse"] = slot.side == HIGH
+            rec["reverse"] = slot.side == HIGH and size < held  # the output sits at the slot's end
         else:
             slot = st.push(op.output, 1 - src.side, size)
             rec["output"] = rec["result"] = _Ref.of(slot)
@@ -200,9 +210,10 @@ def _run_ops(st: _Stacks, ops: list[Op], modes: list[str], dies: list[list[str]]
                 # buffer is dropped, so no hole is left under a live tensor
                 st.where.pop(op.output)
                 slot.name = None
+                held = st.where[op.add].size
                 res = st.rename(op.add, op.output, size)
                 rec["result"] = _Ref.of(res)
-                rec["reverse"] = res.side == HIGH
+                rec["reverse"] = res.side == HIGH and size < held
         for name in dies[i]:
             if name != op.output:
                 st.free(name)
@@ -216,6 +227,9 @@ def _finish(rec: dict, arena: int) -> ArenaStep:
     for key in ("input", "output", "result", "shortcut", "temp"):
         if isinstance(data[key], _Ref):
             data[key] = data[key].resolve(arena)
+    slot_start = {INPLACE_DW: data["input"], FUSED_RESIDUAL: data["shortcut"]}.get(data["mode"])
+    if slot_start is not None and slot_start != data["output"]:
+        data["move_from"] = slot_start
     return ArenaStep(**data)
 
 
@@ -324,10 +338,12 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
                 alive.discard(ids[f"{op.name}#temp"])
                 inside = s.input <= s.output and s.output + s.output_bytes <= s.input + s.input_bytes
                 assert inside and (s.output - s.input) % op.in_shape[0] == 0, f"{op.name}: in-place output misplaced"
+                assert s.move_from == (s.input if s.output != s.input else None), f"{op.name}: move_from"
                 write(op.output, s.output, s.output_bytes, (op.inputs[0],))
             elif s.mode == FUSED_RESIDUAL:
                 fwd, rev = s.output == s.shortcut, s.output + s.output_bytes == s.shortcut + s.shortcut_bytes
                 assert (fwd and not s.reverse) or (rev and s.reverse), f"{op.name}: fused output misplaced"
+                assert s.move_from == (s.shortcut if not fwd else None), f"{op.name}: move_from"
                 write(op.output, s.output, s.output_bytes, (op.add,))
             elif s.mode == SINK:
                 holds("stage1", s.output, arena.stage1_buffer_bytes)
