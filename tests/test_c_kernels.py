@@ -166,8 +166,8 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True, avgpool_nul
                 ref, f"fc#{i} v{v}")
 
     # projection conv with fused residual add == conv then add
-    for i in range(4):
-        case = _conv_case(rng, k=[1, 1, 3, 3][i])
+    for i in range(6):
+        case = _conv_case(rng, k=[1, 1, 3, 3, 1, 5][i])
         conv_out = _np_conv(case)
         shortcut = rng.integers(-128, 128, conv_out.shape, dtype=np.int8)
         sc = rng.uniform(0.01, 0.1, 3)
@@ -179,6 +179,18 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True, avgpool_nul
                             **{k: case[k] for k in ("input_offset", "output_offset", "stride", "padding",
                                                      "dilation", "out_hw", "act_min", "act_max")}),
             ref, f"conv_add#{i} w{case['w'].shape} s{case['stride']} p{case['padding']}")
+        if case["x"].shape[0] == 1:
+            # tile form: the shortcut region is larger than the output, output written at its start
+            oh, ow = conv_out.shape[1:3]
+            sy, sx = int(rng.integers(0, 3)), int(rng.integers(0, 3))
+            big = rng.integers(-128, 128, (1, oh + sy + int(rng.integers(0, 2)), ow + sx + int(rng.integers(0, 3)),
+                                           conv_out.shape[3]), dtype=np.int8)
+            ref = kernels.add_s8(conv_out, big[:, sy:sy + oh, sx:sx + ow], **p)
+            add(drv.conv_record(case["x"], case["w"], case["bias"], case["mult"], case["shift"], op=drv.OP_CONV_ADD,
+                                shortcut=big, add=p, shortcut_at=(sy, sx),
+                                **{k: case[k] for k in ("input_offset", "output_offset", "stride", "padding",
+                                                         "dilation", "out_hw", "act_min", "act_max")}),
+                ref, f"conv_add_region#{i} at ({sy}, {sx}) of {big.shape}")
     return recs, expect, labels
 
 

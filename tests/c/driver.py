@@ -40,7 +40,10 @@ def read_outputs(path: Path) -> list[tuple[int, int, bytes]]:
 
 
 def conv_record(x, w, bias, mult, shift, *, input_offset, output_offset, stride, padding, dilation, out_hw,
-                act_min, act_max, variant=CONV_ARM, op=OP_CONV, shortcut=None, add=None, add_act=(-128, 127)):
+                act_min, act_max, variant=CONV_ARM, op=OP_CONV, shortcut=None, add=None, add_act=(-128, 127),
+                shortcut_at=None):
+    """A conv (or conv + residual add) record. ``shortcut_at=(y, x)``: region form, ``shortcut`` is a
+    larger [1, Hs, Ws, C_out] buffer holding the output's shortcut at (y, x)."""
     n, h, wd, c = x.shape
     cout, kh, kw, _ = w.shape
     params = [n, h, wd, c, cout, kh, kw, *stride, *padding, *dilation, *out_hw, input_offset, output_offset,
@@ -51,6 +54,8 @@ def conv_record(x, w, bias, mult, shift, *, input_offset, output_offset, stride,
         params += [add[k] for k in ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset",
                                     "input_2_mult", "input_2_shift", "left_shift", "out_offset", "out_mult",
                                     "out_shift")] + list(add_act)
+        if shortcut_at is not None:
+            params += [shortcut.shape[1], shortcut.shape[2], *shortcut_at]
         blobs.append(shortcut.astype(np.int8))
     return record(op, params, blobs)
 

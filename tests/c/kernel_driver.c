@@ -171,6 +171,16 @@ int main(int argc, char **argv)
                 {
                     status = -101;
                 }
+                else if (np > 32)
+                {
+                    /* region form: shortcut [p32, p33, C_out] with the output at (p34, p35) */
+                    const cmsis_nn_dims sd = {1, p[32], p[33], p[4]};
+                    t0 = COUNTER();
+                    status = tinydet_conv_add_region_s8(&ctx, &cp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1],
+                                                        &bd, BLOB_OR_NULL(2), &od, &ap, &sd, p[34], p[35],
+                                                        (int8_t *)blob[5]);
+                    t1 = COUNTER();
+                }
                 else
                 {
                     t0 = COUNTER();
@@ -179,7 +189,7 @@ int main(int argc, char **argv)
                     t1 = COUNTER();
                 }
                 out_p = blob[5];
-                out_n = blen[5];
+                out_n = np > 32 ? od.h * od.w * od.c : blen[5];
             }
         }
         else if (op == OP_DW)

@@ -83,6 +83,28 @@ arm_cmsis_nn_status tinydet_conv_add_s8(const cmsis_nn_context *ctx,
                                         const tinydet_add_params *add_params,
                                         int8_t *shortcut_inout);
 
+/* Tile form (patch-based stage 1): the shortcut buffer holds a larger [Hs, Ws, C_out] region
+ * (shortcut_dims) of which the output's part starts at (shortcut_y, shortcut_x); the output
+ * [H_out, W_out, C_out] is written compactly at the START of that buffer, pixels first to last
+ * (each write lands at or before the shortcut element it reads, so nothing unread is clobbered).
+ * Batch 1. tinydet_conv_add_s8 is this with shortcut_dims == output_dims and offset (0, 0); same
+ * buffer size. */
+arm_cmsis_nn_status tinydet_conv_add_region_s8(const cmsis_nn_context *ctx,
+                                               const cmsis_nn_conv_params *conv_params,
+                                               const cmsis_nn_per_channel_quant_params *quant_params,
+                                               const cmsis_nn_dims *input_dims,
+                                               const int8_t *input_data,
+                                               const cmsis_nn_dims *filter_dims,
+                                               const int8_t *filter_data,
+                                               const cmsis_nn_dims *bias_dims,
+                                               const int32_t *bias_data,
+                                               const cmsis_nn_dims *output_dims,
+                                               const tinydet_add_params *add_params,
+                                               const cmsis_nn_dims *shortcut_dims,
+                                               int32_t shortcut_y,
+                                               int32_t shortcut_x,
+                                               int8_t *shortcut_inout);
+
 /* ---- tiles --------------------------------------------------------------------------------------- */
 typedef struct
 {

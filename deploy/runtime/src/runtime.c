@@ -128,7 +128,44 @@ arm_cmsis_nn_status tinydet_conv_add_s8(const cmsis_nn_context *ctx,
                                         const tinydet_add_params *a,
                                         int8_t *shortcut)
 {
-    if (ctx == NULL || ctx->buf == NULL)
+    const int32_t image_bytes = output_dims->h * output_dims->w * output_dims->c;
+    const int32_t in_bytes = input_dims->h * input_dims->w * input_dims->c;
+    cmsis_nn_dims in1 = *input_dims, out1 = *output_dims;
+    in1.n = 1;
+    out1.n = 1;
+    for (int32_t b = 0; b < input_dims->n; b++)
+    {
+        const arm_cmsis_nn_status st =
+            tinydet_conv_add_region_s8(ctx, conv_params, quant_params, &in1, input_data + b * in_bytes, filter_dims,
+                                       filter_data, bias_dims, bias_data, &out1, a, &out1, 0, 0,
+                                       shortcut + b * image_bytes);
+        if (st != ARM_CMSIS_NN_SUCCESS)
+        {
+            return st;
+        }
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
+
+arm_cmsis_nn_status tinydet_conv_add_region_s8(const cmsis_nn_context *ctx,
+                                               const cmsis_nn_conv_params *conv_params,
+                                               const cmsis_nn_per_channel_quant_params *quant_params,
+                                               const cmsis_nn_dims *input_dims,
+                                               const int8_t *input_data,
+                                               const cmsis_nn_dims *filter_dims,
+                                               const int8_t *filter_data,
+                                               const cmsis_nn_dims *bias_dims,
+                                               const int32_t *bias_data,
+                                               const cmsis_nn_dims *output_dims,
+                                               const tinydet_add_params *a,
+                                               const cmsis_nn_dims *shortcut_dims,
+                                               int32_t shortcut_y,
+                                               int32_t shortcut_x,
+                                               int8_t *shortcut)
+{
+    const int32_t oh = output_dims->h, ow = output_dims->w, oc = output_dims->c;
+    if (ctx == NULL || ctx->buf == NULL || input_dims->n != 1 || shortcut_dims->c != oc || shortcut_y < 0 ||
+        shortcut_x < 0 || shortcut_y + oh > shortcut_dims->h || shortcut_x + ow > shortcut_dims->w)
     {
         return ARM_CMSIS_NN_ARG_ERROR;
     }
@@ -140,39 +177,37 @@ arm_cmsis_nn_status tinydet_conv_add_s8(const cmsis_nn_context *ctx,
     const int32_t ih = input_dims->h, iw = input_dims->w, ic = input_dims->c;
     const int32_t dil_h = conv_params->dilation.h > 0 ? conv_params->dilation.h : 1;
     const int32_t extent = (filter_dims->h - 1) * dil_h + 1;
-    const int32_t row_len = output_dims->w * output_dims->c;
-    for (int32_t b = 0; b < input_dims->n; b++)
+    const int32_t row_len = ow * oc;
+    for (int32_t oy = 0; oy < oh; oy++)
     {
-        const int8_t *img = input_data + b * ih * iw * ic;
-        for (int32_t oy = 0; oy < output_dims->h; oy++)
+        /* the rows this output row reads; rows outside the input become CMSIS top padding
+         * (above) or simply absent rows (below), both read as the zero point */
+        const int32_t top = oy * conv_params->stride.h - conv_params->padding.h;
+        const int32_t y_start = top < 0 ? 0 : top;
+        int32_t y_end = top + extent;
+        if (y_end > ih)
         {
-            /* the rows this output row reads; rows outside the input become CMSIS top padding
-             * (above) or simply absent rows (below), both read as the zero point */
-            const int32_t top = oy * conv_params->stride.h - conv_params->padding.h;
-            const int32_t y_start = top < 0 ? 0 : top;
-            int32_t y_end = top + extent;
-            if (y_end > ih)
-            {
-                y_end = ih;
-            }
-            cmsis_nn_conv_params rp = *conv_params;
-            rp.padding.h = y_start - top;
-            rp.stride.h = 1;
-            const cmsis_nn_dims in_rows = {1, y_end > y_start ? y_end - y_start : 0, iw, ic};
-            const cmsis_nn_dims out_row = {1, 1, output_dims->w, output_dims->c};
-            const arm_cmsis_nn_status st =
-                arm_convolve_s8(&conv_ctx, &rp, quant_params, &in_rows, img + y_start * iw * ic, filter_dims,
-                                filter_data, bias_dims, bias_data, NULL, &out_row, row_out);
-            if (st != ARM_CMSIS_NN_SUCCESS)
-            {
-                return st;
-            }
-            int8_t *sc = shortcut + (b * output_dims->h + oy) * row_len;
-            arm_elementwise_add_s8(row_out, sc, a->input_1_offset, a->input_1_mult, a->input_1_shift,
-                                   a->input_2_offset, a->input_2_mult, a->input_2_shift, a->left_shift, sc,
-                                   a->out_offset, a->out_mult, a->out_shift, a->activation.min, a->activation.max,
-                                   row_len);
+            y_end = ih;
         }
+        cmsis_nn_conv_params rp = *conv_params;
+        rp.padding.h = y_start - top;
+        rp.stride.h = 1;
+        const cmsis_nn_dims in_rows = {1, y_end > y_start ? y_end - y_start : 0, iw, ic};
+        const cmsis_nn_dims out_row = {1, 1, ow, oc};
+        const arm_cmsis_nn_status st =
+            arm_convolve_s8(&conv_ctx, &rp, quant_params, &in_rows, input_data + y_start * iw * ic, filter_dims,
+                            filter_data, bias_dims, bias_data, NULL, &out_row, row_out);
+        if (st != ARM_CMSIS_NN_SUCCESS)
+        {
+            return st;
+        }
+        /* read position >= write position for every element (shortcut row stride >= output row
+         * stride, offsets >= 0), and the add reads each element before writing it */
+        const int8_t *sc = shortcut + ((shortcut_y + oy) * shortcut_dims->w + shortcut_x) * oc;
+        int8_t *dst = shortcut + oy * row_len;
+        arm_elementwise_add_s8(row_out, sc, a->input_1_offset, a->input_1_mult, a->input_1_shift, a->input_2_offset,
+                               a->input_2_mult, a->input_2_shift, a->left_shift, dst, a->out_offset, a->out_mult,
+                               a->out_shift, a->activation.min, a->activation.max, row_len);
     }
     return ARM_CMSIS_NN_SUCCESS;
 }
