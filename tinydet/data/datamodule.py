@@ -82,7 +82,6 @@ def _worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)  # workers are already parallel; cv2's own threads only oversubscribe
     info = torch.utils.data.get_worker_info()
     if info is not None and isinstance(info.dataset, DetectionDataset):
         info.dataset.reseed(seed)

@@ -431,16 +431,16 @@ def _draw_face(rng: np.random.Generator, img: np.ndarray, x: int, y: int, fw: in
     img[y0:y1, x0:x1] = roi
 
 
-def render_wider_image(seed: int, index: int, size: int, crowd: float = 1.0
+def render_wider_image(seed: int, index: int, size: int, crowd: float = 1.0, empty: bool = False
                        ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic WIDER image (RGB uint8) and its faces [K, 10] as in the gt file
-    (x y w h blur expression illumination invalid occlusion pose)."""
+    (x y w h blur expression illumination invalid occlusion pose); ``empty``: no face at all."""
     rng = np.random.default_rng([seed, index])
     w, h = _image_size(rng, size)
     img = _background(rng, w, h)
     r = rng.random()
-    # ~3 % without faces, mostly a few faces, sometimes a crowd of many small ones
-    n = 0 if r < 0.03 else (int(rng.integers(1, 7)) if r < 0.7 else int(rng.integers(8, 8 + 24 * crowd)))
+    # mostly a few faces, sometimes a crowd of many small ones
+    n = 0 if empty else (int(rng.integers(1, 7)) if r < 0.7 else int(rng.integers(8, 8 + 24 * crowd)))
     small_bias = 2.2 if n > 7 else 1.3
     faces, boxes = [], []
     for _ in range(n):
@@ -559,7 +559,8 @@ def synth_wider(out: str, images: int, seed: int = 0, size: int = 320, val_fract
             k = index % len(WIDER_EVENTS)
             event = WIDER_EVENTS[k]
             crowd = 0.4 + 0.15 * k  # each event has its typical crowd density
-            img, faces = render_wider_image(seed, index, size, crowd)
+            # every 20th image has no face, so both splits exercise the official 0-count entry
+            img, faces = render_wider_image(seed, index, size, crowd, empty=index % 20 == 3)
             short = event.split("--")[1]
             name = f"{event}/{k}_{short}_{short.lower()}_{k}_{index}.jpg"
             split = "val" if is_val[index] else "train"
