@@ -255,6 +255,7 @@ def test_host_kernels_bit_exact_vs_numpy(host_driver, tmp_path):
     t_recs, t_exp, t_lab = _tile_batch(np.random.default_rng(12))
     outputs = _run_batch(host_driver, tmp_path, recs + t_recs, toolchain.run_host)
     _check(outputs, expect + t_exp, labels + t_lab)
+    assert toolchain.size(host_driver)["sram_static"] >= 1536 * 1024  # the driver's static arena
 
 
 def test_depthwise_ch_mult_and_dilation_match_reference_loops(host_driver, tmp_path):
@@ -368,6 +369,12 @@ def test_toolchain_errors_are_one_line():
         toolchain.find_tool("arm-none-eabi-gcc-does-not-exist")
     with pytest.raises(TinydetError, match="Include/arm_nnfunctions.h"):
         toolchain.cmsis_nn_sources("/nonexistent")
+    with pytest.raises(TinydetError, match="contains a comma or whitespace"):
+        toolchain.run_qemu(__file__, "/tmp", args=["a,b"])
+    with pytest.raises(TinydetError, match="is not a QEMU target"):
+        toolchain.run_qemu(__file__, "/tmp", target="stm32f746")
+    assert toolchain.list_targets() == ["host", "qemu-mps2-an500", "stm32f746", "stm32h743"]
+    assert toolchain.get_target("stm32f746").sram_bytes == 320 * 1024
 
 
 def test_qemu_counter_calibration(tmp_path):

@@ -219,6 +219,10 @@ def run_qemu(elf: str | os.PathLike, workdir: str | os.PathLike, timeout_s: floa
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     qemu = [find_tool(t.qemu[0]), *t.qemu[1:]]
+    bad = [a for a in args if not a or any(ch in str(a) for ch in ", \t\n")]
+    if bad:
+        raise TinydetError(f"run_qemu: firmware argument {bad[0]!r} is empty or contains a comma or whitespace "
+                           "(the semihosting command line cannot carry it)")
     if args:
         # semihosting command line: argv[0] then the arguments
         i = qemu.index("-semihosting-config") + 1
