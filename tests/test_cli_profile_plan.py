@@ -39,7 +39,7 @@ def test_profile_matches_torchvision_and_the_built_model(capsys, name, width):
     import torch
     import torchvision
 
-    from tinydet.arch.build import build
+    from tinydet.arch.modules import build
 
     r = run_json(capsys, "profile", "--arch", name, "--resolution", "224")
     tv = torchvision.models.mobilenet_v2(weights=None, width_mult=width)
@@ -62,7 +62,7 @@ def test_profile_matches_torchvision_and_the_built_model(capsys, name, width):
 
 def test_profile_detector_params_match_model(capsys):
     from tinydet.arch import HeadSpec
-    from tinydet.arch.build import build
+    from tinydet.arch.modules import build
 
     r = run_json(capsys, "profile", "--arch", "mcunetv2-m4", "--resolution", "160x128", "--head-classes", "3",
                  "--anchors", "2")

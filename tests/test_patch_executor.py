@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tinydet.arch import HeadSpec, get_spec, list_presets
-from tinydet.arch.build import build
+from tinydet.arch.modules import build
 from tinydet.errors import TinydetError
 from tinydet.schedule import OpRegion, PatchPlan, plan_patches, run_patched
 

@@ -16,7 +16,7 @@ __all__ = [
 
 
 def build(spec, head=None, num_classes=None):
-    """Build the torch module for ``spec`` (see :func:`tinydet.arch.build.build`)."""
-    from tinydet.arch.build import build as _build
+    """Build the torch module for ``spec`` (see :func:`tinydet.arch.modules.build`)."""
+    from tinydet.arch.modules import build as _build
 
     return _build(spec, head=head, num_classes=num_classes)

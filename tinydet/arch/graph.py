@@ -2,7 +2,7 @@
 
 This op list is the one view of a network that the memory model, the receptive-field/patch
 arithmetic, the profiler and the exporter share. Op names are the module paths of the
-``nn.Module`` that :func:`tinydet.arch.build.build` makes, so executors can look modules up.
+``nn.Module`` that :func:`tinydet.arch.modules.build` makes, so executors can look modules up.
 Shapes are (C, H, W); activations are int8, so a tensor costs C*H*W bytes.
 """
 from __future__ import annotations

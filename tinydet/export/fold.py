@@ -127,7 +127,7 @@ def _fold_conv(graph: Graph, op: Op, module) -> FoldedOp:
 
 
 def fold_network(model, graph: Graph) -> FoldedGraph:
-    """Fold ``model`` (a :class:`tinydet.arch.build.Network` or a module wrapping one) for ``graph``.
+    """Fold ``model`` (a :class:`tinydet.arch.modules.Network` or a module wrapping one) for ``graph``.
 
     Every conv gets its BatchNorm folded in (in float64, stored as float32); the fc keeps its
     weight and bias; ``gap`` has no parameters. Module/graph mismatches raise TinydetError.

@@ -1,6 +1,6 @@
 """The detector: the spec's backbone + YOLO-style head (``tinydet.arch.build``) with anchors.
 
-:class:`Detector` *is* a :class:`tinydet.arch.build.Network`, so its module paths equal the op
+:class:`Detector` *is* a :class:`tinydet.arch.modules.Network`, so its module paths equal the op
 names of ``tinydet.arch.lower`` (what the patch executor and the exporter look up); it adds the
 anchors and per-scale strides as buffers so a checkpoint carries them.
 """
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 
 from tinydet.arch import ArchSpec, HeadSpec, get_spec, parse_resolution
-from tinydet.arch.build import Network
+from tinydet.arch.modules import Network
 from tinydet.errors import TinydetError
 from tinydet.models.decode import postprocess
 

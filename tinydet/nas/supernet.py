@@ -10,7 +10,7 @@ largest expand ratio, widest width multiplier). A candidate runs a slice of it:
   candidate's ArchSpec exactly: ``spec.channels`` / ``spec.hidden_channels``);
 - elastic resolution: the network is fully convolutional.
 
-Module paths mirror :class:`tinydet.arch.build.Network` (``blocks.<slot>.expand.conv``), and
+Module paths mirror :class:`tinydet.arch.modules.Network` (``blocks.<slot>.expand.conv``), and
 :func:`extract` copies a candidate's slices into a standalone ``tinydet.arch.build(spec, head)``
 network that computes exactly what the supernet computes for that candidate.
 """
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinydet.arch.build import Network, build
+from tinydet.arch.modules import Network, build
 from tinydet.arch.spec import ArchSpec, HeadSpec
 from tinydet.nas.space import Candidate, SearchSpace
 
@@ -97,7 +97,7 @@ class ElasticHead(nn.Module):
 
 class Supernet(nn.Module):
     """The largest network of ``space`` with a detection ``head``; ``forward(x, cand)`` runs the
-    sub-network ``cand`` and returns the raw head maps like :class:`tinydet.arch.build.Network`."""
+    sub-network ``cand`` and returns the raw head maps like :class:`tinydet.arch.modules.Network`."""
 
     def __init__(self, space: SearchSpace, head: HeadSpec):
         super().__init__()
@@ -206,6 +206,6 @@ def _copy(src: ElasticConvBN, dst: nn.Module, c_in: int, c_out: int, kernel: int
 
 def _init_like_network(model: nn.Module) -> None:
     """The same initialisation as ``tinydet.arch.build`` (torchvision MobileNetV2's)."""
-    from tinydet.arch.build import _init_weights
+    from tinydet.arch.modules import _init_weights
 
     _init_weights(model)

@@ -13,7 +13,7 @@ that contains one) in place so that its forward simulates exactly the int8 graph
 
 Gradients use the straight-through estimator (zero outside the clipping range of activations).
 The modules keep the attribute names ``conv``, ``bn``, ``act`` of
-:class:`tinydet.arch.build.ConvBNAct`, so :func:`tinydet.export.fold_network` exports a QAT
+:class:`tinydet.arch.modules.ConvBNAct`, so :func:`tinydet.export.fold_network` exports a QAT
 model unchanged.
 
 How the learned ranges reach the QDQ export: the observers' ``lo``/``hi`` are buffers, so they are
@@ -144,7 +144,7 @@ class QATConvBNAct(nn.Module):
 
 
 def _find_network(model: nn.Module) -> nn.Module:
-    from tinydet.arch.build import Network
+    from tinydet.arch.modules import Network
 
     if isinstance(model, Network):
         return model
@@ -171,7 +171,7 @@ def prepare_qat(model: nn.Module, cfg: Mapping | None = None) -> nn.Module:
     ``cfg`` (the experiment config) is accepted for the training loop's call signature; the
     quantization scheme itself is fixed by the export conventions. Calling it twice is an error.
     """
-    from tinydet.arch.build import ConvBNAct, InvertedResidual
+    from tinydet.arch.modules import ConvBNAct, InvertedResidual
     from tinydet.quant.qdq import input_params
 
     net = _find_network(model)

@@ -36,7 +36,7 @@ def _run_full(model: torch.nn.Module, op: Op, values: dict[str, torch.Tensor]) -
 
 @torch.no_grad()
 def run_patched(model: torch.nn.Module, plan: PatchPlan, x: torch.Tensor) -> list[torch.Tensor]:
-    """Run ``model`` (a :class:`tinydet.arch.build.Network`, eval mode) on ``x`` [B, C, H, W]
+    """Run ``model`` (a :class:`tinydet.arch.modules.Network`, eval mode) on ``x`` [B, C, H, W]
     following ``plan``; returns the same list as ``model(x)``."""
     if tuple(x.shape[-2:]) != tuple(plan.resolution):
         raise TinydetError(f"input: expected {plan.resolution[0]}x{plan.resolution[1]} images for this plan, "
