@@ -385,3 +385,52 @@ def test_qemu_counter_calibration(tmp_path):
     instr, ticks, ipt = int(fields["instructions"]), int(fields["ticks"]), int(fields["ipt_x1000"]) / 1000
     assert code == 0 and ipt == 40
     assert abs(ticks * ipt - instr) <= 2 * ipt  # exact up to the few instructions around the loop
+
+
+def _tile_input(o0: int, o1: int, k: int, s: int, p: int, size: int) -> tuple[int, int, int, int]:
+    """Input rows [i0, i1) an output range [o0, o1) needs, and the zero padding (before, after) that
+    remains at the true border."""
+    lo, hi = o0 * s - p, (o1 - 1) * s - p + k
+    return max(lo, 0), min(hi, size), max(-lo, 0), max(hi - size, 0)
+
+
+@pytest.mark.parametrize("layer", [("conv", 3, 1, 1), ("dw", 3, 2, 1), ("conv", 5, 2, 2), ("dw", 7, 1, 3)])
+def test_tiles_with_border_padding_stitch_to_the_full_layer(host_driver, tmp_path, layer):
+    """A 3x3 grid of output tiles, each computed by the C kernel from its input region with zero
+    padding only on sides at the image border (CMSIS top/left padding + output size from
+    tinydet_tile_geometry), stitches to exactly the full layer."""
+    kind, k, s, p = layer
+    rng = np.random.default_rng(k * 10 + s)
+    h, w, c = 13, 11, 5
+    x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+    cout = c if kind == "dw" else 6
+    wt = rng.integers(-128, 128, (1 if kind == "dw" else cout, k, k, c), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, cout).astype(np.int32)
+    m, sh = arith.quantize_multiplier(rng.uniform(2**-13, 2**-9, cout))
+    q = dict(input_offset=17, output_offset=-5, act_min=-128, act_max=127)
+    oh, ow = kernels.out_size(h, k, s, p, p), kernels.out_size(w, k, s, p, p)
+    full = (kernels.depthwise_conv_s8 if kind == "dw" else kernels.conv_s8)(
+        x, wt, bias, mult=m, shift=sh, stride=s, padding=p, out_hw=(oh, ow), **q)
+    rows = [round(i * oh / 3) for i in range(4)]
+    cols = [round(i * ow / 3) for i in range(4)]
+    recs, geo_recs, placements = [], [], []
+    for r in range(3):
+        for cc in range(3):
+            y0, y1, pt, pb = _tile_input(rows[r], rows[r + 1], k, s, p, h)
+            x0, x1, pl, pr = _tile_input(cols[cc], cols[cc + 1], k, s, p, w)
+            tile = np.ascontiguousarray(x[:, y0:y1, x0:x1])
+            geo_recs.append(drv.record(drv.OP_GEOMETRY, [y1 - y0, x1 - x0, k, k, s, s, 1, 1, pt, pl, pb, pr], []))
+            t_hw = (rows[r + 1] - rows[r], cols[cc + 1] - cols[cc])
+            args = dict(stride=(s, s), padding=(pt, pl), dilation=(1, 1), out_hw=t_hw, **q)
+            recs.append(drv.dw_record(tile, wt, bias, m, sh, **args) if kind == "dw"
+                        else drv.conv_record(tile, wt, bias, m, sh, **args))
+            placements.append((rows[r], cols[cc], t_hw, (pt, pl)))
+    outputs = _run_batch(host_driver, tmp_path, geo_recs + recs, toolchain.run_host)
+    stitched = np.zeros_like(full)
+    for (_, _, geo), (status, _, data), (ty, tx, (th, tw), pads) in zip(outputs[:9], outputs[9:], placements):
+        rc, pad_h, pad_w, g_h, g_w = np.frombuffer(geo, np.int32)
+        # tinydet_tile_geometry gives the CMSIS padding and the tile's output size
+        assert rc == 0 and (g_h, g_w) == (th, tw) and (pad_h, pad_w) == pads
+        assert status == 0
+        stitched[0, ty:ty + th, tx:tx + tw] = np.frombuffer(data, np.int8).reshape(th, tw, cout)
+    assert np.array_equal(stitched, full)
