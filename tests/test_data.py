@@ -455,3 +455,21 @@ def test_cli_synth_and_anchors_json(tmp_path, voc_root):
     assert len(result["anchors"]) == 2 and len(result["anchors"][0]) == 2 and result["resolution"] == [128, 128]
     trainval = sum(len(_ids(os.path.join(voc_root, f"VOC{y}", "ImageSets", "Main", "trainval.txt"))) for y in (2007, 2012))
     assert result["images"] == trainval  # VOC2007 and VOC2012 trainval both found under the root
+
+
+def test_loaders_accept_lightnings_distributed_sampler(voc_root):
+    """Under DDP Lightning rebuilds our DataLoaders with a DistributedSampler; the ranks then see
+    disjoint shards of the train set and batches keep their dict form."""
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data.distributed import DistributedSampler
+
+    dm = DetectionDataModule(voc_cfg(voc_root), 64, batch_size=4, seed=0)
+    loader = dm.train_dataloader()
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        shard = _update_dataloader(loader, sampler)
+        ids = [m["image_id"] for batch in shard for m in batch["meta"]]
+        assert shard.collate_fn is loader.collate_fn and len(ids) == len(loader.dataset) // 2
+        seen.append(set(ids))
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == {r.image_id for r in dm.train_records}
