@@ -1,0 +1,109 @@
+"""``tinydet deploy`` build step: generate model.c/.h, check the budget, compile, measure.
+
+    info = build_firmware("out/face", "qemu-mps2-an500", "build/face", mode="patch")
+    info["sram_arena_bytes"] == info["planned_peak_bytes"]
+
+The firmware is ``deploy/demo/main.c`` (file I/O through stdio: semihosting on QEMU, the file
+system on the host) unless ``main`` names another application source (the STM32 demo).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterable
+
+from tinydet.deploy import codegen, targets, toolchain
+from tinydet.errors import TinydetError
+
+DEMO_DIR = toolchain.REPO_ROOT / "deploy" / "demo"
+ARENA_SYMBOL = "tinydet_arena"
+
+
+def symbol_size(elf: "str | Path", symbol: str) -> int:
+    """Size in bytes of ``symbol`` in ``elf`` (``nm -S``): the arena as linked."""
+    elf = Path(elf)
+    tool = shutil.which("arm-none-eabi-nm") if toolchain._is_arm_elf(elf) else shutil.which("nm")
+    if tool is None:
+        tool = toolchain.find_tool("arm-none-eabi-nm")
+    proc = subprocess.run([tool, "-S", str(elf)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise TinydetError(f"nm of {elf} failed: {proc.stderr.strip()}")
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3] == symbol:
+            return int(parts[1], 16)
+    raise TinydetError(f"{elf}: symbol {symbol} not found; expected the generated model's arena")
+
+
+def _libm(target: toolchain.Target) -> list[Path]:
+    """The target's libm archive (decode uses expf), placed after the model objects on the link
+    line; toolchain.compile's target flags carry no -lm for the M7 targets."""
+    if target.kind == "host":
+        return []  # the host target links -lm already
+    cc = toolchain.find_tool(target.compiler)
+    proc = subprocess.run([cc, *target.cflags, "-print-file-name=libm.a"], capture_output=True, text=True)
+    path = Path(proc.stdout.strip())
+    if proc.returncode != 0 or not path.is_file():
+        raise TinydetError(f"{target.compiler}: libm.a for {' '.join(target.cflags)} not found: "
+                           f"{toolchain.INSTALL_HINT}")
+    return [path]
+
+
+def _decode_bytes(gen: codegen.Generated) -> int:
+    if not gen.detector:
+        return 0
+    slots = sum(o["h"] * o["w"] for o in gen.outputs) * len(gen.detector["anchors"][0])
+    return 28 * max(1, min(slots, codegen.MAX_CANDIDATES)) + 24 * int(gen.detector.get("max_det", 100))
+
+
+def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mode: str = "patch",
+                   conf: float = codegen.DEFAULT_CONF, sram=None, flash=None, main: "str | Path | None" = None,
+                   defines: Iterable[str] = (), extra_sources: Iterable["str | Path"] = (),
+                   include_dirs: Iterable["str | Path"] = (), export=None) -> dict:
+    """Generate, check the budget, compile; returns the build figures (one JSON object's worth).
+
+    Refuses (TinydetError, before compiling) a missing toolchain, an export folder failing its
+    checksums, an unsupported int8 op, or a model that does not fit the target.
+    """
+    from tinydet.export.schedule_file import load_export
+
+    budget = targets.budget(target, sram, flash)
+    t = toolchain.get_target(target)
+    toolchain.find_tool(t.compiler)  # install hint before any work
+    if t.kind == "qemu":
+        toolchain.find_tool(t.qemu[0])
+    export = export or load_export(export_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = codegen.generate(export.root, out, mode=mode, conf=conf, export=export)
+    (out / "model.json").write_text(codegen.summary_json(gen) + "\n")
+    fit = targets.check_fits(budget, gen.arena_bytes, gen.scratch_bytes, _decode_bytes(gen), gen.const_bytes,
+                             f"{export.root.name} ({mode} mode)")
+    sources = [Path(main) if main else DEMO_DIR / "main.c", gen.model_c, *map(Path, extra_sources), *_libm(t)]
+    defs = list(defines)
+    if t.kind == "host":
+        sources.append(DEMO_DIR / "host_board.c")
+        defs.append("TINYDET_HOST")
+    elf = out / ("firmware" if t.kind == "host" else "firmware.elf")
+    toolchain.compile(sources, target, elf, defines=defs, include_dirs=[out, *include_dirs])
+    sizes = toolchain.size(elf)
+    arena = symbol_size(elf, ARENA_SYMBOL)
+    if arena != gen.planned_peak_bytes:
+        raise TinydetError(f"{elf}: linked arena is {arena} B, the planner's {mode} peak is "
+                           f"{gen.planned_peak_bytes} B; the generated code does not follow the plan")
+    mem = export.schedule.get("memory", {})
+    info = {
+        "export": str(export.root), "target": target, "mode": mode, "elf": str(elf),
+        "bin": str(elf.with_suffix(".bin")) if t.make_bin else None,
+        "flash_bytes": int(sizes["flash"]), "sram_arena_bytes": int(arena),
+        "sram_static_bytes": int(sizes["sram_static"]), "stack_bytes": None,
+        "stack_reserved_bytes": int(sizes["stack"]), "planned_peak_bytes": gen.planned_peak_bytes,
+        "scratch_bytes": gen.scratch_bytes, "weights_bytes": gen.const_bytes, "tiles": gen.tiles,
+        "peak_sram_patch": mem.get("peak_sram_patch"), "peak_sram_per_layer": mem.get("peak_sram_per_layer"),
+        "budget": fit, "layers": gen.layers, "outputs": gen.outputs, "input": gen.input,
+        "detector": gen.detector, "conf": conf,
+    }
+    (out / "build.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info

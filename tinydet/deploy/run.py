@@ -1,0 +1,106 @@
+"""Run built firmware on images (QEMU semihosting or the host build) and read back what it wrote.
+
+The host quantizes each image exactly as the int8 graph's input QuantizeLinear does
+(:func:`tinydet.quant.arith.quantize`) and writes it as int8 NHWC ``img_<i>.bin``; the firmware
+(``deploy/demo/main.c``) writes ``out_<i>.bin`` (output tensors) and ``det_<i>.txt``, and prints
+its counters on stdout.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tinydet.deploy import toolchain
+from tinydet.errors import TinydetError
+
+
+@dataclass
+class RunResult:
+    """Per image: int8 NHWC outputs, detections (boxes [N,4], scores [N], labels [N]) and ticks."""
+
+    outputs: list[list[np.ndarray]]
+    detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    ticks: list[int]
+    input_ticks: list[int]
+    layer_ticks: dict[str, int]
+    counter: str
+    instructions_per_tick: float  # 0 where the counter is not an instruction count (host)
+    stack_bytes: int | None
+    log: Path
+    stdout: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def quantize_images(images: np.ndarray, inp: dict) -> list[np.ndarray]:
+    """Float NCHW [K, 3, H, W] in [0, 1] -> int8 NHWC per image, as the int8 model's input."""
+    from tinydet.quant.arith import quantize
+
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[1:] != (inp["c"], inp["h"], inp["w"]):
+        raise TinydetError(f"images: expected [K, {inp['c']}, {inp['h']}, {inp['w']}], got {list(images.shape)}")
+    q = quantize(images, inp["scale"], inp["zp"])
+    return [np.ascontiguousarray(x.transpose(1, 2, 0)) for x in q]
+
+
+def _read_dets(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    if not rows:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    arr = np.asarray([[float(v) for v in r[:5]] for r in rows], np.float64)
+    return arr[:, :4].astype(np.float32), arr[:, 4].astype(np.float32), np.asarray([int(r[5]) for r in rows], np.int64)
+
+
+def run_firmware(info: dict, images_int8: list[np.ndarray], workdir: "str | Path", timeout_s: float = 120.0) -> RunResult:
+    """Run the firmware of ``info`` (from :func:`tinydet.deploy.build.build_firmware`) on the images.
+
+    A hang (timeout), a crash or a non-zero exit raises TinydetError with the kept log's path.
+    """
+    target = toolchain.get_target(info["target"])
+    if target.kind == "board":
+        raise TinydetError(f"--run: target {info['target']} is a board; run it on the board (deploy/demo/README.md) "
+                           f"or deploy to qemu-mps2-an500 / host")
+    work = Path(workdir)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for i, img in enumerate(images_int8):
+        (work / f"img_{i}.bin").write_bytes(np.asarray(img, np.int8).tobytes())
+    if target.kind == "qemu":
+        code, out, log = toolchain.run_qemu(info["elf"], work, timeout_s=timeout_s, target=info["target"])
+    else:
+        code, out, log = toolchain.run_host(info["elf"], work, timeout_s=timeout_s)
+    if code != 0:
+        last = next((ln for ln in reversed(out.splitlines()) if ln.strip()), "no output")
+        raise TinydetError(f"firmware {Path(info['elf']).name} exited with status {code} ({last.strip()}); "
+                           f"log kept: {log}")
+    head = re.search(r"counter=(\S+) instructions_per_tick_x1000=(\d+)", out)
+    if head is None:
+        raise TinydetError(f"firmware {Path(info['elf']).name}: no banner in its output; log kept: {log}")
+    ticks, input_ticks = [], []
+    for m in re.finditer(r"^image (\d+) rc=0 ticks=(\d+) input_ticks=(\d+)", out, re.M):
+        ticks.append(int(m.group(2)))
+        input_ticks.append(int(m.group(3)))
+    if len(ticks) != len(images_int8):
+        raise TinydetError(f"firmware ran {len(ticks)} of {len(images_int8)} images; log kept: {log}")
+    layer_ticks = {m.group(2): int(m.group(3)) for m in re.finditer(r"^layer (\d+) (\S+) (\d+)", out, re.M)}
+    stack = re.search(r"^stack_used (\d+) of (\d+)", out, re.M)
+    outputs, dets = [], []
+    for i in range(len(images_int8)):
+        raw = np.frombuffer((work / f"out_{i}.bin").read_bytes(), np.int8)
+        tensors, pos = [], 0
+        for o in info["outputs"]:
+            n = o["h"] * o["w"] * o["c"]
+            if pos + n > raw.size:
+                raise TinydetError(f"{work / f'out_{i}.bin'}: {raw.size} bytes, expected the outputs' "
+                                   f"{sum(x['h'] * x['w'] * x['c'] for x in info['outputs'])}")
+            tensors.append(raw[pos:pos + n].reshape(1, o["h"], o["w"], o["c"]).copy())
+            pos += n
+        outputs.append(tensors)
+        dets.append(_read_dets(work / f"det_{i}.txt"))
+    return RunResult(outputs=outputs, detections=dets, ticks=ticks, input_ticks=input_ticks, layer_ticks=layer_ticks,
+                     counter=head.group(1), instructions_per_tick=int(head.group(2)) / 1000.0,
+                     stack_bytes=int(stack.group(1)) if stack else None, log=log, stdout=out)
