@@ -7,6 +7,7 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 
+import cv2
 import pytest
 
 from tinydet.data.datamodule import DetectionDataset
@@ -110,6 +111,12 @@ def test_box_outside_the_image(voc):
                      "box_outside_image", n_images=len(train_ids(voc)))
     rec = next(r for r in records if r.image_id == image_id)
     assert len(rec.boxes) == n_obj - 1  # only the bad box is dropped
+    # within data.clip_tolerance the box is clipped to the image instead
+    records, _, summary = load_records(dict(cfg(voc), clip_tolerance=5), "train")
+    rec = next(r for r in records if r.image_id == image_id)
+    assert summary.total == 0 and len(rec.boxes) == n_obj and rec.boxes[0, 2] == width
+    with pytest.raises(TinydetError, match="is outside"):
+        load_records(dict(cfg(voc), clip_tolerance=4.9), "train")
 
 
 def test_box_with_xmax_below_xmin(voc):
@@ -241,13 +248,19 @@ def test_wider_missing_image_and_box_outside(wider):
     with open(vgt) as fh:
         lines = fh.read().splitlines()
     k = next(i for i, line in enumerate(lines) if line.endswith(".jpg") and lines[i + 1] != "0")
-    lines[k + 2] = "90 1 50 5 0 0 0 0 0 0 "  # x + w = 140 > the 96 px image
+    width = cv2.imread(os.path.join(wider, "WIDER_val", "images", lines[k])).shape[1]
+    lines[k + 2] = f"{width - 6} 1 50 5 0 0 0 0 0 0 "  # overhangs the right border by 44 px
     with open(vgt, "w") as fh:
         fh.write("\n".join(lines) + "\n")
-    with pytest.raises(TinydetError, match=re.escape(f"{vgt}:{k + 3}: face (90,1,50,5) is outside")):
+    with pytest.raises(TinydetError, match=re.escape(f"{vgt}:{k + 3}: face ({width - 6},1,50,5) is outside")):
         load_records({"format": "wider", "root": wider}, "val")
     records, _, summary = load_records({"format": "wider", "root": wider, "skip_bad": True}, "val")
     assert summary.counts == {"box_outside_image": 1}
+    # a 44 px overhang is accepted and clipped with clip_tolerance >= 44
+    records, _, summary = load_records({"format": "wider", "root": wider, "clip_tolerance": 44}, "val")
+    name = lines[k][:-4]
+    rec = next(r for r in records if r.image_id == name)
+    assert summary.total == 0 and rec.boxes[0].tolist() == [width - 6, 1, width, 6]
 
 
 def test_many_bad_inputs_are_summarised_once(voc, capsys):

@@ -24,7 +24,9 @@ from tinydet.errors import TinydetError
 
 def read_rgb(path: str) -> np.ndarray:
     """Decode an image file to RGB uint8 HWC; an undecodable file is a one-line TinydetError."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
+    # annotations refer to the stored pixel grid: do not apply EXIF rotation
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imread(path, flags) if os.path.isfile(path) else None
     if img is None:
         raise TinydetError(f"{path}: unreadable image (missing or cannot be decoded)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

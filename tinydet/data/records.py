@@ -40,6 +40,9 @@ DATA_DEFAULTS: dict[str, Any] = {
     "skip_bad": False,
     # wider: training faces smaller than this (width or height, original pixels) are dropped.
     "min_size": 0,
+    # Boxes overhanging the image border by at most this many pixels are clipped to it instead of
+    # being bad input (hand annotations, WIDER's among them, sometimes cross the border a little).
+    "clip_tolerance": 0,
     # voc: keep boxes marked difficult in the *training* targets (evaluation always keeps them).
     "keep_difficult": False,
     # Training augmentation overrides (see tinydet.data.transforms.AUGMENT_DEFAULTS); false = none.
@@ -180,8 +183,9 @@ def resolve_data_cfg(data_cfg: dict | None, source: str = "config") -> dict:
     for key in ("skip_bad", "keep_difficult"):
         if not isinstance(cfg[key], bool):
             raise TinydetError(f"{source}: data.{key} must be true or false, got {cfg[key]!r}")
-    if not isinstance(cfg["min_size"], (int, float)) or cfg["min_size"] < 0:
-        raise TinydetError(f"{source}: data.min_size must be a number >= 0, got {cfg['min_size']!r}")
+    for key in ("min_size", "clip_tolerance"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or cfg[key] < 0:
+            raise TinydetError(f"{source}: data.{key} must be a number >= 0, got {cfg[key]!r}")
     if cfg["augment"] is not False and not isinstance(cfg["augment"], dict):
         raise TinydetError(f"{source}: data.augment must be a mapping or false, got {cfg['augment']!r}")
     cfg["root"] = str(cfg["root"])
@@ -204,12 +208,13 @@ def load_records(data_cfg: dict, split: str, source: str = "config"
     if cfg["format"] == "voc":
         from tinydet.data.voc import load_voc
 
-        records = load_voc(cfg["root"], cfg[split], cfg["classes"], bad, source, f"data.{split}")
+        records = load_voc(cfg["root"], cfg[split], cfg["classes"], bad, source, f"data.{split}",
+                           float(cfg["clip_tolerance"]))
     else:
         from tinydet.data.wider import load_wider
 
         min_size = float(cfg["min_size"]) if split == "train" else 0.0
-        records = load_wider(cfg["root"], cfg[split], bad, min_size)
+        records = load_wider(cfg["root"], cfg[split], bad, min_size, float(cfg["clip_tolerance"]))
     summary.log(f"{cfg['format']} {split} split under {cfg['root']}")
     if not records:
         raise TinydetError(f"{source}: data.{split} {cfg[split]} under {cfg['root']} holds no usable image")

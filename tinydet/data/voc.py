@@ -30,8 +30,9 @@ def _text(node: ET.Element, tag: str) -> str | None:
 
 
 def parse_voc_xml(ann: str, image_dir: str, classes: Sequence[str], bad: BadInput,
-                  image_id: str) -> ImageRecord | None:
-    """Parse one devkit annotation; returns None when the whole image is skipped as bad."""
+                  image_id: str, tolerance: float = 0.0) -> ImageRecord | None:
+    """Parse one devkit annotation; returns None when the whole image is skipped as bad.
+    Boxes crossing the border by at most ``tolerance`` pixels are clipped to the image."""
     try:
         root = ET.parse(ann).getroot()
     except (ET.ParseError, OSError) as exc:
@@ -78,7 +79,10 @@ def parse_voc_xml(ann: str, image_dir: str, classes: Sequence[str], bad: BadInpu
             bad("box_inverted", f"{where}/bndbox: xmax < xmin or ymax < ymin "
                                 f"({xmin:g},{ymin:g},{xmax:g},{ymax:g})")
             continue
-        if xmin < 1 or ymin < 1 or xmax > width or ymax > height:
+        t = tolerance
+        clipped = (max(xmin, 1.0) - 1.0, max(ymin, 1.0) - 1.0, min(xmax, width), min(ymax, height))
+        if xmin < 1 - t or ymin < 1 - t or xmax > width + t or ymax > height + t or \
+                clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
             bad("box_outside_image", f"{where}/bndbox ({xmin:g},{ymin:g},{xmax:g},{ymax:g}) is outside "
                                      f"the {width}x{height} image (expected 1 <= x <= width, 1 <= y <= height)")
             continue
@@ -88,7 +92,7 @@ def parse_voc_xml(ann: str, image_dir: str, classes: Sequence[str], bad: BadInpu
         except ValueError:
             bad("malformed_xml", f"{where}: fields difficult/truncated must be 0 or 1")
             continue
-        boxes.append((xmin - 1.0, ymin - 1.0, xmax, ymax))
+        boxes.append(clipped)
         labels.append(list(classes).index(name))
         difficult.append(bool(diff))
         truncated.append(bool(trunc))
@@ -102,7 +106,7 @@ def parse_voc_xml(ann: str, image_dir: str, classes: Sequence[str], bad: BadInpu
 
 
 def load_voc(root: str, sets: Sequence[Sequence], classes: Sequence[str], bad: BadInput,
-             source: str = "config", field: str = "data") -> list[ImageRecord]:
+             source: str = "config", field: str = "data", tolerance: float = 0.0) -> list[ImageRecord]:
     """Records of all ``[year, imageset]`` pairs in ``sets`` under the devkit folder ``root``."""
     records: list[ImageRecord] = []
     for year, imageset in sets:
@@ -124,7 +128,7 @@ def load_voc(root: str, sets: Sequence[Sequence], classes: Sequence[str], bad: B
             if not os.path.isfile(ann):
                 bad("missing_annotation", f"{list_file}:{lineno}: image '{image_id}' has no annotation {ann}")
                 continue
-            record = parse_voc_xml(ann, os.path.join(base, "JPEGImages"), classes, bad, image_id)
+            record = parse_voc_xml(ann, os.path.join(base, "JPEGImages"), classes, bad, image_id, tolerance)
             if record is not None:
                 record.extra.update(year=str(year), imageset=str(imageset))
                 records.append(record)

@@ -97,8 +97,10 @@ def parse_wider_gt(gt_file: str, bad: BadInput) -> list[tuple[str, int, np.ndarr
     return entries
 
 
-def load_wider(root: str, splits: Sequence[str], bad: BadInput, min_size: float = 0.0) -> list[ImageRecord]:
-    """Records of the WIDER Face ``splits`` under ``root`` (faces as xyxy 0-based pixels)."""
+def load_wider(root: str, splits: Sequence[str], bad: BadInput, min_size: float = 0.0,
+               tolerance: float = 0.0) -> list[ImageRecord]:
+    """Records of the WIDER Face ``splits`` under ``root`` (faces as xyxy 0-based pixels); faces
+    crossing the border by at most ``tolerance`` pixels are clipped to the image."""
     records: list[ImageRecord] = []
     for split in splits:
         gt_file = gt_path(root, split)
@@ -126,7 +128,8 @@ def load_wider(root: str, splits: Sequence[str], bad: BadInput, min_size: float 
                 elif w < 0 or h < 0:
                     bad("box_inverted", f"{where}: face has negative width or height (w={w:g}, h={h:g})")
                     keep.append(False)
-                elif x < 0 or y < 0 or x + w > width or y + h > height:
+                elif (x < -tolerance or y < -tolerance or x + w > width + tolerance or y + h > height + tolerance
+                      or min(x + w, width) <= max(x, 0) or min(y + h, height) <= max(y, 0)):
                     bad("box_outside_image", f"{where}: face ({x:g},{y:g},{w:g},{h:g}) is outside the "
                                              f"{width}x{height} image {path}")
                     keep.append(False)
@@ -135,6 +138,7 @@ def load_wider(root: str, splits: Sequence[str], bad: BadInput, min_size: float 
             sel = faces[np.asarray(keep, bool)] if len(faces) else faces
             xywh = sel[:, :4]
             boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+            boxes = np.clip(boxes, 0, np.asarray([width, height, width, height], np.float32))
             extra = {a: sel[:, 4 + k].astype(np.int64) for k, a in enumerate(ATTRS)}
             extra.update(event=name.split("/")[0], split=split)
             records.append(ImageRecord(
