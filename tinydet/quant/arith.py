@@ -9,7 +9,8 @@ Conventions (identical to TFLite's ``MultiplyByQuantizedMultiplier`` and CMSIS-N
 * a real multiplier ``m`` is represented as ``mult_q31 * 2**(shift - 31)`` with ``mult_q31`` in
   ``[2**30, 2**31)`` (or 0) and ``shift > 0`` meaning a left shift;
 * ``requantize(acc) = rdbpot(srdhm(acc << max(shift, 0), mult), max(-shift, 0))``, where the left
-  shift wraps modulo 2**32 like the 32-bit register it runs in on the MCU.
+  shift wraps modulo 2**32 like the 32-bit register it runs in on the MCU (the high multiply is
+  CMSIS's non-saturating form, identical to srdhm for every multiplier >= 0).
 
 All functions are vectorised; every intermediate is int64 so nothing overflows silently, and
 results are int64 arrays holding int32 values (callers cast as they need).
@@ -94,7 +95,10 @@ def requantize(acc, mult, shift) -> np.ndarray:
     acc, mult, shift = _i64(acc), _i64(mult), _i64(shift)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
-    return rdbpot(srdhm(wrap_int32(acc << left), mult), right)
+    # CMSIS's non-saturating doubling high multiply: (x*m + 2**30) >> 31 equals srdhm except for
+    # x == m == INT32_MIN, which no valid multiplier (>= 0) reaches
+    high = (wrap_int32(acc << left) * mult + (1 << 30)) >> 31
+    return rdbpot(high, right)
 
 
 def quantize(x, scale, zero_point, axis: int | None = None, qmin: int = -128, qmax: int = 127) -> np.ndarray:

@@ -53,13 +53,17 @@ TDN_INLINE int32_t tdn_rdbpot(int32_t x, int32_t exponent)
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
-/* CMSIS-NN arm_nn_requantize (double rounding): acc * mult * 2^(shift - 31), rounded. */
+/* CMSIS-NN arm_nn_requantize (double rounding): acc * mult * 2^(shift - 31), rounded. Like CMSIS it
+ * uses the doubling high multiply without the INT32_MIN * INT32_MIN saturation: a multiplier is
+ * never INT32_MIN (quantize_multiplier gives [2^30, 2^31) or 0), so this equals tdn_srdhm for
+ * every valid multiplier and equals ARM's kernels for every input. */
 TDN_INLINE int32_t tdn_requantize(int32_t acc, int32_t mult, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
     const int32_t shifted = (int32_t)((uint32_t)acc << left);
-    return tdn_rdbpot(tdn_srdhm(shifted, mult), right);
+    const int32_t high = (int32_t)(((int64_t)shifted * (int64_t)mult + ((int64_t)1 << 30)) >> 31);
+    return tdn_rdbpot(high, right);
 }
 
 TDN_INLINE int32_t tdn_clamp(int32_t v, int32_t lo, int32_t hi)

@@ -112,7 +112,7 @@ static void tdn_fill_column(const tdn_im2col *g, int32_t oy, int32_t ox, int16_t
 #endif
 }
 
-static int8_t tdn_out(int32_t acc, int32_t mult, int32_t shift, int32_t out_offset, int32_t act_min, int32_t act_max)
+TDN_INLINE int8_t tdn_out(int32_t acc, int32_t mult, int32_t shift, int32_t out_offset, int32_t act_min, int32_t act_max)
 {
     return (int8_t)tdn_clamp(tdn_requantize(acc, mult, shift) + out_offset, act_min, act_max);
 }
