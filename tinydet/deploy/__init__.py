@@ -1,4 +1,131 @@
 """Deployment: C code generation, builds for host / QEMU / boards, runs and validation.
 
 Reads only an export folder (DESIGN.md); never imports torch or Lightning.
+
+    info = build_firmware("out/face", "qemu-mps2-an500", "build/face")      # build.py
+    result = deploy("out/face", "qemu-mps2-an500", "build/face", run=True, validate=True, images=4)
+    demo = run_demo("out/face", ["a.png", "b.png"], "build/demo")          # detections per image
 """
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tinydet.errors import TinydetError
+
+__all__ = ["build_firmware", "deploy", "load_images", "run_demo"]
+
+
+def __getattr__(name: str):
+    if name == "build_firmware":
+        from tinydet.deploy.build import build_firmware
+
+        return build_firmware
+    raise AttributeError(f"module 'tinydet.deploy' has no attribute '{name}'")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
+
+
+def load_images(paths: Sequence["str | Path"], size: tuple[int, int]) -> tuple[np.ndarray, list[dict]]:
+    """Image files -> letterboxed float NCHW [K, 3, H, W] in [0, 1] (the eval transform) and the
+    letterbox metadata to map boxes back to original pixels."""
+    from PIL import Image
+
+    from tinydet.data.transforms import letterbox_image
+
+    arrays, metas = [], []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise TinydetError(f"{p}: cannot read image ({exc})") from None
+        x, meta = letterbox_image(rgb, size)
+        arrays.append(x)
+        metas.append(meta)
+    if not arrays:
+        raise TinydetError("images: expected at least one image file")
+    return np.stack(arrays), metas
+
+
+def images_in_dir(folder: "str | Path", count: int) -> list[Path]:
+    """The first ``count`` image files of ``folder`` (sorted by name)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TinydetError(f"--images-dir {folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise TinydetError(f"--images-dir {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files[:count]
+
+
+def deploy(export_dir: "str | Path", target: str, out: "str | Path", mode: str = "patch", run: bool = False,
+           validate: bool = False, images: "np.ndarray | int" = 2, conf: float = 0.25, timeout_s: float = 300.0,
+           sram=None, flash=None, defines: Sequence[str] = (), seed: int = 0) -> dict:
+    """Build the firmware; with ``run`` execute it on ``images`` (an array [K, 3, H, W], or a count
+    of seeded random images) and with ``validate`` add the bit-exactness and detection checks."""
+    from tinydet.deploy.build import build_firmware
+    from tinydet.deploy.run import quantize_images, run_firmware
+    from tinydet.deploy.validate import device_figures, validate_run
+    from tinydet.export.schedule_file import load_export
+
+    export = load_export(export_dir)
+    info = build_firmware(export.root, target, out, mode=mode, conf=conf, sram=sram, flash=flash, defines=defines,
+                          export=export)
+    result = {k: v for k, v in info.items() if k not in ("layers", "outputs", "input", "detector")}
+    if not (run or validate):
+        return result
+    if isinstance(images, (int, np.integer)):
+        if images < 1:
+            raise TinydetError(f"--images: expected a positive integer, got {images}")
+        c, h, w = export.input_shape
+        images = np.random.default_rng(seed).random((int(images), c, h, w), dtype=np.float32)
+    images = np.asarray(images, np.float32)
+    print(f"tinydet deploy: running {Path(info['elf']).name} on {info['target']} ({images.shape[0]} images)",
+          file=sys.stderr)
+    res = run_firmware(info, quantize_images(images, info["input"]), Path(out) / "run", timeout_s=timeout_s)
+    result.update(device_figures(res))
+    result["qemu_log" if target != "host" else "run_log"] = str(res.log)
+    if validate:
+        result.update(validate_run(info, res, images, export.schedule))
+    result["_detections"] = res.detections
+    return result
+
+
+def run_demo(export_dir: "str | Path", images: Sequence["str | Path"], out_dir: "str | Path",
+             target: str = "qemu-mps2-an500", conf: float = 0.25, timeout_s: float = 600.0) -> dict:
+    """Deploy on QEMU in patch and layer mode, run the held-out ``images`` (files) through the
+    patch-mode firmware, and return detections per image in original image pixels + the figures.
+
+    Returns ``{"detections": {path: {"boxes", "scores", "labels"}}, "patch": {...}, "layer": {...}}``
+    where the mode entries hold the build / device / validation figures; ``detections.json`` with
+    the same content is written to ``out_dir``.
+    """
+    from tinydet.data.transforms import unletterbox
+    from tinydet.export.schedule_file import load_export
+
+    export = load_export(export_dir)
+    _, h, w = export.input_shape
+    arrays, metas = load_images(list(images), (h, w))
+    out_dir = Path(out_dir)
+    figures = {}
+    dets_out = {}
+    for mode in ("patch", "layer"):
+        r = deploy(export.root, target, out_dir / mode, mode=mode, run=True, validate=True, images=arrays, conf=conf,
+                   timeout_s=timeout_s)
+        dets = r.pop("_detections")
+        figures[mode] = r
+        if mode == "patch":
+            for path, meta, (boxes, scores, labels) in zip(images, metas, dets):
+                dets_out[str(path)] = {"boxes": unletterbox(boxes, meta).tolist(), "scores": scores.tolist(),
+                                       "labels": labels.tolist()}
+    result = {"detections": dets_out, "patch": figures["patch"], "layer": figures["layer"],
+              "class_names": (export.schedule.get("detector") or {}).get("class_names"),
+              "arena_saved_bytes": figures["layer"]["sram_arena_bytes"] - figures["patch"]["sram_arena_bytes"]}
+    (out_dir / "detections.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result

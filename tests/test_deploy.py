@@ -1,0 +1,161 @@
+"""`tinydet deploy`: generated C on the host and on QEMU (Cortex-M7) against the int8 reference.
+
+The export folder is the random-weight tiny detector of test_quant (48x64 input, 3x3 tiles, split
+after block 4 inside a residual stage, 5x5 depthwise in stage 2), quantized with minmax PTQ.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from tinydet.cli import main
+from tinydet.deploy import deploy
+from tinydet.deploy.build import build_firmware
+from tinydet.deploy.codegen import generate
+from tinydet.errors import TinydetError
+from tinydet.export import add_files, load_export
+
+from test_quant import calib_images, make_export
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory):
+    from tinydet.quant.calibrate import calibrate
+    from tinydet.quant.qdq import quantize_export
+
+    out = tmp_path_factory.mktemp("deploy") / "tiny"
+    make_export(out)
+    ranges = calibrate(str(out / "full.onnx"), calib_images(), "minmax")
+    quantize_export(out, ranges, {"kind": "ptq", "method": "minmax", "images": 6})
+    return out
+
+
+def _copy(folder, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(folder, dst)
+    return dst
+
+
+@pytest.mark.parametrize("mode", ["patch", "layer"])
+def test_host_firmware_is_bit_exact_and_uses_the_planned_arena(folder, tmp_path, mode):
+    images = np.random.default_rng(3).random((2, 3, 48, 64), dtype=np.float32)
+    r = deploy(folder, "host", tmp_path / mode, mode=mode, validate=True, images=images, conf=0.1)
+    sched = load_export(folder).schedule
+    planned = sched["memory"]["peak_sram_patch" if mode == "patch" else "peak_sram_per_layer"]
+    assert r["sram_arena_bytes"] == r["planned_peak_bytes"] == planned
+    assert r["outputs_bit_exact_vs_reference"] is True and r["output_mismatches_vs_reference"] == 0
+    # the C decode + NMS returns what tinydet.models.decode returns on the same int8 outputs
+    assert r["detections_match_fraction_vs_python_decode"] == 1.0
+    assert 0.0 <= r["detections_match_fraction_vs_onnxruntime"] <= 1.0
+    assert r["flash_bytes"] > r["weights_bytes"] > 0
+    src = (tmp_path / mode / "model.c").read_text()
+    assert "malloc" not in src and f"int8_t tinydet_arena[TINYDET_ARENA_BYTES]" in src
+    assert f"#define TINYDET_ARENA_BYTES {planned}" in (tmp_path / mode / "model.h").read_text()
+
+
+def test_patch_arena_is_smaller_and_tiles_follow_the_schedule(folder, tmp_path):
+    patch = generate(folder, tmp_path / "p", mode="patch")
+    layer = generate(folder, tmp_path / "l", mode="layer")
+    sched = load_export(folder).schedule
+    assert patch.tiles == len(sched["tiles"]) == 9 and layer.tiles == 0
+    assert patch.arena_bytes < layer.arena_bytes
+    src = (tmp_path / "p" / "model.c").read_text()
+    # every tile's input rectangle (y, x, h, w) is in the tile table
+    for tile in sched["tiles"]:
+        y0, y1, x0, x1 = tile["in_rect"]
+        assert f"{{{{{y0}, {x0}, {y1 - y0}, {x1 - x0}}}" in src
+
+
+def test_qemu_end_to_end_cli_both_modes(folder, tmp_path, capsys):
+    rc = main(["deploy", str(folder), "--target", "qemu-mps2-an500", "--out", str(tmp_path / "q"), "--mode", "both",
+               "--validate", "--images", "2", "--conf", "0.1", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert out.count("\n") == 1
+    result = json.loads(out)
+    sched = load_export(folder).schedule
+    for mode, key in (("patch", "peak_sram_patch"), ("layer", "peak_sram_per_layer")):
+        r = result[mode]
+        assert r["outputs_bit_exact_vs_reference"] is True
+        assert r["sram_arena_bytes"] == r["planned_peak_bytes"] == sched["memory"][key]
+        assert r["instructions_per_inference"] > 100_000
+        assert list(r["per_layer_instructions"]) == [op["name"] for op in sched["ops"]]
+        assert sum(r["per_layer_instructions"].values()) <= r["instructions_per_inference"]
+        assert 0 < r["stack_bytes"] < r["stack_reserved_bytes"]
+        assert r["flash_bytes"] > 0 and r["sram_static_bytes"] >= r["sram_arena_bytes"]
+        assert r["detections_match_fraction_vs_python_decode"] == 1.0
+    assert result["arena_saved_bytes"] == sched["memory"]["peak_sram_per_layer"] - sched["memory"]["peak_sram_patch"] > 0
+
+
+def test_instruction_counts_are_deterministic(folder, tmp_path):
+    images = np.random.default_rng(5).random((1, 3, 48, 64), dtype=np.float32)
+    a = deploy(folder, "qemu-mps2-an500", tmp_path / "a", mode="layer", run=True, images=images)
+    b = deploy(folder, "qemu-mps2-an500", tmp_path / "b", mode="layer", run=True, images=images)
+    assert a["instructions_per_inference"] == b["instructions_per_inference"]
+
+
+def test_model_over_budget_is_refused_before_compiling(folder, tmp_path, capsys):
+    rc = main(["deploy", str(folder), "--target", "stm32f746", "--out", str(tmp_path / "f"), "--sram", "20k", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert "does not fit stm32f746" in err and "arena 15552" in err and "20480 B" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "f" / "firmware.elf").exists()
+    with pytest.raises(TinydetError, match="B Flash"):
+        build_firmware(folder, "stm32f746", tmp_path / "g", flash="32k")
+
+
+def test_stm32_targets_build(folder, tmp_path):
+    for target in ("stm32f746", "stm32h743"):
+        info = build_firmware(folder, target, tmp_path / target, mode="patch")
+        assert info["sram_arena_bytes"] == info["planned_peak_bytes"]
+        assert info["flash_bytes"] > info["weights_bytes"]
+        assert os.path.getsize(info["bin"]) > info["weights_bytes"]
+
+
+def test_checksum_failure_is_reported(folder, tmp_path):
+    bad = _copy(folder, tmp_path)
+    with open(bad / "stage2.int8.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(TinydetError, match="checksum mismatch: stage2.int8.onnx"):
+        build_firmware(bad, "host", tmp_path / "b")
+
+
+def test_unsupported_op_names_the_node(folder, tmp_path):
+    bad = _copy(folder, tmp_path)
+    model = onnx.load(str(bad / "full.int8.onnx"))
+    node = next(n for n in model.graph.node if n.name == "heads.0.pw")
+    node.op_type = "ConvTranspose"  # recorded with its checksum, so only the generator can object
+    add_files(bad, {"full.int8.onnx": model.SerializeToString()})
+    with pytest.raises(TinydetError, match="heads.0.pw"):
+        build_firmware(bad, "host", tmp_path / "b", mode="layer")
+
+
+def test_hung_firmware_times_out_with_the_log_kept(folder, tmp_path):
+    with pytest.raises(TinydetError, match="hung") as exc:
+        deploy(folder, "qemu-mps2-an500", tmp_path / "h", mode="patch", run=True, images=1, timeout_s=2,
+               defines=["TINYDET_HANG"])
+    log = tmp_path / "h" / "run" / "qemu.log"
+    assert str(log) in str(exc.value) and "killed after" in log.read_text()
+
+
+def test_missing_toolchain_gives_the_install_hint(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(TinydetError, match="apt-get install gcc-arm-none-eabi"):
+        build_firmware(folder, "qemu-mps2-an500", tmp_path / "m")
+
+
+def test_deploy_imports_no_torch(folder, tmp_path):
+    code = ("import sys; from tinydet.deploy.codegen import generate; import tinydet.deploy.build, "
+            "tinydet.deploy.run, tinydet.deploy.validate, tinydet.commands.deploy; "
+            f"generate({str(folder)!r}, {str(tmp_path / 'g')!r}, mode='layer'); "
+            "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
