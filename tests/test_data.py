@@ -280,6 +280,11 @@ def test_data_cfg_defaults_and_errors():
         resolve_data_cfg({"train": [2007]})
     with pytest.raises(TinydetError, match=r"augment\.flip .*'hflip'"):
         resolve_augment({"flip": 0.5})
+    with pytest.raises(TinydetError, match=r"data\.augment\.hflip must be a number in \[0, 1\], got 'yes'"):
+        resolve_augment({"hflip": "yes"})
+    with pytest.raises(TinydetError, match=r"data\.augment\.scale"):
+        resolve_augment({"scale": [1.5, 0.5]})
+    assert resolve_augment(False)["enabled"] is False and resolve_augment(None) == AUGMENT_DEFAULTS
 
 
 # ---------------------------------------------------------------------------------------------

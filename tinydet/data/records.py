@@ -90,14 +90,6 @@ class ImageRecord:
         if not (len(self.boxes) == len(self.labels) == len(self.difficult)):
             raise ValueError(f"{self.image_id}: boxes, labels and difficult differ in length")
 
-    def select(self, keep: np.ndarray) -> "ImageRecord":
-        """A copy holding only the boxes where ``keep`` is true (per-box lists in ``extra`` too)."""
-        keep = np.asarray(keep, dtype=bool)
-        extra = {k: (np.asarray(v)[keep] if isinstance(v, np.ndarray) and len(v) == len(keep) else v)
-                 for k, v in self.extra.items()}
-        return ImageRecord(self.image_id, self.path, self.width, self.height,
-                           self.boxes[keep], self.labels[keep], self.difficult[keep], extra)
-
 
 @dataclass
 class BadInputSummary:

@@ -115,10 +115,24 @@ def resolve_augment(augment: dict | bool | None, source: str = "config") -> dict
         if key not in AUGMENT_DEFAULTS:
             raise TinydetError(f"{source}: unknown key data.augment.{key}{closest(key, AUGMENT_DEFAULTS)}")
         cfg[key] = value
-    lo, hi = cfg["scale"]
-    if not 0 < lo <= hi:
-        raise TinydetError(f"{source}: data.augment.scale must be [low, high] with 0 < low <= high, got {cfg['scale']}")
+    if not isinstance(cfg["enabled"], bool):
+        raise TinydetError(f"{source}: data.augment.enabled must be true or false, got {cfg['enabled']!r}")
+    scale = cfg["scale"]
+    if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and all(_is_number(v) for v in scale)
+            and 0 < scale[0] <= scale[1]):
+        raise TinydetError(f"{source}: data.augment.scale must be [low, high] with 0 < low <= high, got {scale!r}")
+    for key, value in cfg.items():
+        if key in ("enabled", "scale"):
+            continue
+        upper = 1.0 if key.endswith("_p") or key in ("hflip", "min_visibility", "hue") else \
+            (255.0 if key == "pad_value" else float("inf"))
+        if not (_is_number(value) and 0 <= value <= upper):
+            raise TinydetError(f"{source}: data.augment.{key} must be a number in [0, {upper:g}], got {value!r}")
     return cfg
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def build_train_transform(augment: dict, seed: int | None = None):
