@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the search saved in OUT/state.json")
     parser.add_argument("--latency-table", default=None,
                         help="per-layer cycles JSON measured by deploy; latency is then cycles instead of MACs")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. search.generations=2 (repeatable)")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. search.generations=2 search.population=8")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
