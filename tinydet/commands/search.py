@@ -98,6 +98,8 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     def check(cand):
         return evaluate_constraints(cand, space, head, budget, rules, latency)
 
+    if out.exists() and not out.is_dir():
+        raise TinydetError(f"--out {out}: expected a folder, but it is a file")
     out.mkdir(parents=True, exist_ok=True)
     supernet_meta = {"space": space.to_dict(), "head": asdict(head),
                      "data": to_dict(cfg["data"]), "train": to_dict(train_cfg), "anchors": to_dict(anchors),

@@ -239,7 +239,7 @@ class Evolution:
                     make = lambda: mutate(space, crossover(space, *rng.sample(parents, 2), rng), rng,  # noqa: E731
                                           cfg.mutation_prob)
                 else:
-                    make = lambda: mutate(space, rng.choice(parents), rng, max(cfg.mutation_prob, 1e-9))  # noqa: E731
+                    make = lambda: mutate(space, rng.choice(parents), rng, cfg.mutation_prob)  # noqa: E731
                 taken = {c.key() for c in parents + children}
                 children.append(self._draw(make, "child", taken))
             for c in children:
