@@ -159,3 +159,23 @@ def test_deploy_imports_no_torch(folder, tmp_path):
             "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_board_demo_with_embedded_image_prints_the_same_detections(folder, tmp_path):
+    from tinydet.deploy import toolchain
+    from tinydet.deploy.build import build_board_demo
+
+    image = np.random.default_rng(3).random((3, 48, 64), dtype=np.float32)
+    f746 = build_board_demo(folder, image, tmp_path / "f746", target="stm32f746", conf=0.1)
+    assert f746["sram_arena_bytes"] == f746["planned_peak_bytes"] and os.path.isfile(f746["bin"])
+    assert "tinydet_demo_image[9216]" in (tmp_path / "f746" / "demo_image.h").read_text()
+    # the same board firmware on the emulated M7: console lines vs the file-based firmware's detections
+    q = build_board_demo(folder, image, tmp_path / "q", target="qemu-mps2-an500", conf=0.1)
+    code, _, log = toolchain.run_qemu(q["elf"], tmp_path / "run", timeout_s=60)
+    assert code == 0
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("det ")]
+    ref = deploy(folder, "host", tmp_path / "h", run=True, images=image[None], conf=0.1)["_detections"][0]
+    assert len(lines) == len(ref[0]) > 0
+    first = lines[0].split()  # det 0 label=L score=S box=x1,y1,x2,y2
+    assert first[2] == "label=%d" % ref[2][0]
+    assert first[4] == "box=" + ",".join(str(int(v + 0.5)) for v in ref[0][0])
