@@ -1,0 +1,40 @@
+"""Draw detections (and optionally ground truth) on an image and save a PNG (PIL only)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+           (145, 30, 180), (70, 240, 240), (240, 50, 230)]
+
+
+def draw_detections(image_path: "str | Path", boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                    class_names: Sequence[str], out_path: "str | Path", gt_boxes: np.ndarray | None = None,
+                    min_score: float = 0.3) -> Path:
+    """Save ``image_path`` with boxes (xyxy, original pixels) whose score >= ``min_score``.
+
+    Ground truth, when given, is drawn thin and white under the predictions.
+    """
+    from PIL import Image, ImageDraw
+
+    image = Image.open(image_path).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    width = max(1, round(max(image.size) / 200))
+    for box in [] if gt_boxes is None else np.asarray(gt_boxes).reshape(-1, 4):
+        draw.rectangle([float(v) for v in box], outline=(255, 255, 255), width=1)
+    for box, score, label in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores), np.asarray(labels)):
+        if score < min_score:
+            continue
+        colour = PALETTE[int(label) % len(PALETTE)]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
+        draw.text((x0 + 2, max(0.0, y0 - 11)), f"{name} {score:.2f}", fill=colour)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    image.save(tmp, format="PNG")
+    tmp.replace(out_path)
+    return out_path
