@@ -90,7 +90,7 @@ def test_constraints_match_memory_model_and_module():
     rng = random.Random(0)
     budget = Budget(sram=40_000, flash=60_000, max_overhead=0.3)
     seen = {True: 0, False: 0}
-    for _ in range(25):
+    for _ in range(60):
         cand = TINY.sample(rng)
         m = evaluate_constraints(cand, TINY, HEAD, budget)
         if m["reason"].startswith("grid"):
@@ -121,6 +121,17 @@ def test_latency_table_scales_macs(tmp_path):
     assert lat.cycles(graph) == pytest.approx(expected)
     m = evaluate_constraints(cand, TINY, HEAD, Budget(1 << 30, 1 << 30, 1.0), latency=lat)
     assert m["latency_unit"] == "cycles" and m["latency"] == pytest.approx(expected)
+    # deploy's per-layer instruction counts joined by name with `tinydet profile --json` layers
+    from tinydet.schedule import profile_graph
+
+    prof = profile_graph(graph)
+    counts = {layer["name"]: 4 * layer["macs"] for layer in prof["layers"] if layer["kind"] == "conv"}
+    counts.update({layer["name"]: 9 * layer["macs"] for layer in prof["layers"] if layer["kind"] == "dwconv"})
+    joined = tmp_path / "deploy.json"
+    joined.write_text(json.dumps({"per_layer_instructions": counts, "layers": prof["layers"]}))
+    lat2 = LatencyTable.load(joined)
+    want = sum(op.macs * (9 if op.kind == "dwconv" else 4) for op in graph.ops)
+    assert lat2.cycles(graph) == pytest.approx(want)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"kind": "conv"}]))
     with pytest.raises(TinydetError, match="bad.json: layers\\[0\\]"):

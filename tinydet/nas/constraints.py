@@ -18,27 +18,9 @@ from tinydet.arch.graph import Graph, Op, lower
 from tinydet.arch.spec import HeadSpec
 from tinydet.errors import TinydetError
 from tinydet.nas.space import Candidate, SearchSpace
+from tinydet.schedule.profile import op_flash_bytes, parse_bytes
 
-_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2}
-
-
-def parse_bytes(text: "str | int", where: str = "size") -> int:
-    """``"256kB"``, ``"1MB"``, ``"320KiB"``, ``"65536"`` -> bytes (kB = 1024 B, as MCU datasheets)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    else:
-        s = str(text).strip().lower().replace(" ", "")
-        num = s.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = s[len(num):] or "b"
-        try:
-            if unit not in _UNITS:
-                raise ValueError
-            value = int(round(float(num) * _UNITS[unit]))
-        except ValueError:
-            raise TinydetError(f"{where}: expected a size such as 256kB, 1MB or 65536, got {text!r}") from None
-    if value <= 0:
-        raise TinydetError(f"{where}: expected a positive size, got {text!r}")
-    return value
+__all__ = ["Budget", "LatencyTable", "candidate_graph", "evaluate_constraints", "flash_bytes", "parse_bytes"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +39,10 @@ class LatencyTable:
     """Cycles per MAC fitted from a deploy-measured per-layer table, applied to new graphs.
 
     The file is JSON: a list of layers (or ``{"layers": [...]}``), each with ``kind`` (conv |
-    dwconv | ...), ``kernel``, ``macs`` and ``cycles`` (or ``instructions``). A layer of a new
+    dwconv | ...), ``kernel``, ``stride`` (or ``op_stride``), ``macs`` and ``cycles`` (or
+    ``instructions``). ``{"per_layer_instructions": {name: n}, "layers": [...]}`` also works: the
+    counts of ``tinydet deploy --run --json`` joined by op name with the layers of
+    ``tinydet profile --json`` (which carry kind, kernel, op_stride and macs). A layer of a new
     network costs its MACs times the cycles/MAC of its (kind, kernel, stride) in the table, else of
     its kind, else the table's average — a linear model per kernel type, as MCUNet's latency LUT.
     """
@@ -68,7 +53,8 @@ class LatencyTable:
             try:
                 kind, macs = str(layer["kind"]), float(layer["macs"])
                 cycles = float(layer["cycles"] if "cycles" in layer else layer["instructions"])
-                kernel, stride = int(layer.get("kernel", 1)), int(layer.get("stride", 1))
+                kernel = int(layer.get("kernel", 1))
+                stride = int(layer.get("op_stride", layer.get("stride", 1)))
             except (KeyError, TypeError, ValueError):
                 raise TinydetError(f"{source}: layers[{i}]: expected kind, kernel, macs and cycles (or instructions), "
                                    f"got {layer!r}") from None
@@ -92,6 +78,10 @@ class LatencyTable:
         except json.JSONDecodeError as exc:
             raise TinydetError(f"{path}: line {exc.lineno}: malformed JSON: {exc.msg}") from None
         layers = data.get("layers") if isinstance(data, dict) else data
+        if isinstance(data, dict) and isinstance(data.get("per_layer_instructions"), dict) and isinstance(layers, list):
+            counts = data["per_layer_instructions"]
+            layers = [{**layer, "instructions": counts[layer["name"]]} for layer in layers
+                      if isinstance(layer, dict) and layer.get("name") in counts]
         if not isinstance(layers, list):
             raise TinydetError(f"{path}: layers: expected a list of per-layer entries")
         return cls(layers, str(path))
@@ -112,14 +102,9 @@ def candidate_graph(cand: Candidate, space: SearchSpace, head: HeadSpec) -> Grap
 
 
 def flash_bytes(graph: Graph) -> int:
-    """Flash of the int8 deployment: int8 weights, an int32 bias per output channel (BatchNorm
-    folds one into every conv) and per-channel requantization parameters (int32 multiplier +
-    int32 shift per output channel), as the C runtime stores them."""
-    total = 0
-    for op in graph.ops:
-        if op.kind in ("conv", "dwconv", "fc"):
-            total += op.weight_count + (4 + 4 + 4) * op.out_shape[0]
-    return total
+    """Flash of the int8 deployment, the figure ``tinydet profile`` reports (int8 weights + an
+    int32 bias, multiplier and shift per output channel)."""
+    return sum(op_flash_bytes(op) for op in graph.ops)
 
 
 def evaluate_constraints(cand: Candidate, space: SearchSpace, head: HeadSpec, budget: Budget,
