@@ -1,61 +1,21 @@
 /*
  * Bundled arm_depthwise_conv_s8 / arm_depthwise_conv_wrapper_s8.
  *
- * ch_mult 1 (every depthwise layer of MobileNet-style networks): for each output pixel, channels
- * are processed 4 at a time with 4 register accumulators while the window is walked; windows fully
- * inside the input take a bounds-free path whose 3x3/5x5/7x7 instances the compiler unrolls
- * (constant kernel size through an always-inline helper). With the DSP extension 4 input bytes and
- * 4 weight bytes are sign-extended in pairs (SXTB16), the input offset added with one SADD16 and the
- * four products accumulated with SMLABB/SMLATT. ch_mult > 1 uses a plain general loop.
+ * ch_mult 1 (every depthwise layer of MobileNet-style networks), kernels up to 7x7: channels are
+ * processed in blocks of 4 (outermost loop), so a block's weights are sign-extended once into a
+ * small stack array and its bias, multipliers and shifts stay in registers over the whole output
+ * map. Windows fully inside the input use sum (x + off) * w = sum x * w + off * sum w (the second
+ * term folded into the bias once per block), so the tap loop is: one 32-bit load of 4 input bytes,
+ * two SXTB16 and four SMLABB/SMLATT with the DSP extension (4 plain MACs without). Border windows
+ * visit only their in-range taps. ch_mult > 1, dilation and larger kernels use a general loop.
  */
 #if !defined(TINYDET_USE_CMSIS_NN)
 
 #include "tinydet_nn.h"
 #include "nn_internal.h"
 
-/* acc[0..3] += sum over the window rows [ky0, ky1) x cols [kx0, kx1) of (in + offset) * w, for 4
- * channels. src points at channel c of input pixel (y0, x0) (the window's top-left, possibly
- * outside the input: only in-range taps are read). */
-TDN_INLINE void tdn_dw_window4(const int8_t *src, int32_t row_stride, int32_t pix_stride, const int8_t *w,
-                               int32_t w_row_stride, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1,
-                               int32_t offset, int32_t acc[4])
-{
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
-#if TDN_DSP
-    const int32_t off2 = (int32_t)(((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16));
-#endif
-    for (int32_t ky = ky0; ky < ky1; ky++)
-    {
-        const int8_t *s = src + ky * row_stride;
-        const int8_t *k = w + ky * w_row_stride;
-        for (int32_t kx = kx0; kx < kx1; kx++)
-        {
-#if TDN_DSP
-            const uint32_t iv = tdn_read_u32(s + kx * pix_stride);
-            const uint32_t wv = tdn_read_u32(k + kx * pix_stride);
-            const int32_t i02 = __sadd16(__sxtb16(iv), off2);
-            const int32_t i13 = __sadd16(__sxtb16(tdn_ror8(iv)), off2);
-            const int32_t w02 = __sxtb16(wv);
-            const int32_t w13 = __sxtb16(tdn_ror8(wv));
-            a0 = __smlabb(i02, w02, a0);
-            a2 = __smlatt(i02, w02, a2);
-            a1 = __smlabb(i13, w13, a1);
-            a3 = __smlatt(i13, w13, a3);
-#else
-            const int8_t *ip = s + kx * pix_stride;
-            const int8_t *wp = k + kx * pix_stride;
-            a0 += (ip[0] + offset) * wp[0];
-            a1 += (ip[1] + offset) * wp[1];
-            a2 += (ip[2] + offset) * wp[2];
-            a3 += (ip[3] + offset) * wp[3];
-#endif
-        }
-    }
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = a2;
-    acc[3] = a3;
-}
+/* kernels up to 7x7 take the fast path (its packed weights live on the stack: 8 bytes per tap) */
+#define TDN_DW_MAX_TAPS 49
 
 static arm_cmsis_nn_status tdn_dw_general(const cmsis_nn_dw_conv_params *p,
                                           const cmsis_nn_per_channel_quant_params *q,
@@ -130,60 +90,167 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
         return tdn_dw_general(p, q, in_d, in, f_d, w, bias, out_d, out);
     }
     const int32_t c = in_d->c, kh = f_d->h, kw = f_d->w, ih = in_d->h, iw = in_d->w;
-    const int32_t row_stride = iw * c, w_row_stride = kw * c;
+    const int32_t taps = kh * kw;
+    if (taps > TDN_DW_MAX_TAPS)
+    {
+        return tdn_dw_general(p, q, in_d, in, f_d, w, bias, out_d, out);
+    }
+    const int32_t row_stride = iw * c;
     const int32_t off = p->input_offset, ooff = p->output_offset;
     const int32_t amin = p->activation.min, amax = p->activation.max;
+    const int32_t oh = out_d->h, ow = out_d->w;
+#if TDN_DSP
+    int32_t wpk[2 * TDN_DW_MAX_TAPS]; /* per tap: SXTB16 of channels (0, 2) and of (1, 3) */
+#else
+    int32_t wpk[4 * TDN_DW_MAX_TAPS]; /* per tap: the 4 channels' weights */
+#endif
     for (int32_t b = 0; b < in_d->n; b++)
     {
         const int8_t *img = in + b * ih * iw * c;
-        for (int32_t oy = 0; oy < out_d->h; oy++)
+        int8_t *dst = out + b * oh * ow * c;
+        int32_t ch = 0;
+        /* channel blocks outermost: the block's weights, weight sums and quantization stay in
+         * registers / one small stack array for the whole output map */
+        for (; ch + 4 <= c; ch += 4)
         {
-            const int32_t y0 = oy * p->stride.h - p->padding.h;
-            const int32_t ky0 = y0 < 0 ? -y0 : 0;
-            const int32_t ky1 = y0 + kh > ih ? ih - y0 : kh;
-            for (int32_t ox = 0; ox < out_d->w; ox++)
+            int32_t ws0 = 0, ws1 = 0, ws2 = 0, ws3 = 0;
+            for (int32_t t = 0; t < taps; t++)
             {
-                const int32_t x0 = ox * p->stride.w - p->padding.w;
-                const int32_t kx0 = x0 < 0 ? -x0 : 0;
-                const int32_t kx1 = x0 + kw > iw ? iw - x0 : kw;
-                const int interior = ky0 == 0 && kx0 == 0 && ky1 == kh && kx1 == kw;
-                /* pointer arithmetic may point before the image for border windows; only in-range
-                 * taps (ky0..ky1, kx0..kx1) are dereferenced */
-                const intptr_t base = ((intptr_t)y0 * iw + x0) * c;
-                int32_t ch = 0;
-                for (; ch + 4 <= c; ch += 4)
+                const int8_t *wt = w + t * c + ch;
+                ws0 += wt[0];
+                ws1 += wt[1];
+                ws2 += wt[2];
+                ws3 += wt[3];
+#if TDN_DSP
+                const uint32_t wv = tdn_read_u32(wt);
+                wpk[2 * t] = __sxtb16(wv);
+                wpk[2 * t + 1] = __sxtb16(tdn_ror8(wv));
+#else
+                wpk[4 * t] = wt[0];
+                wpk[4 * t + 1] = wt[1];
+                wpk[4 * t + 2] = wt[2];
+                wpk[4 * t + 3] = wt[3];
+#endif
+            }
+            const int32_t b0 = bias ? bias[ch] : 0, b1 = bias ? bias[ch + 1] : 0;
+            const int32_t b2 = bias ? bias[ch + 2] : 0, b3 = bias ? bias[ch + 3] : 0;
+            /* interior windows: sum (x + off) * w = sum x * w + off * sum w */
+            const int32_t i0 = b0 + off * ws0, i1 = b1 + off * ws1, i2 = b2 + off * ws2, i3 = b3 + off * ws3;
+            const int32_t m0 = q->multiplier[ch], m1 = q->multiplier[ch + 1];
+            const int32_t m2 = q->multiplier[ch + 2], m3 = q->multiplier[ch + 3];
+            const int32_t s0 = q->shift[ch], s1 = q->shift[ch + 1], s2 = q->shift[ch + 2], s3 = q->shift[ch + 3];
+            for (int32_t oy = 0; oy < oh; oy++)
+            {
+                const int32_t y0 = oy * p->stride.h - p->padding.h;
+                const int32_t ky0 = y0 < 0 ? -y0 : 0;
+                const int32_t ky1 = y0 + kh > ih ? ih - y0 : kh;
+                for (int32_t ox = 0; ox < ow; ox++)
                 {
-                    int32_t acc[4];
-                    for (int32_t j = 0; j < 4; j++)
+                    const int32_t x0 = ox * p->stride.w - p->padding.w;
+                    const int32_t kx0 = x0 < 0 ? -x0 : 0;
+                    const int32_t kx1 = x0 + kw > iw ? iw - x0 : kw;
+                    int32_t a0, a1, a2, a3;
+                    if (ky0 == 0 && kx0 == 0 && ky1 == kh && kx1 == kw)
                     {
-                        acc[j] = bias ? bias[ch + j] : 0;
-                    }
-                    const int8_t *src = (const int8_t *)((uintptr_t)img + (uintptr_t)(base + ch));
-                    if (interior && kh == 3 && kw == 3)
-                    {
-                        tdn_dw_window4(src, row_stride, c, w + ch, w_row_stride, 0, 3, 0, 3, off, acc);
-                    }
-                    else if (interior && kh == 5 && kw == 5)
-                    {
-                        tdn_dw_window4(src, row_stride, c, w + ch, w_row_stride, 0, 5, 0, 5, off, acc);
-                    }
-                    else if (interior && kh == 7 && kw == 7)
-                    {
-                        tdn_dw_window4(src, row_stride, c, w + ch, w_row_stride, 0, 7, 0, 7, off, acc);
+                        a0 = i0;
+                        a1 = i1;
+                        a2 = i2;
+                        a3 = i3;
+                        const int8_t *src = img + (y0 * iw + x0) * c + ch;
+                        const int32_t *wp = wpk;
+#if TDN_DSP
+                        if (kh == 3 && kw == 3)
+                        {
+                            /* the common case, fully unrolled: 9 taps x (LDR, 2 SXTB16, 4 MAC) */
+#define TDN_DW_TAP(t, ptr)                                                                                             \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        const uint32_t iv = tdn_read_u32(ptr);                                                                         \
+        const int32_t x02 = __sxtb16(iv), x13 = __sxtb16(tdn_ror8(iv));                                                \
+        a0 = __smlabb(x02, wp[2 * (t)], a0);                                                                           \
+        a2 = __smlatt(x02, wp[2 * (t)], a2);                                                                           \
+        a1 = __smlabb(x13, wp[2 * (t) + 1], a1);                                                                       \
+        a3 = __smlatt(x13, wp[2 * (t) + 1], a3);                                                                       \
+    } while (0)
+                            const int8_t *r1 = src + row_stride, *r2 = src + 2 * row_stride;
+                            TDN_DW_TAP(0, src);
+                            TDN_DW_TAP(1, src + c);
+                            TDN_DW_TAP(2, src + 2 * c);
+                            TDN_DW_TAP(3, r1);
+                            TDN_DW_TAP(4, r1 + c);
+                            TDN_DW_TAP(5, r1 + 2 * c);
+                            TDN_DW_TAP(6, r2);
+                            TDN_DW_TAP(7, r2 + c);
+                            TDN_DW_TAP(8, r2 + 2 * c);
+#undef TDN_DW_TAP
+                        }
+                        else
+#endif
+                        for (int32_t ky = 0; ky < kh; ky++)
+                        {
+                            const int8_t *s = src + ky * row_stride;
+                            for (int32_t kx = 0; kx < kw; kx++)
+                            {
+#if TDN_DSP
+                                const uint32_t iv = tdn_read_u32(s);
+                                const int32_t x02 = __sxtb16(iv), x13 = __sxtb16(tdn_ror8(iv));
+                                a0 = __smlabb(x02, wp[0], a0);
+                                a2 = __smlatt(x02, wp[0], a2);
+                                a1 = __smlabb(x13, wp[1], a1);
+                                a3 = __smlatt(x13, wp[1], a3);
+                                wp += 2;
+#else
+                                a0 += s[0] * wp[0];
+                                a1 += s[1] * wp[1];
+                                a2 += s[2] * wp[2];
+                                a3 += s[3] * wp[3];
+                                wp += 4;
+#endif
+                                s += c;
+                            }
+                        }
                     }
                     else
                     {
-                        tdn_dw_window4(src, row_stride, c, w + ch, w_row_stride, ky0, ky1, kx0, kx1, off, acc);
+                        /* border window: only the taps inside the input, offset added per tap */
+                        a0 = b0;
+                        a1 = b1;
+                        a2 = b2;
+                        a3 = b3;
+                        for (int32_t ky = ky0; ky < ky1; ky++)
+                        {
+                            for (int32_t kx = kx0; kx < kx1; kx++)
+                            {
+                                const int8_t *s = img + ((y0 + ky) * iw + x0 + kx) * c + ch;
+                                const int8_t *wt = w + (ky * kw + kx) * c + ch;
+                                a0 += (s[0] + off) * wt[0];
+                                a1 += (s[1] + off) * wt[1];
+                                a2 += (s[2] + off) * wt[2];
+                                a3 += (s[3] + off) * wt[3];
+                            }
+                        }
                     }
-                    for (int32_t j = 0; j < 4; j++)
-                    {
-                        const int32_t v = tdn_requantize(acc[j], q->multiplier[ch + j], q->shift[ch + j]) + ooff;
-                        out[ch + j] = (int8_t)tdn_clamp(v, amin, amax);
-                    }
+                    int8_t *o = dst + (oy * ow + ox) * c + ch;
+                    o[0] = (int8_t)tdn_clamp(tdn_requantize(a0, m0, s0) + ooff, amin, amax);
+                    o[1] = (int8_t)tdn_clamp(tdn_requantize(a1, m1, s1) + ooff, amin, amax);
+                    o[2] = (int8_t)tdn_clamp(tdn_requantize(a2, m2, s2) + ooff, amin, amax);
+                    o[3] = (int8_t)tdn_clamp(tdn_requantize(a3, m3, s3) + ooff, amin, amax);
                 }
-                for (; ch < c; ch++)
+            }
+        }
+        /* remaining channels (C not a multiple of 4) */
+        for (; ch < c; ch++)
+        {
+            const int32_t bc = bias ? bias[ch] : 0;
+            for (int32_t oy = 0; oy < oh; oy++)
+            {
+                const int32_t y0 = oy * p->stride.h - p->padding.h;
+                const int32_t ky0 = y0 < 0 ? -y0 : 0, ky1 = y0 + kh > ih ? ih - y0 : kh;
+                for (int32_t ox = 0; ox < ow; ox++)
                 {
-                    int32_t acc = bias ? bias[ch] : 0;
+                    const int32_t x0 = ox * p->stride.w - p->padding.w;
+                    const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + kw > iw ? iw - x0 : kw;
+                    int32_t acc = bc;
                     for (int32_t ky = ky0; ky < ky1; ky++)
                     {
                         for (int32_t kx = kx0; kx < kx1; kx++)
@@ -192,9 +259,8 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
                         }
                     }
                     const int32_t v = tdn_requantize(acc, q->multiplier[ch], q->shift[ch]) + ooff;
-                    out[ch] = (int8_t)tdn_clamp(v, amin, amax);
+                    dst[(oy * ow + ox) * c + ch] = (int8_t)tdn_clamp(v, amin, amax);
                 }
-                out += c;
             }
         }
     }
