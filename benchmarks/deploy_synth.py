@@ -1,0 +1,162 @@
+"""Deploy figures of the demo face detector on the emulated Cortex-M7 (QEMU mps2-an500), one JSON line.
+
+    .venv/bin/python benchmarks/deploy_synth.py [--export out/synth_face] [--work build/bench_deploy]
+
+Model: ``--export`` (the trained demo export, after `tinydet quantize`), else a random-weight
+export of configs/synth_face.yaml's architecture (mbv2-w0.35 detector at 192x192, the export's
+automatic patch plan, minmax PTQ on random images): instruction counts and memory depend on the
+shapes, not on the weight values.
+
+Figures, per mode (patch = the export's tile schedule, layer = per layer): flash_bytes,
+sram_arena_bytes (== planned peak), sram_static_bytes, stack_bytes (stack painting),
+instructions_per_inference (QEMU -icount shift=0); and, on the same layers (layer-mode shapes,
+the model's weights, random int8 inputs), the instructions of the bundled kernels
+(arm_convolve_wrapper_s8 / arm_depthwise_conv_wrapper_s8) against the runtime's straightforward
+``ref_`` C loops (deploy/runtime/src/ref_kernels.c), with their ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "c"))  # the kernel driver's record encoder (tests/c/driver.py)
+
+
+def synthetic_export(out: Path, config: Path) -> Path:
+    """Random-weight export + PTQ of the config's architecture (the demo model's shapes)."""
+    import torch
+
+    from tinydet.arch import HeadSpec, build, get_spec, lower
+    from tinydet.commands.export import auto_plan
+    from tinydet.export.folder import export_network
+    from tinydet.quant.calibrate import calibrate
+    from tinydet.quant.qdq import quantize_export
+    from tinydet.train.config import load_config
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    cfg = load_config(str(config), [])
+    m = cfg["model"]
+    spec = get_spec(m["arch"])
+    head = HeadSpec(num_classes=1, **m["head"])
+    res = m["resolution"]
+    model = build(spec, head=head).eval()
+    graph = lower(spec, res, head=head)
+    grid, split = auto_plan(graph, cfg, None)
+    strides = [int(round(graph.resolution[0] / graph.tensors[graph.outputs[i]].shape[1]))
+               for i in range(len(graph.outputs))]
+    det = {"num_classes": 1, "class_names": ["face"], "anchors": m["anchors"], "strides": strides,
+           "conf_thresh": float(cfg["eval"]["conf_thresh"]), "nms_iou": float(cfg["eval"]["nms_iou"]),
+           "max_det": int(cfg["eval"]["max_det"])}
+    export_network(model, graph, out, split, grid, detector=det, check_images=1)
+    h, w = graph.resolution
+    rng = np.random.default_rng(1)
+    ranges = calibrate(str(out / "full.onnx"), [rng.random((1, 3, h, w), dtype=np.float32) for _ in range(4)],
+                       "minmax")
+    quantize_export(out, ranges, {"kind": "ptq", "method": "minmax", "images": 4, "note": "benchmark, random"})
+    return out
+
+
+def kernel_comparison(export_dir: Path, work: Path) -> dict:
+    """Instructions of the bundled kernels vs the ref_ loops on every conv / depthwise layer."""
+    import driver as drv
+
+    from tinydet.deploy import toolchain
+    from tinydet.export.schedule_file import load_export
+    from tinydet.quant.qgraph import load_qgraph
+
+    export = load_export(export_dir)
+    ops = {o["name"]: o for o in export.schedule["ops"]}
+    qg = load_qgraph(export.path("full.int8.onnx"))
+    rng = np.random.default_rng(0)
+    recs, names = [], []
+    for op in qg.ops:
+        if op.kind not in ("conv", "dwconv"):
+            continue
+        c, h, w = ops[op.name]["in_shape"]
+        _, oh, ow = ops[op.name]["out_shape"]
+        x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        kw = dict(input_offset=-op.in_zp[0], output_offset=op.add["conv_zp"] if op.add else op.out_zp,
+                  stride=op.stride, padding=op.padding[:2], dilation=(1, 1), out_hw=(oh, ow),
+                  act_min=op.act_min, act_max=op.act_max)
+        for variant in ("bundled", "ref"):
+            if op.kind == "conv":
+                v = drv.CONV_WRAPPER if variant == "bundled" else drv.CONV_REF
+                recs.append(drv.conv_record(x, op.weight, op.bias, op.mult, op.shift, variant=v, **kw))
+            else:
+                v = drv.DW_WRAPPER if variant == "bundled" else drv.DW_REF
+                recs.append(drv.dw_record(x, op.weight, op.bias, op.mult, op.shift, variant=v, **kw))
+            names.append((op.name, variant))
+    elf = toolchain.compile([drv.DRIVER_SOURCE], "qemu-mps2-an500", work / "kernels" / "driver.elf", ref_kernels=True,
+                            defines={"TINYDET_BOARD": 1, "ARENA_BYTES": 3 * 1024 * 1024})
+    run = work / "kernels" / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "kin.bin").write_bytes(b"".join(recs))
+    code, out, log = toolchain.run_qemu(elf, run, timeout_s=580)
+    if code != 0:
+        raise SystemExit(f"kernel driver exit {code} (log {log})")
+    results = drv.read_outputs(run / "kout.bin")
+    ipt = toolchain_ipt()
+    per = {}
+    for (name, variant), (status, ticks, payload) in zip(names, results):
+        if status != 0:
+            raise SystemExit(f"{name} ({variant}): status {status}")
+        per.setdefault(name, {})[variant] = ticks * ipt
+        per[name].setdefault("outputs", []).append(payload)
+    for name, d in per.items():
+        outs = d.pop("outputs")
+        if outs[0] != outs[1]:
+            raise SystemExit(f"{name}: bundled and ref_ kernels disagree")
+    bundled = sum(d["bundled"] for d in per.values())
+    ref = sum(d["ref"] for d in per.values())
+    return {"kernel_layers": len(per), "instructions_bundled_kernels": int(bundled), "instructions_ref_loops": int(ref),
+            "ref_over_bundled": round(ref / bundled, 2),
+            "per_layer_ref_over_bundled": {k: round(v["ref"] / v["bundled"], 2) for k, v in per.items()}}
+
+
+def toolchain_ipt() -> float:
+    """Instructions per counter tick on QEMU (target.json, calibrated by tests/test_c_kernels.py)."""
+    from tinydet.deploy.toolchain import TARGETS_DIR
+
+    return float(json.loads((TARGETS_DIR / "qemu-mps2-an500" / "target.json").read_text())["instructions_per_tick"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--export", default=None, help="demo export folder (default: random-weight synth_face export)")
+    p.add_argument("--config", default=str(REPO / "configs" / "synth_face.yaml"))
+    p.add_argument("--work", default=str(REPO / "build" / "bench_deploy"))
+    p.add_argument("--images", type=int, default=1)
+    args = p.parse_args()
+    from tinydet.deploy import deploy
+
+    t0 = time.time()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    export = Path(args.export) if args.export else synthetic_export(work / "export", Path(args.config))
+    result = {"benchmark": "deploy_synth", "target": "qemu-mps2-an500", "model": export.name,
+              "weights": "trained" if args.export else "random (shapes of " + Path(args.config).name + ")"}
+    sched = json.loads((export / "schedule.json").read_text())
+    result.update(arch=sched["arch"]["name"], input=sched["input"]["shape"], grid=sched["grid"], split=sched["split"])
+    for mode in ("patch", "layer"):
+        r = deploy(export, "qemu-mps2-an500", work / mode, mode=mode, run=True, validate=True, images=args.images,
+                   timeout_s=580)
+        result[mode] = {k: r[k] for k in ("flash_bytes", "sram_arena_bytes", "planned_peak_bytes", "sram_static_bytes",
+                                          "scratch_bytes", "stack_bytes", "instructions_per_inference",
+                                          "outputs_bit_exact_vs_reference")}
+    result["arena_saved_bytes"] = result["layer"]["sram_arena_bytes"] - result["patch"]["sram_arena_bytes"]
+    result["patch_instruction_overhead"] = round(
+        result["patch"]["instructions_per_inference"] / result["layer"]["instructions_per_inference"] - 1, 4)
+    result.update(kernel_comparison(export, work))
+    result["seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
