@@ -335,6 +335,13 @@ def test_search_cli_outputs_and_resume(tiny_config, tmp_path, capsys):
     head = HeadSpec(num_classes=2, num_anchors=2, channels=16)
     graph = lower(spec, result["resolution"], head=head)
     assert graph.macs == result["macs"] and flash_bytes(graph) == result["flash_bytes"]
+    # ... and it trains as model.arch: the detector built from it has the searched resolution's maps
+    from tinydet.models.detector import Detector
+
+    det = Detector(spec, 2, result["anchors"], head_channels=16, input_size=result["resolution"])
+    r = result["resolution"]
+    maps = det(torch.rand(1, 3, r, r))
+    assert [tuple(m.shape[-2:]) for m in maps] == [(-(-r // 16),) * 2, (-(-r // 32),) * 2]
     sched = json.loads((out / "schedule.json").read_text())
     assert sched["grid"] == result["grid"] and sched["split"] == result["split"]
     if cand.grid > 1:
