@@ -52,7 +52,7 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
     const int32_t amin = p->activation.min, amax = p->activation.max;
     const int32_t row_stride = iw * c;
     int8_t *tmp = (int8_t *)ctx->buf;
-    int16_t wk[TINYDET_DW_INPLACE_MAX_TAPS];
+    int16_t wk[TINYDET_DW_INPLACE_MAX_TAPS] = {0}; /* zeros beyond kh*kw: the 3x3 register copy reads 9 */
     for (int32_t ch = 0; ch < c; ch++)
     {
         const int32_t b = bias ? bias[ch] : 0;
@@ -61,6 +61,16 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
         {
             wk[i] = w[i * c + ch];
         }
+        /* interior windows: sum (x + off) * w = sum x * w + off * sum w, folded into the bias */
+        int32_t wsum = 0;
+        for (int32_t i = 0; i < kh * kw; i++)
+        {
+            wsum += wk[i];
+        }
+        const int32_t base = b + off * wsum;
+        /* 3x3 weights in registers for the unrolled interior path */
+        const int32_t w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4], w5 = wk[5], w6 = wk[6],
+                      w7 = wk[7], w8 = wk[8];
         int8_t *t = tmp;
         for (int32_t oy = 0; oy < oh; oy++)
         {
@@ -76,21 +86,23 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
                 int32_t acc;
                 if (interior && kh == 3 && kw == 3)
                 {
-                    acc = tdn_dw1_window(src, row_stride, c, wk, 3, 0, 3, 0, 3, off);
+                    const int8_t *r1 = src + row_stride, *r2 = src + 2 * row_stride;
+                    acc = base + src[0] * w0 + src[c] * w1 + src[2 * c] * w2 + r1[0] * w3 + r1[c] * w4 +
+                          r1[2 * c] * w5 + r2[0] * w6 + r2[c] * w7 + r2[2 * c] * w8;
                 }
                 else if (interior && kh == 5 && kw == 5)
                 {
-                    acc = tdn_dw1_window(src, row_stride, c, wk, 5, 0, 5, 0, 5, off);
+                    acc = base + tdn_dw1_window(src, row_stride, c, wk, 5, 0, 5, 0, 5, 0);
                 }
                 else if (interior && kh == 7 && kw == 7)
                 {
-                    acc = tdn_dw1_window(src, row_stride, c, wk, 7, 0, 7, 0, 7, off);
+                    acc = base + tdn_dw1_window(src, row_stride, c, wk, 7, 0, 7, 0, 7, 0);
                 }
                 else
                 {
-                    acc = tdn_dw1_window(src, row_stride, c, wk, kw, ky0, ky1, kx0, kx1, off);
+                    acc = b + tdn_dw1_window(src, row_stride, c, wk, kw, ky0, ky1, kx0, kx1, off);
                 }
-                const int32_t v = tdn_requantize(acc + b, mult, shift) + ooff;
+                const int32_t v = tdn_requantize(acc, mult, shift) + ooff;
                 *t++ = (int8_t)tdn_clamp(v, amin, amax);
             }
         }
