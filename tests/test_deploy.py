@@ -179,3 +179,70 @@ def test_board_demo_with_embedded_image_prints_the_same_detections(folder, tmp_p
     first = lines[0].split()  # det 0 label=L score=S box=x1,y1,x2,y2
     assert first[2] == "label=%d" % ref[2][0]
     assert first[4] == "box=" + ",".join(str(int(v + 0.5)) for v in ref[0][0])
+
+
+@pytest.mark.parametrize("grid,split", [((2, 2), 1), ((4, 4), 5)])
+def test_other_plans_are_bit_exact(tmp_path, grid, split):
+    """Split 1: the stage-1 sink is the stride-2 stem (rows written into the stage-1 buffer);
+    split 5 on a 4x4 grid: the sink is a fused residual projection with cropped shortcuts."""
+    from tinydet.quant.calibrate import calibrate
+    from tinydet.quant.qdq import quantize_export
+
+    out = tmp_path / "e"
+    make_export(out, grid=grid, split=split)
+    quantize_export(out, calibrate(str(out / "full.onnx"), calib_images(), "minmax"), {"kind": "ptq"})
+    images = np.random.default_rng(4).random((2, 3, 48, 64), dtype=np.float32)
+    r = deploy(out, "host", tmp_path / "b", mode="patch", validate=True, images=images, conf=0.1)
+    assert r["outputs_bit_exact_vs_reference"] is True
+    assert r["sram_arena_bytes"] == load_export(out).schedule["memory"]["peak_sram_patch"]
+    assert r["tiles"] == grid[0] * grid[1]
+
+
+def test_crashing_firmware_is_reported(folder, tmp_path):
+    with pytest.raises(TinydetError, match="crashed") as exc:
+        deploy(folder, "qemu-mps2-an500", tmp_path / "c", run=True, images=1, defines=["TINYDET_CRASH"])
+    assert "qemu.log" in str(exc.value)
+
+
+def test_run_demo_returns_detections_in_original_pixels(folder, tmp_path):
+    from PIL import Image
+
+    from tinydet.data.transforms import letterbox_meta, unletterbox
+    from tinydet.deploy import run_demo
+
+    rng = np.random.default_rng(8)
+    paths = []
+    for i, (h, w) in enumerate([(96, 128), (120, 100)]):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    result = run_demo(folder, paths, tmp_path / "demo", conf=0.1)
+    sched = load_export(folder).schedule
+    assert result["patch"]["sram_arena_bytes"] == sched["memory"]["peak_sram_patch"]
+    assert result["layer"]["sram_arena_bytes"] == sched["memory"]["peak_sram_per_layer"]
+    assert result["arena_saved_bytes"] > 0 and result["patch"]["instructions_per_inference"] > 0
+    assert result["patch"]["outputs_bit_exact_vs_reference"] and result["layer"]["outputs_bit_exact_vs_reference"]
+    # boxes: the firmware's network-input boxes mapped back through the letterbox
+    raw = (tmp_path / "demo" / "patch" / "run" / "det_1.txt").read_text().split("\n")[0].split()
+    meta = letterbox_meta((120, 100), (48, 64))
+    want = unletterbox(np.asarray([[float(v) for v in raw[:4]]], np.float32), meta)[0]
+    got = result["detections"][str(paths[1])]["boxes"][0]
+    assert np.allclose(got, want, atol=1e-3)
+    assert max(b[2] for b in result["detections"][str(paths[1])]["boxes"]) <= 100
+    assert json.loads((tmp_path / "demo" / "detections.json").read_text())["class_names"] == ["a", "b"]
+
+
+def test_cli_images_dir_on_host(folder, tmp_path, capsys):
+    from PIL import Image
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((48, 64, 3), 40 * i, np.uint8)).save(d / f"{i}.png")
+    rc = main(["deploy", str(folder), "--target", "host", "--out", str(tmp_path / "h"), "--mode", "layer",
+               "--validate", "--images", "2", "--images-dir", str(d), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["images"] == 2 and r["image_source"] == str(d) and r["outputs_bit_exact_vs_reference"] is True
+    assert r["instructions_per_inference"] is None and r["counter"] == "host-cpu-clock-us"

@@ -47,6 +47,14 @@ int main(void)
     {
     }
 #endif
+#ifdef TINYDET_CRASH
+    /* test hook: an undefined instruction (HardFault on the M7, SIGILL on the host) */
+    volatile int crash = 1; /* volatile: the model code must still be linked */
+    if (crash)
+    {
+        __builtin_trap();
+    }
+#endif
     printf("tinydet mode=%s arena=%d layers=%d counter=%s instructions_per_tick_x1000=%lu\n", TINYDET_MODEL_MODE,
            TINYDET_ARENA_BYTES, TINYDET_NUM_LAYERS, tinydet_board_counter_name(),
            (unsigned long)tinydet_board_instructions_per_tick_x1000());
