@@ -282,3 +282,32 @@ def test_reference_tracks_the_float_model(folder):
     err = np.abs(got - want)
     assert err.max() < 0.1 * np.abs(want).max()
     assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.99
+
+
+def test_classifier_pool_and_fc_within_one_lsb(tmp_path):
+    """The classifier path: GlobalAveragePool (keeps its input's params) -> Flatten -> Gemm
+    (per-tensor weight scale, arm_fully_connected_s8)."""
+    from tinydet.export import fold_network, full_model
+
+    spec = spec_from_dict({"name": "cls", "num_classes": 5, "blocks": [
+        {"type": "conv", "out": 8, "stride": 2}, {"type": "mbconv", "out": 16, "stride": 2, "expand": 4},
+        {"type": "mbconv", "out": 16, "expand": 4}]})
+    model = random_network(spec, head=None)
+    graph = lower(spec, (24, 40))
+    assert graph.mode == "classifier"
+    full = full_model(fold_network(model, graph))
+    ranges = calibrate(full, [np.random.default_rng(i).random((1, 3, 24, 40), dtype=np.float32) for i in range(4)])
+    int8 = quantize_model(full, activation_params(full, ranges))
+    qg = load_qgraph(int8)
+    kinds = [op.kind for op in qg.ops]
+    assert kinds[-4:] == ["avgpool", "flatten", "fc", "dequantize"]
+    pool = qg.op("classifier.pool")
+    assert (pool.out_scale, pool.out_zp) == (pool.in_scale[0], pool.in_zp[0])
+    images = np.random.default_rng(9).random((2, 3, 24, 40), dtype=np.float32)
+    lsb = layer_lsb_vs_ort(qg, int8, images)
+    assert {"classifier.pool", "classifier.fc"} <= set(lsb) and max(lsb.values()) <= 1
+    logits = run_full(qg, images)[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(images))[0].numpy()
+    assert logits.shape == want.shape == (2, 5)
+    assert np.abs(logits - want).max() < 0.15 * np.abs(want).max() + 1e-3

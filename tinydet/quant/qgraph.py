@@ -19,8 +19,8 @@ Op kinds (``QOp.kind``), activations NHWC int8 named like the float graph's tens
 * ``avgpool`` (global, keeps scale and zero point), ``flatten``, ``fc`` (weight ``[C_OUT, D]``);
 * ``dequantize``: int8 -> float NCHW graph output.
 
-ReLU6 is encoded in the output range (TFLite fused activation), so ``act_min``/``act_max`` are the
-int8 limits clipped to the real range of a fused activation when the model states one.
+ReLU6 is encoded in the output range (TFLite fused activation: range [0, <= 6], zero point -128), so
+``act_min``/``act_max`` are the int8 limits [-128, 127]: clamping there is the ReLU6.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def load_qgraph(model: "onnx.ModelProto | str | Path") -> QGraph:
     if not isinstance(model, onnx.ModelProto):
         try:
             model = onnx.load(str(model))
-        except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as exc:  # noqa: BLE001
+        except Exception as exc:  # onnx raises several types for unreadable / truncated files
             raise TinydetError(f"{where}: cannot read the int8 ONNX model ({exc})") from None
     g = model.graph
     consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
