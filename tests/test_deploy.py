@@ -246,3 +246,36 @@ def test_cli_images_dir_on_host(folder, tmp_path, capsys):
     r = json.loads(out)
     assert r["images"] == 2 and r["image_source"] == str(d) and r["outputs_bit_exact_vs_reference"] is True
     assert r["instructions_per_inference"] is None and r["counter"] == "host-cpu-clock-us"
+
+
+def test_cli_data_config_images_on_host(folder, tmp_path, capsys):
+    from train_helpers import make_voc, tiny_config
+
+    cfg = tiny_config(tmp_path, make_voc(tmp_path / "voc", images=8), tmp_path / "runs")
+    rc = main(["deploy", str(folder), "--target", "host", "--out", str(tmp_path / "h"), "--mode", "patch",
+               "--validate", "--images", "2", "--data-config", str(cfg), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["image_source"] == f"{cfg}: val" and r["images"] == 2
+    assert r["outputs_bit_exact_vs_reference"] is True
+
+
+def test_classifier_ops_are_refused_naming_the_node(tmp_path):
+    from tinydet.arch import lower
+    from tinydet.arch.spec import spec_from_dict
+    from tinydet.export.folder import export_network
+    from tinydet.quant.calibrate import calibrate
+    from tinydet.quant.qdq import quantize_export
+
+    from test_export_utils import random_network
+
+    spec = spec_from_dict({"name": "cls", "num_classes": 3, "blocks": [
+        {"type": "conv", "out": 8, "stride": 2}, {"type": "mbconv", "out": 8, "expand": 1},
+        {"type": "mbconv", "out": 16, "stride": 2, "expand": 2}]})
+    out = tmp_path / "cls"
+    export_network(random_network(spec, None), lower(spec, (48, 64)), out, 2, (2, 2))
+    quantize_export(out, calibrate(str(out / "full.onnx"), calib_images(), "minmax"), {"kind": "ptq"})
+    with pytest.raises(TinydetError, match=r"node 'classifier.pool' \(avgpool\) is not supported"):
+        build_firmware(out, "host", tmp_path / "b", mode="layer")
+    assert not (tmp_path / "b" / "model.c").exists()
