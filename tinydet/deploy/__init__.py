@@ -68,7 +68,11 @@ def deploy(export_dir: "str | Path", target: str, out: "str | Path", mode: str =
            validate: bool = False, images: "np.ndarray | int" = 2, conf: float = 0.25, timeout_s: float = 300.0,
            sram=None, flash=None, defines: Sequence[str] = (), seed: int = 0) -> dict:
     """Build the firmware; with ``run`` execute it on ``images`` (an array [K, 3, H, W], or a count
-    of seeded random images) and with ``validate`` add the bit-exactness and detection checks."""
+    of seeded random images) and with ``validate`` add the bit-exactness and detection checks.
+
+    Returns the figures of ``tinydet deploy --json``; after a run, ``_detections`` also holds the
+    firmware's detections per image (boxes [N, 4] in network-input pixels, scores, labels), which
+    the CLI leaves out of its JSON."""
     from tinydet.deploy.build import build_firmware
     from tinydet.deploy.run import quantize_images, run_firmware
     from tinydet.deploy.validate import device_figures, validate_run

@@ -67,7 +67,7 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
     Refuses (TinydetError, before compiling) a missing toolchain, an export folder failing its
     checksums, an unsupported int8 op, or a model that does not fit the target.
     """
-    from tinydet.export.schedule_file import load_export
+    from tinydet.export.schedule_file import load_export, write_bytes_atomic
 
     budget = targets.budget(target, sram, flash)
     t = toolchain.get_target(target)
@@ -78,7 +78,7 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     gen = codegen.generate(export.root, out, mode=mode, conf=conf, export=export)
-    (out / "model.json").write_text(codegen.summary_json(gen) + "\n")
+    write_bytes_atomic(out / "model.json", (codegen.summary_json(gen) + "\n").encode())
     fit = targets.check_fits(budget, gen.arena_bytes, gen.scratch_bytes, _decode_bytes(gen), gen.const_bytes,
                              f"{export.root.name} ({mode} mode)")
     sources = [Path(main) if main else DEMO_DIR / "main.c", gen.model_c, *map(Path, extra_sources), *_libm(t)]
@@ -105,7 +105,7 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
         "budget": fit, "layers": gen.layers, "outputs": gen.outputs, "input": gen.input,
         "detector": gen.detector, "conf": conf,
     }
-    (out / "build.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_bytes_atomic(out / "build.json", (json.dumps(info, indent=1) + "\n").encode())
     return info
 
 

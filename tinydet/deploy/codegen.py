@@ -86,8 +86,6 @@ def _check_supported(qg, where: str) -> None:
         if op.kind not in _SUPPORTED:
             raise TinydetError(f"{where}: node '{op.name}' ({op.kind}) is not supported by the C code generator; "
                                f"expected Conv, depthwise Conv (optionally followed by a residual Add) in QDQ form")
-        if op.kind == "dwconv" and op.weight.shape[0] != 1:
-            raise TinydetError(f"{where}: node '{op.name}': depthwise channel multiplier != 1 is not supported")
 
 
 def _layer_arena(schedule: dict) -> dict:
@@ -137,8 +135,9 @@ class _Tables:
         i = len(self.layer_rows)
         self.layer_index[qop.name] = i
         w = np.asarray(qop.weight, np.int8)
+        # OHWI conv filters, [1, KH, KW, C] depthwise filters: the last axis is the input channels
         cout = int(w.shape[0]) if qop.kind == "conv" else int(w.shape[3])
-        cin = int(w.shape[3]) if qop.kind == "conv" else int(w.shape[3])
+        cin = int(w.shape[3])
         kh, kw = qop.kernel
         bias = np.asarray(qop.bias, np.int64)
         if bias.min(initial=0) < -2**31 or bias.max(initial=0) >= 2**31:
@@ -215,8 +214,8 @@ def generate(export_dir: "str | Path", out_dir: "str | Path", mode: str = "patch
     sched = export.schedule
     where = str(export.root)
     full, stage1, stage2 = load_models(export)
-    graphs = (full,) if mode == "layer" else (stage1, stage2)
-    for g, name in zip(graphs, ("full.int8.onnx",) if mode == "layer" else ("stage1_patch.int8.onnx", "stage2.int8.onnx")):
+    used = {"full.int8.onnx": full} if mode == "layer" else {"stage1_patch.int8.onnx": stage1, "stage2.int8.onnx": stage2}
+    for name, g in used.items():
         _check_supported(g, f"{where}/{name}")
     t = _Tables(sched)
     ops_order = [op["name"] for op in sched["ops"]]
