@@ -200,7 +200,7 @@ def _step_row(t: _Tables, qop, step: dict, ih: int, iw: int, pt: int, pl: int, o
     temp = int(step["temp"]) if step.get("temp") is not None else -1
     result = int(step["result"])
     return (f"    {{{li}, {counter}, {_MODE_CODE[step['mode']]}, {1 if step['reverse'] else 0}, {ih}, {iw}, {pt}, {pl}, "
-            f"{oh}, {ow}, {pitch}, {sc_w}, {ct}, {cl}, {in_off}, {out}, {temp}, {sc}, {result}}}")
+            f"{oh}, {ow}, {pitch}, {sc_w}, {ct}, {cl}, {in_off}, {out}, {temp}, {sc}, {result}}} /* {qop.name} */")
 
 
 def generate(export_dir: "str | Path", out_dir: "str | Path", mode: str = "patch", conf: float = DEFAULT_CONF,
@@ -813,9 +813,14 @@ def _source(mode, arena, t: _Tables, tile_rows, tile_steps, steps2, outputs, lay
     parts.append("static const tinydet_add_params td_adds[] = {\n"
                  + (",\n".join(t.add_rows) if t.add_rows else "    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {-128, 127}}")
                  + "\n};\n")
-    parts.append("static const td_step td_steps[] = {\n" + (",\n".join(steps2) or "    {0}") + "\n};\n")
+    parts.append("/* per layer (stage 2 in patch mode), offsets in bytes from the arena start */\n")
+    parts.append("static const td_step td_steps[] = {\n" + ("\n".join(
+        r.replace(" /*", ", /*", 1) if i + 1 < len(steps2) else r for i, r in enumerate(steps2)) or "    {0}") + "\n};\n")
     if mode == "patch":
-        parts.append("static const td_step td_tile_steps[] = {\n" + ",\n".join(tile_steps) + "\n};\n")
+        parts.append("/* stage 1, once per tile: {layer, counter, mode, reverse, ih, iw, pad top, pad left, oh, ow,\n"
+                     " * output row pitch, shortcut width, crop top, crop left, input, output, temp, shortcut, result} */\n")
+        parts.append("static const td_step td_tile_steps[] = {\n" + "\n".join(
+            r.replace(" /*", ", /*", 1) if i + 1 < len(tile_steps) else r for i, r in enumerate(tile_steps)) + "\n};\n")
         parts.append("static const td_tile td_tiles[] = {\n" + ",\n".join(tile_rows) + "\n};\n")
         parts.append("static const td_step *td_steps_base(const td_step *s)\n{\n"
                      "    return (s >= td_tile_steps && s < td_tile_steps + TD_NUM_TILE_STEPS) ? td_tile_steps : td_steps;\n}\n")
