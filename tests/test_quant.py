@@ -118,6 +118,25 @@ def test_percentile_and_entropy_ranges_lie_inside_minmax(folder):
         assert narrower > len(r) // 2, method
 
 
+def test_entropy_ignores_exact_zeros_and_keeps_asymmetric_sides():
+    """A ReLU output, half exact zeros and uniform above: no tail, so KL keeps (almost) the whole
+    range; the zero spike must not drag the threshold down. A skewed signed tensor gets two sides."""
+    from onnx import TensorProto
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["r"], name="relu"),
+                               helper.make_node("Add", ["input", "shift"], ["s"], name="add")], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 64, 64])],
+                              [helper.make_tensor_value_info("r", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("s", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(np.array(2.0, np.float32), "shift")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(0)
+    images = [rng.uniform(-1, 1, (1, 1, 64, 64)).astype(np.float32) for _ in range(4)]
+    r = calibrate(model, images, "entropy")
+    assert r["r"][0] == 0.0 and r["r"][1] > 0.9
+    assert r["s"][0] == pytest.approx(1.0, abs=0.01) and r["s"][1] > 2.7  # [1, 3]: all positive
+
+
 def test_empty_calibration_set_and_bad_method_are_clear_errors(folder):
     out, _, _ = folder
     with pytest.raises(TinydetError, match="calibration set is empty"):

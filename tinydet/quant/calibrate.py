@@ -7,10 +7,12 @@ output; per tensor a range is chosen by one of three methods:
 * ``percentile``: the ``p``-th and ``(100 - p)``-th percentiles of all values (default p = 99.99),
   from a 4096-bin histogram over the min/max range (a second pass), so memory does not grow
   with the number of images;
-* ``entropy``: TensorRT's KL-divergence calibration. A 2048-bin histogram of ``|x|`` and, for
-  each candidate threshold, the KL divergence between the clipped distribution and its
-  quantized version (128 levels for signed tensors, 256 for non-negative ones, which use the
-  whole int8 range when asymmetric); the threshold with the smallest divergence wins.
+* ``entropy``: TensorRT's KL-divergence calibration, per side of zero (activations are
+  asymmetric): a 2048-bin histogram of the positive values and one of the negated negative values
+  (exact zeros left out: the zero point represents them under any threshold) and, for each
+  candidate threshold, the KL divergence between the clipped distribution and its quantized
+  version (256 levels for a one-signed tensor, 128 per side otherwise); the threshold with the
+  smallest divergence wins.
 """
 from __future__ import annotations
 
@@ -70,16 +72,23 @@ def _percentile_range(hist: np.ndarray, lo: float, hi: float, p: float) -> tuple
     return float(edges[min(i_lo, len(hist) - 1)]), float(edges[min(i_hi + 1, len(hist))])
 
 
-def kl_threshold(hist: np.ndarray, bin_width: float, levels: int = 128) -> float:
+def kl_threshold(hist: np.ndarray, bin_width: float, levels: int = 128, max_clipped: float = 0.01) -> float:
     """TensorRT's entropy calibration on a histogram of ``|x|``: the clipping threshold that
     minimises KL(P || Q) between the clipped reference distribution and its ``levels``-level
-    quantization."""
+    quantization.
+
+    Candidates clip at most ``max_clipped`` of the values: the normalised KL cannot see mass that
+    is clipped wholesale into the last bin, so a distribution with no mass near zero would
+    otherwise pick a threshold below all of its values."""
     hist = np.asarray(hist, dtype=np.float64)
     n = len(hist)
     if n <= levels or hist.sum() == 0:
         return n * bin_width
+    clipped = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # clipped[i] = hist[i:].sum()
     best_i, best_kl = n, np.inf
     for i in range(levels, n + 1):
+        if clipped[i] > max_clipped * clipped[0]:
+            continue
         p = hist[:i].copy()
         p[i - 1] += hist[i:].sum()  # outliers clipped into the last bin
         # quantize hist[:i] into `levels` chunks, spreading each chunk's mass over its nonzero bins
@@ -140,21 +149,25 @@ def calibrate(model: "onnx.ModelProto | str", images: Iterable[np.ndarray], meth
                     hists[n] += np.histogram(values[n], bins=PERCENTILE_BINS, range=(lo[n], hi[n]))[0]
         return {n: (_percentile_range(hists[n], lo[n], hi[n], percentile) if hi[n] > lo[n] else (lo[n], hi[n]))
                 for n in names}
-    # entropy
-    amax = {n: max(abs(lo[n]), abs(hi[n])) for n in names}
-    hists = {n: np.zeros(ENTROPY_BINS, np.int64) for n in names}
+    # entropy: one KL threshold per side, so an asymmetric tensor keeps an asymmetric range
+    pos = {n: np.zeros(ENTROPY_BINS, np.int64) for n in names}
+    neg = {n: np.zeros(ENTROPY_BINS, np.int64) for n in names}
     for values in _run_all(session, input_name, names, images):
         for n in names:
-            if amax[n] > 0:
-                hists[n] += np.histogram(np.abs(values[n]), bins=ENTROPY_BINS, range=(0.0, amax[n]))[0]
+            # exact zeros (ReLU's floor, padding) are exact under any threshold (the zero
+            # point): left in, their spike makes the KL prefer tiny thresholds
+            v = values[n]
+            if hi[n] > 0:
+                pos[n] += np.histogram(v[v > 0], bins=ENTROPY_BINS, range=(0.0, hi[n]))[0]
+            if lo[n] < 0:
+                neg[n] += np.histogram(-v[v < 0], bins=ENTROPY_BINS, range=(0.0, -lo[n]))[0]
     ranges = {}
     for n in names:
-        if amax[n] == 0:
-            ranges[n] = (lo[n], hi[n])
-            continue
-        levels = 256 if lo[n] >= 0 else 128
-        t = kl_threshold(hists[n], amax[n] / ENTROPY_BINS, levels)
-        ranges[n] = (max(lo[n], -t), min(hi[n], t))
+        # the levels a side gets: all 256 for a one-signed tensor, about half each otherwise
+        levels = 256 if lo[n] >= 0 or hi[n] <= 0 else 128
+        t_hi = kl_threshold(pos[n], hi[n] / ENTROPY_BINS, levels) if hi[n] > 0 else 0.0
+        t_lo = kl_threshold(neg[n], -lo[n] / ENTROPY_BINS, levels) if lo[n] < 0 else 0.0
+        ranges[n] = (max(lo[n], -t_lo), min(hi[n], t_hi))
     return ranges
 
 
