@@ -162,3 +162,30 @@ def test_quantize_cli_with_qat_checkpoint(qat_export, tmp_path, capsys):
     load_export(out)
     rc = main(["quantize", str(out), "--qat", str(ckpt), "--calib", "4"])
     assert rc == 2 and "do not combine" in capsys.readouterr().err
+
+
+def test_train_qat_export_quantize_validate_end_to_end(tmp_path, capsys):
+    """`tinydet train --set quant.qat=true --ckpt C` -> export -> `quantize --qat` -> validate."""
+    from train_helpers import make_voc, tiny_config
+
+    from tinydet.quant.qat import ranges_from_checkpoint
+
+    cfg = tiny_config(tmp_path, make_voc(tmp_path / "voc"), tmp_path / "runs")
+    assert main(["train", "-c", str(cfg), "--json"]) == 0
+    qat_dir = tmp_path / "qat"
+    assert main(["train", "-c", str(cfg), "--set", "quant.qat=true", f"train.out_dir={qat_dir}",
+                 "--ckpt", str(tmp_path / "runs" / "last.ckpt"), "--json"]) == 0
+    ckpt = qat_dir / "last.ckpt"
+    out = tmp_path / "out"
+    assert main(["export", "-c", str(cfg), "--ckpt", str(ckpt), "--out", str(out), "--patches", "2",
+                 "--split", "4", "--json"]) == 0
+    assert main(["quantize", str(out), "--qat", str(ckpt), "--json"]) == 0
+    capsys.readouterr()
+    ranges = ranges_from_checkpoint(ckpt)
+    table = json.loads((out / "quant.json").read_text())["activations"]
+    p = params_from_range(*ranges["blocks.3.expand"])
+    assert table["blocks.3.expand"] == {"scale": pytest.approx(p.scale), "zero_point": p.zero_point}
+    rc = main(["validate", str(out), "--images", "2", "-c", str(cfg), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["ok"]
+    assert report["int8_stitched_mismatches"] == 0 and report["int8_layer_max_lsb_vs_ort"] <= 1
