@@ -108,3 +108,10 @@ def test_detections_match_rules():
     assert not detections_match((boxes, scores, labels), (shifted, scores, labels))
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
     assert detections_match(empty, empty)
+
+
+def test_quantize_without_a_config_says_how_to_give_one(setup, capsys):
+    _, _, out = setup
+    rc, stdout, err = _main(capsys, ["quantize", str(out), "--calib", "2"])
+    assert rc == 2 and stdout == ""
+    assert "no 'config' recorded" in err and "-c X.yaml" in err
