@@ -80,11 +80,15 @@ def detector_from_config(cfg: Any, num_classes: int, spec: ArchSpec | None = Non
 
 
 def resolve_spec(arch: str, width_mult: float | None = None, config_path: str | None = None) -> ArchSpec:
-    """``model.arch`` (preset or spec file, relative to the cwd or else to the config's folder)."""
+    """``model.arch``: a preset, or a spec file relative to the cwd, else to the config's folder,
+    else to the repository root (so the shipped configs work from any directory)."""
     from pathlib import Path
 
     text = str(arch)
-    if config_path and not Path(text).exists() and (Path(config_path).parent / text).exists():
-        text = str(Path(config_path).parent / text)
+    if not Path(text).is_absolute() and not Path(text).exists():
+        bases = ([Path(config_path).parent] if config_path else []) + [Path(__file__).resolve().parents[2]]
+        found = [base / text for base in bases if (base / text).is_file()]
+        if found:
+            text = str(found[0])
     spec = get_spec(text)
     return spec.with_width(width_mult) if width_mult is not None else spec
