@@ -168,3 +168,26 @@ def test_train_on_a_wider_face_set_scores_val_with_the_wider_metric(tmp_path):
     assert result["global_step"] == 2
     assert result["val_map50"] is not None and 0.0 <= result["val_map50"] <= 1.0
     assert load_detector(None, result["last_ckpt"]).class_names == ["face"]
+
+
+def test_warmup_cosine_schedule():
+    from tinydet.train.module import WarmupCosine
+
+    f = WarmupCosine(total=100, warmup=10, cosine=True, final=0.01)
+    assert f(0) == pytest.approx(0.001) and f(5) == pytest.approx(0.5005) and f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.505) and f(100) == pytest.approx(0.01) and f(500) == pytest.approx(0.01)
+    assert WarmupCosine(100, 0, cosine=False, final=0.01)(70) == 1.0
+
+
+def test_ema_follows_the_model_with_a_ramped_decay():
+    from tinydet.train.module import ModelEMA
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = ModelEMA(model, decay=0.5, tau=1e-9)  # tau ~0: the full decay from the first update
+    model.weight.data.fill_(1.0)
+    ema.update(model)
+    assert ema.module.weight.item() == pytest.approx(0.5) and int(ema.updates) == 1
+    ema.update(model)
+    assert ema.module.weight.item() == pytest.approx(0.75)
+    assert not ema.train().module.training and not any(p.requires_grad for p in ema.module.parameters())

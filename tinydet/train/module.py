@@ -151,7 +151,7 @@ class DetectorModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warmup = int(train["warmup_epochs"] * per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, train["cosine"], train["final_lr_frac"]))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(total, warmup, train["cosine"], train["final_lr_frac"]))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -161,7 +161,7 @@ class DetectorModule(pl.LightningModule):
                                  "format_version": FORMAT_VERSION}
 
 
-class lr_lambda:
+class WarmupCosine:
     """Step -> lr factor: linear warm-up from 0.1% over ``warmup`` steps, then cosine from 1 to
     ``final`` at ``total`` steps (or constant). A class, not a closure, so it pickles (DDP spawn)."""
 
