@@ -71,6 +71,14 @@ TDN_INLINE int32_t tdn_clamp(int32_t v, int32_t lo, int32_t hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+/* One int8 output of a layer (DESIGN.md "Int8 arithmetic"): requantize the int32 accumulator, add
+ * the output zero point (out_offset), clamp to the activation range [act_min, act_max]. */
+TDN_INLINE int8_t tdn_requantize_s8(int32_t acc, int32_t mult, int32_t shift, int32_t out_offset, int32_t act_min,
+                                    int32_t act_max)
+{
+    return (int8_t)tdn_clamp(tdn_requantize(acc, mult, shift) + out_offset, act_min, act_max);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,12 +23,9 @@ arm_cmsis_nn_status arm_elementwise_add_s8(const int8_t *input_1_vect,
 {
     for (int32_t i = 0; i < block_size; i++)
     {
-        /* (x + offset) fits in 9 bits, so the left shift (20 in TFLite) cannot overflow */
-        const int32_t a = (int32_t)((uint32_t)(input_1_vect[i] + input_1_offset) << left_shift);
-        const int32_t b = (int32_t)((uint32_t)(input_2_vect[i] + input_2_offset) << left_shift);
-        const int32_t sum = tdn_requantize(a, input_1_mult, input_1_shift) + tdn_requantize(b, input_2_mult, input_2_shift);
-        const int32_t v = tdn_requantize(sum, out_mult, out_shift) + out_offset;
-        output[i] = (int8_t)tdn_clamp(v, out_activation_min, out_activation_max);
+        output[i] = tdn_add_s8(input_1_vect[i], input_2_vect[i], input_1_offset, input_1_mult, input_1_shift,
+                               input_2_offset, input_2_mult, input_2_shift, left_shift, out_offset, out_mult,
+                               out_shift, out_activation_min, out_activation_max);
     }
     return ARM_CMSIS_NN_SUCCESS;
 }
@@ -37,14 +34,6 @@ int32_t arm_avgpool_s8_get_buffer_size(const int dim_dst_width, const int ch_src
 {
     (void)dim_dst_width;
     return ch_src * (int32_t)sizeof(int32_t);
-}
-
-/* CMSIS/TFLite average rounding: half away from zero, then C truncating division. */
-static int8_t tdn_avg(int32_t sum, int32_t count, int32_t act_min, int32_t act_max)
-{
-    const int32_t half = count / 2;
-    const int32_t v = (sum > 0 ? sum + half : sum - half) / count;
-    return (int8_t)tdn_clamp(v, act_min, act_max);
 }
 
 arm_cmsis_nn_status arm_avgpool_s8(const cmsis_nn_context *ctx,
@@ -64,14 +53,12 @@ arm_cmsis_nn_status arm_avgpool_s8(const cmsis_nn_context *ctx,
         const int8_t *img = input_data + b * ih * iw * c;
         for (int32_t oy = 0; oy < output_dims->h; oy++)
         {
-            const int32_t y0 = oy * pool_params->stride.h - pool_params->padding.h;
-            const int32_t ky0 = y0 < 0 ? -y0 : 0, ky1 = y0 + kh > ih ? ih - y0 : kh;
+            const tdn_window ky = tdn_window_at(oy, pool_params->stride.h, pool_params->padding.h, kh, ih);
             for (int32_t ox = 0; ox < output_dims->w; ox++)
             {
-                const int32_t x0 = ox * pool_params->stride.w - pool_params->padding.w;
-                const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + kw > iw ? iw - x0 : kw;
-                const int32_t count = (ky1 - ky0) * (kx1 - kx0);
-                if (ky1 <= ky0 || kx1 <= kx0)
+                const tdn_window kx = tdn_window_at(ox, pool_params->stride.w, pool_params->padding.w, kw, iw);
+                const int32_t count = (ky.hi - ky.lo) * (kx.hi - kx.lo);
+                if (ky.hi <= ky.lo || kx.hi <= kx.lo)
                 {
                     return ARM_CMSIS_NN_ARG_ERROR; /* window entirely outside the input */
                 }
@@ -79,11 +66,11 @@ arm_cmsis_nn_status arm_avgpool_s8(const cmsis_nn_context *ctx,
                 {
                     /* all channels in one pass over the window: contiguous NHWC reads */
                     memset(sums, 0, (size_t)c * sizeof(int32_t));
-                    for (int32_t ky = ky0; ky < ky1; ky++)
+                    for (int32_t ty = ky.lo; ty < ky.hi; ty++)
                     {
-                        for (int32_t kx = kx0; kx < kx1; kx++)
+                        for (int32_t tx = kx.lo; tx < kx.hi; tx++)
                         {
-                            const int8_t *px = img + ((y0 + ky) * iw + x0 + kx) * c;
+                            const int8_t *px = img + ((ky.start + ty) * iw + kx.start + tx) * c;
                             for (int32_t ch = 0; ch < c; ch++)
                             {
                                 sums[ch] += px[ch];
@@ -92,7 +79,7 @@ arm_cmsis_nn_status arm_avgpool_s8(const cmsis_nn_context *ctx,
                     }
                     for (int32_t ch = 0; ch < c; ch++)
                     {
-                        *output_data++ = tdn_avg(sums[ch], count, amin, amax);
+                        *output_data++ = tdn_avg_s8(sums[ch], count, amin, amax);
                     }
                 }
                 else
@@ -100,14 +87,14 @@ arm_cmsis_nn_status arm_avgpool_s8(const cmsis_nn_context *ctx,
                     for (int32_t ch = 0; ch < c; ch++)
                     {
                         int32_t sum = 0;
-                        for (int32_t ky = ky0; ky < ky1; ky++)
+                        for (int32_t ty = ky.lo; ty < ky.hi; ty++)
                         {
-                            for (int32_t kx = kx0; kx < kx1; kx++)
+                            for (int32_t tx = kx.lo; tx < kx.hi; tx++)
                             {
-                                sum += img[((y0 + ky) * iw + x0 + kx) * c + ch];
+                                sum += img[((ky.start + ty) * iw + kx.start + tx) * c + ch];
                             }
                         }
-                        *output_data++ = tdn_avg(sum, count, amin, amax);
+                        *output_data++ = tdn_avg_s8(sum, count, amin, amax);
                     }
                 }
             }
@@ -149,18 +136,13 @@ arm_cmsis_nn_status arm_fully_connected_s8(const cmsis_nn_context *ctx,
             int32_t xw = 0, sw = 0, sx = 0;
             int32_t i = 0;
 #if TDN_DSP
-            const int32_t ones = 0x00010001;
+            const tdn_s16x4 ones = {0x00010001, 0x00010001};
             for (; i + 4 <= depth; i += 4)
             {
-                const uint32_t xv = tdn_read_u32(x + i), wv = tdn_read_u32(w + i);
-                const int32_t x02 = __sxtb16(xv), x13 = __sxtb16(tdn_ror8(xv));
-                const int32_t w02 = __sxtb16(wv), w13 = __sxtb16(tdn_ror8(wv));
-                xw = __smlad(x02, w02, xw);
-                xw = __smlad(x13, w13, xw);
-                sw = __smlad(w02, ones, sw);
-                sw = __smlad(w13, ones, sw);
-                sx = __smlad(x02, ones, sx);
-                sx = __smlad(x13, ones, sx);
+                const tdn_s16x4 xv = tdn_widen_s8x4(tdn_read_u32(x + i)), wv = tdn_widen_s8x4(tdn_read_u32(w + i));
+                xw = tdn_dot4(xv, wv, xw);
+                sw = tdn_dot4(wv, ones, sw);
+                sx = tdn_dot4(xv, ones, sx);
             }
 #else
             for (; i + 4 <= depth; i += 4)
@@ -182,8 +164,9 @@ arm_cmsis_nn_status arm_fully_connected_s8(const cmsis_nn_context *ctx,
             {
                 acc = (int32_t)((uint32_t)acc + (uint32_t)bias_data[r]);
             }
-            const int32_t v = tdn_requantize(acc, quant_params->multiplier, quant_params->shift) + fc_params->output_offset;
-            *output_data++ = (int8_t)tdn_clamp(v, fc_params->activation.min, fc_params->activation.max);
+            *output_data++ = tdn_requantize_s8(acc, quant_params->multiplier, quant_params->shift,
+                                               fc_params->output_offset, fc_params->activation.min,
+                                               fc_params->activation.max);
         }
     }
     return ARM_CMSIS_NN_SUCCESS;

@@ -15,14 +15,14 @@
 
 int32_t arm_convolve_s8_get_buffer_size(const cmsis_nn_dims *input_dims, const cmsis_nn_dims *filter_dims)
 {
-    const int32_t rhs_cols = filter_dims->w * filter_dims->h * input_dims->c;
-    const int32_t aligned = (rhs_cols + 3) & ~3;
-    return 2 * aligned * (int32_t)sizeof(int16_t);
+    /* two im2col columns of int16 (see tdn_convolve) */
+    return 2 * tdn_align4(filter_dims->w * filter_dims->h * input_dims->c) * (int32_t)sizeof(int16_t);
 }
 
 int32_t arm_convolve_1x1_s8_fast_get_buffer_size(const cmsis_nn_dims *input_dims)
 {
-    return 2 * ((input_dims->c + 3) & ~3) * (int32_t)sizeof(int16_t);
+    const cmsis_nn_dims one_by_one = {1, 1, 1, input_dims->c};
+    return arm_convolve_s8_get_buffer_size(input_dims, &one_by_one);
 }
 
 int32_t arm_convolve_wrapper_s8_get_buffer_size(const cmsis_nn_conv_params *conv_params,
@@ -112,11 +112,6 @@ static void tdn_fill_column(const tdn_im2col *g, int32_t oy, int32_t ox, int16_t
 #endif
 }
 
-TDN_INLINE int8_t tdn_out(int32_t acc, int32_t mult, int32_t shift, int32_t out_offset, int32_t act_min, int32_t act_max)
-{
-    return (int8_t)tdn_clamp(tdn_requantize(acc, mult, shift) + out_offset, act_min, act_max);
-}
-
 /* Two output pixels (columns col0, col1) x all output channels. out1 may be NULL (odd tail). */
 static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
                           const int16_t *col0, const int16_t *col1,
@@ -140,20 +135,14 @@ static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
 #if TDN_DSP
         for (; i + 4 <= k; i += 4)
         {
-            const uint32_t wa = tdn_read_u32(w0 + i);
-            const uint32_t wb = tdn_read_u32(w1 + i);
-            const int32_t wa02 = __sxtb16(wa), wa13 = __sxtb16(tdn_ror8(wa));
-            const int32_t wb02 = __sxtb16(wb), wb13 = __sxtb16(tdn_ror8(wb));
-            const int32_t c0_02 = (int32_t)tdn_read_u32(col0 + i), c0_13 = (int32_t)tdn_read_u32(col0 + i + 2);
-            const int32_t c1_02 = (int32_t)tdn_read_u32(col1 + i), c1_13 = (int32_t)tdn_read_u32(col1 + i + 2);
-            a00 = __smlad(wa02, c0_02, a00);
-            a00 = __smlad(wa13, c0_13, a00);
-            a01 = __smlad(wa02, c1_02, a01);
-            a01 = __smlad(wa13, c1_13, a01);
-            a10 = __smlad(wb02, c0_02, a10);
-            a10 = __smlad(wb13, c0_13, a10);
-            a11 = __smlad(wb02, c1_02, a11);
-            a11 = __smlad(wb13, c1_13, a11);
+            /* the columns hold x0 x2 x1 x3 per group (tdn_fill_column): lanes (even, odd) as loaded */
+            const tdn_s16x4 wa = tdn_widen_s8x4(tdn_read_u32(w0 + i)), wb = tdn_widen_s8x4(tdn_read_u32(w1 + i));
+            const tdn_s16x4 c0 = {(int32_t)tdn_read_u32(col0 + i), (int32_t)tdn_read_u32(col0 + i + 2)};
+            const tdn_s16x4 c1 = {(int32_t)tdn_read_u32(col1 + i), (int32_t)tdn_read_u32(col1 + i + 2)};
+            a00 = tdn_dot4(wa, c0, a00);
+            a01 = tdn_dot4(wa, c1, a01);
+            a10 = tdn_dot4(wb, c0, a10);
+            a11 = tdn_dot4(wb, c1, a11);
         }
 #else
         for (; i + 2 <= k; i += 2)
@@ -173,12 +162,12 @@ static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
             a10 += w1[i] * col0[i];
             a11 += w1[i] * col1[i];
         }
-        out0[oc] = tdn_out(a00, mult[oc], shift[oc], out_offset, act_min, act_max);
-        out0[oc + 1] = tdn_out(a10, mult[oc + 1], shift[oc + 1], out_offset, act_min, act_max);
+        out0[oc] = tdn_requantize_s8(a00, mult[oc], shift[oc], out_offset, act_min, act_max);
+        out0[oc + 1] = tdn_requantize_s8(a10, mult[oc + 1], shift[oc + 1], out_offset, act_min, act_max);
         if (out1)
         {
-            out1[oc] = tdn_out(a01, mult[oc], shift[oc], out_offset, act_min, act_max);
-            out1[oc + 1] = tdn_out(a11, mult[oc + 1], shift[oc + 1], out_offset, act_min, act_max);
+            out1[oc] = tdn_requantize_s8(a01, mult[oc], shift[oc], out_offset, act_min, act_max);
+            out1[oc + 1] = tdn_requantize_s8(a11, mult[oc + 1], shift[oc + 1], out_offset, act_min, act_max);
         }
     }
     if (oc < cout)
@@ -200,10 +189,10 @@ static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
             a0 += w0[i] * col0[i];
             a1 += w0[i] * col1[i];
         }
-        out0[oc] = tdn_out(a0, mult[oc], shift[oc], out_offset, act_min, act_max);
+        out0[oc] = tdn_requantize_s8(a0, mult[oc], shift[oc], out_offset, act_min, act_max);
         if (out1)
         {
-            out1[oc] = tdn_out(a1, mult[oc], shift[oc], out_offset, act_min, act_max);
+            out1[oc] = tdn_requantize_s8(a1, mult[oc], shift[oc], out_offset, act_min, act_max);
         }
     }
 }
@@ -233,12 +222,12 @@ static arm_cmsis_nn_status tdn_convolve(const cmsis_nn_context *ctx,
     g.stride_w = p->stride.w;
     g.pad_h = p->padding.h;
     g.pad_w = p->padding.w;
-    g.dil_h = p->dilation.h > 0 ? p->dilation.h : 1;
-    g.dil_w = p->dilation.w > 0 ? p->dilation.w : 1;
+    g.dil_h = tdn_dilation(p->dilation.h);
+    g.dil_w = tdn_dilation(p->dilation.w);
     g.out_w = output_dims->w;
     g.offset = p->input_offset;
     g.rhs_cols = g.k_h * g.k_w * g.in_c;
-    const int32_t aligned = (g.rhs_cols + 3) & ~3;
+    const int32_t aligned = tdn_align4(g.rhs_cols);
     int16_t *col0 = (int16_t *)ctx->buf;
     int16_t *col1 = col0 + aligned;
     const int32_t cout = output_dims->c;

@@ -17,54 +17,19 @@
 /* kernels up to 7x7 take the fast path (its packed weights live on the stack: 8 bytes per tap) */
 #define TDN_DW_MAX_TAPS 49
 
-static arm_cmsis_nn_status tdn_dw_general(const cmsis_nn_dw_conv_params *p,
-                                          const cmsis_nn_per_channel_quant_params *q,
-                                          const cmsis_nn_dims *in_d, const int8_t *in,
-                                          const cmsis_nn_dims *f_d, const int8_t *w,
-                                          const int32_t *bias, const cmsis_nn_dims *out_d, int8_t *out)
-{
-    const int32_t cin = in_d->c, mult = p->ch_mult, cout = out_d->c;
-    const int32_t dh = p->dilation.h > 0 ? p->dilation.h : 1, dw = p->dilation.w > 0 ? p->dilation.w : 1;
-    for (int32_t b = 0; b < in_d->n; b++)
-    {
-        const int8_t *src = in + b * in_d->h * in_d->w * cin;
-        for (int32_t oy = 0; oy < out_d->h; oy++)
-        {
-            for (int32_t ox = 0; ox < out_d->w; ox++)
-            {
-                for (int32_t ic = 0; ic < cin; ic++)
-                {
-                    for (int32_t m = 0; m < mult; m++)
-                    {
-                        const int32_t oc = ic * mult + m;
-                        int32_t acc = bias ? bias[oc] : 0;
-                        for (int32_t ky = 0; ky < f_d->h; ky++)
-                        {
-                            const int32_t iy = oy * p->stride.h - p->padding.h + ky * dh;
-                            if (iy < 0 || iy >= in_d->h)
-                            {
-                                continue;
-                            }
-                            for (int32_t kx = 0; kx < f_d->w; kx++)
-                            {
-                                const int32_t ix = ox * p->stride.w - p->padding.w + kx * dw;
-                                if (ix < 0 || ix >= in_d->w)
-                                {
-                                    continue;
-                                }
-                                acc += (src[(iy * in_d->w + ix) * cin + ic] + p->input_offset) *
-                                       w[(ky * f_d->w + kx) * cout + oc];
-                            }
-                        }
-                        acc = tdn_requantize(acc, q->multiplier[oc], q->shift[oc]) + p->output_offset;
-                        *out++ = (int8_t)tdn_clamp(acc, p->activation.min, p->activation.max);
-                    }
-                }
-            }
-        }
-    }
-    return ARM_CMSIS_NN_SUCCESS;
-}
+#if TDN_DSP
+/* One tap of a 4-channel block: the 4 input bytes at ptr (LDR, 2 SXTB16) times the tap's packed
+ * weights wp[2t] (channels 0, 2) and wp[2t + 1] (channels 1, 3), accumulated into a0..a3. */
+#define TDN_DW_TAP(t, ptr)                                                                                             \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        const tdn_s16x4 x = tdn_widen_s8x4(tdn_read_u32(ptr));                                                         \
+        a0 = __smlabb(x.even, wp[2 * (t)], a0);                                                                        \
+        a2 = __smlatt(x.even, wp[2 * (t)], a2);                                                                        \
+        a1 = __smlabb(x.odd, wp[2 * (t) + 1], a1);                                                                     \
+        a3 = __smlatt(x.odd, wp[2 * (t) + 1], a3);                                                                     \
+    } while (0)
+#endif
 
 arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
                                           const cmsis_nn_dw_conv_params *p,
@@ -84,16 +49,12 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
     {
         return ARM_CMSIS_NN_ARG_ERROR;
     }
-    const int32_t dh = p->dilation.h > 0 ? p->dilation.h : 1, dw = p->dilation.w > 0 ? p->dilation.w : 1;
-    if (p->ch_mult != 1 || dh != 1 || dw != 1)
-    {
-        return tdn_dw_general(p, q, in_d, in, f_d, w, bias, out_d, out);
-    }
     const int32_t c = in_d->c, kh = f_d->h, kw = f_d->w, ih = in_d->h, iw = in_d->w;
     const int32_t taps = kh * kw;
-    if (taps > TDN_DW_MAX_TAPS)
+    if (p->ch_mult != 1 || tdn_dilation(p->dilation.h) != 1 || tdn_dilation(p->dilation.w) != 1 ||
+        taps > TDN_DW_MAX_TAPS)
     {
-        return tdn_dw_general(p, q, in_d, in, f_d, w, bias, out_d, out);
+        return tdn_dw_plain(ctx, p, q, in_d, in, f_d, w, bias_dims, bias, out_d, out);
     }
     const int32_t row_stride = iw * c;
     const int32_t off = p->input_offset, ooff = p->output_offset;
@@ -122,9 +83,9 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
                 ws2 += wt[2];
                 ws3 += wt[3];
 #if TDN_DSP
-                const uint32_t wv = tdn_read_u32(wt);
-                wpk[2 * t] = __sxtb16(wv);
-                wpk[2 * t + 1] = __sxtb16(tdn_ror8(wv));
+                const tdn_s16x4 wv = tdn_widen_s8x4(tdn_read_u32(wt));
+                wpk[2 * t] = wv.even;
+                wpk[2 * t + 1] = wv.odd;
 #else
                 wpk[4 * t] = wt[0];
                 wpk[4 * t + 1] = wt[1];
@@ -141,37 +102,23 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
             const int32_t s0 = q->shift[ch], s1 = q->shift[ch + 1], s2 = q->shift[ch + 2], s3 = q->shift[ch + 3];
             for (int32_t oy = 0; oy < oh; oy++)
             {
-                const int32_t y0 = oy * p->stride.h - p->padding.h;
-                const int32_t ky0 = y0 < 0 ? -y0 : 0;
-                const int32_t ky1 = y0 + kh > ih ? ih - y0 : kh;
+                const tdn_window ky = tdn_window_at(oy, p->stride.h, p->padding.h, kh, ih);
                 for (int32_t ox = 0; ox < ow; ox++)
                 {
-                    const int32_t x0 = ox * p->stride.w - p->padding.w;
-                    const int32_t kx0 = x0 < 0 ? -x0 : 0;
-                    const int32_t kx1 = x0 + kw > iw ? iw - x0 : kw;
+                    const tdn_window kx = tdn_window_at(ox, p->stride.w, p->padding.w, kw, iw);
                     int32_t a0, a1, a2, a3;
-                    if (ky0 == 0 && kx0 == 0 && ky1 == kh && kx1 == kw)
+                    if (ky.lo == 0 && kx.lo == 0 && ky.hi == kh && kx.hi == kw)
                     {
                         a0 = i0;
                         a1 = i1;
                         a2 = i2;
                         a3 = i3;
-                        const int8_t *src = img + (y0 * iw + x0) * c + ch;
+                        const int8_t *src = img + (ky.start * iw + kx.start) * c + ch;
                         const int32_t *wp = wpk;
 #if TDN_DSP
                         if (kh == 3 && kw == 3)
                         {
-                            /* the common case, fully unrolled: 9 taps x (LDR, 2 SXTB16, 4 MAC) */
-#define TDN_DW_TAP(t, ptr)                                                                                             \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        const uint32_t iv = tdn_read_u32(ptr);                                                                         \
-        const int32_t x02 = __sxtb16(iv), x13 = __sxtb16(tdn_ror8(iv));                                                \
-        a0 = __smlabb(x02, wp[2 * (t)], a0);                                                                           \
-        a2 = __smlatt(x02, wp[2 * (t)], a2);                                                                           \
-        a1 = __smlabb(x13, wp[2 * (t) + 1], a1);                                                                       \
-        a3 = __smlatt(x13, wp[2 * (t) + 1], a3);                                                                       \
-    } while (0)
+                            /* the common case, fully unrolled */
                             const int8_t *r1 = src + row_stride, *r2 = src + 2 * row_stride;
                             TDN_DW_TAP(0, src);
                             TDN_DW_TAP(1, src + c);
@@ -182,22 +129,16 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
                             TDN_DW_TAP(6, r2);
                             TDN_DW_TAP(7, r2 + c);
                             TDN_DW_TAP(8, r2 + 2 * c);
-#undef TDN_DW_TAP
                         }
                         else
 #endif
-                        for (int32_t ky = 0; ky < kh; ky++)
+                        for (int32_t ty = 0; ty < kh; ty++)
                         {
-                            const int8_t *s = src + ky * row_stride;
-                            for (int32_t kx = 0; kx < kw; kx++)
+                            const int8_t *s = src + ty * row_stride;
+                            for (int32_t tx = 0; tx < kw; tx++)
                             {
 #if TDN_DSP
-                                const uint32_t iv = tdn_read_u32(s);
-                                const int32_t x02 = __sxtb16(iv), x13 = __sxtb16(tdn_ror8(iv));
-                                a0 = __smlabb(x02, wp[0], a0);
-                                a2 = __smlatt(x02, wp[0], a2);
-                                a1 = __smlabb(x13, wp[1], a1);
-                                a3 = __smlatt(x13, wp[1], a3);
+                                TDN_DW_TAP(0, s);
                                 wp += 2;
 #else
                                 a0 += s[0] * wp[0];
@@ -217,12 +158,12 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
                         a1 = b1;
                         a2 = b2;
                         a3 = b3;
-                        for (int32_t ky = ky0; ky < ky1; ky++)
+                        for (int32_t ty = ky.lo; ty < ky.hi; ty++)
                         {
-                            for (int32_t kx = kx0; kx < kx1; kx++)
+                            for (int32_t tx = kx.lo; tx < kx.hi; tx++)
                             {
-                                const int8_t *s = img + ((y0 + ky) * iw + x0 + kx) * c + ch;
-                                const int8_t *wt = w + (ky * kw + kx) * c + ch;
+                                const int8_t *s = img + ((ky.start + ty) * iw + kx.start + tx) * c + ch;
+                                const int8_t *wt = w + (ty * kw + tx) * c + ch;
                                 a0 += (s[0] + off) * wt[0];
                                 a1 += (s[1] + off) * wt[1];
                                 a2 += (s[2] + off) * wt[2];
@@ -231,35 +172,30 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
                         }
                     }
                     int8_t *o = dst + (oy * ow + ox) * c + ch;
-                    o[0] = (int8_t)tdn_clamp(tdn_requantize(a0, m0, s0) + ooff, amin, amax);
-                    o[1] = (int8_t)tdn_clamp(tdn_requantize(a1, m1, s1) + ooff, amin, amax);
-                    o[2] = (int8_t)tdn_clamp(tdn_requantize(a2, m2, s2) + ooff, amin, amax);
-                    o[3] = (int8_t)tdn_clamp(tdn_requantize(a3, m3, s3) + ooff, amin, amax);
+                    o[0] = tdn_requantize_s8(a0, m0, s0, ooff, amin, amax);
+                    o[1] = tdn_requantize_s8(a1, m1, s1, ooff, amin, amax);
+                    o[2] = tdn_requantize_s8(a2, m2, s2, ooff, amin, amax);
+                    o[3] = tdn_requantize_s8(a3, m3, s3, ooff, amin, amax);
                 }
             }
         }
-        /* remaining channels (C not a multiple of 4) */
+        /* remaining channels (C not a multiple of 4): one at a time, in-range taps only */
         for (; ch < c; ch++)
         {
             const int32_t bc = bias ? bias[ch] : 0;
             for (int32_t oy = 0; oy < oh; oy++)
             {
-                const int32_t y0 = oy * p->stride.h - p->padding.h;
-                const int32_t ky0 = y0 < 0 ? -y0 : 0, ky1 = y0 + kh > ih ? ih - y0 : kh;
+                const tdn_window ky = tdn_window_at(oy, p->stride.h, p->padding.h, kh, ih);
                 for (int32_t ox = 0; ox < ow; ox++)
                 {
-                    const int32_t x0 = ox * p->stride.w - p->padding.w;
-                    const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + kw > iw ? iw - x0 : kw;
-                    int32_t acc = bc;
-                    for (int32_t ky = ky0; ky < ky1; ky++)
-                    {
-                        for (int32_t kx = kx0; kx < kx1; kx++)
-                        {
-                            acc += (img[((y0 + ky) * iw + x0 + kx) * c + ch] + off) * w[(ky * kw + kx) * c + ch];
-                        }
-                    }
-                    const int32_t v = tdn_requantize(acc, q->multiplier[ch], q->shift[ch]) + ooff;
-                    dst[(oy * ow + ox) * c + ch] = (int8_t)tdn_clamp(v, amin, amax);
+                    const tdn_window kx = tdn_window_at(ox, p->stride.w, p->padding.w, kw, iw);
+                    /* may point outside the image for border windows; only in-range taps are read */
+                    const int8_t *src =
+                        (const int8_t *)((uintptr_t)img + (uintptr_t)((ky.start * (intptr_t)iw + kx.start) * c + ch));
+                    const int32_t acc =
+                        bc + tdn_dw1_window(src, row_stride, c, w + ch, kw * c, c, ky.lo, ky.hi, kx.lo, kx.hi, off);
+                    dst[(oy * ow + ox) * c + ch] =
+                        tdn_requantize_s8(acc, q->multiplier[ch], q->shift[ch], ooff, amin, amax);
                 }
             }
         }

@@ -1,4 +1,9 @@
-/* Internal helpers shared by the bundled kernels (not part of the public API). */
+/*
+ * Internal helpers shared by the bundled kernels (nn_*.c), the tinydet kernels (runtime.c) and the
+ * reference loops (ref_kernels.c); not part of the public API. Each piece of arithmetic that two of
+ * them share lives here once, as a static inline function, so that the fast kernels and the plain
+ * ref_ loops cannot drift apart. The int8 requantization itself is in tinydet_arith.h.
+ */
 #ifndef TINYDET_NN_INTERNAL_H
 #define TINYDET_NN_INTERNAL_H
 
@@ -6,6 +11,7 @@
 #include <string.h>
 
 #include "tinydet_arith.h"
+#include "tinydet_nn.h"
 
 /* The ACLE DSP/SIMD32 intrinsics (SXTB16, SMLAD, SMLABB/TT, SADD16) exist on Cortex-M4/M7/M33;
  * elsewhere (host builds, Cortex-M0) the kernels use plain 32-bit multiply-accumulates. */
@@ -27,6 +33,112 @@ TDN_INLINE uint32_t tdn_read_u32(const void *p)
 TDN_INLINE uint32_t tdn_ror8(uint32_t v)
 {
     return (v >> 8) | (v << 24);
+}
+
+#if TDN_DSP
+/* Four int8 values of a word sign-extended into two words of two int16 lanes each: bytes 0 and 2
+ * (even: SXTB16) and bytes 1 and 3 (odd: SXTB16 of the word rotated by 8). */
+typedef struct
+{
+    int32_t even, odd;
+} tdn_s16x4;
+
+TDN_INLINE tdn_s16x4 tdn_widen_s8x4(uint32_t v)
+{
+    tdn_s16x4 r;
+    r.even = __sxtb16(v);
+    r.odd = __sxtb16(tdn_ror8(v));
+    return r;
+}
+
+/* acc + the dot product of two 4-lane int16 vectors in the same (even, odd) lane order: two SMLAD. */
+TDN_INLINE int32_t tdn_dot4(tdn_s16x4 a, tdn_s16x4 b, int32_t acc)
+{
+    return __smlad(a.odd, b.odd, __smlad(a.even, b.even, acc));
+}
+#endif
+
+/* n rounded up to a multiple of 4 (word-aligned scratch sizes, SMLAD column groups). */
+TDN_INLINE int32_t tdn_align4(int32_t n)
+{
+    return (n + 3) & ~3;
+}
+
+/* CMSIS-NN dilation fields: 0 (left unset by older callers) means 1. */
+TDN_INLINE int32_t tdn_dilation(int32_t d)
+{
+    return d > 0 ? d : 1;
+}
+
+/* The window of output position o along one axis (stride, top/left padding pad, k taps one input
+ * apart) over an input of n positions: it starts at input position `start` (negative inside the
+ * padding) and its taps [lo, hi) fall inside the input; the others read as the zero point. Empty
+ * (hi <= lo) when the window lies entirely in the padding. */
+typedef struct
+{
+    int32_t start, lo, hi;
+} tdn_window;
+
+TDN_INLINE tdn_window tdn_window_at(int32_t o, int32_t stride, int32_t pad, int32_t k, int32_t n)
+{
+    tdn_window win;
+    win.start = o * stride - pad;
+    win.lo = win.start < 0 ? -win.start : 0;
+    win.hi = win.start + k > n ? n - win.start : k;
+    return win;
+}
+
+/* One channel of a depthwise window: sum over the taps [ky0, ky1) x [kx0, kx1) of (x + offset) * w,
+ * x read from src (src_row elements between input rows, src_pix between pixels), w from wt (w_row
+ * between kernel rows, w_pix between taps: the filter itself, or a dense copy of one channel).
+ * Always inlined so that calls with constant bounds (the interior 5x5 / 7x7 windows) unroll. */
+TDN_INLINE int32_t tdn_dw1_window(const int8_t *src, int32_t src_row, int32_t src_pix, const int8_t *wt, int32_t w_row,
+                                  int32_t w_pix, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1, int32_t offset)
+{
+    int32_t acc = 0;
+    for (int32_t ky = ky0; ky < ky1; ky++)
+    {
+        const int8_t *s = src + ky * src_row;
+        const int8_t *k = wt + ky * w_row;
+        for (int32_t kx = kx0; kx < kx1; kx++)
+        {
+            acc += (s[kx * src_pix] + offset) * k[kx * w_pix];
+        }
+    }
+    return acc;
+}
+
+/* Depthwise convolution as plain loops (nn_dw_plain.c): one output element at a time, no unrolling,
+ * bounds checked per tap. It is ref_arm_depthwise_conv_s8 (the baseline the benchmark compares
+ * against) and the bundled arm_depthwise_conv_s8's path for what its fast path does not cover
+ * (ch_mult > 1, dilation, kernels above 7x7). Same arguments as arm_depthwise_conv_s8. */
+arm_cmsis_nn_status tdn_dw_plain(const cmsis_nn_context *ctx, const cmsis_nn_dw_conv_params *p,
+                                 const cmsis_nn_per_channel_quant_params *q, const cmsis_nn_dims *in_d,
+                                 const int8_t *in, const cmsis_nn_dims *f_d, const int8_t *w,
+                                 const cmsis_nn_dims *bias_dims, const int32_t *bias, const cmsis_nn_dims *out_d,
+                                 int8_t *out);
+
+/* One element of arm_elementwise_add_s8: both inputs brought to a common scale ((x + offset) << left_shift,
+ * requantized), added, and the sum requantized to the output. (x + offset) fits in 9 bits, so the left
+ * shift (20 in TFLite) cannot overflow; it runs on uint32_t to stay defined C. */
+TDN_INLINE int8_t tdn_add_s8(int32_t x1, int32_t x2, int32_t input_1_offset, int32_t input_1_mult,
+                             int32_t input_1_shift, int32_t input_2_offset, int32_t input_2_mult, int32_t input_2_shift,
+                             int32_t left_shift, int32_t out_offset, int32_t out_mult, int32_t out_shift,
+                             int32_t act_min, int32_t act_max)
+{
+    const int32_t a = (int32_t)((uint32_t)(x1 + input_1_offset) << left_shift);
+    const int32_t b = (int32_t)((uint32_t)(x2 + input_2_offset) << left_shift);
+    const int32_t sum = tdn_requantize(a, input_1_mult, input_1_shift) + tdn_requantize(b, input_2_mult, input_2_shift);
+    return tdn_requantize_s8(sum, out_mult, out_shift, out_offset, act_min, act_max);
+}
+
+/* Average of a pooling window, CMSIS/TFLite rounding: half away from zero, then C truncating division;
+ * clamped to the activation range. */
+TDN_INLINE int8_t tdn_avg_s8(int32_t sum, int32_t count, int32_t act_min, int32_t act_max)
+{
+    const int32_t half = count / 2;
+    const int32_t v = (sum > 0 ? sum + half : sum - half) / count;
+    return (int8_t)tdn_clamp(v, act_min, act_max);
 }
 
 #endif

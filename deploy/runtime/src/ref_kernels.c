@@ -1,12 +1,9 @@
 /* Plain reference loops (see include/ref_kernels.h): one output element at a time, no unrolling,
- * no SIMD, bounds checked per tap. Semantics identical to the optimised kernels. */
+ * no SIMD, bounds checked per tap. Semantics identical to the optimised kernels; the per-element
+ * arithmetic (requantization, add, average) and the plain depthwise loop are nn_internal.h's, shared
+ * with the bundled kernels. */
 #include "ref_kernels.h"
-#include "tinydet_arith.h"
-
-static int8_t ref_out(int32_t acc, int32_t mult, int32_t shift, int32_t off, int32_t lo, int32_t hi)
-{
-    return (int8_t)tdn_clamp(tdn_requantize(acc, mult, shift) + off, lo, hi);
-}
+#include "nn_internal.h"
 
 arm_cmsis_nn_status ref_arm_convolve_s8(const cmsis_nn_context *ctx,
                                         const cmsis_nn_conv_params *p,
@@ -24,7 +21,7 @@ arm_cmsis_nn_status ref_arm_convolve_s8(const cmsis_nn_context *ctx,
     (void)ctx;
     (void)bias_dims;
     (void)upscale_dims;
-    const int32_t dh = p->dilation.h > 0 ? p->dilation.h : 1, dw = p->dilation.w > 0 ? p->dilation.w : 1;
+    const int32_t dh = tdn_dilation(p->dilation.h), dw = tdn_dilation(p->dilation.w);
     for (int32_t b = 0; b < in_d->n; b++)
         for (int32_t oy = 0; oy < out_d->h; oy++)
             for (int32_t ox = 0; ox < out_d->w; ox++)
@@ -43,8 +40,8 @@ arm_cmsis_nn_status ref_arm_convolve_s8(const cmsis_nn_context *ctx,
                                        w[((oc * f_d->h + ky) * f_d->w + kx) * f_d->c + ic];
                         }
                     out[((b * out_d->h + oy) * out_d->w + ox) * out_d->c + oc] =
-                        ref_out(acc, q->multiplier[oc], q->shift[oc], p->output_offset, p->activation.min,
-                                p->activation.max);
+                        tdn_requantize_s8(acc, q->multiplier[oc], q->shift[oc], p->output_offset, p->activation.min,
+                                          p->activation.max);
                 }
     return ARM_CMSIS_NN_SUCCESS;
 }
@@ -61,31 +58,7 @@ arm_cmsis_nn_status ref_arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
                                               const cmsis_nn_dims *out_d,
                                               int8_t *out)
 {
-    (void)ctx;
-    (void)bias_dims;
-    const int32_t dh = p->dilation.h > 0 ? p->dilation.h : 1, dw = p->dilation.w > 0 ? p->dilation.w : 1;
-    for (int32_t b = 0; b < in_d->n; b++)
-        for (int32_t oy = 0; oy < out_d->h; oy++)
-            for (int32_t ox = 0; ox < out_d->w; ox++)
-                for (int32_t oc = 0; oc < out_d->c; oc++)
-                {
-                    const int32_t ic = oc / p->ch_mult;
-                    int32_t acc = bias ? bias[oc] : 0;
-                    for (int32_t ky = 0; ky < f_d->h; ky++)
-                        for (int32_t kx = 0; kx < f_d->w; kx++)
-                        {
-                            const int32_t iy = oy * p->stride.h - p->padding.h + ky * dh;
-                            const int32_t ix = ox * p->stride.w - p->padding.w + kx * dw;
-                            if (iy < 0 || iy >= in_d->h || ix < 0 || ix >= in_d->w)
-                                continue;
-                            acc += (in[((b * in_d->h + iy) * in_d->w + ix) * in_d->c + ic] + p->input_offset) *
-                                   w[(ky * f_d->w + kx) * out_d->c + oc];
-                        }
-                    out[((b * out_d->h + oy) * out_d->w + ox) * out_d->c + oc] =
-                        ref_out(acc, q->multiplier[oc], q->shift[oc], p->output_offset, p->activation.min,
-                                p->activation.max);
-                }
-    return ARM_CMSIS_NN_SUCCESS;
+    return tdn_dw_plain(ctx, p, q, in_d, in, f_d, w, bias_dims, bias, out_d, out);
 }
 
 arm_cmsis_nn_status ref_arm_elementwise_add_s8(const int8_t *input_1_vect,
@@ -106,13 +79,9 @@ arm_cmsis_nn_status ref_arm_elementwise_add_s8(const int8_t *input_1_vect,
                                                const int32_t block_size)
 {
     for (int32_t i = 0; i < block_size; i++)
-    {
-        const int32_t a = tdn_requantize((input_1_vect[i] + input_1_offset) * (1 << left_shift), input_1_mult,
-                                         input_1_shift);
-        const int32_t b = tdn_requantize((input_2_vect[i] + input_2_offset) * (1 << left_shift), input_2_mult,
-                                         input_2_shift);
-        output[i] = ref_out(a + b, out_mult, out_shift, out_offset, out_activation_min, out_activation_max);
-    }
+        output[i] = tdn_add_s8(input_1_vect[i], input_2_vect[i], input_1_offset, input_1_mult, input_1_shift,
+                               input_2_offset, input_2_mult, input_2_shift, left_shift, out_offset, out_mult,
+                               out_shift, out_activation_min, out_activation_max);
     return ARM_CMSIS_NN_SUCCESS;
 }
 
@@ -143,9 +112,8 @@ arm_cmsis_nn_status ref_arm_avgpool_s8(const cmsis_nn_context *ctx,
                         }
                     if (count == 0)
                         return ARM_CMSIS_NN_ARG_ERROR;
-                    sum = sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
                     out[((b * out_d->h + oy) * out_d->w + ox) * in_d->c + c] =
-                        (int8_t)tdn_clamp(sum, p->activation.min, p->activation.max);
+                        tdn_avg_s8(sum, count, p->activation.min, p->activation.max);
                 }
     return ARM_CMSIS_NN_SUCCESS;
 }
@@ -170,8 +138,8 @@ arm_cmsis_nn_status ref_arm_fully_connected_s8(const cmsis_nn_context *ctx,
             int32_t acc = bias ? bias[r] : 0;
             for (int32_t i = 0; i < f_d->n; i++)
                 acc += (in[b * f_d->n + i] + p->input_offset) * (w[r * f_d->n + i] + p->filter_offset);
-            out[b * out_d->c + r] = ref_out(acc, q->multiplier, q->shift, p->output_offset, p->activation.min,
-                                            p->activation.max);
+            out[b * out_d->c + r] = tdn_requantize_s8(acc, q->multiplier, q->shift, p->output_offset,
+                                                      p->activation.min, p->activation.max);
         }
     return ARM_CMSIS_NN_SUCCESS;
 }

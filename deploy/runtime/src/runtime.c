@@ -2,29 +2,11 @@
 #include <string.h>
 
 #include "tinydet_runtime.h"
-#include "tinydet_arith.h"
+#include "nn_internal.h"
 
 int32_t tinydet_depthwise_conv_inplace_s8_get_buffer_size(const cmsis_nn_dims *output_dims)
 {
     return output_dims->h * output_dims->w;
-}
-
-/* One channel, one output pixel: sum over the in-range taps [ky0, ky1) x [kx0, kx1); weights of the
- * channel are pre-gathered into a dense k_w-wide array (wk). Always inlined so that the interior
- * 3x3/5x5/7x7 calls below get constant bounds and unroll. */
-TDN_INLINE int32_t tdn_dw1_window(const int8_t *src, int32_t row_stride, int32_t pix_stride, const int16_t *wk,
-                                  int32_t k_w, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1, int32_t offset)
-{
-    int32_t acc = 0;
-    for (int32_t ky = ky0; ky < ky1; ky++)
-    {
-        const int8_t *s = src + ky * row_stride;
-        for (int32_t kx = kx0; kx < kx1; kx++)
-        {
-            acc += (s[kx * pix_stride] + offset) * wk[ky * k_w + kx];
-        }
-    }
-    return acc;
 }
 
 arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ctx,
@@ -41,10 +23,9 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
     (void)bias_dims;
     const int32_t ih = in_d->h, iw = in_d->w, c = in_d->c, oh = out_d->h, ow = out_d->w;
     const int32_t kh = f_d->h, kw = f_d->w;
-    const int32_t dh = p->dilation.h > 0 ? p->dilation.h : 1, dwl = p->dilation.w > 0 ? p->dilation.w : 1;
     /* dilation is not used by tinydet's networks: kept out of this kernel (ARG_ERROR) */
     if (ctx == NULL || ctx->buf == NULL || p->ch_mult != 1 || out_d->c != c || in_d->n != 1 || oh * ow > ih * iw ||
-        dh != 1 || dwl != 1 || kh * kw > TINYDET_DW_INPLACE_MAX_TAPS)
+        tdn_dilation(p->dilation.h) != 1 || tdn_dilation(p->dilation.w) != 1 || kh * kw > TINYDET_DW_INPLACE_MAX_TAPS)
     {
         return ARM_CMSIS_NN_ARG_ERROR;
     }
@@ -52,7 +33,7 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
     const int32_t amin = p->activation.min, amax = p->activation.max;
     const int32_t row_stride = iw * c;
     int8_t *tmp = (int8_t *)ctx->buf;
-    int16_t wk[TINYDET_DW_INPLACE_MAX_TAPS] = {0}; /* zeros beyond kh*kw: the 3x3 register copy reads 9 */
+    int8_t wk[TINYDET_DW_INPLACE_MAX_TAPS] = {0}; /* zeros beyond kh*kw: the 3x3 register copy reads 9 */
     for (int32_t ch = 0; ch < c; ch++)
     {
         const int32_t b = bias ? bias[ch] : 0;
@@ -74,15 +55,14 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
         int8_t *t = tmp;
         for (int32_t oy = 0; oy < oh; oy++)
         {
-            const int32_t y0 = oy * p->stride.h - p->padding.h;
-            const int32_t ky0 = y0 < 0 ? -y0 : 0, ky1 = y0 + kh > ih ? ih - y0 : kh;
+            const tdn_window ky = tdn_window_at(oy, p->stride.h, p->padding.h, kh, ih);
             for (int32_t ox = 0; ox < ow; ox++)
             {
-                const int32_t x0 = ox * p->stride.w - p->padding.w;
-                const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + kw > iw ? iw - x0 : kw;
-                const int interior = ky0 == 0 && kx0 == 0 && ky1 == kh && kx1 == kw;
+                const tdn_window kx = tdn_window_at(ox, p->stride.w, p->padding.w, kw, iw);
+                const int interior = ky.lo == 0 && kx.lo == 0 && ky.hi == kh && kx.hi == kw;
                 /* may point outside the buffer for border windows; only in-range taps are read */
-                const int8_t *src = (const int8_t *)((uintptr_t)inout + (uintptr_t)(((intptr_t)y0 * iw + x0) * c + ch));
+                const int8_t *src =
+                    (const int8_t *)((uintptr_t)inout + (uintptr_t)(((intptr_t)ky.start * iw + kx.start) * c + ch));
                 int32_t acc;
                 if (interior && kh == 3 && kw == 3)
                 {
@@ -92,18 +72,17 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
                 }
                 else if (interior && kh == 5 && kw == 5)
                 {
-                    acc = base + tdn_dw1_window(src, row_stride, c, wk, 5, 0, 5, 0, 5, 0);
+                    acc = base + tdn_dw1_window(src, row_stride, c, wk, 5, 1, 0, 5, 0, 5, 0);
                 }
                 else if (interior && kh == 7 && kw == 7)
                 {
-                    acc = base + tdn_dw1_window(src, row_stride, c, wk, 7, 0, 7, 0, 7, 0);
+                    acc = base + tdn_dw1_window(src, row_stride, c, wk, 7, 1, 0, 7, 0, 7, 0);
                 }
                 else
                 {
-                    acc = b + tdn_dw1_window(src, row_stride, c, wk, kw, ky0, ky1, kx0, kx1, off);
+                    acc = b + tdn_dw1_window(src, row_stride, c, wk, kw, 1, ky.lo, ky.hi, kx.lo, kx.hi, off);
                 }
-                const int32_t v = tdn_requantize(acc, mult, shift) + ooff;
-                *t++ = (int8_t)tdn_clamp(v, amin, amax);
+                *t++ = tdn_requantize_s8(acc, mult, shift, ooff, amin, amax);
             }
         }
         /* channel ch's input is fully consumed: its slots in the first oh*ow pixels are free */
@@ -113,11 +92,6 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
         }
     }
     return ARM_CMSIS_NN_SUCCESS;
-}
-
-static int32_t tdn_align4(int32_t n)
-{
-    return (n + 3) & ~3;
 }
 
 int32_t tinydet_conv_add_s8_get_buffer_size(const cmsis_nn_dims *input_dims,
@@ -187,24 +161,18 @@ arm_cmsis_nn_status tinydet_conv_add_region_s8(const cmsis_nn_context *ctx,
     conv_ctx.buf = ctx->buf;
     conv_ctx.size = conv_buf;
     const int32_t ih = input_dims->h, iw = input_dims->w, ic = input_dims->c;
-    const int32_t dil_h = conv_params->dilation.h > 0 ? conv_params->dilation.h : 1;
-    const int32_t extent = (filter_dims->h - 1) * dil_h + 1;
+    const int32_t extent = (filter_dims->h - 1) * tdn_dilation(conv_params->dilation.h) + 1;
     const int32_t row_len = ow * oc;
     for (int32_t oy = 0; oy < oh; oy++)
     {
         /* the rows this output row reads; rows outside the input become CMSIS top padding
          * (above) or simply absent rows (below), both read as the zero point */
-        const int32_t top = oy * conv_params->stride.h - conv_params->padding.h;
-        const int32_t y_start = top < 0 ? 0 : top;
-        int32_t y_end = top + extent;
-        if (y_end > ih)
-        {
-            y_end = ih;
-        }
+        const tdn_window rows = tdn_window_at(oy, conv_params->stride.h, conv_params->padding.h, extent, ih);
+        const int32_t y_start = rows.start + rows.lo;
         cmsis_nn_conv_params rp = *conv_params;
-        rp.padding.h = y_start - top;
+        rp.padding.h = rows.lo;
         rp.stride.h = 1;
-        const cmsis_nn_dims in_rows = {1, y_end > y_start ? y_end - y_start : 0, iw, ic};
+        const cmsis_nn_dims in_rows = {1, rows.hi > rows.lo ? rows.hi - rows.lo : 0, iw, ic};
         const cmsis_nn_dims out_row = {1, 1, ow, oc};
         const arm_cmsis_nn_status st =
             arm_convolve_s8(&conv_ctx, &rp, quant_params, &in_rows, input_data + y_start * iw * ic, filter_dims,
@@ -255,8 +223,8 @@ int tinydet_tile_geometry(int32_t in_h, int32_t in_w, int32_t k_h, int32_t k_w, 
                           const cmsis_nn_tile *dilation, const tinydet_pad *pad, cmsis_nn_tile *padding,
                           cmsis_nn_dims *output_dims)
 {
-    const int32_t dh = dilation && dilation->h > 0 ? dilation->h : 1;
-    const int32_t dw = dilation && dilation->w > 0 ? dilation->w : 1;
+    const int32_t dh = dilation ? tdn_dilation(dilation->h) : 1;
+    const int32_t dw = dilation ? tdn_dilation(dilation->w) : 1;
     const int32_t span_h = in_h + pad->top + pad->bottom - dh * (k_h - 1) - 1;
     const int32_t span_w = in_w + pad->left + pad->right - dw * (k_w - 1) - 1;
     if (span_h < 0 || span_w < 0)
