@@ -59,12 +59,10 @@ LAYERS = [
 
 
 def _run(elf: Path, workdir: Path, recs: list[bytes]) -> list[int]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "kin.bin").write_bytes(b"".join(recs))
-    code, out, log = toolchain.run_qemu(elf, workdir, timeout_s=600)
-    if code != 0:
-        raise SystemExit(f"kernel driver failed ({code}), log {log}")
-    outs = drv.read_outputs(workdir / "kout.bin")
+    try:
+        outs = drv.run_records(elf, workdir, recs, toolchain.run_qemu, timeout_s=600)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
     bad = [i for i, o in enumerate(outs) if o[0] != 0]
     if bad:
         raise SystemExit(f"kernel call {bad[0]} returned status {outs[bad[0]][0]}")

@@ -39,6 +39,20 @@ def read_outputs(path: Path) -> list[tuple[int, int, bytes]]:
     return out
 
 
+def run_records(exe: Path, workdir: Path, recs: list[bytes], runner, timeout_s: float = 240.0
+                ) -> list[tuple[int, int, bytes]]:
+    """Write ``recs`` as ``workdir/kin.bin``, run the driver ``exe`` there with ``runner``
+    (``toolchain.run_host`` or ``toolchain.run_qemu``) and return its outputs (:func:`read_outputs`).
+    A driver that exits non-zero raises RuntimeError naming its log."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "kin.bin").write_bytes(b"".join(recs))
+    code, out, log = runner(exe, workdir, timeout_s=timeout_s)
+    if code != 0:
+        raise RuntimeError(f"kernel driver {exe} exited {code} (log {log}): {out[-300:]}")
+    return read_outputs(workdir / "kout.bin")
+
+
 def conv_record(x, w, bias, mult, shift, *, input_offset, output_offset, stride, padding, dilation, out_hw,
                 act_min, act_max, variant=CONV_ARM, op=OP_CONV, shortcut=None, add=None, add_act=(-128, 127),
                 shortcut_at=None):

@@ -63,6 +63,32 @@ static void write_out(FILE *f, int32_t status, uint32_t ticks, const void *data,
     fwrite(pad, 1, (size_t)((4 - (n & 3)) & 3), f);
 }
 
+/* p[7..18] of a conv or depthwise record: stride, padding, dilation (h, w each), input offset,
+ * output offset, activation min and max. */
+static void read_window_params(const int32_t *p, cmsis_nn_tile *stride, cmsis_nn_tile *padding,
+                               cmsis_nn_tile *dilation, int32_t *input_offset, int32_t *output_offset,
+                               cmsis_nn_activation *activation)
+{
+    stride->h = p[7];
+    stride->w = p[8];
+    padding->h = p[9];
+    padding->w = p[10];
+    dilation->h = p[11];
+    dilation->w = p[12];
+    *input_offset = p[15];
+    *output_offset = p[16];
+    activation->min = p[17];
+    activation->max = p[18];
+}
+
+/* Scratch for a kernel: the rest of the arena after its out_n output bytes (8-byte aligned). */
+static cmsis_nn_context scratch_after(uint8_t *out_p, int32_t out_n, const uint8_t *free_mem, size_t free_bytes)
+{
+    uint8_t *scratch = out_p + ((out_n + 7) & ~7);
+    const cmsis_nn_context ctx = {scratch, (int32_t)(free_bytes - (size_t)(scratch - free_mem))};
+    return ctx;
+}
+
 int main(int argc, char **argv)
 {
     /* usage: kernel_driver [IN [OUT]]  (default kin.bin, kout.bin) */
@@ -120,21 +146,12 @@ int main(int argc, char **argv)
             const cmsis_nn_dims bd = {1, 1, 1, p[4]};
             const cmsis_nn_dims od = {p[0], p[13], p[14], p[4]};
             cmsis_nn_conv_params cp;
-            cp.stride.h = p[7];
-            cp.stride.w = p[8];
-            cp.padding.h = p[9];
-            cp.padding.w = p[10];
-            cp.dilation.h = p[11];
-            cp.dilation.w = p[12];
-            cp.input_offset = p[15];
-            cp.output_offset = p[16];
-            cp.activation.min = p[17];
-            cp.activation.max = p[18];
+            read_window_params(p, &cp.stride, &cp.padding, &cp.dilation, &cp.input_offset, &cp.output_offset,
+                               &cp.activation);
             cmsis_nn_per_channel_quant_params qp = {(int32_t *)blob[3], (int32_t *)blob[4]};
             const int32_t variant = p[19];
             out_n = od.n * od.h * od.w * od.c;
-            uint8_t *scratch = out_p + ((out_n + 7) & ~7);
-            cmsis_nn_context ctx = {scratch, (int32_t)(free_bytes - (size_t)(scratch - free_mem))};
+            cmsis_nn_context ctx = scratch_after(out_p, out_n, free_mem, free_bytes);
             if (op == OP_CONV)
             {
                 t0 = COUNTER();
@@ -200,21 +217,12 @@ int main(int argc, char **argv)
             const cmsis_nn_dims bd = {1, 1, 1, od.c};
             cmsis_nn_dw_conv_params dp;
             dp.ch_mult = p[4];
-            dp.stride.h = p[7];
-            dp.stride.w = p[8];
-            dp.padding.h = p[9];
-            dp.padding.w = p[10];
-            dp.dilation.h = p[11];
-            dp.dilation.w = p[12];
-            dp.input_offset = p[15];
-            dp.output_offset = p[16];
-            dp.activation.min = p[17];
-            dp.activation.max = p[18];
+            read_window_params(p, &dp.stride, &dp.padding, &dp.dilation, &dp.input_offset, &dp.output_offset,
+                               &dp.activation);
             cmsis_nn_per_channel_quant_params qp = {(int32_t *)blob[3], (int32_t *)blob[4]};
             const int32_t variant = p[19];
             out_n = od.n * od.h * od.w * od.c;
-            uint8_t *scratch = out_p + ((out_n + 7) & ~7);
-            cmsis_nn_context ctx = {scratch, (int32_t)(free_bytes - (size_t)(scratch - free_mem))};
+            cmsis_nn_context ctx = scratch_after(out_p, out_n, free_mem, free_bytes);
             t0 = COUNTER();
             if (variant == 0)
                 status = arm_depthwise_conv_s8(&ctx, &dp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
