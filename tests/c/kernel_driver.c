@@ -81,10 +81,13 @@ static void read_window_params(const int32_t *p, cmsis_nn_tile *stride, cmsis_nn
     activation->max = p[18];
 }
 
-/* Scratch for a kernel: the rest of the arena after its out_n output bytes (8-byte aligned). */
-static cmsis_nn_context scratch_after(uint8_t *out_p, int32_t out_n, const uint8_t *free_mem, size_t free_bytes)
+/* A kernel writing an od-sized output at out_p: sets *out_n to its size in bytes and returns the
+ * kernel's scratch, the rest of the arena after the output (8-byte aligned). */
+static cmsis_nn_context output_and_scratch(const cmsis_nn_dims *od, uint8_t *out_p, int32_t *out_n,
+                                           const uint8_t *free_mem, size_t free_bytes)
 {
-    uint8_t *scratch = out_p + ((out_n + 7) & ~7);
+    *out_n = od->n * od->h * od->w * od->c;
+    uint8_t *scratch = out_p + ((*out_n + 7) & ~7);
     const cmsis_nn_context ctx = {scratch, (int32_t)(free_bytes - (size_t)(scratch - free_mem))};
     return ctx;
 }
@@ -150,8 +153,7 @@ int main(int argc, char **argv)
                                &cp.activation);
             cmsis_nn_per_channel_quant_params qp = {(int32_t *)blob[3], (int32_t *)blob[4]};
             const int32_t variant = p[19];
-            out_n = od.n * od.h * od.w * od.c;
-            cmsis_nn_context ctx = scratch_after(out_p, out_n, free_mem, free_bytes);
+            cmsis_nn_context ctx = output_and_scratch(&od, out_p, &out_n, free_mem, free_bytes);
             if (op == OP_CONV)
             {
                 t0 = COUNTER();
@@ -221,8 +223,7 @@ int main(int argc, char **argv)
                                &dp.activation);
             cmsis_nn_per_channel_quant_params qp = {(int32_t *)blob[3], (int32_t *)blob[4]};
             const int32_t variant = p[19];
-            out_n = od.n * od.h * od.w * od.c;
-            cmsis_nn_context ctx = scratch_after(out_p, out_n, free_mem, free_bytes);
+            cmsis_nn_context ctx = output_and_scratch(&od, out_p, &out_n, free_mem, free_bytes);
             t0 = COUNTER();
             if (variant == 0)
                 status = arm_depthwise_conv_s8(&ctx, &dp, &qp, &id, (int8_t *)blob[0], &fd, (int8_t *)blob[1], &bd,
