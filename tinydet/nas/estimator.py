@@ -88,7 +88,7 @@ class SupernetModule(L.LightningModule):
 
     def configure_optimizers(self):
         # the training config's optimiser and schedule (tinydet.train.module), applied to the supernet
-        from tinydet.train.module import lr_lambda
+        from tinydet.train.module import WarmupCosine
 
         cfg = self.train_cfg
         decay, no_decay = [], []
@@ -103,8 +103,8 @@ class SupernetModule(L.LightningModule):
             opt = torch.optim.AdamW(groups, lr=float(cfg["lr"]), betas=(float(cfg["momentum"]), 0.999))
         total = self.total_steps
         warmup = min(total // 2, int(float(cfg["warmup_epochs"]) * self.steps_per_epoch))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, warmup, bool(cfg["cosine"]),
-                                                                 float(cfg["final_lr_frac"])))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(total, warmup, bool(cfg["cosine"]),
+                                                                      float(cfg["final_lr_frac"])))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
