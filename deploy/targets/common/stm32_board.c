@@ -20,6 +20,7 @@
 #define REG(a) (*(volatile uint32_t *)(a))
 #define GPIO_MODER REG(STM32_GPIO_BASE + 0x00u)
 #define GPIO_AFR REG(STM32_GPIO_BASE + 0x20u + 4u * (STM32_TX_PIN / 8u)) /* AFRL for pins 0-7, AFRH 8-15 */
+#define AFR_SHIFT (4u * (STM32_TX_PIN % 8u))
 #define USART_CR1 REG(STM32_USART_BASE + 0x00u)
 #define USART_BRR REG(STM32_USART_BASE + 0x0Cu)
 #define USART_ISR REG(STM32_USART_BASE + 0x1Cu)
@@ -38,7 +39,7 @@ void tinydet_board_init(void)
     REG(STM32_RCC_USART_ENR) |= 1u << STM32_RCC_USART_BIT;
     (void)REG(STM32_RCC_USART_ENR); /* read back: the clock must be running before the peripheral is touched */
     GPIO_MODER = (GPIO_MODER & ~(3u << (2u * STM32_TX_PIN))) | (2u << (2u * STM32_TX_PIN)); /* alternate function */
-    GPIO_AFR = (GPIO_AFR & ~(0xFu << (4u * (STM32_TX_PIN % 8u)))) | ((uint32_t)STM32_TX_AF << (4u * (STM32_TX_PIN % 8u)));
+    GPIO_AFR = (GPIO_AFR & ~(0xFu << AFR_SHIFT)) | ((uint32_t)STM32_TX_AF << AFR_SHIFT);
     USART_BRR = (STM32_HSI_HZ + BAUD / 2) / BAUD;
     USART_CR1 = (1u << 3) | (1u << 0); /* TE, UE */
 
