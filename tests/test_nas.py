@@ -370,3 +370,40 @@ def test_search_cli_errors(tiny_config, tmp_path, capsys):
     assert not (tmp_path / "x" / "supernet.ckpt").exists()  # failed before training
     code, _ = _cli(["search", "-c", str(tiny_config), "--sram", "big", "--flash", "1MB", "--out", str(tmp_path / "y")])
     assert code == 2 and "--sram: expected a size" in capsys.readouterr().err
+
+
+def test_head_stages_at_stride_8_and_16():
+    space = space_from_config({"head_stages": [2, 4], "widths": [0.35], "resolutions": [64], "grids": [1, 2],
+                               "depths": [[1], [1], [1, 2], [1, 2], [1], [1], [1]]})
+    head = HeadSpec(num_classes=2, num_anchors=2, channels=8)
+    rng = random.Random(0)
+    feasible = 0
+    for _ in range(30):
+        cand = space.sample(rng)
+        spec = cand.to_spec(space)
+        graph = lower(spec, 64, head=head)
+        assert len(cand.depths) == 5  # stages after the stride-16 head are not searched
+        assert graph.num_blocks == len(spec.blocks) == 1 + sum(cand.depths)
+        m = evaluate_constraints(cand, space, head, Budget(1 << 30, 1 << 30, 10.0))
+        # a split that puts the stride-8 head's block inside the patch stage (not as its output) is refused
+        if cand.grid > 1:
+            try:
+                plan_patches(graph, cand.grid, cand.split)
+                ok = True
+            except TinydetError:
+                ok = False
+            assert m["feasible"] == ok
+        feasible += m["feasible"]
+    assert feasible
+    torch.manual_seed(0)
+    supernet = Supernet(space, head).eval()
+    cand = space.sample(rng)
+    net = extract(supernet, cand).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ours, theirs = supernet(x, cand), net(x)
+    assert [tuple(o.shape[-2:]) for o in ours] == [(8, 8), (4, 4)]
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(TinydetError, match="search.head_stages"):
+        space_from_config({"head_stages": [-1]})

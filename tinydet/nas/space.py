@@ -194,7 +194,9 @@ MBV2_STAGES = (
 
 def space_from_config(search: dict[str, Any], where: str = "search") -> SearchSpace:
     """The space described by a config's ``search`` section (keys it does not set keep MobileNetV2's
-    defaults). ``depths`` (optional) is one list of depth choices per stage."""
+    defaults). ``depths`` (optional) is one list of depth choices per stage; ``head_stages`` the
+    stages whose last block feeds a head scale (default [4, 6]: strides 16 and 32; [2, 4] gives
+    strides 8 and 16 for small objects)."""
     kwargs: dict[str, Any] = {}
     for key in ("kernels", "expands", "resolutions", "grids"):
         if search.get(key) is not None:
@@ -204,6 +206,8 @@ def space_from_config(search: dict[str, Any], where: str = "search") -> SearchSp
         if not isinstance(widths, (list, tuple)) or not all(isinstance(w, (int, float)) and w > 0 for w in widths):
             raise TinydetError(f"{where}.widths: expected a list of positive numbers, got {widths!r}")
         kwargs["widths"] = tuple(float(w) for w in widths)
+    if search.get("head_stages") is not None:
+        kwargs["head_stages"] = tuple(_ints_ge0(search["head_stages"], f"{where}.head_stages"))
     for key in ("stem_out", "max_split_stage", "min_split"):
         if search.get(key) is not None:
             kwargs[key] = _ints([search[key]], f"{where}.{key}")[0]
@@ -215,7 +219,19 @@ def space_from_config(search: dict[str, Any], where: str = "search") -> SearchSp
         stages = tuple(StageSpace(st.out, st.stride, tuple(_ints(d if isinstance(d, (list, tuple)) else [d],
                                                                    f"{where}.depths[{i}]")), st.kernels, st.expands)
                        for i, (st, d) in enumerate(zip(stages, depths)))
-    return SearchSpace(stages=stages, **kwargs)
+    if kwargs.get("head_stages") and max(kwargs["head_stages"]) >= len(stages):
+        raise TinydetError(f"{where}.head_stages: expected stage indices in 0..{len(stages) - 1}, "
+                           f"got {list(kwargs['head_stages'])}")
+    # stages after the last head feed nothing: they are not part of the detector, nor of the space
+    last = max(kwargs.get("head_stages", SearchSpace.head_stages))
+    return SearchSpace(stages=stages[: last + 1], **kwargs)
+
+
+def _ints_ge0(values: Any, where: str) -> list[int]:
+    if not isinstance(values, (list, tuple)) or not values or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise TinydetError(f"{where}: expected a non-empty list of stage indices (0-based), got {values!r}")
+    return sorted(set(values))
 
 
 def _ints(values: Any, where: str) -> list[int]:

@@ -66,7 +66,7 @@ DEFAULTS: dict[str, Any] = {
         "widths": [0.35, 0.5, 0.75], "resolutions": [96, 128, 160], "grids": [2, 3, 4],
         # tinydet.nas: per-stage depth choices (null = MobileNetV2-like defaults), split range,
         # sandwich size, BN-recalibration batches, rejection-sampling tries, parents kept
-        "depths": None, "max_split_stage": 3, "min_split": 2, "n_random": 2, "recal_batches": 4,
+        "depths": None, "head_stages": None, "max_split_stage": 3, "min_split": 2, "n_random": 2, "recal_batches": 4,
         "max_tries": 2000, "parent_ratio": 0.25, "max_val_images": 0, "supernet_max_steps": -1,
     },
 }
@@ -84,6 +84,7 @@ NULLABLE: dict[str, tuple[type, ...]] = {
     "export.sram_budget": (int, type(None)),
     "export.out": (str, type(None)),
     "search.depths": (list, type(None)),
+    "search.head_stages": (list, type(None)),
     "data.augment": (dict, bool),
 }
 
