@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from tinydet.commands.common import add_json_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="voc: shape classes (circle square triangle star cross hexagon ring)")
     p.add_argument("--year", type=int, default=2007, help="voc: writes VOC<year>/ (2007 also gets a test split)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(p)
 
     p = sub.add_parser("anchors", help="k-means (IoU distance) anchors on the training boxes")
     src = p.add_mutually_exclusive_group(required=True)
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", default=None,
                    help="network input, '320' or 'HxW' (default: the config's model.resolution or 320)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(p)
 
 
 def _resolution(text: str | None, cfg: dict) -> tuple[int, int]:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from tinydet.errors import TinydetError
+from tinydet.commands.common import add_json_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sram", default=None, help="override the target's SRAM budget (e.g. 256k)")
     parser.add_argument("--flash", default=None, help="override the target's Flash budget (e.g. 1M)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random images (no image source)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
 
 
 def _images(args, export):

@@ -18,12 +18,13 @@ import sys
 from typing import Any
 
 from tinydet.errors import TinydetError
+from tinydet.commands.common import add_json_argument, add_config_arguments
 
 _VOC_DIR = re.compile(r"^VOC\d{4}$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", default=None, help="experiment YAML: the model, data and eval settings")
+    add_config_arguments(parser, required=False, help="experiment YAML: the model, data and eval settings")
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--ckpt", default=None, help="Lightning checkpoint to evaluate (PyTorch)")
     model.add_argument("--onnx", default=None, help="ONNX model to evaluate (onnxruntime)")
@@ -45,12 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", default=None,
                         help="with --dets alone: comma-separated VOC class names in label order (default: "
                              "the devkit's per-class image set files, in VOC order when they are VOC's)")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. --set eval.conf_thresh=0.01")
     parser.add_argument("--save-dets", default=None, metavar="PATH",
                         help="with a model: also write its detections (VOC: comp4 folder, or a COCO .json; "
                              "WIDER: submission folder)")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_json_argument(parser)
 
 
 def _log(message: str) -> None:

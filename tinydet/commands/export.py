@@ -9,10 +9,11 @@ import sys
 from typing import Any
 
 from tinydet.errors import TinydetError
+from tinydet.commands.common import add_json_argument, add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, help="experiment YAML config")
+    add_config_arguments(parser, required=True, help="experiment YAML config")
     parser.add_argument("--ckpt", required=True, help="training checkpoint (.ckpt)")
     parser.add_argument("--out", default=None, help="export folder (default: export.out or out/<name>)")
     group = parser.add_mutually_exclusive_group()
@@ -22,10 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grid", default=None, metavar="RxC", help="a rows x cols grid of patches, e.g. 3x2")
     parser.add_argument("--split", type=int, default=None, metavar="K",
                         help="number of backbone blocks run per patch (stem = 1); default export.split")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--check-images", type=int, default=2, metavar="N",
                         help="random images for the stitched-vs-full float check (default 2)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
 
 
 def choose_plan(graph, cfg, args) -> tuple[tuple[int, int], int, str]:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     from tinydet.train.checkpoint import load_detector
     from tinydet.train.config import load_config
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.overrides)
     model = load_detector(cfg, args.ckpt)
     graph = model.graph(cfg["model"]["resolution"])
     grid, split, how = choose_plan(graph, cfg, args)

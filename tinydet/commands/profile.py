@@ -13,6 +13,7 @@ out_rect as [y0, y1, x0, x1] half-open, pad as [left, right, top, bottom]), aren
 from __future__ import annotations
 
 import argparse
+from tinydet.commands.common import add_json_argument
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-inplace-dw", action="store_true", help="do not run depthwise convolutions in place")
     parser.add_argument("--no-fused-residual", action="store_true",
                         help="do not fuse the shortcut add into the projection conv's output buffer")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

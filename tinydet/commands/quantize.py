@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from tinydet.errors import TinydetError
+from tinydet.commands.common import add_json_argument, add_config_arguments
 
 METHODS = ("minmax", "percentile", "entropy")
 
@@ -26,11 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="range estimation (default quant.method): min/max, percentile, KL entropy")
     parser.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile")
-    parser.add_argument("-c", "--config", default=None, help="experiment YAML config (default: schedule.json's config)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_config_arguments(parser, required=False, help="experiment YAML config (default: schedule.json's config)")
     parser.add_argument("--qat", default=None, metavar="CKPT",
                         help="use the activation ranges learned by QAT in this checkpoint instead of calibrating")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
 
 
 def config_for(folder: Path, schedule: dict, config: str | None, overrides) -> "object":
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
     else:
         from tinydet.quant.calibrate import calibrate, calibration_images
 
-        cfg = config_for(folder, export.schedule, args.config, args.set)
+        cfg = config_for(folder, export.schedule, args.config, args.overrides)
         source_name = getattr(cfg, "source", args.config or "config")
         count = args.calib if args.calib is not None else int(cfg["quant"]["calib"])
         method = args.method or cfg["quant"]["method"]

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from tinydet.errors import TinydetError
+from tinydet.commands.common import add_json_argument, add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, help="experiment YAML (its data, model.head, train and search sections)")
+    add_config_arguments(parser, required=True, help="experiment YAML (its data, model.head, train and search sections)")
     parser.add_argument("--sram", required=True, help="peak SRAM budget of the patch-based schedule, e.g. 256kB")
     parser.add_argument("--flash", required=True, help="Flash budget for int8 weights + bias + quant params, e.g. 1MB")
     parser.add_argument("--max-overhead", type=float, default=None,
@@ -29,9 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the search saved in OUT/state.json")
     parser.add_argument("--latency-table", default=None,
                         help="per-layer cycles JSON measured by deploy; latency is then cycles instead of MACs")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. search.generations=2 search.population=8")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -29,6 +29,7 @@ from typing import Mapping
 import numpy as np
 
 from tinydet.errors import TinydetError
+from tinydet.commands.common import add_json_argument, add_config_arguments
 
 FLOAT_STITCH_BOUND = 1e-4
 LAYER_LSB_BOUND = 1
@@ -38,12 +39,11 @@ DET_IOU = 0.9
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", help="export folder (after `tinydet quantize`)")
     parser.add_argument("--images", type=int, default=4, metavar="K", help="images to validate on (default 4)")
-    parser.add_argument("-c", "--config", default=None, help="experiment YAML config: images from its val split")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    add_config_arguments(parser, required=False, help="experiment YAML config: images from its val split")
     parser.add_argument("--conf", type=float, default=0.25,
                         help="score threshold for the detections comparison (a deployment threshold; default 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random images (no config)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_json_argument(parser)
 
 
 def detections_match(a, b, iou: float = DET_IOU) -> bool:
@@ -79,7 +79,7 @@ def _images(args, export, folder: Path) -> tuple[np.ndarray, str]:
         from tinydet.commands.quantize import config_for
         from tinydet.quant.calibrate import calibration_images
 
-        cfg = config_for(folder, export.schedule, args.config, args.set)
+        cfg = config_for(folder, export.schedule, args.config, args.overrides)
         source = getattr(cfg, "source", args.config or "config")
         return np.stack(calibration_images(cfg, args.images, (h, w), source, split="val")), f"{source}: val"
     rng = np.random.default_rng(args.seed)
