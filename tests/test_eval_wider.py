@@ -165,3 +165,14 @@ def test_synthetic_wider_set_with_official_mats(tmp_path):
     for s in ("easy", "medium", "hard"):
         assert r[s] is None or r[s] == pytest.approx(1.0), s
     assert r["hard"] == pytest.approx(1.0) and r["n_images_without_predictions"] <= r["n_images"]
+
+
+def test_records_only_scores_a_held_out_subset_of_the_official_ground_truth():
+    # img2's face has no prediction: over the whole gt it lowers recall, over img1 alone it does not
+    gt = one_image_gt(extra_images=[("img2", [F0], [0])])
+    whole = eval_wider(PRED, gt=gt)
+    rec = ImageRecord("e/img1", "WIDER_val/images/e/img1.jpg", 400, 400, np.zeros((0, 4), np.float32),
+                      np.zeros(0, np.int64), np.zeros(0, bool), {})
+    subset = eval_wider(PRED, gt=gt, records=[rec], records_only=True)
+    assert subset["easy"] == pytest.approx(5 / 6) and subset["n_images"] == 1
+    assert whole["easy"] < subset["easy"] and whole["n_images"] == 2

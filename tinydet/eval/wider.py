@@ -250,16 +250,33 @@ def image_pr(pred: np.ndarray, gt_boxes: np.ndarray, counted: np.ndarray, iou: f
     return out
 
 
+def restrict_gt(gt: WiderGroundTruth, keys: set[tuple[str, str]]) -> WiderGroundTruth:
+    """``gt`` limited to the (event, file stem) images in ``keys``, subsets kept as they are."""
+    events, files, boxes = [], [], []
+    keep: dict[str, list[list[np.ndarray]]] = {s: [] for s in gt.keep}
+    for i, event in enumerate(gt.events):
+        idx = [j for j, name in enumerate(gt.files[i]) if (event, name) in keys]
+        if not idx:
+            continue
+        events.append(event)
+        files.append([gt.files[i][j] for j in idx])
+        boxes.append([gt.boxes[i][j] for j in idx])
+        for s in gt.keep:
+            keep[s].append([gt.keep[s][i][j] for j in idx])
+    return WiderGroundTruth(events, files, boxes, keep, gt.source, gt.rule)
+
+
 def eval_wider(pred: WiderPredictions, gt_dir: str | None = None, *, gt: WiderGroundTruth | None = None,
                records: Sequence[GroundTruthRecord] | None = None, iou: float = 0.5,
-               thresh_num: int = THRESH_NUM) -> dict:
+               thresh_num: int = THRESH_NUM, records_only: bool = False) -> dict:
     """WIDER Face AP: ``{"easy", "medium", "hard", "difficulty_source", "difficulty_rule", ...}``.
 
     Ground truth: ``gt`` if given, else the official .mat files under ``gt_dir``, else (no .mat
     files) ``records`` with the :data:`HEIGHT_RULE` subsets. A subset with no counted face has AP
     None. Also returned: ``n_images`` (ground-truth images), ``n_faces`` per subset,
     ``n_images_without_predictions`` and ``n_unmatched_predictions`` (prediction images not in the
-    ground truth; not scored, as officially).
+    ground truth; not scored, as officially). ``records_only``: score only the images of ``records``
+    (a held-out subset) instead of every image of the official ground truth.
     """
     if gt is None:
         if gt_dir is not None and find_wider_mats(gt_dir) is not None:
@@ -270,6 +287,8 @@ def eval_wider(pred: WiderPredictions, gt_dir: str | None = None, *, gt: WiderGr
             names = ", ".join(MAT_FILES.values())
             raise TinydetError(f"{gt_dir}: no WIDER Face ground truth: expected {names} there, "
                                "or the data set's records for the face-height rule")
+    if records_only and records is not None:
+        gt = restrict_gt(gt, {image_key(r.path) for r in records})
     norm = normalise_scores(pred)
     gt_keys = {(e, f) for i, e in enumerate(gt.events) for f in gt.files[i]}
     unmatched = sum(1 for e, images in norm.items() for f in images if (e, f) not in gt_keys)
@@ -326,9 +345,10 @@ def detections_to_wider(detections: Detections, records: Sequence[GroundTruthRec
 
 
 def eval_wider_detections(detections: Detections, records: Sequence[GroundTruthRecord],
-                          gt_dir: str | None = None, iou: float = 0.5) -> dict:
+                          gt_dir: str | None = None, iou: float = 0.5, records_only: bool = False) -> dict:
     """:func:`eval_wider` of ``Detections`` (xyxy) on ``records`` (WIDER loader records).
 
     The official .mat subsets are used when ``gt_dir`` holds them, else the face-height rule.
     """
-    return eval_wider(detections_to_wider(detections, records), gt_dir, records=records, iou=iou)
+    return eval_wider(detections_to_wider(detections, records), gt_dir, records=records, iou=iou,
+                      records_only=records_only)
