@@ -279,3 +279,12 @@ def test_classifier_ops_are_refused_naming_the_node(tmp_path):
     with pytest.raises(TinydetError, match=r"node 'classifier.pool' \(avgpool\) is not supported"):
         build_firmware(out, "host", tmp_path / "b", mode="layer")
     assert not (tmp_path / "b" / "model.c").exists()
+
+
+@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@pytest.mark.parametrize("mode", ["patch", "layer"])
+def test_deploy_with_cmsis_nn_root_builds_arm_kernels_and_stays_bit_exact(folder, tmp_path, mode):
+    images = np.random.default_rng(4).random((2, 3, 48, 64), dtype=np.float32)
+    r = deploy(folder, "host", tmp_path / mode, mode=mode, validate=True, images=images, conf=0.1)
+    assert r["kernels"].startswith("cmsis-nn")
+    assert r["outputs_bit_exact_vs_reference"] is True

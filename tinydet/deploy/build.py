@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import os
 import subprocess
 from pathlib import Path
 from typing import Iterable
@@ -87,7 +88,9 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
         sources.append(DEMO_DIR / "host_board.c")
         defs.append("TINYDET_HOST")
     elf = out / ("firmware" if t.kind == "host" else "firmware.elf")
-    toolchain.compile(sources, target, elf, defines=defs, include_dirs=[out, *include_dirs])
+    # CMSIS_NN_ROOT: compile ARM's CMSIS-NN kernels instead of the bundled ones (same API, same outputs)
+    cmsis_nn_root = os.environ.get("CMSIS_NN_ROOT") or None
+    toolchain.compile(sources, target, elf, defines=defs, include_dirs=[out, *include_dirs], cmsis_nn_root=cmsis_nn_root)
     sizes = toolchain.size(elf)
     arena = symbol_size(elf, ARENA_SYMBOL)
     if arena != gen.planned_peak_bytes:
@@ -97,6 +100,7 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
     info = {
         "export": str(export.root), "target": target, "mode": mode, "elf": str(elf),
         "bin": str(elf.with_suffix(".bin")) if t.make_bin else None,
+        "kernels": f"cmsis-nn ({cmsis_nn_root})" if cmsis_nn_root else "bundled",
         "flash_bytes": int(sizes["flash"]), "sram_arena_bytes": int(arena),
         "sram_static_bytes": int(sizes["sram_static"]), "stack_bytes": None,
         "stack_reserved_bytes": int(sizes["stack"]), "planned_peak_bytes": gen.planned_peak_bytes,
