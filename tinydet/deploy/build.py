@@ -9,8 +9,8 @@ system on the host) unless ``main`` names another application source (the STM32 
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Iterable
