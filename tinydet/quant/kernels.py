@@ -73,6 +73,16 @@ def _finish(acc: np.ndarray, bias, mult, shift, output_offset: int, act_min: int
     return np.clip(out, act_min, act_max).astype(np.int8)
 
 
+def _geometry(x: np.ndarray, kh: int, kw: int, stride: Pair, padding: Pair, dilation: Pair,
+              out_hw: Pair | None) -> tuple[tuple[int, int], ...]:
+    """Normalised (stride, padding, dilation, out_hw); ``out_hw`` defaults to symmetric padding."""
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if out_hw is None:
+        out_hw = (out_size(x.shape[1], kh, stride[0], padding[0], padding[0], dilation[0]),
+                  out_size(x.shape[2], kw, stride[1], padding[1], padding[1], dilation[1]))
+    return stride, padding, dilation, _pair(out_hw, "out_hw")
+
+
 def conv_s8(x, weight, bias, *, input_offset: int, output_offset: int, mult, shift,
             stride: Pair = (1, 1), padding: Pair = (0, 0), dilation: Pair = (1, 1),
             out_hw: Pair | None = None, act_min: int = -128, act_max: int = 127) -> np.ndarray:
@@ -85,11 +95,7 @@ def conv_s8(x, weight, bias, *, input_offset: int, output_offset: int, mult, shi
     if weight.ndim != 4 or weight.shape[3] != x.shape[3]:
         raise ValueError(f"conv_s8: weight must be OHWI with I={x.shape[3]}, got {weight.shape}")
     cout, kh, kw, _ = weight.shape
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    if out_hw is None:
-        out_hw = (out_size(x.shape[1], kh, stride[0], padding[0], padding[0], dilation[0]),
-                  out_size(x.shape[2], kw, stride[1], padding[1], padding[1], dilation[1]))
-    out_hw = _pair(out_hw, "out_hw")
+    stride, padding, dilation, out_hw = _geometry(x, kh, kw, stride, padding, dilation, out_hw)
     x_off = x.astype(np.float64) + input_offset
     w = weight.astype(np.float64)
     acc = np.zeros((x.shape[0], out_hw[0], out_hw[1], cout), dtype=np.float64)
@@ -110,11 +116,7 @@ def depthwise_conv_s8(x, weight, bias, *, input_offset: int, output_offset: int,
         raise ValueError(f"depthwise_conv_s8: weight must be [1, KH, KW, {x.shape[3]}] (ch_mult 1), "
                          f"got {weight.shape}")
     _, kh, kw, c = weight.shape
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
-    if out_hw is None:
-        out_hw = (out_size(x.shape[1], kh, stride[0], padding[0], padding[0], dilation[0]),
-                  out_size(x.shape[2], kw, stride[1], padding[1], padding[1], dilation[1]))
-    out_hw = _pair(out_hw, "out_hw")
+    stride, padding, dilation, out_hw = _geometry(x, kh, kw, stride, padding, dilation, out_hw)
     x_off = x.astype(np.float64) + input_offset
     w = weight[0].astype(np.float64)
     acc = np.zeros((x.shape[0], out_hw[0], out_hw[1], c), dtype=np.float64)
