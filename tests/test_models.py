@@ -141,3 +141,33 @@ def test_loss_assigns_neighbour_cells_and_handles_empty_images():
     assert set(b.tolist()) == {0} and set(tcls.tolist()) == {1}
     total, _ = loss_fn(outs, [targets[1], targets[1]])
     assert torch.isfinite(total) and total.item() > 0
+
+
+def test_class_targets_sit_where_decode_reads_the_class():
+    """The loss's class target of an object lies on the channels a*(5+C)+5+c, image, row and column
+    that decode reads back for that object (a non-square map and a second image catch x/y or
+    batch-index swaps): a map whose class logits say 'class 2' on the object's cells only has
+    near-zero class loss for label 2 and a large one for any other label, and decodes to label 2."""
+    num_anchors, num_classes, stride, (h, w) = 2, 3, 8, (32, 48)
+    per = 5 + num_classes
+    anchors = [[[8.0, 8.0], [16.0, 16.0]]]
+    m = np.full((2, num_anchors * per, h // stride, w // stride), -8.0, dtype=np.float32)
+    for a in range(num_anchors):
+        m[:, a * per + 5 + 0] = 8.0  # everywhere else: class 0
+        m[1, a * per + 5 + 0, 0:2, 2:4] = -8.0  # image 1, rows 0-1, columns 2-3: the object's cells
+        m[1, a * per + 5 + 2, 0:2, 2:4] = 8.0
+    m[1, 0 * per + 4, 1, 3] = 8.0  # one confident anchor at the object's centre cell
+    m[1, 0 * per + 0:0 * per + 4, 1, 3] = 0.0
+    # centre (26, 10) -> grid (3.25, 1.25): centre cell (row 1, col 3) and neighbours (1, 2), (0, 3)
+    box = torch.tensor([[22.0, 6.0, 30.0, 14.0]])
+    empty = {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.long)}
+    loss_fn = YoloLoss(torch.tensor(anchors), [stride], num_classes, (h, w))
+    outs = [torch.from_numpy(m)]
+    cls_loss = {c: loss_fn(outs, [empty, {"boxes": box, "labels": torch.tensor([c])}])[1]["cls"].item()
+                for c in range(num_classes)}
+    assert cls_loss[2] < 0.01 * loss_fn.cls_gain
+    assert min(cls_loss[0], cls_loss[1]) > 100 * cls_loss[2]
+    boxes, scores, labels = decode([m], anchors, [stride], (h, w), conf_thresh=0.5)[1]
+    assert labels.tolist() == [2]
+    # sig(0) = 0.5: centre (1 - 0.5 + 3, 1 - 0.5 + 1) * 8 = (28, 12), size = anchor 0 (8 x 8)
+    np.testing.assert_allclose(boxes, [[24.0, 8.0, 32.0, 16.0]], atol=1e-4)
