@@ -17,8 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinydet.errors import TinydetError
 from tinydet.commands.common import add_json_argument
+from tinydet.errors import TinydetError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ import re
 import sys
 from typing import Any
 
+from tinydet.commands.common import add_config_arguments, add_json_argument
 from tinydet.errors import TinydetError
-from tinydet.commands.common import add_json_argument, add_config_arguments
 
 _VOC_DIR = re.compile(r"^VOC\d{4}$")
 

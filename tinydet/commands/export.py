@@ -8,8 +8,8 @@ import argparse
 import sys
 from typing import Any
 
+from tinydet.commands.common import add_config_arguments, add_json_argument
 from tinydet.errors import TinydetError
-from tinydet.commands.common import add_json_argument, add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tinydet.commands.common import add_config_arguments, add_json_argument
 from tinydet.errors import TinydetError
-from tinydet.commands.common import add_json_argument, add_config_arguments
 
 METHODS = ("minmax", "percentile", "entropy")
 

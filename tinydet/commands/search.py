@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tinydet.commands.common import add_config_arguments, add_json_argument
 from tinydet.errors import TinydetError
-from tinydet.commands.common import add_json_argument, add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

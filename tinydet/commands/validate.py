@@ -28,8 +28,8 @@ from typing import Mapping
 
 import numpy as np
 
+from tinydet.commands.common import add_config_arguments, add_json_argument
 from tinydet.errors import TinydetError
-from tinydet.commands.common import add_json_argument, add_config_arguments
 
 FLOAT_STITCH_BOUND = 1e-4
 LAYER_LSB_BOUND = 1
