@@ -61,30 +61,6 @@ arm_cmsis_nn_status ref_arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
     return tdn_dw_plain(ctx, p, q, in_d, in, f_d, w, bias_dims, bias, out_d, out);
 }
 
-arm_cmsis_nn_status ref_arm_elementwise_add_s8(const int8_t *input_1_vect,
-                                               const int8_t *input_2_vect,
-                                               const int32_t input_1_offset,
-                                               const int32_t input_1_mult,
-                                               const int32_t input_1_shift,
-                                               const int32_t input_2_offset,
-                                               const int32_t input_2_mult,
-                                               const int32_t input_2_shift,
-                                               const int32_t left_shift,
-                                               int8_t *output,
-                                               const int32_t out_offset,
-                                               const int32_t out_mult,
-                                               const int32_t out_shift,
-                                               const int32_t out_activation_min,
-                                               const int32_t out_activation_max,
-                                               const int32_t block_size)
-{
-    for (int32_t i = 0; i < block_size; i++)
-        output[i] = tdn_add_s8(input_1_vect[i], input_2_vect[i], input_1_offset, input_1_mult, input_1_shift,
-                               input_2_offset, input_2_mult, input_2_shift, left_shift, out_offset, out_mult,
-                               out_shift, out_activation_min, out_activation_max);
-    return ARM_CMSIS_NN_SUCCESS;
-}
-
 arm_cmsis_nn_status ref_arm_avgpool_s8(const cmsis_nn_context *ctx,
                                        const cmsis_nn_pool_params *p,
                                        const cmsis_nn_dims *in_d,
