@@ -5,7 +5,6 @@ import pytest
 from tinydet.data.records import ImageRecord
 from tinydet.errors import TinydetError
 from tinydet.eval import eval_voc, voc_ap
-from tinydet.eval.boxes import iou_matrix
 
 CLASSES = ["cat", "dog"]
 
@@ -139,11 +138,6 @@ def test_voc_ap_basics():
     # recall exactly 3/10 reaches the 0.3 threshold (exact tenths): 4 of 11 points at precision 1
     assert voc_ap(np.array([0.1, 0.2, 0.3]), np.ones(3), True) == pytest.approx(4 / 11)
     assert voc_ap(np.array([0.1, 0.2, 0.3]), np.ones(3), False) == pytest.approx(0.3)
-
-
-def test_iou_matrix():
-    m = iou_matrix(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([[5, 0, 15, 10], [0, 0, 0, 0]]))
-    assert m[0, 0] == pytest.approx(50 / 150) and m[1, 0] == 0 and m[0, 1] == 0 and m[1, 1] == 0
 
 
 def devkit_reference(d, records, n_classes, minoverlap=0.5):

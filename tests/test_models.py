@@ -5,7 +5,7 @@ import torch
 
 from tinydet.arch import get_spec, lower
 from tinydet.errors import TinydetError
-from tinydet.models.decode import batched_nms, decode, nms_np, postprocess
+from tinydet.models.decode import decode, postprocess
 from tinydet.models.detector import Detector, head_strides
 from tinydet.models.loss import YoloLoss, bbox_iou
 
@@ -82,21 +82,6 @@ def test_torch_and_numpy_decode_and_nms_agree():
         np.testing.assert_allclose(nb, tb.numpy(), atol=1e-4)
         np.testing.assert_allclose(ns, ts.numpy(), atol=1e-6)
         np.testing.assert_array_equal(nl, tl.numpy())
-
-
-def test_numpy_nms_matches_torchvision_on_random_boxes():
-    from torchvision.ops import batched_nms as tv_nms
-    rng = np.random.default_rng(1)
-    xy = rng.uniform(0, 80, (300, 2))
-    wh = rng.uniform(5, 40, (300, 2))
-    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
-    scores = rng.uniform(0, 1, 300).astype(np.float32)
-    labels = rng.integers(0, 4, 300)
-    for thr in (0.3, 0.5, 0.7):
-        ref = tv_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), thr).numpy()
-        np.testing.assert_array_equal(batched_nms(boxes, scores, labels, thr), ref)
-    # two heavily overlapping boxes of one class: the weaker one goes
-    assert nms_np(np.array([[0, 0, 10, 10], [1, 1, 11, 11]], np.float32), np.array([0.5, 0.9], np.float32), 0.5).tolist() == [1]
 
 
 def test_bbox_iou_variants():

@@ -7,7 +7,6 @@ import yaml
 
 from tinydet.cli import main
 from tinydet.commands import validate as validate_cmd
-from tinydet.commands.validate import detections_match
 from tinydet.export import load_export
 
 from test_quant import make_export
@@ -95,19 +94,6 @@ def test_empty_calibration_split_is_a_clear_error(setup, capsys):
     assert rc == 2 and stdout == ""
     assert "empty" in err and err.count("\n") == 1
     assert (out / "schedule.json").read_text() == before  # nothing written
-
-
-def test_detections_match_rules():
-    boxes = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
-    scores = np.array([0.9, 0.8], np.float32)
-    labels = np.array([0, 1])
-    assert detections_match((boxes, scores, labels), (boxes[::-1] + 0.2, scores[::-1], labels[::-1]))
-    assert not detections_match((boxes, scores, labels), (boxes[:1], scores[:1], labels[:1]))  # count
-    assert not detections_match((boxes, scores, labels), (boxes, scores, np.array([1, 0])))  # classes
-    shifted = boxes + np.array([3, 0, 3, 0], np.float32)  # IoU 0.54 for the small box
-    assert not detections_match((boxes, scores, labels), (shifted, scores, labels))
-    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    assert detections_match(empty, empty)
 
 
 def test_quantize_without_a_config_says_how_to_give_one(setup, capsys):

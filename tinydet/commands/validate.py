@@ -30,6 +30,7 @@ import numpy as np
 
 from tinydet.commands.common import add_config_arguments, add_json_argument
 from tinydet.errors import TinydetError
+from tinydet.ops.boxes import match_detections
 
 FLOAT_STITCH_BOUND = 1e-4
 LAYER_LSB_BOUND = 1
@@ -44,31 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score threshold for the detections comparison (a deployment threshold; default 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random images (no config)")
     add_json_argument(parser)
-
-
-def detections_match(a, b, iou: float = DET_IOU) -> bool:
-    """Same count, same classes, and a one-to-one pairing with IoU >= ``iou`` between two
-    detection sets ``(boxes [N,4], scores [N], labels [N])``."""
-    from tinydet.models.decode import box_iou_np
-
-    boxes_a, _, labels_a = (np.asarray(v) for v in a)
-    boxes_b, _, labels_b = (np.asarray(v) for v in b)
-    if len(boxes_a) != len(boxes_b) or sorted(labels_a.tolist()) != sorted(labels_b.tolist()):
-        return False
-    if len(boxes_a) == 0:
-        return True
-    ious = box_iou_np(boxes_a.astype(np.float32), boxes_b.astype(np.float32))
-    ious = np.where(labels_a[:, None] == labels_b[None, :], ious, -1.0)
-    used_a, used_b = set(), set()
-    # greedy on the best pairs first; with IoU >= 0.9 (> 0.5) every box has at most one partner
-    for flat in np.argsort(-ious, axis=None):
-        i, j = np.unravel_index(flat, ious.shape)
-        if ious[i, j] < iou:
-            break
-        if i not in used_a and j not in used_b:
-            used_a.add(int(i))
-            used_b.add(int(j))
-    return len(used_a) == len(boxes_a)
 
 
 def _images(args, export, folder: Path) -> tuple[np.ndarray, str]:
@@ -154,7 +130,7 @@ def validate_export(folder: "str | Path", images: np.ndarray, conf: float = 0.25
                   nms_iou=float(det.get("nms_iou", 0.6)), max_det=int(det.get("max_det", 100)))
         dets_ref = postprocess(ref_full, **kw)
         dets_ort = postprocess([np.asarray(o) for o in ort_full], **kw)
-        matches = [detections_match(a, b) for a, b in zip(dets_ref, dets_ort)]
+        matches = [match_detections(a, b, DET_IOU) for a, b in zip(dets_ref, dets_ort)]
         report["detections_match_fraction"] = float(np.mean(matches))
         report["detections_per_image"] = [int(len(d[0])) for d in dets_ref]
         report["detections_conf"] = conf

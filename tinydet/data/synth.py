@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from tinydet.errors import TinydetError, closest
+from tinydet.ops.boxes import box_iou
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon", "ring")
 DEFAULT_CLASSES = ("circle", "square", "triangle", "star", "cross")
@@ -150,11 +151,7 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(box_iou([a], [b])[0, 0])
 
 
 # ---------------------------------------------------------------------------------------------

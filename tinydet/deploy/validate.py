@@ -49,7 +49,7 @@ def ort_detections(export_dir: "str | Path", mode: str, images: np.ndarray, sche
 
 def validate_run(info: dict, run: RunResult, images: np.ndarray, schedule: dict) -> dict:
     """The validation figures of one firmware run on ``images`` [K, 3, H, W]."""
-    from tinydet.commands.validate import detections_match
+    from tinydet.ops.boxes import match_detections as detections_match
 
     export_dir, mode = info["export"], info["mode"]
     expected = reference_outputs(export_dir, mode, images, schedule)

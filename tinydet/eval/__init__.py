@@ -8,11 +8,11 @@
 ``Detections`` (shared with training and export): image_id -> (boxes float [N, 4] xyxy in
 original-image pixels, scores [N], labels int [N]).
 """
-from tinydet.eval.boxes import Detections, GroundTruthRecord, iou_matrix
+from tinydet.eval.boxes import Detections, GroundTruthRecord
 from tinydet.eval.coco import eval_coco
 from tinydet.eval.voc import eval_voc, eval_voc_per_class, voc_ap
 from tinydet.eval.wider import WiderGroundTruth, detections_to_wider, eval_wider, eval_wider_detections
 
-__all__ = ["Detections", "GroundTruthRecord", "iou_matrix", "eval_coco", "eval_voc", "eval_voc_per_class",
+__all__ = ["Detections", "GroundTruthRecord", "eval_coco", "eval_voc", "eval_voc_per_class",
            "voc_ap", "WiderGroundTruth", "detections_to_wider", "eval_wider",
            "eval_wider_detections"]

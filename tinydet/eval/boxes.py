@@ -1,11 +1,12 @@
-"""Shared types and box arithmetic of the evaluation package (numpy only).
+"""Shared types and checks of the evaluation package (numpy only).
 
 Coordinates. Internal boxes are float xyxy in *continuous* 0-based pixel coordinates of the
 original image: pixel ``i`` (1-based, as the VOC devkit counts) covers ``[i - 1, i]``. A devkit box
 ``xmin..xmax`` (1-based, inclusive) is therefore ``x1 = xmin - 1, x2 = xmax`` (this is what
 ``tinydet.data.voc`` does) and the devkit's ``xmax - xmin + 1`` width is simply ``x2 - x1``. With
-that conversion the plain continuous IoU below equals the devkit's ``+1`` IoU exactly, so VOC and
-COCO (pycocotools, no ``+1``) share one box convention. WIDER Face keeps its own ``+1`` rule on
+that conversion the plain continuous IoU (:func:`tinydet.ops.boxes.box_iou`, the package's one
+IoU) equals the devkit's ``+1`` IoU exactly, so VOC and COCO (pycocotools, no ``+1``) share one box
+convention. WIDER Face keeps its own ``+1`` rule on
 ``x, y, w, h`` boxes (see :mod:`tinydet.eval.wider`) because its official evaluation does.
 """
 from __future__ import annotations
@@ -30,24 +31,6 @@ class GroundTruthRecord(Protocol):
     boxes: np.ndarray  # float [M, 4] xyxy, continuous 0-based pixels
     labels: np.ndarray  # int [M]
     difficult: np.ndarray  # bool [M]
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` [N, 4] with every box in ``b`` [M, 4] (continuous xyxy) -> [N, M].
-
-    Boxes with no positive intersection get IoU 0; degenerate (zero-area) pairs get 0, not NaN.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return out
 
 
 def as_detection_arrays(image_id: str, item: Sequence, where: str = "detections"

@@ -18,6 +18,7 @@ import numpy as np
 
 from tinydet.errors import TinydetError
 from tinydet.eval.boxes import Detections, GroundTruthRecord, as_detection_arrays, check_image_ids
+from tinydet.ops.boxes import box_xyxy_to_xywh
 
 #: pycocotools ``COCOeval.stats`` index -> result key (-1 in stats, "no such box", becomes None).
 COCO_STATS = {
@@ -28,8 +29,7 @@ COCO_STATS = {
 
 
 def _xywh(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+    return box_xyxy_to_xywh(np.asarray(boxes, dtype=np.float64))
 
 
 def coco_ground_truth(records: Sequence[GroundTruthRecord], class_names: Sequence[str]) -> dict:

@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from tinydet.errors import TinydetError
-from tinydet.eval.boxes import Detections, GroundTruthRecord, as_detection_arrays, check_image_ids, iou_matrix
+from tinydet.eval.boxes import Detections, GroundTruthRecord, as_detection_arrays, check_image_ids
+from tinydet.ops.boxes import box_iou
 
 #: One class's detections in their given order: image ids [K], scores [K], boxes [K, 4] xyxy.
 ClassDetections = tuple[list[str], np.ndarray, np.ndarray]
@@ -102,7 +103,7 @@ def match_class(class_dets: ClassDetections, gt: dict[str, tuple[np.ndarray, np.
         if len(g_boxes) == 0:
             continue
         pos = np.asarray(positions)
-        ov = iou_matrix(boxes[order[pos]], g_boxes)
+        ov = box_iou(np.asarray(boxes[order[pos]], np.float64), np.asarray(g_boxes, np.float64))
         ovmax[pos] = ov.max(axis=1)
         jmax[pos] = ov.argmax(axis=1) + offset  # argmax: the first box on a tie, as the devkit
         gt_difficult.append(np.asarray(g_diff, dtype=bool))

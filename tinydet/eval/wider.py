@@ -41,6 +41,7 @@ import numpy as np
 from tinydet.errors import TinydetError
 from tinydet.eval.boxes import Detections, GroundTruthRecord, as_detection_arrays
 from tinydet.eval.voc import voc_ap
+from tinydet.ops.boxes import box_xyxy_to_xywh
 
 SETTINGS = ("easy", "medium", "hard")
 MAT_FILES = {"all": "wider_face_val.mat", "easy": "wider_easy_val.mat",
@@ -179,7 +180,7 @@ def wider_gt_from_records(records: Iterable[GroundTruthRecord],
                 keep[s].append([])
         i = position[event]
         b = np.asarray(r.boxes, dtype=np.float64).reshape(-1, 4)
-        xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+        xywh = box_xyxy_to_xywh(b)
         difficult = np.asarray(r.difficult, dtype=bool).reshape(-1)
         files[i].append(stem)
         boxes[i].append(xywh)
@@ -208,7 +209,11 @@ def normalise_scores(pred: WiderPredictions) -> dict[str, dict[str, np.ndarray]]
 
 
 def wider_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU [N, M] of ``x, y, w, h`` boxes with the official ``+1`` rule (x2 = x + w, inclusive)."""
+    """IoU [N, M] of ``x, y, w, h`` boxes with the official ``+1`` rule (x2 = x + w, inclusive).
+
+    This protocol's own rule (the official evaluation's), kept here on purpose:
+    every other IoU in the package is :func:`tinydet.ops.boxes.box_iou` (continuous, no ``+1``).
+    """
     p = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
     g = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
     p_x2, p_y2 = p[:, 0] + p[:, 2], p[:, 1] + p[:, 3]
@@ -339,8 +344,7 @@ def detections_to_wider(detections: Detections, records: Sequence[GroundTruthRec
             raise TinydetError(f"{where}: image id '{image_id}' is not in the evaluated set")
         boxes, scores, _ = as_detection_arrays(image_id, item, where)
         event, stem = image_key(by_id[image_id].path)
-        out[event][stem] = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0],
-                                            boxes[:, 3] - boxes[:, 1], scores])
+        out[event][stem] = np.column_stack([box_xyxy_to_xywh(boxes), scores])
     return out
 
 

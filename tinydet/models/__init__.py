@@ -4,12 +4,13 @@
     maps = model(images)                                   # raw head maps (docs/CONTRACTS.md)
     dets = postprocess(maps, model.anchors, model.strides.tolist(), images.shape[-2:])
 
-``decode``/``batched_nms`` also take numpy arrays (export validation, deploy checks).
+``decode``/``postprocess`` also take numpy arrays (export validation, deploy checks); IoU and NMS
+are :mod:`tinydet.ops.boxes`.
 Checkpoints are loaded with :func:`tinydet.train.checkpoint.load_detector`.
 """
-from tinydet.models.decode import batched_nms, decode, nms_np, postprocess
+from tinydet.models.decode import decode, postprocess
 
-__all__ = ["Detector", "YoloLoss", "decode", "batched_nms", "nms_np", "postprocess", "head_strides",
+__all__ = ["Detector", "YoloLoss", "decode", "postprocess", "head_strides",
            "detector_from_config"]
 
 

@@ -2,7 +2,8 @@
 
 This is the one definition of the detector's output semantics (docs/CONTRACTS.md): training
 validation calls it on torch tensors, export validation and the deploy checks call it on numpy
-arrays from onnxruntime, and the C runtime mirrors it line by line. YOLOv5-style, with no ``exp``
+arrays from onnxruntime, and the C runtime mirrors it line by line (NMS itself is
+:func:`tinydet.ops.boxes.batched_nms`). YOLOv5-style, with no ``exp``
 so the box size is bounded (at most 4x the anchor):
 
     cx = (2*sig(tx) - 0.5 + gx) * stride        w = anchor_w * (2*sig(tw))**2
@@ -16,6 +17,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
+from tinydet.ops.boxes import batched_nms
 
 Detections = tuple[Any, Any, Any]  # boxes [N,4] xyxy, scores [N], labels [N] (int64)
 
@@ -113,56 +116,10 @@ def decode(outputs: Sequence[Any], anchors: Any, strides: Sequence[float], input
     return results
 
 
-def box_iou_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix between xyxy boxes ``a`` [N,4] and ``b`` [M,4] (torchvision's definition)."""
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 for empty boxes -> nan, never suppresses (as torchvision)
-        return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
-def nms_np(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> np.ndarray:
-    """Greedy NMS in numpy: indices kept, by decreasing score (torchvision.ops.nms semantics:
-    a box is dropped when its IoU with a kept, higher-scoring box is > ``iou_thresh``)."""
-    order = np.argsort(-scores, kind="stable")
-    boxes = boxes.astype(np.float32)
-    keep = []
-    suppressed = np.zeros(len(order), dtype=bool)
-    for pos, idx in enumerate(order):
-        if suppressed[pos]:
-            continue
-        keep.append(idx)
-        rest = order[pos + 1:]
-        if len(rest):
-            iou = box_iou_np(boxes[idx:idx + 1], boxes[rest])[0]
-            suppressed[pos + 1:] |= iou > iou_thresh
-    return np.asarray(keep, dtype=np.int64)
-
-
-def batched_nms(boxes: Any, scores: Any, labels: Any, iou_thresh: float) -> Any:
-    """Per-class NMS: torchvision.ops.batched_nms for torch tensors, a numpy twin otherwise
-    (same results: each class is offset so that boxes of different classes never overlap)."""
-    if _is_torch(boxes):
-        from torchvision.ops import batched_nms as tv_batched_nms
-
-        return tv_batched_nms(boxes.float(), scores.float(), labels, iou_thresh)
-    boxes = np.asarray(boxes, dtype=np.float32)
-    scores = np.asarray(scores, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64)
-    if boxes.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    offset = labels.astype(np.float32)[:, None] * (boxes.max() + 1)
-    return nms_np(boxes + offset, scores, iou_thresh)
-
-
 def postprocess(outputs: Sequence[Any], anchors: Any, strides: Sequence[float], input_size: Sequence[int],
                 conf_thresh: float = 0.001, nms_iou: float = 0.6, max_det: int = 100,
                 max_candidates: int = 3000) -> list[Detections]:
-    """:func:`decode` + :func:`batched_nms` + top ``max_det`` per image, in network-input pixels."""
+    """:func:`decode` + :func:`tinydet.ops.boxes.batched_nms` + top ``max_det`` per image, in network-input pixels."""
     results = []
     for boxes, scores, labels in decode(outputs, anchors, strides, input_size, conf_thresh, max_candidates):
         keep = batched_nms(boxes, scores, labels, nms_iou)[:max_det]
