@@ -57,7 +57,7 @@ class Op:
 
     name: str
     kind: str
-    role: str  # stem/conv, expand, dw, project, head_dw, head_pw, head_out, gap, fc
+    role: str  # norm (input normalisation), conv, expand, dw, project, head_dw, head_pw, head_out, gap, fc
     block: int  # backbone block index; -1 for head and classifier ops
     inputs: tuple[str, ...]
     output: str
@@ -167,6 +167,12 @@ def lower(spec: ArchSpec, resolution: "int | str | Sequence[int]", head: HeadSpe
     for i, block in enumerate(spec.blocks[: last_block + 1]):
         c_out = spec.channels(i)
         prefix = f"blocks.{i}"
+        if i == 0 and spec.normalized:
+            # (x - mean) / std as a 1x1 depthwise conv with a bias: an ordinary op for the memory model,
+            # planner, export, int8 and firmware, and exact at the border because the stem then
+            # zero-pads the normalised image (folding it into the stem would pad the raw image instead)
+            x = add_op(f"{prefix}.norm", "dwconv", "norm", i, x, spec.in_channels, groups=spec.in_channels,
+                       act="none", bias=True)
         if block.type == "conv":
             x = add_op(f"{prefix}.conv", "conv", "conv", i, x, c_out, block.kernel, block.stride)
         else:

@@ -21,10 +21,10 @@ class ConvBNAct(nn.Module):
     padding (left, right, top, bottom) instead of the layer's own, for tiles at image borders."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 act: bool = True, bn: bool = True):
+                 act: bool = True, bn: bool = True, eps: float = 1e-5):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2, groups=groups, bias=not bn)
-        self.bn = nn.BatchNorm2d(c_out) if bn else nn.Identity()
+        self.bn = nn.BatchNorm2d(c_out, eps=eps) if bn else nn.Identity()
         self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor, pad: Sequence[int] | None = None) -> torch.Tensor:
@@ -38,23 +38,46 @@ class ConvBNAct(nn.Module):
         return self.act(self.bn(y))
 
 
+class InputNorm(ConvBNAct):
+    """``(x - mean) / std`` per channel as a 1x1 depthwise conv with a bias (the graph's
+    ``blocks.0.norm`` op). Weight and bias are buffers: constants of the network, saved in the
+    state_dict but neither trained nor counted as parameters."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__(len(mean), len(mean), groups=len(mean), act=False, bn=False)
+        std_t = torch.tensor(std, dtype=torch.float64)
+        weight = (1.0 / std_t).view(-1, 1, 1, 1)
+        bias = -torch.tensor(mean, dtype=torch.float64) / std_t
+        del self.conv.weight, self.conv.bias
+        self.conv.register_buffer("weight", weight.float())
+        self.conv.register_buffer("bias", bias.float())
+
+
 class ConvBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int):
+    """The stem (or any plain conv block); the stem carries the input normalisation when set."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, eps: float = 1e-5,
+                 norm: InputNorm | None = None):
         super().__init__()
-        self.conv = ConvBNAct(c_in, c_out, kernel, stride)
+        if norm is not None:
+            self.norm = norm
+        self.conv = ConvBNAct(c_in, c_out, kernel, stride, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "norm"):
+            x = self.norm(x)
         return self.conv(x)
 
 
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: [1x1 expand] -> kxk depthwise -> 1x1 linear projection (+ shortcut)."""
 
-    def __init__(self, c_in: int, c_out: int, hidden: int, kernel: int, stride: int, residual: bool):
+    def __init__(self, c_in: int, c_out: int, hidden: int, kernel: int, stride: int, residual: bool,
+                 eps: float = 1e-5):
         super().__init__()
-        self.expand = ConvBNAct(c_in, hidden) if hidden != c_in else None
-        self.dw = ConvBNAct(hidden, hidden, kernel, stride, groups=hidden)
-        self.project = ConvBNAct(hidden, c_out, act=False)
+        self.expand = ConvBNAct(c_in, hidden, eps=eps) if hidden != c_in else None
+        self.dw = ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, eps=eps)
+        self.project = ConvBNAct(hidden, c_out, act=False, eps=eps)
         self.use_res = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,10 +89,10 @@ class InvertedResidual(nn.Module):
 class HeadScale(nn.Module):
     """One scale of the YOLO-style head: depthwise kxk, 1x1 to ``channels``, 1x1 to outputs."""
 
-    def __init__(self, c_in: int, head: HeadSpec):
+    def __init__(self, c_in: int, head: HeadSpec, eps: float = 1e-5):
         super().__init__()
-        self.dw = ConvBNAct(c_in, c_in, head.kernel, 1, groups=c_in)
-        self.pw = ConvBNAct(c_in, head.channels)
+        self.dw = ConvBNAct(c_in, c_in, head.kernel, 1, groups=c_in, eps=eps)
+        self.pw = ConvBNAct(c_in, head.channels, eps=eps)
         self.out = ConvBNAct(head.channels, head.out_channels, act=False, bn=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,13 +125,16 @@ class Network(nn.Module):
         blocks = []
         for i, b in enumerate(spec.blocks[:used]):
             c_in, c_out = spec.in_channels_of(i), spec.channels(i)
+            eps = spec.bn_eps
             if b.type == "conv":
-                blocks.append(ConvBlock(c_in, c_out, b.kernel, b.stride))
+                norm = InputNorm(spec.input_mean, spec.input_std) if i == 0 and spec.normalized else None
+                blocks.append(ConvBlock(c_in, c_out, b.kernel, b.stride, eps, norm))
             else:
                 blocks.append(InvertedResidual(c_in, c_out, spec.hidden_channels(i), b.kernel, b.stride,
-                                               spec.has_residual(i)))
+                                               spec.has_residual(i), eps))
         self.blocks = nn.ModuleList(blocks)
-        self.heads = nn.ModuleList([HeadScale(spec.channels(i), head) for i in spec.head_from]) if head else None
+        self.heads = (nn.ModuleList([HeadScale(spec.channels(i), head, spec.bn_eps) for i in spec.head_from])
+                      if head else None)
         self.classifier = (Classifier(spec.channels(used - 1), spec.num_classes, spec.dropout)
                            if self.mode == "classifier" else None)
         self.taps = tuple(spec.head_from) if self.mode != "classifier" and spec.head_from else (used - 1,)
@@ -129,9 +155,9 @@ class Network(nn.Module):
 
 
 def _init_weights(model: nn.Module) -> None:
-    """torchvision MobileNetV2's initialisation."""
+    """torchvision MobileNetV2's initialisation (the input normalisation's constants stay)."""
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and isinstance(m.weight, nn.Parameter):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

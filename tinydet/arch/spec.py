@@ -2,7 +2,11 @@
 
 A backbone is a list of blocks. ``conv`` is conv-BN-ReLU6; ``mbconv`` is MobileNetV2's inverted
 residual (1x1 expand -> kxk depthwise -> 1x1 linear projection, shortcut when stride 1 and
-in == out). Channels are given at width 1.0 and resolved with torchvision's rounding rule.
+in == out unless ``residual: false``). Channels are given at width 1.0 and resolved with
+torchvision's rounding rule, or taken as written with ``absolute_channels: true`` (published
+networks whose channel counts follow no width rule). ``bn_eps`` is the network's BatchNorm eps;
+``input_mean``/``input_std`` the per-channel normalisation the network expects of [0, 1] images
+(the built module and every exported form apply it themselves, so inputs stay [0, 1] images).
 """
 from __future__ import annotations
 
@@ -67,22 +71,37 @@ class ArchSpec:
     num_classes: int = 0  # > 0 adds torchvision's classifier (global pool, dropout, linear)
     dropout: float = 0.2
     description: str = ""
+    absolute_channels: bool = False  # True: ``out`` is the channel count itself (no width rule)
+    bn_eps: float = 1e-5
+    input_mean: tuple[float, ...] | None = None  # per input channel, on the [0, 1] scale
+    input_std: tuple[float, ...] | None = None
+
+    @property
+    def normalized(self) -> bool:
+        """Whether the network normalises its [0, 1] input (a ``blocks.0.norm`` op in the graph)."""
+        return self.input_mean is not None
 
     def channels(self, index: int) -> int:
         """Output channels of block ``index`` after the width multiplier and rounding."""
         block = self.blocks[index]
+        if self.absolute_channels:
+            return block.out
         mult = max(1.0, self.width_mult) if block.fixed_width else self.width_mult
         return make_divisible(block.out * mult, self.round_to)
 
     def in_channels_of(self, index: int) -> int:
         return self.in_channels if index == 0 else self.channels(index - 1)
 
-    def has_residual(self, index: int) -> bool:
+    def shortcut_fits(self, index: int) -> bool:
+        """Whether an identity shortcut is possible (mbconv, stride 1, in == out channels)."""
         block = self.blocks[index]
-        auto = block.type == "mbconv" and block.stride == 1 and self.in_channels_of(index) == self.channels(index)
-        if block.residual is None:
-            return auto
-        return block.residual and auto
+        return block.type == "mbconv" and block.stride == 1 and self.in_channels_of(index) == self.channels(index)
+
+    def has_residual(self, index: int) -> bool:
+        """Automatic (where the shapes allow one) unless the block says ``residual: false``."""
+        fits = self.shortcut_fits(index)
+        residual = self.blocks[index].residual
+        return fits if residual is None else residual and fits
 
     def hidden_channels(self, index: int) -> int:
         """Channels after the expansion conv (torchvision: round(in * expand))."""
@@ -96,12 +115,17 @@ class ArchSpec:
         return stride
 
     def with_width(self, width_mult: float) -> "ArchSpec":
+        if self.absolute_channels and width_mult != 1.0:
+            raise TinydetError(f"arch {self.name}: absolute_channels is set (published channel counts), "
+                               f"so width_mult must stay 1.0, got {width_mult}")
         return replace(self, width_mult=width_mult)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["blocks"] = [_block_to_dict(b) for b in self.blocks]
         data["head_from"] = list(self.head_from)
+        for key in ("input_mean", "input_std"):
+            data[key] = list(data[key]) if data[key] is not None else None
         return data
 
 
@@ -181,20 +205,59 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
         if not -len(blocks) <= i < len(blocks):
             raise TinydetError(f"{source}: head_from: block index {i} out of range (0..{len(blocks) - 1})")
     head_from = tuple(sorted(i % len(blocks) for i in head_from))
+    absolute = _typed(data.get("absolute_channels", False), bool, f"{source}: absolute_channels", "true or false")
+    if absolute and width != 1.0:
+        raise TinydetError(f"{source}: width_mult: absolute_channels is true, so width_mult must be 1.0, got {width}")
+    bn_eps = _typed(data.get("bn_eps", 1e-5), float, f"{source}: bn_eps", "a positive number")
+    if not 0 < bn_eps < 1:
+        raise TinydetError(f"{source}: bn_eps: expected a number in (0, 1), got {bn_eps}")
+    in_channels = _typed(data.get("in_channels", 3), int, f"{source}: in_channels", "a positive integer")
+    mean, std = _normalisation(data, in_channels, source)
     spec = ArchSpec(
         name=str(data.get("name", Path(source).stem)),
         blocks=tuple(blocks),
         width_mult=width,
         round_to=_typed(data.get("round_to", 8), int, f"{source}: round_to", "a positive integer"),
-        in_channels=_typed(data.get("in_channels", 3), int, f"{source}: in_channels", "a positive integer"),
+        in_channels=in_channels,
         head_from=head_from,
         num_classes=_typed(data.get("num_classes", 0), int, f"{source}: num_classes", "an integer >= 0"),
         dropout=_typed(data.get("dropout", 0.2), float, f"{source}: dropout", "a number in [0, 1)"),
         description=str(data.get("description", "")),
+        absolute_channels=absolute,
+        bn_eps=bn_eps,
+        input_mean=mean,
+        input_std=std,
     )
     if spec.blocks[0].type != "conv":
         raise TinydetError(f"{source}: blocks[0].type: the first block must be a 'conv' (the stem), got {spec.blocks[0].type!r}")
+    for i, block in enumerate(spec.blocks):
+        if block.residual and not spec.shortcut_fits(i):
+            raise TinydetError(f"{source}: blocks[{i}].residual: true needs an mbconv with stride 1 and equal input "
+                               f"and output channels, got {block.type} stride {block.stride} "
+                               f"{spec.in_channels_of(i)} -> {spec.channels(i)} channels")
     return spec
+
+
+def _normalisation(data: dict, in_channels: int, source: str) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``input_mean``/``input_std``: both or neither, one number per input channel, std > 0."""
+    given = [key for key in ("input_mean", "input_std") if data.get(key) is not None]
+    if len(given) == 1:
+        missing = "input_std" if given[0] == "input_mean" else "input_mean"
+        raise TinydetError(f"{source}: {given[0]} is set but {missing} is not; give both (one value per input channel)")
+    if not given:
+        return None, None
+    out = []
+    for key in ("input_mean", "input_std"):
+        value = data[key]
+        ok = isinstance(value, (list, tuple)) and len(value) == in_channels and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if not ok:
+            raise TinydetError(f"{source}: {key}: expected a list of {in_channels} numbers (one per input channel, "
+                               f"on the [0, 1] image scale), got {value!r}")
+        if key == "input_std" and not all(v > 0 for v in value):
+            raise TinydetError(f"{source}: input_std: expected positive numbers, got {value!r}")
+        out.append(tuple(float(v) for v in value))
+    return out[0], out[1]
 
 
 def load_spec(path: str | Path) -> ArchSpec:
