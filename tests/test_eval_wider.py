@@ -83,8 +83,46 @@ def test_wider_iou_uses_the_plus_one_rule():
     assert wider_iou(np.array([[0, 0, 10, 10]]), np.array([[1, 0, 10, 10]]))[0, 0] == pytest.approx(110 / 132)
 
 
+def test_wider_iou_areas_come_from_the_corners_like_boxoverlap():
+    # mathematically IoU = 0.5 exactly (same 117 x 200 px box shifted 39 px). boxoverlap.m takes
+    # every length from the corners x2 = x + w: (91.4 + 199) - 91.4 + 1 = 200.00000000000003 in
+    # both the intersection and the areas, so the ratio is >= 0.5 and the face is found;
+    # (h + 1) * (w + 1) areas (200 exactly) against that intersection give 0.49999999999999994.
+    gt_face, pred_face = [158.0, 91.4, 116.0, 199.0], [197.0, 91.4, 116.0, 199.0]
+    assert wider_iou(np.array([pred_face]), np.array([gt_face]))[0, 0] >= 0.5
+    gt = WiderGroundTruth(["e"], [["a"]], [[np.array([gt_face])]],
+                          {s: [[np.array([0])]] for s in ("easy", "medium", "hard")}, "official_mat", "t")
+    assert eval_wider({"e": {"a": np.array([pred_face + [0.9]])}}, gt=gt)["hard"] == pytest.approx(1.0)
+
+
+def test_score_normalisation_starts_from_the_official_extremes():
+    # norm_score.m starts max at realmin('single') and min at realmax('single'): scores 1000, 1000.5,
+    # 1001 map to 0, .5, 1. TP (1001), FP (1000.5), TP (1000) on two faces: (1/2, 1), (1/2, 1/2),
+    # (1, 2/3) -> AP 1/2 + 1/2 * 2/3 = 5/6. A min starting at 1 would squeeze all three into the top
+    # threshold bin: one point (1, 2/3) -> AP 2/3.
+    gt = WiderGroundTruth(["e"], [["a"]], [[np.array([F0, F1], float)]],
+                          {s: [[np.array([0, 1])]] for s in ("easy", "medium", "hard")}, "official_mat", "t")
+    pred = {"e": {"a": np.array([F0 + [1001.0], FAR + [1000.5], F1 + [1000.0]])}}
+    assert normalise_scores(pred)["e"]["a"][:, 4].tolist() == [1.0, 0.5, 0.0]
+    assert eval_wider(pred, gt=gt)["easy"] == pytest.approx(5 / 6)
+
+
+def test_empty_prediction_file_is_an_image_without_predictions(tmp_path):
+    from tinydet.eval.formats import read_wider_dets
+
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "img1.txt").write_text("img1\n1\n10 10 40 40 0.9\n")
+    (tmp_path / "e" / "img2.txt").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"img2.txt: empty prediction file"):
+        pred = read_wider_dets(str(tmp_path))
+    assert pred["e"]["img2"].shape == (0, 5)
+    gt = one_image_gt(extra_images=[("img2", [F0], [0])])
+    r = eval_wider(pred, gt=gt)
+    assert r["n_images_without_predictions"] == 1 and r["n_faces"]["hard"] == 4
+
+
 def write_official_mats(folder, gt):
-    """The official file layout: n x 1 cells of cells, 1-based gt_list indices (uint8 there)."""
+    """The official file layout: n x 1 cells of cells, 1-based gt_list indices (an integer class)."""
     def cells(items):
         out = np.empty((len(items), 1), dtype=object)
         for n, item in enumerate(items):
@@ -145,6 +183,46 @@ def test_height_rule_fallback_from_records(tmp_path):
     one = {"0--Parade/a": (records[0].boxes[:1], np.array([0.9]), np.zeros(1, int))}
     r = eval_wider_detections(one, records)
     assert r["easy"] == pytest.approx(1.0) and r["medium"] == pytest.approx(0.5) and r["hard"] == pytest.approx(1 / 3)
+
+
+def port_read_gt(gt_dir):
+    """The reading and indexing of the widely used Python port (WiderFace-Evaluation's
+    ``evaluation.py``: ``get_gt_boxes`` and the loop of ``evaluation``), reproduced: per setting,
+    event and image the float boxes and the ``ignore`` vector it builds from ``gt_list``."""
+    gt_mat = loadmat(os.path.join(gt_dir, "wider_face_val.mat"))
+    out = {}
+    for s in ("easy", "medium", "hard"):
+        gt_list = loadmat(os.path.join(gt_dir, f"wider_{s}_val.mat"))["gt_list"]
+        for i in range(len(gt_mat["event_list"])):
+            event_name = str(gt_mat["event_list"][i][0][0])
+            img_list = gt_mat["file_list"][i][0]
+            sub_gt_list = gt_list[i][0]
+            gt_bbx_list = gt_mat["face_bbx_list"][i][0]
+            for j in range(len(img_list)):
+                gt_boxes = gt_bbx_list[j][0].astype("float")
+                keep_index = sub_gt_list[j][0]
+                ignore = np.zeros(gt_boxes.shape[0])
+                if len(keep_index) != 0:
+                    ignore[keep_index - 1] = 1  # IndexError on float indices
+                out[(s, event_name, str(img_list[j][0][0]))] = (gt_boxes, ignore)
+    return out
+
+
+def test_synthetic_mats_are_readable_by_the_python_port(tmp_path):
+    from tinydet.data.synth import synth_wider
+
+    synth_wider(str(tmp_path / "w"), images=8, seed=2, size=96)
+    gt_dir = str(tmp_path / "w" / "eval_tools" / "ground_truth")
+    read = port_read_gt(gt_dir)
+    ours = load_wider_mat(str(tmp_path / "w"))
+    for i, event in enumerate(ours.events):
+        for j, stem in enumerate(ours.files[i]):
+            for s in ("easy", "medium", "hard"):
+                boxes, ignore = read[(s, event, stem)]
+                assert boxes.tolist() == ours.boxes[i][j].tolist()
+                assert np.flatnonzero(ignore).tolist() == ours.keep[s][i][j].tolist()
+    m = loadmat(os.path.join(gt_dir, "wider_hard_val.mat"))
+    assert all(np.issubdtype(np.asarray(k[0]).dtype, np.integer) for ev in m["gt_list"][:, 0] for k in ev[:, 0])
 
 
 def test_synthetic_wider_set_with_official_mats(tmp_path):

@@ -9,6 +9,7 @@ under a temporary name and renamed into place, so a failed run never leaves half
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -494,6 +495,10 @@ def _gt_text(entries: Sequence[tuple[str, np.ndarray]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The integer class of the numbers in the synthetic .mat files (boxes, labels, gt_list indices).
+WIDER_MAT_INT = np.int32
+
+
 def _cell(items: Sequence) -> np.ndarray:
     """A MATLAB column cell array (n x 1) for scipy.io.savemat."""
     arr = np.empty((len(items), 1), dtype=object)
@@ -502,29 +507,43 @@ def _cell(items: Sequence) -> np.ndarray:
     return arr
 
 
+def _savemat(path: str, variables: dict) -> None:
+    """``scipy.io.savemat`` with a fixed 116-byte header text (scipy writes the creation time
+    there, which would make the same seed give different files)."""
+    from scipy.io import savemat
+
+    buf = io.BytesIO()
+    savemat(buf, variables)
+    data = buf.getvalue()
+    header = b"MATLAB 5.0 MAT-file, written by tinydet synth".ljust(116)
+    with open(path, "wb") as fh:
+        fh.write(header + data[116:])
+
+
 def write_wider_mats(path_dir: str, entries: Sequence[tuple[str, np.ndarray, int]]) -> None:
     """The official evaluation ground truth: wider_face_val.mat and wider_{easy,medium,hard}_val.mat.
 
     ``entries``: (relative image path '<event>/<file>.jpg', faces [K, 10], long side) of the val set.
+    Numbers are stored with an integer class (:data:`WIDER_MAT_INT`) like the official files: the
+    Python port of the evaluation indexes with ``gt_list`` (``ignore[keep_index - 1]``), which numpy
+    refuses for floating-point arrays.
     """
-    from scipy.io import savemat
-
     events = sorted({e[0].split("/")[0] for e in entries}, key=lambda n: int(n.split("--")[0]))
     by_event = {ev: [e for e in entries if e[0].split("/")[0] == ev] for ev in events}
     event_list = _cell(events)
     file_list = _cell([_cell([os.path.splitext(os.path.basename(n))[0] for n, _, _ in by_event[ev]])
                        for ev in events])
-    face_bbx_list = _cell([_cell([f[:, :4].astype(np.float64).reshape(-1, 4) for _, f, _ in by_event[ev]])
+    face_bbx_list = _cell([_cell([f[:, :4].astype(WIDER_MAT_INT).reshape(-1, 4) for _, f, _ in by_event[ev]])
                            for ev in events])
     full = {"event_list": event_list, "file_list": file_list, "face_bbx_list": face_bbx_list}
     for k, attr in enumerate(("blur", "expression", "illumination", "invalid", "occlusion", "pose")):
-        full[f"{attr}_label_list"] = _cell([_cell([f[:, 4 + k].astype(np.float64).reshape(-1, 1)
+        full[f"{attr}_label_list"] = _cell([_cell([f[:, 4 + k].astype(WIDER_MAT_INT).reshape(-1, 1)
                                                    for _, f, _ in by_event[ev]]) for ev in events])
-    savemat(os.path.join(path_dir, "wider_face_val.mat"), full)
+    _savemat(os.path.join(path_dir, "wider_face_val.mat"), full)
     for level in WIDER_LEVELS:
-        gt_list = _cell([_cell([wider_levels(f, L)[level].astype(np.float64).reshape(-1, 1)
+        gt_list = _cell([_cell([wider_levels(f, L)[level].astype(WIDER_MAT_INT).reshape(-1, 1)
                                 for _, f, L in by_event[ev]]) for ev in events])
-        savemat(os.path.join(path_dir, f"wider_{level}_val.mat"),
+        _savemat(os.path.join(path_dir, f"wider_{level}_val.mat"),
                 {"event_list": event_list, "file_list": file_list, "face_bbx_list": face_bbx_list,
                  "gt_list": gt_list})
 

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -264,6 +265,16 @@ def write_wider_dets(folder: str, pred: Mapping[str, Mapping[str, np.ndarray]]) 
 
 
 def _read_wider_file(path: str) -> np.ndarray:
+    """The [N, 5] rows of one WIDER prediction file; an empty (0-byte) file has none.
+
+    The official ``read_pred.m`` reports an empty file as an invalid format and scores the image
+    as one without predictions; so does this reader, with a warning. Any other malformed file is
+    an error naming the line (the MATLAB reader would silently drop it too).
+    """
+    if os.path.getsize(path) == 0:
+        warnings.warn(f"{path}: empty prediction file, scored as an image without predictions "
+                      "(as the official read_pred.m does)", stacklevel=3)
+        return np.zeros((0, 5), dtype=np.float64)
     with open(path, encoding="utf-8") as fh:
         lines = fh.read().splitlines()
     while lines and not lines[-1].strip():

@@ -7,13 +7,14 @@ reimplemented here:
   ``wider_{easy,medium,hard}_val.mat`` hold ``gt_list``, the 1-based indices of the faces that
   *count* in that subset. The other faces are ignored: a detection that matches one is neither TP
   nor FP, and they are never missed;
-- scores are normalised by the global min and max over all predictions (the min starts at 1 and
-  the max at 0, as the official code does);
+- scores are normalised by the global min and max over all predictions (the running max starts
+  at ``realmin('single')`` and the min at ``realmax('single')`` as in ``norm_score.m``, so they are
+  the predictions' own extremes);
 - per image, predictions are visited by score, descending (a stable sort; the MATLAB reader sorts,
   the Python port assumes sorted files). Each takes the face with the best IoU (the first on a
-  tie); IoU uses the official ``+1`` rule on ``x2 = x + w``. If the IoU is ``>= 0.5``: an ignored
-  face makes the prediction ignored, an unrecalled counted face is recalled, a recalled one leaves
-  the prediction a false positive. Images without any face or without predictions add nothing
+  tie); IoU is ``boxoverlap.m``'s: the ``+1`` rule on corners ``x2 = x + w``, areas included.
+  If the IoU is ``>= 0.5``: an ignored face makes the prediction ignored, an unrecalled counted
+  face is recalled, a recalled one leaves the prediction a false positive. Images without any face or without predictions add nothing
   (their predictions are not counted as false positives), but their counted faces are in the
   recall denominator;
 - for each of 1000 thresholds ``1 - (t + 1) / 1000`` the proposals (non-ignored predictions) and
@@ -22,8 +23,9 @@ reimplemented here:
   (:func:`tinydet.eval.voc.voc_ap`).
 
 Predictions are keyed by event folder and ``.txt`` file name, and an image without a prediction
-file has no predictions, as in the MATLAB ``read_pred.m`` (the Python port keys by the file's first
-line and raises KeyError on a missing file). Where the official code fails: when all scores are
+file -- or with an empty (0-byte) one, which ``read_pred.m`` reports as an invalid format and
+skips -- has no predictions, as in the MATLAB ``read_pred.m`` (the Python port keys by the file's
+first line and raises KeyError on a missing file). Where the official code fails: when all scores are
 equal they are normalised to 1 (it divides by zero); a threshold with no proposal has precision 0
 (NaN officially — it sits at recall 0, so the area is the same).
 
@@ -190,9 +192,16 @@ def wider_gt_from_records(records: Iterable[GroundTruthRecord],
     return WiderGroundTruth(events, files, boxes, keep, "height_rule", text)
 
 
+#: The official ``norm_score.m`` starts its running max at ``realmin('single')`` and its running min
+#: at ``realmax('single')``, so the extremes are exactly those of the predictions (the Python port
+#: starts at 0 and 1 instead, which moves the min when every score exceeds 1).
+SCORE_MAX_START = float(np.finfo(np.float32).tiny)
+SCORE_MIN_START = float(np.finfo(np.float32).max)
+
+
 def normalise_scores(pred: WiderPredictions) -> dict[str, dict[str, np.ndarray]]:
     """A copy of ``pred`` with scores mapped to [0, 1] by the global min/max (see module doc)."""
-    lo, hi = 1.0, 0.0
+    lo, hi = SCORE_MIN_START, SCORE_MAX_START
     out: dict[str, dict[str, np.ndarray]] = {}
     for event, images in pred.items():
         out[event] = {}
@@ -209,22 +218,29 @@ def normalise_scores(pred: WiderPredictions) -> dict[str, dict[str, np.ndarray]]
 
 
 def wider_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU [N, M] of ``x, y, w, h`` boxes with the official ``+1`` rule (x2 = x + w, inclusive).
+    """IoU [N, M] of ``x, y, w, h`` boxes exactly as the official ``boxoverlap.m``.
+
+    Both box sets are first turned into corners ``x2 = x + w`` (as ``evaluation.m`` does), then
+    every length is ``x2 - x1 + 1`` (inclusive pixels) -- areas included: ``(w + 1) * (h + 1)``
+    is the same number mathematically but not in floating point, and the last bit decides matches
+    that sit exactly at the IoU threshold. Pairs whose intersection width or height is ``<= 0``
+    get 0.
 
     This protocol's own rule (the official evaluation's), kept here on purpose:
     every other IoU in the package is :func:`tinydet.ops.boxes.box_iou` (continuous, no ``+1``).
     """
     p = np.asarray(pred, dtype=np.float64).reshape(-1, 4)
     g = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
-    p_x2, p_y2 = p[:, 0] + p[:, 2], p[:, 1] + p[:, 3]
-    g_x2, g_y2 = g[:, 0] + g[:, 2], g[:, 1] + g[:, 3]
-    iw = np.minimum(p_x2[:, None], g_x2[None, :]) - np.maximum(p[:, None, 0], g[None, :, 0]) + 1
-    ih = np.minimum(p_y2[:, None], g_y2[None, :]) - np.maximum(p[:, None, 1], g[None, :, 1]) + 1
-    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-    area_p = (p[:, 2] + 1) * (p[:, 3] + 1)
-    area_g = (g[:, 2] + 1) * (g[:, 3] + 1)
-    union = area_p[:, None] + area_g[None, :] - inter
-    return np.where(inter > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    p_x1, p_y1, p_x2, p_y2 = p[:, 0], p[:, 1], p[:, 0] + p[:, 2], p[:, 1] + p[:, 3]
+    g_x1, g_y1, g_x2, g_y2 = g[:, 0], g[:, 1], g[:, 0] + g[:, 2], g[:, 1] + g[:, 3]
+    iw = np.minimum(p_x2[:, None], g_x2[None, :]) - np.maximum(p_x1[:, None], g_x1[None, :]) + 1
+    ih = np.minimum(p_y2[:, None], g_y2[None, :]) - np.maximum(p_y1[:, None], g_y1[None, :]) + 1
+    inter = iw * ih
+    area_p = (p_x2 - p_x1 + 1) * (p_y2 - p_y1 + 1)
+    area_g = (g_x2 - g_x1 + 1) * (g_y2 - g_y1 + 1)
+    union = area_g[None, :] + area_p[:, None] - inter
+    valid = (iw > 0) & (ih > 0)
+    return np.where(valid, inter / np.where(valid & (union > 0), union, 1.0), 0.0)
 
 
 def image_pr(pred: np.ndarray, gt_boxes: np.ndarray, counted: np.ndarray, iou: float = 0.5,
