@@ -1,7 +1,25 @@
-"""Built-in architecture presets.
+"""Built-in architecture presets, and which of them are published and which reconstructed.
 
-``mbv2-*`` reproduce torchvision's MobileNetV2 exactly (layer shapes, MACs, params), classifier
-included, so figures compare with the literature; detectors use the blocks up to ``head_from``.
+Published (the block list is a public network's, figures match its source):
+
+* ``mbv2-*``: torchvision's MobileNetV2, exactly (layer shapes, MACs, params), classifier included.
+* ``mcunet-in0`` .. ``mcunet-in4``, ``mcunet-mbv2-w0.35``, ``mcunet-proxyless-w0.3``: the MCUNet
+  model zoo's ImageNet networks, transcribed from their net_config JSON files
+  (mit-han-lab/tinyml @ e899b1b, mcunet/assets/configs/); MACs and params equal the mcunet README.
+* ``mcunet-vww1``: transcribed from the official int8 model (mit-han-lab/tinyengine assets/vww.tflite).
+
+Reconstructed (no public block-level source; the values are ours):
+
+* ``mcunet-vww0``, ``mcunet-vww2``: block lists from a third-party Keras transcription
+  (harvard-edge/Wake_Vision); MACs agree with the mcunet README to its rounding. None of the VWW
+  sources marks shortcuts, so blocks take one wherever the shapes allow (MCUNet's rule), and
+  their BatchNorm eps (1e-5) is assumed from the ImageNet MCUNets.
+* ``mbv2-w1.0-rd``, ``mcunetv2-m4``, ``mcunetv2-h7``: the MCUNetV2 paper's receptive-field
+  redistribution and detector backbones, whose block lists were never published.
+
+All MCUNet-zoo presets take MCUNet's input normalisation (mean 0.5, std 0.5 per channel) and use
+absolute channel counts. Detectors built on any preset use the blocks up to ``head_from``: the
+last stride-16 block and the last stride-32 block before the classifier's 1x1 mix conv.
 """
 from __future__ import annotations
 
@@ -63,8 +81,9 @@ def _mb(out: int, kernel: int, expand: int, stride: int = 1) -> BlockSpec:
     return BlockSpec("mbconv", out, kernel=kernel, stride=stride, expand=expand)
 
 
-# MCUNetV2 detection backbones. The paper (Lin et al., NeurIPS 2021, Table 5) gives their budgets and
-# cost: M4 fits 256 kB SRAM / 1 MB Flash at 172M MACs, H7 fits 512 kB SRAM / 2 MB Flash at ~343M MACs,
+# MCUNetV2 detection backbones. The paper (Lin et al., NeurIPS 2021, Pascal VOC in Table 3) gives
+# their budgets and cost: MCUNetV2-M4 fits the STM32F412's 256 kB SRAM / 1 MB Flash at 172M MACs,
+# MCUNetV2-H7 the STM32H743's 512 kB SRAM / 2 MB Flash at 343M MACs,
 # both YOLOv3-style detectors found by the joint search with small kernels in the per-patch stage and
 # larger kernels/expansions later. The searched block-level configs were published only as
 # downloadable JSON files, not in any public source we could read, so these specs are
@@ -99,3 +118,82 @@ def mcunetv2_h7() -> ArchSpec:
     )
     return ArchSpec(name="mcunetv2-h7", blocks=blocks, head_from=(12, 16),
                     description="MCUNetV2-H7 detector backbone (reconstruction), 288x288, 512 kB SRAM / 2 MB Flash")
+
+
+# ---- MCUNet model zoo --------------------------------------------------------------------------
+MCUNET_MEAN = (0.5, 0.5, 0.5)
+MCUNET_STD = (0.5, 0.5, 0.5)
+
+# Rows are (kernel, expand, out, stride), one per block, as in the published lists; the
+# proxyless lists' two "skip" (zero) blocks are identities and are left out.
+MCUNET_ZOO: dict[str, dict] = {
+    "mcunet-in0": dict(stem=24, mix=None, eps=1e-5, classes=1000, source="mcunet-10fps_imagenet", rows=[
+        (3, 1, 16, 1), (5, 4, 16, 2), (3, 3, 16, 1), (3, 4, 16, 1), (7, 5, 24, 2), (5, 4, 24, 1),
+        (5, 5, 24, 1), (7, 5, 48, 2), (5, 4, 48, 1), (3, 5, 56, 1), (5, 4, 56, 1), (3, 5, 56, 1),
+        (3, 6, 112, 2), (5, 4, 112, 1), (3, 6, 192, 1)]),
+    "mcunet-in1": dict(stem=16, mix=None, eps=1e-5, classes=1000, source="mcunet-5fps_imagenet", rows=[
+        (3, 1, 8, 1), (3, 4, 16, 2), (3, 3, 16, 1), (7, 3, 24, 2), (3, 5, 24, 1), (3, 5, 40, 2),
+        (7, 4, 40, 1), (5, 4, 48, 1), (3, 3, 48, 1), (3, 4, 48, 1), (7, 5, 96, 2), (5, 4, 96, 1),
+        (5, 4, 96, 1), (3, 6, 160, 1)]),
+    "mcunet-in2": dict(stem=16, mix=None, eps=1e-5, classes=1000, source="mcunet-256kb-1mb_imagenet", rows=[
+        (3, 1, 8, 1), (5, 3, 16, 2), (7, 6, 16, 1), (3, 5, 16, 1), (5, 5, 16, 1), (3, 5, 24, 2),
+        (7, 6, 24, 1), (5, 6, 24, 1), (7, 4, 40, 2), (5, 5, 40, 1), (3, 5, 48, 1), (5, 5, 48, 1),
+        (3, 4, 48, 1), (5, 6, 96, 2), (5, 4, 96, 1), (5, 3, 96, 1), (3, 4, 96, 1), (5, 5, 160, 1)]),
+    "mcunet-in3": dict(stem=16, mix=None, eps=1e-5, classes=1000, source="mcunet-320kb-1mb_imagenet", rows=[
+        (3, 1, 8, 1), (7, 3, 16, 2), (3, 5, 16, 1), (7, 5, 16, 1), (5, 4, 16, 1), (5, 5, 24, 2),
+        (5, 5, 24, 1), (5, 5, 24, 1), (3, 5, 40, 2), (7, 6, 40, 1), (5, 4, 40, 1), (5, 5, 48, 1),
+        (7, 5, 48, 1), (3, 5, 48, 1), (3, 6, 96, 2), (7, 5, 96, 1), (3, 4, 96, 1), (7, 5, 160, 1)]),
+    "mcunet-in4": dict(stem=32, mix=None, eps=1e-5, classes=1000, source="mcunet-512kb-2mb_imagenet", rows=[
+        (3, 1, 16, 1), (7, 3, 24, 2), (3, 5, 24, 1), (5, 4, 24, 1), (7, 5, 40, 2), (3, 4, 40, 1),
+        (7, 4, 40, 1), (7, 3, 80, 2), (3, 3, 80, 1), (7, 3, 80, 1), (3, 4, 96, 1), (5, 3, 96, 1),
+        (5, 3, 96, 1), (7, 4, 192, 2), (7, 3, 192, 1), (5, 3, 192, 1), (5, 4, 320, 1)]),
+    "mcunet-vww0": dict(stem=16, mix=None, eps=1e-5, classes=2, source="mcunet-10fps_vww", rows=[
+        (3, 1, 8, 1), (5, 6, 16, 2), (3, 4, 16, 1), (3, 5, 24, 2), (3, 4, 24, 1), (3, 4, 24, 1),
+        (3, 5, 40, 2), (3, 4, 40, 1), (7, 3, 40, 1), (3, 3, 48, 1), (3, 4, 48, 1), (7, 5, 96, 2),
+        (5, 5, 96, 1), (7, 4, 160, 1)]),
+    "mcunet-vww1": dict(stem=16, mix=None, eps=1e-5, classes=2, source="mcunet-5fps_vww", rows=[
+        (3, 1, 8, 1), (3, 6, 16, 2), (3, 3, 16, 1), (3, 3, 16, 1), (7, 3, 24, 2), (3, 6, 24, 1),
+        (5, 5, 24, 1), (7, 6, 40, 2), (7, 6, 40, 1), (3, 6, 48, 1), (3, 4, 48, 1), (5, 5, 96, 2),
+        (3, 5, 96, 1), (3, 4, 96, 1), (7, 3, 160, 1)]),
+    "mcunet-vww2": dict(stem=16, mix=None, eps=1e-5, classes=2, source="mcunet-320kb-1mb_vww", rows=[
+        (3, 1, 8, 1), (3, 3, 16, 2), (3, 5, 16, 1), (5, 6, 16, 1), (3, 3, 16, 1), (7, 5, 24, 2),
+        (5, 4, 24, 1), (3, 4, 24, 1), (7, 6, 24, 1), (3, 6, 40, 2), (7, 6, 40, 1), (5, 4, 40, 1),
+        (3, 5, 40, 1), (5, 5, 48, 1), (5, 3, 48, 1), (3, 4, 48, 1), (5, 3, 48, 1), (3, 4, 96, 2),
+        (5, 5, 96, 1), (5, 4, 96, 1), (3, 4, 96, 1), (3, 5, 160, 1)]),
+    "mcunet-mbv2-w0.35": dict(stem=16, mix=448, eps=1e-3, classes=1000, source="mbv2-w0.35-r144_imagenet", rows=[
+        (3, 1, 8, 1), (3, 6, 8, 2), (3, 6, 8, 1), (3, 6, 16, 2), (3, 6, 16, 1), (3, 6, 16, 1),
+        (3, 6, 24, 2), (3, 6, 24, 1), (3, 6, 24, 1), (3, 6, 24, 1), (3, 6, 32, 1), (3, 6, 32, 1),
+        (3, 6, 32, 1), (3, 6, 56, 2), (3, 6, 56, 1), (3, 6, 56, 1), (3, 6, 112, 1)]),
+    "mcunet-proxyless-w0.3": dict(stem=16, mix=384, eps=1e-3, classes=1000, source="proxyless-w0.3-r176_imagenet", rows=[
+        (3, 1, 8, 1), (5, 3, 16, 2), (3, 3, 16, 1), (7, 3, 16, 2), (3, 3, 16, 1), (5, 3, 16, 1),
+        (5, 3, 16, 1), (7, 6, 24, 2), (5, 3, 24, 1), (5, 3, 24, 1), (5, 3, 24, 1), (5, 6, 32, 1),
+        (5, 3, 32, 1), (5, 3, 32, 1), (5, 3, 32, 1), (7, 6, 64, 2), (7, 6, 64, 1), (7, 3, 64, 1),
+        (7, 3, 64, 1), (7, 6, 96, 1)]),
+}
+
+
+def detection_taps(blocks: "tuple[BlockSpec, ...] | list[BlockSpec]", last: int) -> tuple[int, ...]:
+    """The last block at total stride 16 and block ``last`` (stride 32): the detector's taps."""
+    stride, at16 = 1, None
+    for i, block in enumerate(blocks[: last + 1]):
+        stride *= block.stride
+        if stride == 16:
+            at16 = i
+    return (at16, last) if at16 is not None else (last,)
+
+
+def mcunet_zoo(name: str) -> ArchSpec:
+    """The spec of one MCUNet-zoo network (see :data:`MCUNET_ZOO`)."""
+    entry = MCUNET_ZOO[name]
+    blocks = [BlockSpec("conv", entry["stem"], kernel=3, stride=2)]
+    blocks += [BlockSpec("mbconv", out, kernel=k, stride=s, expand=e) for k, e, out, s in entry["rows"]]
+    taps = detection_taps(blocks, len(blocks) - 1)
+    if entry["mix"]:
+        blocks.append(BlockSpec("conv", entry["mix"], kernel=1))
+    return ArchSpec(name=name, blocks=tuple(blocks), head_from=taps, num_classes=entry["classes"],
+                    absolute_channels=True, bn_eps=entry["eps"], input_mean=MCUNET_MEAN, input_std=MCUNET_STD,
+                    description=f"MCUNet zoo {entry['source']}; detector taps: blocks {list(taps)} (stride 16, 32)")
+
+
+for _name in MCUNET_ZOO:
+    register(_name)(lambda _name=_name: mcunet_zoo(_name))
