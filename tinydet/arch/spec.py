@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tinydet.errors import TinydetError, closest
+from tinydet.io.atomic import atomic_write_text
 
 BLOCK_TYPES = ("conv", "mbconv")
 
@@ -287,6 +288,4 @@ def save_spec(spec: ArchSpec, path: str | Path) -> None:
     path = Path(path)
     data = spec.to_dict()
     text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)

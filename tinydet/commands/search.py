@@ -18,6 +18,7 @@ from typing import Any
 
 from tinydet.commands.common import add_config_arguments, add_json_argument
 from tinydet.errors import TinydetError
+from tinydet.io.atomic import atomic_open, atomic_torch_save, atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +56,7 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     from tinydet.data.datamodule import DetectionDataModule
     from tinydet.nas.constraints import Budget, LatencyTable, evaluate_constraints
     from tinydet.nas.estimator import SubnetEvaluator, load_supernet, save_supernet, scaled_anchors, train_supernet
-    from tinydet.nas.evolution import Evolution, EvolutionConfig, write_json_atomic
+    from tinydet.nas.evolution import Evolution, EvolutionConfig
     from tinydet.nas.space import space_from_config
     from tinydet.nas.supernet import Supernet, extract
     from tinydet.schedule import MemoryRules
@@ -140,10 +141,8 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     # the chosen network as a standalone detector with its recalibrated supernet weights
     supernet.recalibrate(best, evaluator.recal_images(best.resolution))
     extracted = extract(supernet, best, name)
-    tmp = out / "best_subnet.pt.tmp"
-    torch.save({"spec": spec.to_dict(), "head": asdict(head),
-                "state_dict": extracted.state_dict()}, tmp)
-    tmp.replace(out / "best_subnet.pt")
+    atomic_torch_save({"spec": spec.to_dict(), "head": asdict(head), "state_dict": extracted.state_dict()},
+                      out / "best_subnet.pt")
     anchors_at_res = [[[round(v, 2) for v in a] for a in scale]
                       for scale in scaled_anchors(anchors, best.resolution, base_res).tolist()]
     schedule = {
@@ -156,11 +155,11 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
         "max_overhead": budget.max_overhead, "anchors": anchors_at_res,
         "candidate": best.to_dict(),
     }
-    write_json_atomic(out / "schedule.json", schedule)
+    atomic_write_json(out / "schedule.json", schedule)
     pareto = [{"val_map50": p["score"], "peak_sram": p["peak_sram"], "candidate": p["candidate"],
                **{k: p["metrics"][k] for k in ("flash_bytes", "macs", "mac_overhead", "latency")}}
               for p in result["pareto"]]
-    write_json_atomic(out / "pareto.json", {"budget": vars(budget), "front": pareto,
+    atomic_write_json(out / "pareto.json", {"budget": vars(budget), "front": pareto,
                                             "evaluated": len(result["evaluated"]), "history": result["history"]})
     plot_pareto(result["evaluated"], result["pareto"], budget.sram, best, out / "pareto.png")
     return {
@@ -198,10 +197,9 @@ def plot_pareto(evaluated: list[dict], front: list[dict], sram_budget: int, best
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def render(result: dict) -> None:

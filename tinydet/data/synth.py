@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from tinydet.errors import TinydetError, closest
+from tinydet.io.atomic import replace_dir
 from tinydet.ops.boxes import box_iou
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon", "ring")
@@ -312,10 +313,7 @@ class _Staging:
 
     def commit(self) -> None:
         for name in self.names:
-            target = os.path.join(self.out, name)
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.replace(self.path(name), target)
+            replace_dir(self.path(name), os.path.join(self.out, name))
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def abort(self) -> None:

@@ -68,7 +68,8 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
     Refuses (TinydetError, before compiling) a missing toolchain, an export folder failing its
     checksums, an unsupported int8 op, or a model that does not fit the target.
     """
-    from tinydet.export.schedule_file import load_export, write_bytes_atomic
+    from tinydet.export.schedule_file import load_export
+    from tinydet.io.atomic import atomic_write_bytes as write_bytes_atomic
 
     budget = targets.budget(target, sram, flash)
     t = toolchain.get_target(target)
@@ -117,7 +118,7 @@ def write_image_header(image_int8, path: "str | Path") -> Path:
     """``demo_image.h``: one int8 NHWC image as ``const`` data (Flash) for the board demo."""
     import numpy as np
 
-    from tinydet.export.schedule_file import write_bytes_atomic
+    from tinydet.io.atomic import atomic_write_bytes as write_bytes_atomic
 
     arr = np.asarray(image_int8, np.int8).reshape(-1)
     rows = [", ".join(str(int(v)) for v in arr[i:i + 32]) for i in range(0, arr.size, 32)]

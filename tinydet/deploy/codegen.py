@@ -206,7 +206,8 @@ def _step_row(t: _Tables, qop, step: dict, ih: int, iw: int, pt: int, pl: int, o
 def generate(export_dir: "str | Path", out_dir: "str | Path", mode: str = "patch", conf: float = DEFAULT_CONF,
              export=None) -> Generated:
     """Write ``out_dir/model.c`` and ``model.h`` for ``mode`` (``patch`` or ``layer``)."""
-    from tinydet.export.schedule_file import load_export, write_bytes_atomic
+    from tinydet.export.schedule_file import load_export
+    from tinydet.io.atomic import atomic_write_bytes as write_bytes_atomic
 
     if mode not in MODES:
         raise TinydetError(f"--mode: expected one of {', '.join(MODES)}, got '{mode}'")

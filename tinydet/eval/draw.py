@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tinydet.io.atomic import atomic_open
+
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230)]
 
@@ -33,8 +35,6 @@ def draw_detections(image_path: "str | Path", boxes: np.ndarray, scores: np.ndar
         name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
         draw.text((x0 + 2, max(0.0, y0 - 11)), f"{name} {score:.2f}", fill=colour)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(out_path)
+    with atomic_open(out_path, "wb") as fh:
+        image.save(fh, format="PNG")
     return out_path

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from typing import Iterable, Mapping, Sequence
 
@@ -29,6 +28,7 @@ import numpy as np
 from tinydet.errors import TinydetError, closest
 from tinydet.eval.boxes import Detections, as_detection_arrays
 from tinydet.eval.voc import ClassDetections
+from tinydet.io.atomic import atomic_write_text
 
 VOC_FILE_RE = re.compile(r"^(comp\d+)_det_([^_]+)_(.+)\.txt$")
 
@@ -37,21 +37,6 @@ def _num(value: float | np.floating) -> str:
     """Shortest decimal that reads back to exactly ``value`` (in its own float precision)."""
     value = value if isinstance(value, np.floating) else np.float64(value)
     return np.format_float_positional(value, unique=True, trim="-")
-
-
-def _atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _parse_floats(fields: Sequence[str], where: str, what: str) -> list[float]:
@@ -92,7 +77,7 @@ def write_voc_dets(folder: str, detections: Detections, class_names: Sequence[st
     paths = []
     for c, name in enumerate(class_names):
         path = os.path.join(folder, f"{comp}_det_{image_set}_{name}.txt")
-        _atomic_write(path, "".join(line + "\n" for line in lines[c]))
+        atomic_write_text(path, "".join(line + "\n" for line in lines[c]))
         paths.append(path)
     return paths
 
@@ -190,7 +175,7 @@ def write_coco_results(path: str, detections: Detections) -> None:
             entries.append({"image_id": _coco_image_id(image_id), "category_id": int(label) + 1,
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
     # json writes floats with repr: the shortest text that reads back to the same double
-    _atomic_write(path, json.dumps(entries) + "\n")
+    atomic_write_text(path, json.dumps(entries) + "\n")
 
 
 def read_coco_results(path: str, image_ids: Sequence[str], n_classes: int) -> dict[str, tuple]:
@@ -259,7 +244,7 @@ def write_wider_dets(folder: str, pred: Mapping[str, Mapping[str, np.ndarray]]) 
             rows = np.asarray(rows).reshape(-1, 5)
             text = f"{stem}\n{len(rows)}\n" + "".join(" ".join(_num(v) for v in row) + "\n" for row in rows)
             path = os.path.join(folder, event, f"{stem}.txt")
-            _atomic_write(path, text)
+            atomic_write_text(path, text)
             paths.append(path)
     return paths
 

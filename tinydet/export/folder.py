@@ -6,9 +6,6 @@ Any failure removes the temporary folder, so ``out`` is never half-written.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +20,7 @@ from tinydet.export.onnx_writer import full_model, split_tensor, stage1_model, s
 from tinydet.export.runtime import float_stitched_max_abs_diff
 from tinydet.export.schedule_file import FORMAT_VERSION, checksum_entries, load_export, write_schedule
 from tinydet.export.tiles import border_pads, tile_pad_vectors
+from tinydet.io.atomic import staged_dir
 from tinydet.schedule.memory import layer_working_sets
 
 STITCH_TOLERANCE = 1e-4
@@ -92,25 +90,6 @@ def build_schedule(folded: FoldedGraph, split: int, plan, arena, rules, detector
     }
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``; an existing ``out`` is swapped out first, then removed."""
-    old = None
-    if out.exists():
-        if not out.is_dir():
-            raise TinydetError(f"--out {out}: exists and is not a folder; expected a folder path")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, old / out.name)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old / out.name, out)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena, rules, *,
                  spec_dict: Mapping[str, Any], head: Mapping[str, Any] | None = None,
                  detector: Mapping[str, Any] | None = None, check_images: int = 2, seed: int = 0) -> dict[str, Any]:
@@ -120,12 +99,12 @@ def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena
     ``check_images`` random images. Raises TinydetError (leaving ``out`` untouched) on any failure.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise TinydetError(f"--out {out}: exists and is not a folder; expected a folder path")
     schedule = build_schedule(folded, split, plan, arena, rules, detector, spec_dict, head)
     models = {"full.onnx": full_model(folded), "stage1_patch.onnx": stage1_model(folded, split),
               "stage2.onnx": stage2_model(folded, split)}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:  # out is replaced only once the folder checks out
         for name, model in models.items():
             (tmp / name).write_bytes(model.SerializeToString())
         schedule["files"] = checksum_entries(tmp)
@@ -139,10 +118,6 @@ def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena
         schedule["float_stitched_max_abs_diff"] = diff
         write_schedule(tmp, schedule)
         load_export(tmp)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "out": str(out),
         "files": {name: str(out / name) for name in [*models, "schedule.json"]},

@@ -1,20 +1,19 @@
 """``schedule.json`` of an export folder: writing, loading with version + checksum checks, and
 adding files (the quantizer's ``*.int8.onnx``) with the checksums updated atomically.
 
-Every write is temp file + ``os.replace`` in the same folder, so a reader never sees a
-half-written file; ``schedule.json`` is always written last, after the files it describes.
+Every write goes through :mod:`tinydet.io.atomic` (temp file, fsync, ``os.replace``), so a reader
+never sees a half-written file; ``schedule.json`` is always written last, after the files it describes.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from tinydet.errors import TinydetError
+from tinydet.io.atomic import atomic_write_bytes, atomic_write_json
 
 FORMAT_VERSION = 1
 SCHEDULE = "schedule.json"
@@ -33,24 +32,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_schedule(folder: Path, schedule: Mapping[str, Any]) -> None:
     """Write ``schedule.json`` atomically (sorted nothing: key order is the documented order)."""
-    write_bytes_atomic(Path(folder) / SCHEDULE, (json.dumps(schedule, indent=1) + "\n").encode())
+    atomic_write_json(Path(folder) / SCHEDULE, schedule)
 
 
 def checksum_entries(folder: Path) -> dict[str, dict[str, Any]]:
@@ -147,7 +131,7 @@ def add_files(folder: "str | Path", files: Mapping[str, bytes]) -> ExportFolder:
             raise TinydetError(f"add_files: {name} is written by `tinydet export` and cannot be replaced")
     entries = dict(export.schedule["files"])
     for name, data in files.items():
-        write_bytes_atomic(export.root / name, bytes(data))
+        atomic_write_bytes(export.root / name, bytes(data))
         entries[name] = {"sha256": sha256_bytes(bytes(data)), "bytes": len(data)}
     export.schedule["files"] = entries
     write_schedule(export.root, export.schedule)

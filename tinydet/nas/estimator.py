@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tinydet.io.atomic import atomic_torch_save
 from tinydet.nas.space import Candidate
 from tinydet.nas.supernet import Supernet, sandwich
 
@@ -129,10 +130,7 @@ def train_supernet(supernet: Supernet, datamodule: Any, anchors: Any, base_resol
 
 def save_supernet(supernet: Supernet, path: "str | Path", meta: dict) -> None:
     """Write the supernet weights (+ what made them) atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": supernet.state_dict(), "meta": meta}, tmp)
-    tmp.replace(path)
+    atomic_torch_save({"state_dict": supernet.state_dict(), "meta": meta}, path)
 
 
 def load_supernet(supernet: Supernet, path: "str | Path", meta: dict) -> bool:

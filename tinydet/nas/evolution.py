@@ -10,7 +10,6 @@ generation and ends with exactly the result of an uninterrupted run.
 from __future__ import annotations
 
 import json
-import os
 import random
 import sys
 from dataclasses import asdict, dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tinydet.errors import TinydetError
+from tinydet.io.atomic import atomic_write_json
 from tinydet.nas.space import Candidate, SearchSpace
 
 STATE_VERSION = 1
@@ -117,16 +117,6 @@ def _rng_from_json(data: list) -> random.Random:
     return rng
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and a rename (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 class Evolution:
     """Evolutionary search; ``run()`` returns the result dict (best, pareto, history)."""
 
@@ -194,7 +184,7 @@ class Evolution:
     def save(self) -> None:
         if self.state_path is None:
             return
-        write_json_atomic(self.state_path, {
+        atomic_write_json(self.state_path, {
             "version": STATE_VERSION, "fingerprint": self.fingerprint, "generation": self.generation,
             "population": self.population, "rng": _rng_to_json(self.rng), "cache": self.cache,
             "checked": self.checked, "history": self.history})

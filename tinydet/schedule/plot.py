@@ -2,10 +2,10 @@
 the patch-based peak, with the per-patch stage shaded."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from tinydet.arch.graph import Graph
+from tinydet.io.atomic import atomic_open
 from tinydet.schedule.memory import layer_working_sets
 from tinydet.schedule.planner import PatchPlan
 
@@ -62,9 +62,7 @@ def plot_memory(graph: Graph, plan: PatchPlan | None, path: "str | Path", log: b
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -7,9 +7,7 @@ nothing else (no Lightning import), so export and eval rebuild the exact network
 """
 from __future__ import annotations
 
-import os
 from dataclasses import replace
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +16,6 @@ import torch
 from tinydet.errors import TinydetError
 
 FORMAT_VERSION = 1
-
-
-def atomic_torch_save(obj: Any, path: "str | Path") -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a reader (or a
-    SIGKILL at any moment) sees either the old complete file or the new complete file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_checkpoint(path: "str | Path") -> dict:

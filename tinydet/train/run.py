@@ -20,12 +20,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tinydet.errors import TinydetError
-from tinydet.train.checkpoint import atomic_torch_save, read_checkpoint
+from tinydet.io.atomic import atomic_torch_save
+from tinydet.train.checkpoint import read_checkpoint
 from tinydet.train.config import Config, to_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint IO with temp-file + ``os.replace`` writes."""
+    """Lightning's torch checkpoint IO with atomic writes (:func:`tinydet.io.atomic.atomic_torch_save`)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options: Any = None) -> None:
         atomic_torch_save(checkpoint, path)
