@@ -69,11 +69,24 @@ def test_params_from_range_contains_zero_and_rounds_zero_point():
     p = params_from_range(0.5, 2.0)  # widened to [0, 2]: 0.0 must stay exact
     assert p.zero_point == -128 and abs(p.scale - 2.0 / 255) < 1e-7
     p = params_from_range(-1.0, 3.0)
-    assert abs(p.scale - 4.0 / 255) < 1e-7
-    assert p.zero_point == round(-128 + 1.0 / p.scale)
-    real_zero = p.scale * (p.zero_point - p.zero_point)
-    assert real_zero == 0.0
-    assert params_from_range(0.0, 0.0).scale > 0
+    assert p.scale == float(np.float32(4.0 / 255))
+    # hand-computed: -128 + 1 / (4/255) = -64.25 -> -64; real 0.0 is the integer -64 exactly
+    assert p.zero_point == -64
+    assert p.scale * (np.clip(np.rint(0.0 / p.scale) + p.zero_point, -128, 127) - p.zero_point) == 0.0
+    # both ends representable within half a step: lo -> -128 + 0.25 (rounded to -128), hi -> 127
+    assert (-1.0 / p.scale + p.zero_point) == pytest.approx(-127.75) and round(3.0 / p.scale + p.zero_point) == 127
+    # a range entirely below zero is widened up to 0: zero point at the top of the int8 range
+    assert params_from_range(-2.0, -1.0).zero_point == 127
+
+
+def test_degenerate_range_follows_tflite():
+    # TFLite ChooseQuantizationParams: rmin == rmax (== 0) -> zero_point 0 (scale 0, which QDQ
+    # cannot hold; a positive stand-in scale keeps 0.0 exact)
+    p = params_from_range(0.0, 0.0)
+    assert p.zero_point == 0 and p.scale == float(np.float32(1 / 255))
+    assert params_from_range(0.0, 1e-45).zero_point == 0  # float32 scale 0 after rounding: degenerate too
+    with pytest.raises(ValueError):
+        params_from_range(0.0, float("inf"))
 
 
 def test_kl_threshold_clips_rare_outliers():

@@ -97,6 +97,30 @@ def test_activation_observer_matches_export_params():
     np.testing.assert_allclose(y.detach().numpy(), want, atol=1e-6)
 
 
+def test_qat_and_export_parameters_agree_on_degenerate_and_random_ranges():
+    """QAT trains with exactly the (scale, zero point) the export writes, the degenerate all-zero
+    range included: TFLite's rule gives zero point 0 there (QAT used to give -128)."""
+    from tinydet.quant.qat import _qparams
+
+    fq = ActFakeQuant()
+    fq.train()
+    fq(torch.zeros(4, 3))  # an always-zero activation (a dead channel group, a zero input)
+    assert float(fq.lo) == 0.0 and float(fq.hi) == 0.0
+    scale, zp = _qparams(fq.lo, fq.hi)
+    p = params_from_range(0.0, 0.0)
+    assert (float(scale), int(zp)) == (p.scale, p.zero_point) and p.zero_point == 0
+    fq.eval()
+    x = torch.tensor([-0.3, 0.0, 0.002, 0.3])
+    want = (np.clip(np.rint(x.numpy() / p.scale) + p.zero_point, -128, 127) - p.zero_point) * p.scale
+    np.testing.assert_array_equal(fq(x).detach().numpy(), want.astype(np.float32))
+    rng = np.random.default_rng(0)
+    for lo, hi in zip(-rng.exponential(3.0, 300) * (rng.random(300) < 0.7), rng.exponential(3.0, 300)):
+        lo32, hi32 = torch.tensor(np.float32(lo)), torch.tensor(np.float32(hi))
+        scale, zp = _qparams(lo32, hi32)
+        p = params_from_range(float(lo32), float(hi32))
+        assert (float(scale), int(zp)) == (p.scale, p.zero_point), (lo, hi)
+
+
 def test_qat_training_changes_ranges_and_lowers_loss(qat_export):
     model, _, losses = qat_export
     assert losses[-1] < losses[0]

@@ -17,7 +17,8 @@ import importlib
 
 _API = {
     "calibrate": "calibrate", "calibration_images": "calibrate", "METHODS": "calibrate",
-    "QParams": "qdq", "activation_params": "qdq", "quantize_model": "qdq", "params_from_range": "qdq",
+    "QParams": "params", "params_from_range": "params", "input_params": "params",
+    "activation_params": "qdq", "quantize_model": "qdq",
     "QGraph": "qgraph", "QOp": "qgraph", "load_qgraph": "qgraph",
     "run": "reference", "run_full": "reference", "run_stitched": "reference", "Int8Reference": "reference",
     "layer_lsb_vs_ort": "reference",

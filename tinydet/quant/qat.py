@@ -32,21 +32,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinydet.errors import TinydetError
+from tinydet.quant.params import QMAX, QMIN, WEIGHT_QMAX, params_from_range
 
-QMIN, QMAX = -128, 127
 EMA_MOMENTUM = 0.01  # weight of a new batch in the running min/max (PyTorch's moving-average observer)
 OBSERVER = "out_fq"
 ADD_OBSERVER = "add_fq"
 
 
 def _qparams(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric int8 scale/zero point of [lo, hi] widened to contain 0 (as qdq.params_from_range)."""
-    lo = torch.clamp(lo, max=0.0)
-    hi = torch.clamp(hi, min=0.0)
-    scale = (hi - lo) / (QMAX - QMIN)
-    scale = torch.where(scale > 0, scale, torch.full_like(scale, 1.0 / 255.0))
-    zp = torch.clamp(torch.round(QMIN - lo / scale), QMIN, QMAX)
-    return scale, zp
+    """(scale, zero point) tensors of the observed range [lo, hi]: exactly the parameters the export
+    will write (:func:`tinydet.quant.params.params_from_range`, one rule for both)."""
+    p = params_from_range(float(lo), float(hi))
+    return (torch.tensor(p.scale, dtype=lo.dtype, device=lo.device),
+            torch.tensor(float(p.zero_point), dtype=lo.dtype, device=lo.device))
 
 
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
@@ -60,8 +58,8 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor) -> torch.
 def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
     """Symmetric per-output-channel int8 weights ([-127, 127]) with a straight-through gradient."""
     amax = w.detach().abs().flatten(1).amax(dim=1)
-    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax)).view(-1, *([1] * (w.dim() - 1)))
-    q = torch.clamp(torch.round(w / scale), -127, 127) * scale
+    scale = torch.where(amax > 0, amax / float(WEIGHT_QMAX), torch.ones_like(amax)).view(-1, *([1] * (w.dim() - 1)))
+    q = torch.clamp(torch.round(w / scale), -WEIGHT_QMAX, WEIGHT_QMAX) * scale
     return w + (q - w).detach()
 
 
@@ -172,7 +170,7 @@ def prepare_qat(model: nn.Module, cfg: Mapping | None = None) -> nn.Module:
     quantization scheme itself is fixed by the export conventions. Calling it twice is an error.
     """
     from tinydet.arch.modules import ConvBNAct, InvertedResidual
-    from tinydet.quant.qdq import input_params
+    from tinydet.quant.params import input_params
 
     net = _find_network(model)
     if getattr(net, "_tinydet_qat", False):

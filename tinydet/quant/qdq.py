@@ -23,7 +23,6 @@ The same activation table (:func:`activation_params`) is applied to ``full``, ``
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -31,48 +30,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tinydet.errors import TinydetError
+from tinydet.quant.params import QMAX, QMIN, WEIGHT_QMAX, QParams, input_params, params_from_range
 
-QMIN, QMAX = -128, 127
-WEIGHT_QMAX = 127
-INPUT_SCALE = 1.0 / 255.0
-INPUT_ZERO_POINT = -128
 # ops whose float output is a quantized activation; Pad inherits its input's parameters
 PRODUCERS = ("Conv", "Add", "GlobalAveragePool", "Gemm")
 PASS_THROUGH = ("Pad", "Flatten")
 ACTIVATIONS = ("Clip", "Relu")
-
-
-@dataclass(frozen=True)
-class QParams:
-    """Per-tensor int8 quantization: ``real = scale * (q - zero_point)``."""
-
-    scale: float
-    zero_point: int
-
-    def to_dict(self) -> dict:
-        return {"scale": self.scale, "zero_point": self.zero_point}
-
-
-def params_from_range(lo: float, hi: float) -> QParams:
-    """Asymmetric int8 parameters for a real range (TFLite's ``ChooseQuantizationParams``).
-
-    The range is widened to contain 0 so that 0.0 (zero padding, ReLU floor) is exact; the zero
-    point is rounded into [-128, 127]. A degenerate range (all zeros) gets scale 1/255.
-    """
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"range [{lo}, {hi}] is not finite")
-    scale = np.float32((hi - lo) / (QMAX - QMIN))
-    if scale <= 0 or not np.isfinite(1.0 / float(scale)):
-        return QParams(float(np.float32(1.0 / 255.0)), 0)
-    zp_real = QMIN - lo / float(scale)
-    zp = int(np.clip(np.round(zp_real), QMIN, QMAX))
-    return QParams(float(scale), zp)
-
-
-def input_params() -> QParams:
-    """The network input's fixed parameters: pixels in [0, 1] -> scale 1/255, zero point -128."""
-    return QParams(float(np.float32(INPUT_SCALE)), INPUT_ZERO_POINT)
 
 
 def weight_scales(weight: np.ndarray) -> np.ndarray:

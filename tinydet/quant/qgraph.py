@@ -35,8 +35,7 @@ from onnx import helper, numpy_helper
 from tinydet.errors import TinydetError
 from tinydet.quant.arith import quantize_multiplier
 from tinydet.quant.kernels import add_params
-
-QMIN, QMAX = -128, 127
+from tinydet.quant.params import QMAX, QMIN
 
 
 @dataclass
