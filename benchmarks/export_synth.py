@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
 
     from tinydet.data.synth import synth_voc
     from tinydet.export import onnx_runner
-    from tinydet.export.runtime import session
+    from tinydet.io.onnxrt import session
     from tinydet.train.config import load_config
 
     out = Path(args.out)

@@ -11,22 +11,9 @@ import numpy as np
 
 from tinydet.errors import TinydetError
 from tinydet.export.schedule_file import ExportFolder, load_export
+from tinydet.io.onnxrt import session
 
 Runner = Callable[[np.ndarray], list]
-
-
-def session(path: "str | Path", threads: int | None = 1):
-    """An onnxruntime CPU session; ``threads`` = intra-op threads (None = onnxruntime's default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-        raise TinydetError(f"{path}: onnxruntime cannot load the model ({str(exc).splitlines()[0]})") from None
 
 
 def _check_images(images: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:

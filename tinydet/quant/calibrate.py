@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from tinydet.errors import TinydetError
+from tinydet.io.onnxrt import session as onnx_session
 
 METHODS = ("minmax", "percentile", "entropy")
 RANGE_OPS = ("Conv", "Clip", "Relu", "Add", "GlobalAveragePool", "Gemm")
@@ -29,29 +30,9 @@ PERCENTILE_BINS = 4096
 ENTROPY_BINS = 2048
 
 
-def exposed_model(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """A copy of ``model`` whose graph outputs also list every activation that gets a range."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    existing = {o.name for o in out.graph.output}
-    names = []
-    for node in out.graph.node:
-        if node.op_type in RANGE_OPS:
-            name = node.output[0]
-            names.append(name)
-            if name not in existing:
-                out.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    return out, names
-
-
-def _session(model: onnx.ModelProto, threads: int = 1):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+def range_tensors(model: onnx.ModelProto) -> list[str]:
+    """The activations of ``model`` that get a range: the outputs of its ``RANGE_OPS`` nodes."""
+    return [node.output[0] for node in model.graph.node if node.op_type in RANGE_OPS]
 
 
 def _run_all(session, input_name: str, names: Sequence[str], images: Sequence[np.ndarray]):
@@ -130,8 +111,8 @@ def calibrate(model: "onnx.ModelProto | str", images: Iterable[np.ndarray], meth
     if not images:
         raise TinydetError(f"{where}: the calibration set is empty; expected at least one image "
                            f"(check the config's data.train split and --calib)")
-    exposed, names = exposed_model(model)
-    session = _session(exposed, threads)
+    names = range_tensors(model)
+    session = onnx_session(model, threads, expose=names, where=where)
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
     for values in _run_all(session, input_name, names, images):

@@ -203,20 +203,10 @@ class Int8Reference:
 def ort_int8_tensors(model: "onnx.ModelProto", feeds: Mapping[str, np.ndarray], threads: int = 1) -> dict[str, np.ndarray]:
     """Run an int8 QDQ model in onnxruntime with every int8 activation (``T/q``) exposed; returns
     them NHWC by canonical name (the per-layer comparison feeds these to the reference)."""
-    import onnx
-    import onnxruntime as ort
+    from tinydet.io.onnxrt import session
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    names = [o for n in m.graph.node for o in n.output if o.endswith("/q")]
-    for name in names:
-        if name not in have:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o for n in model.graph.node for o in n.output if o.endswith("/q")]
+    sess = session(model, threads, expose=names)
     values = sess.run(names, dict(feeds))
     out = {}
     for name, v in zip(names, values):
