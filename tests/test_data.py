@@ -274,8 +274,11 @@ def test_data_cfg_defaults_and_errors():
     assert resolve_data_cfg({"format": "wider"})["classes"] == ["face"]
     with pytest.raises(TinydetError, match=r"x\.yaml: unknown key data\.skipbad \(did you mean 'skip_bad'\?\)"):
         resolve_data_cfg({"skipbad": True}, "x.yaml")
-    with pytest.raises(TinydetError, match="data.format"):
-        resolve_data_cfg({"format": "coco"})
+    with pytest.raises(TinydetError, match="data.format is 'kitti'"):
+        resolve_data_cfg({"format": "kitti"})
+    with pytest.raises(TinydetError, match=r"x.yaml: data.classes is not set and cannot be read from the set "
+                                           r"\(.*instances_train.json: COCO annotation file does not exist\)"):
+        resolve_data_cfg({"format": "coco", "root": "/nonexistent"}, "x.yaml")
     with pytest.raises(TinydetError, match=r"data\.train entry"):
         resolve_data_cfg({"train": [2007]})
     with pytest.raises(TinydetError, match=r"augment\.flip .*'hflip'"):

@@ -1,4 +1,5 @@
-"""``tinydet data synth`` (synthetic VOC / WIDER Face sets) and ``tinydet data anchors`` (k-means)."""
+"""``tinydet data synth`` (synthetic VOC / WIDER Face / COCO / YOLO sets), ``tinydet data convert``
+(between those layouts) and ``tinydet data anchors`` (k-means)."""
 from __future__ import annotations
 
 import argparse
@@ -9,23 +10,40 @@ from tinydet.commands.common import add_json_argument
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="<action>")
     sub.required = True
-    p = sub.add_parser("synth", help="write a synthetic data set in the real VOC or WIDER Face layout")
-    p.add_argument("--format", choices=["voc", "wider"], required=True)
-    p.add_argument("--out", required=True, help="output folder (the VOCdevkit or WIDER root)")
+    p = sub.add_parser("synth", help="write a synthetic data set in the real VOC, WIDER Face, COCO or YOLO layout")
+    p.add_argument("--format", choices=["voc", "wider", "coco", "yolo"], required=True)
+    p.add_argument("--out", required=True, help="output folder (the VOCdevkit, WIDER, COCO or YOLO root)")
     p.add_argument("--images", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=320, help="long side of the images in pixels")
     p.add_argument("--classes", nargs="+", default=None,
-                   help="voc: shape classes (circle square triangle star cross hexagon ring)")
+                   help="voc, coco, yolo: shape classes (circle square triangle star cross hexagon ring)")
     p.add_argument("--year", type=int, default=2007, help="voc: writes VOC<year>/ (2007 also gets a test split)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    add_json_argument(p)
+
+    p = sub.add_parser("convert", help="convert a data set between the VOC, WIDER, COCO and YOLO layouts")
+    p.add_argument("--from", dest="src_format", choices=["voc", "wider", "coco", "yolo"], required=True)
+    p.add_argument("--src", required=True,
+                   help="source set: VOCdevkit or VOC<year> folder, WIDER root, COCO root, YOLO data YAML or folder")
+    p.add_argument("--to", dest="dst_format", choices=["coco", "yolo", "voc"], required=True)
+    p.add_argument("--out", required=True, help="output folder (created; written atomically)")
+    p.add_argument("--splits", nargs="+", default=None,
+                   help="source splits to convert (default: all: VOC image sets train/val/test, WIDER train/val, "
+                        "COCO annotations/instances_*.json, YOLO data YAML keys)")
+    p.add_argument("--classes", nargs="+", default=None,
+                   help="class names in label order (default: the source's own: VOC annotation names sorted, "
+                        "COCO categories by id, YOLO names)")
+    p.add_argument("--year", default="2007", help="--to voc: writes VOC<year>/")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad source inputs instead of stopping")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     add_json_argument(p)
 
     p = sub.add_parser("anchors", help="k-means (IoU distance) anchors on the training boxes")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-config", help="YAML config; its data section names the set and train split")
     src.add_argument("--root", help="data set folder (with --format)")
-    p.add_argument("--format", choices=["voc", "wider"], default="voc")
+    p.add_argument("--format", choices=["voc", "wider", "coco", "yolo"], default="voc")
     p.add_argument("--k", type=int, default=6, help="number of anchors")
     p.add_argument("--scales", type=int, default=2, help="head scales the anchors are split across")
     p.add_argument("--resolution", default=None,
@@ -76,7 +94,7 @@ def _anchors(args: argparse.Namespace) -> dict:
         data_cfg = {"format": "voc", "root": args.root, "train": sets, "val": sets, "test": sets, "classes": classes}
         source = args.root
     else:
-        data_cfg, source = {"format": "wider", "root": args.root}, args.root
+        data_cfg, source = {"format": args.format, "root": args.root}, args.root
     size = _resolution(args.resolution, cfg)
     records, _, _ = load_records(data_cfg, "train", source)
     keep_difficult = bool(data_cfg.get("keep_difficult", False))
@@ -93,11 +111,22 @@ def run(args: argparse.Namespace) -> dict:
         print(f"tinydet: writing {args.images} synthetic {args.format} images to {args.out}", file=sys.stderr)
         if args.format == "voc":
             return synth_voc(args.out, args.images, args.seed, args.size, args.classes, args.year, args.overwrite)
+        if args.format in ("coco", "yolo"):
+            from tinydet.data.synth import synth_coco_yolo
+
+            return synth_coco_yolo(args.format, args.out, args.images, args.seed, args.size, args.classes,
+                                   args.overwrite)
         if args.classes not in (None, ["face"]):
             from tinydet.errors import TinydetError
 
-            raise TinydetError("synth: --classes applies to --format voc only (wider has the single class face)")
+            raise TinydetError("synth: --classes applies to --format voc, coco, yolo (wider has the single class face)")
         return synth_wider(args.out, args.images, args.seed, args.size, overwrite=args.overwrite)
+    if args.action == "convert":
+        from tinydet.data.convert import convert
+
+        print(f"tinydet: converting {args.src_format} {args.src} to {args.dst_format} {args.out}", file=sys.stderr)
+        return convert(args.src_format, args.src, args.dst_format, args.out, args.splits, args.classes,
+                       args.overwrite, args.skip_bad, args.year)
     return _anchors(args)
 
 
@@ -108,6 +137,13 @@ def render(result: dict) -> None:
         for i, group in enumerate(result["anchors"]):
             print(f"  scale {i}: " + ", ".join(f"{w:g}x{h:g}" for w, h in group))
         print(f"mean best IoU {result['mean_best_iou']:.3f}, boxes with IoU >= 0.5: {result['recall_iou50']:.1%}")
+        return
+    if "to" in result:
+        print(f"converted {result['images']} images, {result['boxes']} boxes ({result['from']} -> {result['to']}) "
+              f"to {result['path']}")
+        for key in ("splits", "classes", "difficult_as_objects"):
+            if key in result:
+                print(f"  {key}: {result[key]}")
         return
     print(f"wrote {result['images']} images to {result['path']}")
     for key, value in result.items():

@@ -1,6 +1,7 @@
 """``tinydet eval``: mAP of a model (checkpoint, ONNX file, export folder) or of a detections file.
 
-    tinydet eval --dets FILE_OR_DIR --data DIR [--format voc|wider] [--split NAME] [--classes a,b] [--json]
+    tinydet eval --dets FILE_OR_DIR --data DIR [--format voc|wider|coco|yolo] [--split NAME] [--classes a,b] [--json]
+    tinydet eval --dets results.json --data instances_val.json [--json]   (COCO ground truth alone)
     tinydet eval -c CONFIG.yaml (--ckpt C | --onnx M.onnx | --export out/NAME [--int8] [--patched])
                  [--split val] [--save-dets PATH] [--json]
 
@@ -36,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score a detections file: VOC comp4_det_<set>_<class>.txt folder, COCO results "
                              ".json, or WIDER <event>/<image>.txt submission folder")
     parser.add_argument("--data", default=None, metavar="DIR",
-                        help="data set in its real layout (VOCdevkit / VOC<year> folder, or WIDER root); "
-                             "with -c it replaces data.root")
-    parser.add_argument("--format", choices=["voc", "wider"], default=None,
+                        help="data set in its real layout (VOCdevkit / VOC<year> folder, WIDER root, COCO root, "
+                             "YOLO data YAML), or a COCO ground-truth .json; with -c it replaces data.root")
+    parser.add_argument("--format", choices=["voc", "wider", "coco", "yolo"], default=None,
                         help="data set format (default: detected from --data)")
     parser.add_argument("--split", default=None,
                         help="with -c: config split train|val|test (default eval.split); with --dets alone: "
@@ -60,7 +61,15 @@ def _log(message: str) -> None:
 
 
 def detect_data_format(path: str) -> str:
-    """'voc' or 'wider' from the folder layout (VOCdevkit root, VOC<year>/, or WIDER root)."""
+    """'voc', 'wider', 'coco' or 'yolo' from the layout (VOCdevkit root, VOC<year>/, WIDER root,
+    a COCO .json or a folder with annotations/instances_*.json, a YOLO data YAML or data.yaml)."""
+    if os.path.isfile(path) and path.endswith(".json"):
+        return "coco"
+    if (os.path.isfile(path) and path.endswith((".yaml", ".yml"))) or os.path.isfile(os.path.join(path, "data.yaml")):
+        return "yolo"
+    ann = os.path.join(path, "annotations")
+    if os.path.isdir(ann) and any(f.startswith("instances_") and f.endswith(".json") for f in os.listdir(ann)):
+        return "coco"
     if not os.path.isdir(path):
         raise TinydetError(f"{path}: --data folder does not exist")
     entries = set(os.listdir(path))
@@ -151,6 +160,35 @@ def _run_dets(args: argparse.Namespace) -> dict:
         raise TinydetError(f"{args.dets}: a WIDER submission folder needs a WIDER Face data set, but {data} is {data_fmt}")
     result: dict = {"source": f"dets:{args.dets}", "dets_format": dets_fmt, "data": data, "format": data_fmt}
 
+    if data_fmt == "coco" and os.path.isfile(data):  # a COCO ground-truth JSON alone
+        from tinydet.data.coco import label_category_ids, load_coco_ground_truth
+
+        classes_arg = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+        records, classes = load_coco_ground_truth(data, classes_arg)
+        if dets_fmt != "coco":
+            raise TinydetError(f"{args.dets}: a COCO ground-truth JSON is scored with COCO results (.json)")
+        _log(f"{len(records)} images, {len(classes)} classes; reading COCO results {args.dets}")
+        detections = formats.read_coco_results(args.dets, [r.image_id for r in records], len(classes),
+                                               label_category_ids(records, classes))
+        result.update(split=os.path.basename(data), **score_voc(detections, records, classes))
+        return result
+    if data_fmt in ("coco", "yolo"):
+        from tinydet.data.coco import label_category_ids
+
+        split = args.split or (default_split if cfg_data is not None else "val")
+        data_cfg = cfg_data if cfg_data is not None else {"format": data_fmt, "root": data, "test": [split]}
+        if args.classes:
+            data_cfg = dict(data_cfg, classes=[c.strip() for c in args.classes.split(",") if c.strip()])
+        records, classes = _load(data_cfg, split if cfg_data is not None else "test", args.config or data)
+        result["split"] = split
+        ids = [r.image_id for r in records]
+        if dets_fmt == "voc":
+            lists = formats.read_voc_dets(args.dets, classes, ids)
+            result.update(score_voc(formats.class_detections_to_detections(lists), records, classes, lists))
+        else:
+            detections = formats.read_coco_results(args.dets, ids, len(classes), label_category_ids(records, classes))
+            result.update(score_voc(detections, records, classes))
+        return result
     if data_fmt == "voc":
         if cfg_data is not None:
             split = args.split or default_split
@@ -224,7 +262,9 @@ def _save_dets(path: str, fmt: str, detections: Any, records: list, classes: lis
     from tinydet.eval.wider import detections_to_wider
 
     if path.endswith(".json"):
-        formats.write_coco_results(path, detections)
+        from tinydet.data.coco import label_category_ids
+
+        formats.write_coco_results(path, detections, label_category_ids(records, classes))
     elif fmt == "wider":
         formats.write_wider_dets(path, detections_to_wider(detections, records))
     else:

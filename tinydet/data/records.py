@@ -25,16 +25,20 @@ VOC_CLASSES: list[str] = [
 #: Defaults of the config's ``data`` section; the config loader merges user keys over these.
 #: ``None`` means "the default of the chosen format" (see :data:`FORMAT_DEFAULTS`).
 DATA_DEFAULTS: dict[str, Any] = {
-    # "voc" (Pascal VOC devkit layout) or "wider" (WIDER Face layout).
+    # "voc" (Pascal VOC devkit), "wider" (WIDER Face), "coco" (instances JSON + images) or "yolo"
+    # (Ultralytics data YAML + images/ + labels/).
     "format": "voc",
-    # Folder holding VOC<year>/ folders (voc) or WIDER_train/, WIDER_val/, wider_face_split/ (wider).
+    # Folder holding VOC<year>/ folders (voc), WIDER_train/, WIDER_val/, wider_face_split/ (wider),
+    # annotations/ + images/ (coco), or the data YAML / a folder with data.yaml (yolo).
     "root": None,
     # voc: list of [year, imageset] pairs joined in order, e.g. [[2007, trainval], [2012, trainval]];
-    # wider: list of split names, e.g. [train].
+    # wider: list of split names, e.g. [train]; coco: split names (annotations/instances_<name>.json)
+    # or [annotation_json, image_folder] pairs; yolo: split keys of the data YAML (train, val, test).
     "train": None,
     "val": None,
     "test": None,
-    # Class names in label order (voc); wider is always ["face"].
+    # Class names in label order (voc; coco / yolo map their categories to these by name, default:
+    # the annotation file's categories in id order / the data YAML's names); wider is always ["face"].
     "classes": None,
     # true: skip bad files/boxes and log a summary; false: stop at the first with a one-line error.
     "skip_bad": False,
@@ -64,6 +68,8 @@ FORMAT_DEFAULTS: dict[str, dict[str, Any]] = {
         "test": ["val"],  # WIDER test labels are not public: evaluate on val
         "classes": ["face"],
     },
+    "coco": {"root": "data/coco", "train": ["train"], "val": ["val"], "test": ["val"], "classes": None},
+    "yolo": {"root": "data/yolo", "train": ["train"], "val": ["val"], "test": ["val"], "classes": None},
 }
 
 SPLITS = ("train", "val", "test")
@@ -155,6 +161,11 @@ def resolve_data_cfg(data_cfg: dict | None, source: str = "config") -> dict:
     for key, value in FORMAT_DEFAULTS[fmt].items():
         if cfg.get(key) is None:
             cfg[key] = copy.deepcopy(value)
+    if cfg["classes"] is None:  # coco / yolo: the set's own category names
+        try:
+            cfg["classes"] = dataset_classes(fmt, str(cfg["root"]), cfg["train"], source)
+        except TinydetError as exc:
+            raise TinydetError(f"{source}: data.classes is not set and cannot be read from the set ({exc})") from None
     if fmt == "wider" and list(cfg["classes"]) != ["face"]:
         raise TinydetError(f"{source}: data.classes is {cfg['classes']}, expected ['face'] for format wider")
     if not isinstance(cfg["classes"], (list, tuple)) or not cfg["classes"] or \
@@ -172,6 +183,13 @@ def resolve_data_cfg(data_cfg: dict | None, source: str = "config") -> dict:
                                    "e.g. [2007, trainval]")
             if fmt == "wider" and entry not in ("train", "val"):
                 raise TinydetError(f"{source}: data.{split} entry {entry!r} must be 'train' or 'val'")
+            if fmt == "yolo" and entry not in ("train", "val", "test"):
+                raise TinydetError(f"{source}: data.{split} entry {entry!r} must be a data YAML split: "
+                                   "train, val or test")
+            if fmt == "coco" and not (isinstance(entry, str) or (
+                    isinstance(entry, (list, tuple)) and len(entry) == 2 and all(isinstance(e, str) for e in entry))):
+                raise TinydetError(f"{source}: data.{split} entry {entry!r} must be a split name or an "
+                                   "[annotation_json, image_folder] pair")
     for key in ("skip_bad", "keep_difficult"):
         if not isinstance(cfg[key], bool):
             raise TinydetError(f"{source}: data.{key} must be true or false, got {cfg[key]!r}")
@@ -182,6 +200,22 @@ def resolve_data_cfg(data_cfg: dict | None, source: str = "config") -> dict:
         raise TinydetError(f"{source}: data.augment must be a mapping or false, got {cfg['augment']!r}")
     cfg["root"] = str(cfg["root"])
     return cfg
+
+
+def dataset_classes(fmt: str, root: str, train_entries: list, source: str = "config") -> list[str]:
+    """The class names a coco / yolo set declares: the categories of the first training annotation
+    file in id order (coco) or the data YAML's ``names`` (yolo)."""
+    if fmt == "coco":
+        from tinydet.data.coco import coco_categories, coco_split
+
+        path = coco_split(root, train_entries[0], f"{source}: data.train").annotations \
+            if isinstance(train_entries, (list, tuple)) and train_entries else root
+        return list(coco_categories(path).values())
+    if fmt == "yolo":
+        from tinydet.data.yolo import read_data_yaml
+
+        return read_data_yaml(root).names
+    raise TinydetError(f"{source}: data.classes must be set for format {fmt}")
 
 
 def load_records(data_cfg: dict, split: str, source: str = "config"
@@ -202,6 +236,16 @@ def load_records(data_cfg: dict, split: str, source: str = "config"
 
         records = load_voc(cfg["root"], cfg[split], cfg["classes"], bad, source, f"data.{split}",
                            float(cfg["clip_tolerance"]))
+    elif cfg["format"] == "coco":
+        from tinydet.data.coco import load_coco
+
+        records = load_coco(cfg["root"], cfg[split], cfg["classes"], bad, f"data.{split}",
+                            float(cfg["clip_tolerance"]))
+    elif cfg["format"] == "yolo":
+        from tinydet.data.yolo import load_yolo
+
+        records = load_yolo(cfg["root"], cfg[split], cfg["classes"], bad, f"data.{split}",
+                            float(cfg["clip_tolerance"]))
     else:
         from tinydet.data.wider import load_wider
 

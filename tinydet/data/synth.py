@@ -597,3 +597,28 @@ def synth_wider(out: str, images: int, seed: int = 0, size: int = 320, val_fract
     return {"format": "wider", "path": out, "images": images,
             "splits": {s: len(v) for s, v in entries.items()}, "faces": counts,
             "tiny_faces": int((all_faces[:, 2] < 16).sum()), "invalid": int(all_faces[:, 7].sum())}
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO / YOLO: the VOC shapes set, converted
+# ---------------------------------------------------------------------------------------------
+def synth_coco_yolo(fmt: str, out: str, images: int, seed: int = 0, size: int = 320,
+                    classes: Sequence[str] | None = None, overwrite: bool = False) -> dict:
+    """The synthetic shapes set of :func:`synth_voc` in the COCO or YOLO layout at ``out``
+    (train / val / test splits, written through :func:`tinydet.data.convert.convert`)."""
+    from tinydet.data.convert import convert
+
+    if fmt not in ("coco", "yolo"):
+        raise TinydetError(f"synth: format must be coco or yolo here, got '{fmt}'")
+    if os.path.exists(out) and not overwrite:
+        raise TinydetError(f"{out}: already exists (pass --overwrite to replace it)")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".synth-", dir=parent)
+    try:
+        voc = synth_voc(tmp, images, seed, size, classes)
+        summary = convert("voc", voc["path"], fmt, out, classes=voc["classes"], overwrite=overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"format": fmt, "path": out, "images": images, "classes": voc["classes"], "objects": voc["objects"],
+            "difficult": voc["difficult"], "splits": summary["splits"]}

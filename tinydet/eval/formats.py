@@ -164,26 +164,33 @@ def _coco_image_id(image_id: str) -> int | str:
     return int(image_id) if image_id.isdigit() and str(int(image_id)) == image_id else image_id
 
 
-def write_coco_results(path: str, detections: Detections) -> None:
-    """Write ``Detections`` as a COCO results JSON list (``category_id = label + 1``)."""
+def write_coco_results(path: str, detections: Detections, category_ids: Sequence[int] | None = None) -> None:
+    """Write ``Detections`` as a COCO results JSON list (``category_id = category_ids[label]``,
+    default ``label + 1``)."""
     entries = []
     for image_id, item in detections.items():
         boxes, _, labels = as_detection_arrays(image_id, item)
         raw_scores = np.asarray(item[1]).reshape(-1)
         for box, score, label in zip(boxes, raw_scores, labels):
             x1, y1, x2, y2 = (float(v) for v in box)
-            entries.append({"image_id": _coco_image_id(image_id), "category_id": int(label) + 1,
+            cat = int(label) + 1 if category_ids is None else int(category_ids[int(label)])
+            entries.append({"image_id": _coco_image_id(image_id), "category_id": cat,
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
     # json writes floats with repr: the shortest text that reads back to the same double
     atomic_write_text(path, json.dumps(entries) + "\n")
 
 
-def read_coco_results(path: str, image_ids: Sequence[str], n_classes: int) -> dict[str, tuple]:
+def read_coco_results(path: str, image_ids: Sequence[str], n_classes: int,
+                      category_ids: Sequence[int] | None = None) -> dict[str, tuple]:
     """A COCO results JSON as ``Detections`` over the set ``image_ids`` (entries in file order).
 
     ``image_id`` may be the id string or an integer (matching ``"42"`` or a zero-padded
-    ``"000042"``); ``category_id`` must be in 1..``n_classes``; a bad entry is an error naming it.
+    ``"000042"``); ``category_id`` must be in 1..``n_classes`` (label = id - 1), or, with
+    ``category_ids`` (the id of each label, a COCO ground truth's), one of those; a bad entry is an
+    error naming it.
     """
+    label_of = {c: i for i, c in enumerate(category_ids)} if category_ids is not None else \
+        {c: c - 1 for c in range(1, n_classes + 1)}
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -213,8 +220,9 @@ def read_coco_results(path: str, image_ids: Sequence[str], n_classes: int) -> di
         else:
             raise TinydetError(f"{where}: image_id {raw_id!r} is not in the evaluated set")
         cat = entry["category_id"]
-        if not isinstance(cat, int) or isinstance(cat, bool) or not 1 <= cat <= n_classes:
-            raise TinydetError(f"{where}: category_id {cat!r} must be an integer in 1..{n_classes}")
+        if not isinstance(cat, int) or isinstance(cat, bool) or cat not in label_of:
+            expected = f"1..{n_classes}" if category_ids is None else f"one of {sorted(label_of)}"
+            raise TinydetError(f"{where}: category_id {cat!r} must be an integer in {expected}")
         bbox = entry["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4 or \
                 not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
@@ -225,7 +233,7 @@ def read_coco_results(path: str, image_ids: Sequence[str], n_classes: int) -> di
         x, y, w, h = (float(v) for v in bbox)
         if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
             raise TinydetError(f"{where}: bbox [x, y, w, h] must be finite with w, h >= 0, got {bbox!r}")
-        parts.setdefault(image_id, []).append([x, y, x + w, y + h, float(score), cat - 1])
+        parts.setdefault(image_id, []).append([x, y, x + w, y + h, float(score), label_of[cat]])
     out = {}
     for image_id, rows in parts.items():
         arr = np.asarray(rows, dtype=np.float64)
