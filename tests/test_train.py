@@ -1,6 +1,9 @@
 """Tiny end-to-end training: checkpoints, resume, load_detector, predict API, CLI."""
 import io
 import json
+import os
+import subprocess
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -9,7 +12,7 @@ import pytest
 import torch
 
 from tinydet.errors import TinydetError
-from tinydet.train.checkpoint import load_detector, read_checkpoint
+from tinydet.io.checkpoint import load_detector, read_checkpoint
 from tinydet.train.config import load_config
 from tinydet.train.run import train
 
@@ -63,6 +66,18 @@ def test_load_detector_rejects_a_config_with_another_architecture(trained):
     assert "last.ckpt" in msg and "'mbv2-w0.35' (width 0.35" in msg and "'mbv2-w1.0' (width 1.0" in msg
     with pytest.raises(TinydetError, match=r"model.head .*'channels': 16.* does not match .*'channels': 32"):
         load_detector(load_config(cfg_path, ["model.head.channels=32"]), result["last_ckpt"])
+
+
+def test_loading_a_checkpoint_needs_neither_the_train_package_nor_lightning(trained):
+    # export / eval / quantize read checkpoints through tinydet.io.checkpoint alone
+    _, result = trained
+    code = ("import sys; from tinydet.io.checkpoint import load_detector; "
+            f"m = load_detector(None, {str(result['best_ckpt'])!r}); "
+            "print(type(m).__name__, [k for k in sys.modules if k.startswith(('tinydet.train', 'lightning'))])")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert proc.stdout.split() == ["Detector", "[]"]
 
 
 def test_read_checkpoint_rejects_a_truncated_file(trained, tmp_path):

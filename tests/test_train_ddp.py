@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tinydet.train.checkpoint import load_detector, read_checkpoint
+from tinydet.io.checkpoint import load_detector, read_checkpoint
 
 from train_helpers import make_voc, tiny_config
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tinydet.train.checkpoint import read_checkpoint
+from tinydet.io.checkpoint import read_checkpoint
 from tinydet.train.config import load_config
 from tinydet.train.run import train
 

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     from pathlib import Path
 
     from tinydet.export.folder import export_network
-    from tinydet.train.checkpoint import load_detector
+    from tinydet.io.checkpoint import load_detector
     from tinydet.train.config import load_config
 
     cfg = load_config(args.config, args.overrides)

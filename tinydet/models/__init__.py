@@ -6,7 +6,7 @@
 
 ``decode``/``postprocess`` also take numpy arrays (export validation, deploy checks); IoU and NMS
 are :mod:`tinydet.ops.boxes`.
-Checkpoints are loaded with :func:`tinydet.train.checkpoint.load_detector`.
+Checkpoints are loaded with :func:`tinydet.io.checkpoint.load_detector`.
 """
 from tinydet.models.decode import decode, postprocess
 

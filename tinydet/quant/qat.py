@@ -249,23 +249,10 @@ def qat_ranges(model: nn.Module) -> dict[str, tuple[float, float]]:
 def ranges_from_checkpoint(path: "str | Path") -> dict[str, tuple[float, float]]:
     """The learned QAT ranges stored in a checkpoint (Lightning ``state_dict`` or a bare one); the
     EMA copy's observers when the checkpoint has an EMA model, the same weights export uses."""
-    path = Path(path)
-    if not path.is_file():
-        raise TinydetError(f"{path}: QAT checkpoint does not exist")
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many kinds for a corrupt file
-        raise TinydetError(f"{path}: cannot read the checkpoint ({str(exc).splitlines()[0]})") from None
+    from tinydet.io.checkpoint import load_torch_file, model_state
+
+    ckpt = load_torch_file(path, "QAT checkpoint")
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, Mapping):
         raise TinydetError(f"{path}: expected a checkpoint with a state_dict, got {type(ckpt).__name__}")
     return ranges_from_state_dict(model_state(state), str(path))
-
-
-def model_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The weights ``tinydet export`` uses: the EMA copy (``ema.module.*``) when the checkpoint has
-    one (as ``tinydet.train.checkpoint.load_detector`` prefers it), else ``model.*``, else all."""
-    for prefix in ("ema.module.", "model."):
-        if any(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return dict(state)

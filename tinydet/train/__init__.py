@@ -1,5 +1,5 @@
 """Training: config loading (``config``), the LightningModule (``module``), the runner (``run``),
-checkpoints and ``load_detector`` (``checkpoint``), and the prediction API (``predict``).
+and the prediction API (``predict``). Checkpoints are read by :mod:`tinydet.io.checkpoint`.
 
 Import the submodules directly; only ``module`` and ``run`` import Lightning.
 """

@@ -155,7 +155,7 @@ class DetectorModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        from tinydet.train.checkpoint import FORMAT_VERSION
+        from tinydet.io.checkpoint import FORMAT_VERSION
 
         checkpoint["tinydet"] = {"config": self.cfg, "arch": self.arch, "class_names": self.class_names,
                                  "format_version": FORMAT_VERSION}

@@ -17,7 +17,7 @@ def torch_runner(cfg: Any, ckpt: str) -> Runner:
     """The checkpoint's detector (EMA weights when present) as ``images [B,3,H,W] float32 -> maps``."""
     import torch
 
-    from tinydet.train.checkpoint import load_detector
+    from tinydet.io.checkpoint import load_detector
 
     model = load_detector(cfg, ckpt)
 

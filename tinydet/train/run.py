@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from tinydet.errors import TinydetError
 from tinydet.io.atomic import atomic_torch_save
-from tinydet.train.checkpoint import read_checkpoint
+from tinydet.io.checkpoint import read_checkpoint
 from tinydet.train.config import Config, to_dict
 
 
@@ -88,7 +88,7 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
 
 def _check_resume_matches(cfg: Config, ckpt_path: str) -> None:
     """Resuming a run with a different architecture would fail deep inside torch: say it here."""
-    from tinydet.train.checkpoint import load_detector
+    from tinydet.io.checkpoint import load_detector
 
     load_detector(cfg, ckpt_path)
 
@@ -156,7 +156,7 @@ def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
                              num_workers=train_cfg.num_workers, seed=train_cfg.seed, source=cfg.source)
     model = detector_from_config(cfg, len(dm.class_names))
     if init_ckpt is not None:
-        from tinydet.train.checkpoint import load_detector
+        from tinydet.io.checkpoint import load_detector
 
         model.load_state_dict(load_detector(cfg, init_ckpt).state_dict())
     if cfg.quant.qat:

@@ -1,50 +1,74 @@
-"""Checkpoint files: atomic writes, reading with clear errors, and ``load_detector``.
+"""Reading tinydet checkpoints: the one reader, used by export, eval, quantize and training.
 
 A training checkpoint is Lightning's dict plus ``checkpoint["tinydet"]`` = {config, arch (the spec
 dict), class_names, format_version}; the LightningModule's state dict holds the model under
-``model.`` and, when EMA is on, the averaged copy under ``ema.module.``. ``load_detector`` needs
-nothing else (no Lightning import), so export and eval rebuild the exact network.
+``model.`` and, when EMA is on, the averaged copy under ``ema.module.``. Reading needs neither
+Lightning nor the training package: :func:`load_detector` rebuilds the exact network from
+``tinydet.arch`` and ``tinydet.models`` alone. Writing is training's job
+(``tinydet.train.module`` fills the entry, :func:`tinydet.io.atomic.atomic_torch_save` writes).
 """
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, Mapping
 
 from tinydet.errors import TinydetError
 
+#: version of the ``checkpoint["tinydet"]`` entry
 FORMAT_VERSION = 1
+EMA_PREFIX, MODEL_PREFIX = "ema.module.", "model."
+
+
+def load_torch_file(path: "str | Path", what: str = "checkpoint") -> Any:
+    """``torch.load`` on the CPU with one-line errors for a missing or unreadable file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise TinydetError(f"{path}: {what} file does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many kinds for truncated/foreign files
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise TinydetError(f"{path}: not a readable {what} ({type(exc).__name__}: {first})") from None
 
 
 def read_checkpoint(path: "str | Path") -> dict:
-    """Load a checkpoint dict on the CPU; unreadable or foreign files raise TinydetError."""
-    path = Path(path)
-    if not path.is_file():
-        raise TinydetError(f"{path}: checkpoint file does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many kinds for truncated/foreign files
-        raise TinydetError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    """Load a tinydet training checkpoint dict; unreadable or foreign files raise TinydetError."""
+    ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "tinydet" not in ckpt:
         raise TinydetError(f"{path}: not a tinydet training checkpoint (no 'state_dict'/'tinydet' entries)")
     return ckpt
 
 
-def _model_state(ckpt: dict, prefer_ema: bool = True) -> dict:
-    state = ckpt["state_dict"]
-    prefix = "ema.module." if prefer_ema and any(k.startswith("ema.module.") for k in state) else "model."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+def model_state(state: Mapping[str, Any], prefer_ema: bool = True) -> dict[str, Any]:
+    """The detector's weights in a LightningModule state dict: the EMA copy (``ema.module.*``) when
+    there is one and ``prefer_ema``, else ``model.*``, else the dict itself (a bare state dict)."""
+    prefixes = (EMA_PREFIX, MODEL_PREFIX) if prefer_ema else (MODEL_PREFIX,)
+    for prefix in prefixes:
+        if any(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return dict(state)
 
 
 def _describe(arch: dict) -> str:
     return f"'{arch.get('name')}' (width {arch.get('width_mult')}, {len(arch.get('blocks', []))} blocks)"
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def load_detector(cfg: Any, ckpt: "str | Path", prefer_ema: bool = True):
     """Rebuild the trained :class:`tinydet.models.Detector` from ``ckpt`` (eval mode, EMA weights
-    when the checkpoint has them).
+    when the checkpoint has them and ``prefer_ema``).
 
     ``cfg`` None uses the config stored in the checkpoint. With a config, its architecture (arch,
     width, head, anchors, classes) must be the checkpoint's, else a TinydetError names both.
@@ -75,7 +99,7 @@ def load_detector(cfg: Any, ckpt: "str | Path", prefer_ema: bool = True):
         from tinydet.quant.qat import prepare_qat  # a QAT run stores fake-quant layers
 
         model = prepare_qat(model, stored_cfg)
-    state = _model_state(data, prefer_ema)
+    state = model_state(data["state_dict"], prefer_ema)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -83,13 +107,3 @@ def load_detector(cfg: Any, ckpt: "str | Path", prefer_ema: bool = True):
                            f"({str(exc).splitlines()[0]})") from None
     model.class_names = class_names
     return model.eval()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
