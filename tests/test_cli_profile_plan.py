@@ -79,7 +79,7 @@ def test_profile_patches_paper_configuration(capsys):
     assert r["grid"] == [4, 4] and r["split"] == 5 and r["split_shape"] == [32, 28, 28]
     assert 0.08 < r["mac_overhead"] < 0.11 and r["input_streamed"] is True
     assert len(r["tiles"]) == 16 and max(t["in_size"][0] for t in r["tiles"]) == 75
-    assert r["tiles"][0]["out_rect"] == [0, 7, 0, 7] and r["tiles"][0]["pad"] == [1, 0, 1, 0]
+    assert r["tiles"][0]["out_rect"] == [0, 7, 0, 7] and r["tiles"][0]["pad"] == {"top": 1, "left": 1, "bottom": 0, "right": 0}
     rules_off = run_json(capsys, "profile", "--arch", "mbv2-w1.0", "--grid", "2x3", "--split", "5",
                          "--no-inplace-dw", "--no-fused-residual")
     assert rules_off["peak_sram_per_layer"] == 96 * 112 * 112 + 96 * 56 * 56

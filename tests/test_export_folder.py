@@ -2,6 +2,7 @@
 checksums, add_files, and the atomic write."""
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from tinydet.errors import TinydetError
 from tinydet.export import add_files, load_export, onnx_runner
 from tinydet.export.folder import export_network
 from tinydet.export.runtime import float_stitched_max_abs_diff
+from tinydet.geometry import Pads
+from tinydet.schedule import PatchPlan
 
 from test_export_utils import HEAD, random_network, tiny_spec
 
@@ -65,7 +68,7 @@ def test_schedule_json_content(tmp_path):
                    detector={"num_classes": 2, "class_names": ["a", "b"], "anchors": [[[1, 2]]], "strides": [8]})
     export = load_export(tmp_path / "e")
     s = export.schedule
-    assert s["format_version"] == 1 and s["arch"]["name"] == "tiny" and s["arch"]["spec"] == tiny_spec().to_dict()
+    assert s["format_version"] == 2 and s["arch"]["name"] == "tiny" and s["arch"]["spec"] == tiny_spec().to_dict()
     assert s["input"]["shape"] == [3, 40, 56] and s["grid"] == [3, 2] and s["split"] == 3
     assert s["outputs"] == ["heads.0.out", "heads.1.out"] and s["split_tensor"] == "blocks.2.project"
     assert s["stage1_ops"] == [op.name for op in graph.ops if 0 <= op.block < 3]
@@ -80,15 +83,65 @@ def test_schedule_json_content(tmp_path):
     assert rows == [(0, 3), (3, 7), (7, 10)]
     stem = "blocks.0.conv"
     for t in s["tiles"]:
-        left, right, top, bottom = t["pads"][stem]
+        pads = t["pads"][stem]
+        assert set(pads) == {"top", "left", "bottom", "right"}  # named, format version 2
         # zero padding exactly at the image border, none inside
-        assert top == (1 if t["in_rect"][0] == 0 else 0)
-        assert left == (1 if t["in_rect"][2] == 0 else 0)
-        assert bottom == 0 and right == 0 or t["in_rect"][1] == 40 or t["in_rect"][3] == 56
-        assert all(v <= 0 for crop in t["shortcut_crop"].values() for v in crop)
+        assert pads["top"] == (1 if t["in_rect"][0] == 0 else 0)
+        assert pads["left"] == (1 if t["in_rect"][2] == 0 else 0)
+        assert pads["bottom"] == 0 and pads["right"] == 0 or t["in_rect"][1] == 40 or t["in_rect"][3] == 56
+        assert t["regions"][stem]["pad"] == pads
+        assert t["onnx_pads"][f"{stem}/pads"] == [0, 0, pads["top"], pads["left"], 0, 0, pads["bottom"], pads["right"]]
+        assert all(v <= 0 for crop in t["shortcut_crop"].values() for v in crop.values())
         assert set(t["onnx_pads"]) == {i["name"] for i in s["tile_inputs"]}
     interior = [t for t in s["tiles"] if t["row"] == 1]
-    assert interior and all(t["pads"][stem][2:] == [0, 0] for t in interior)
+    assert interior and all(t["pads"][stem]["top"] == t["pads"][stem]["bottom"] == 0 for t in interior)
+    # the per-layer arena is in the folder too: the allocator's plan for per-layer execution
+    layer = s["arena_layer"]
+    assert layer["patched"] is False and layer["arena_bytes"] == s["memory"]["peak_sram_per_layer"]
+    assert [st["op"] for st in layer["steps"]] == [op["name"] for op in s["ops"]]
+    assert PatchPlan.from_dict(s["memory"]["plan"]).tiles[0].regions[stem].pad == Pads.load(s["tiles"][0]["pads"][stem])
+
+
+def _as_v1(schedule: dict) -> dict:
+    """A v2 schedule.json mapping rewritten the way format version 1 wrote it: pads as
+    [left, right, top, bottom] lists, no arena_layer."""
+    old = json.loads(json.dumps(schedule))
+    v1 = lambda p: [p["left"], p["right"], p["top"], p["bottom"]]  # noqa: E731
+    tiles = old["tiles"] + old["memory"]["plan"]["tiles"]
+    for t in tiles:
+        if "pad" in t:
+            t["pad"] = v1(t["pad"])
+        for r in t["regions"].values():
+            r["pad"] = v1(r["pad"])
+        for key in ("pads", "shortcut_crop"):
+            if key in t:
+                t[key] = {op: v1(p) for op, p in t[key].items()}
+    old["memory"]["plan"]["format_version"] = 1
+    del old["arena_layer"]
+    old["format_version"] = 1
+    return old
+
+
+def test_v1_folder_still_loads_as_v2(tmp_path):
+    """A folder written by format version 1 reads exactly as the v2 folder of the same export."""
+    model = random_network(tiny_spec(), head=HEAD, seed=5)
+    out = tmp_path / "e"
+    export_network(model, model.graph((40, 56)), out, 3, (3, 2), check_images=1)
+    v2 = load_export(out).schedule
+    v1 = _as_v1(v2)
+    assert v1["tiles"][0]["pads"]["blocks.0.conv"] == [1, 0, 1, 0]  # (left, right, top, bottom) at the corner
+    (out / "schedule.json").write_text(json.dumps(v1))
+    export = load_export(out)
+    assert export.source_version == 1 and export.schedule == v2
+    assert json.loads((out / "schedule.json").read_text()) == v1  # loading does not rewrite the folder
+    # the patched float runner still works on the v1 folder
+    images = np.random.default_rng(0).random((1, 3, 40, 56), dtype=np.float32)
+    assert float_stitched_max_abs_diff(out, images) <= 1e-4
+    # a malformed v1 pad is named
+    v1["tiles"][1]["regions"]["blocks.0.conv"]["pad"] = [1, 2]
+    (out / "schedule.json").write_text(json.dumps(v1))
+    with pytest.raises(TinydetError, match=r"tiles\[1\]: regions: blocks.0.conv: pad: expected pads"):
+        load_export(out)
 
 
 def test_tampered_missing_and_unlisted_files(tmp_path):
@@ -121,7 +174,7 @@ def test_format_version_and_unlisted_file(tmp_path):
     sched = json.loads((out / "schedule.json").read_text())
     sched["format_version"] = 99
     (out / "schedule.json").write_text(json.dumps(sched))
-    with pytest.raises(TinydetError, match="format_version: expected 1, got 99"):
+    with pytest.raises(TinydetError, match="format_version: expected one of 1, 2, got 99"):
         load_export(out)
     with pytest.raises(TinydetError, match="export folder does not exist"):
         load_export(tmp_path / "nope")
@@ -189,18 +242,17 @@ def test_stitch_mismatch_is_refused(tmp_path, monkeypatch):
     """A plan whose pads are wrong is caught by the check run at export time."""
     import tinydet.export.folder as folder
 
-    real = folder.tile_pad_vectors
+    real = folder.tile_pads
 
     def off_by_one(*args, **kwargs):
-        vectors = real(*args, **kwargs)
-        name = next(iter(vectors))
-        v = list(vectors[name])
-        if v[2] == 0 and v[6] == 0:  # an interior tile: shift its rows by one
-            v[2], v[6] = 1, -1
-        vectors[name] = v
-        return vectors
+        pads = real(*args, **kwargs)
+        name = next(iter(pads))
+        p = pads[name]
+        if p.top == 0 and p.bottom == 0:  # an interior tile: shift its rows by one
+            pads[name] = replace(p, top=1, bottom=-1)
+        return pads
 
-    monkeypatch.setattr(folder, "tile_pad_vectors", off_by_one)
+    monkeypatch.setattr(folder, "tile_pads", off_by_one)
     model = random_network(tiny_spec(), head=HEAD, seed=11)
     with pytest.raises(TinydetError, match="stitched stages differ from full.onnx"):
         export_network(model, model.graph((64, 48)), tmp_path / "e", 3, 3, check_images=1)

@@ -39,27 +39,28 @@ def _plan(res=(40, 56), grid=(3, 2), split=3, spec=None):
     return graph, plan_patches(graph, grid, split)
 
 
-def test_pad_vectors_equal_the_planners_border_pads():
-    """Two computations of the same padding (plan regions vs ONNX Pad vectors) must agree, and no
-    interior tile gets zero padding."""
+def test_tile_pads_equal_the_planners_border_pads():
+    """Two computations of the same padding (plan regions vs the stage-1 Pad amounts) must agree,
+    and no interior tile gets zero padding."""
     from tinydet.export.onnx_writer import tile_inputs
-    from tinydet.export.tiles import border_pads, tile_pad_vectors
+    from tinydet.export.tiles import tile_pads
 
     graph, plan = _plan()
     for tile in plan.tiles:
-        vectors = tile_pad_vectors(graph, 3, tile.in_rect, {k: r.out_rect for k, r in tile.regions.items()})
+        pads = tile_pads(graph, 3, tile.in_rect, {k: r.out_rect for k, r in tile.regions.items()})
         for name, op, kind in tile_inputs(graph, 3):
             if kind == "pads":
-                assert border_pads(vectors[name]) == list(tile.regions[op].pad), (tile.row, tile.col, op)
+                assert pads[name] == tile.regions[op].pad, (tile.row, tile.col, op)
             else:  # shortcut crops only drop rows/columns
-                assert all(v <= 0 for v in vectors[name])
+                p = pads[name]
+                assert max(p.top, p.left, p.bottom, p.right) <= 0
         if 0 < tile.row < plan.grid[0] - 1:
-            assert all(vectors[f"{op}/pads"][2] == vectors[f"{op}/pads"][6] == 0
+            assert all(pads[f"{op}/pads"].top == pads[f"{op}/pads"].bottom == 0
                        for _, op, kind in tile_inputs(graph, 3) if kind == "pads")
 
 
-def test_pad_vectors_reject_a_plan_that_misses_data():
-    from tinydet.export.tiles import tile_pad_vectors
+def test_tile_pads_reject_a_plan_that_misses_data():
+    from tinydet.export.tiles import tile_pads
     from tinydet.schedule import Rect
 
     graph, plan = _plan()
@@ -68,16 +69,16 @@ def test_pad_vectors_reject_a_plan_that_misses_data():
     r = regions["blocks.1.expand" if "blocks.1.expand" in regions else "blocks.0.conv"]
     regions["blocks.0.conv"] = Rect(r.y0 + 1, r.y1, r.x0, r.x1)  # one row short at the top
     with pytest.raises(TinydetError, match=r"tile \(1, .*blocks\.1\.dw.*misses data on the top side"):
-        tile_pad_vectors(graph, 3, tile.in_rect, regions, where=f"tile ({tile.row}, {tile.col})")
+        tile_pads(graph, 3, tile.in_rect, regions, where=f"tile ({tile.row}, {tile.col})")
     regions = {k: r.out_rect for k, r in tile.regions.items()}
     del regions["blocks.2.dw"]
     with pytest.raises(TinydetError, match="no region for stage-1 op 'blocks.2.dw'"):
-        tile_pad_vectors(graph, 3, tile.in_rect, regions)
+        tile_pads(graph, 3, tile.in_rect, regions)
     regions = {k: r.out_rect for k, r in tile.regions.items()}
     e = regions["blocks.2.expand"]
     regions["blocks.2.expand"] = Rect(e.y0, e.y1 - 1, e.x0, e.x1)  # 1x1 conv output smaller than its input
     with pytest.raises(TinydetError, match="'blocks.2.expand' .*expected the plan to give a 1x1 conv exactly its input"):
-        tile_pad_vectors(graph, 3, tile.in_rect, regions)
+        tile_pads(graph, 3, tile.in_rect, regions)
 
 
 def test_split_errors_name_the_problem():

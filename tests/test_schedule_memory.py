@@ -5,6 +5,7 @@ import pytest
 
 from tinydet.arch import ArchSpec, BlockSpec, HeadSpec, get_spec, list_presets, lower
 from tinydet.errors import TinydetError
+from tinydet.geometry import Pads
 from tinydet.schedule import (MemoryRules, PatchPlan, Rect, halo, input_region, layer_working_sets, max_split,
                               pareto_front, peak_sram_per_layer, plan_patches, receptive_field, search_plans,
                               tile_bounds)
@@ -63,15 +64,15 @@ def test_receptive_field_and_halo_of_the_split():
 def test_input_region_interior_and_border():
     stem = MBV2.ops[0]  # 3x3 stride 2 pad 1, 224 -> 112
     rect, pad = input_region(stem, Rect(10, 20, 30, 40))
-    assert rect == Rect(19, 40, 59, 80) and pad == (0, 0, 0, 0)
+    assert rect == Rect(19, 40, 59, 80) and pad == Pads()
     rect, pad = input_region(stem, Rect(0, 5, 107, 112))
-    assert rect == Rect(0, 10, 213, 224) and pad == (0, 0, 1, 0)  # top border only: the bottom row is unused
+    assert rect == Rect(0, 10, 213, 224) and pad == Pads(top=1)  # top border only: the bottom row is unused
     # odd map: 3x3 stride 2 on 7 rows -> 4 rows, the last output row needs a zero row below
     spec = ArchSpec("odd", (BlockSpec("conv", 8, kernel=3, stride=2),))
     op = lower(spec, (7, 9)).ops[0]
     assert op.out_shape == (8, 4, 5)
     rect, pad = input_region(op, Rect(3, 4, 4, 5))
-    assert rect == Rect(5, 7, 7, 9) and pad == (0, 1, 0, 1)
+    assert rect == Rect(5, 7, 7, 9) and pad == Pads(bottom=1, right=1)
 
 
 def test_tile_bounds_unequal_tiles_partition():
@@ -98,9 +99,9 @@ def test_paper_configuration_mbv2():
     assert 0.08 < plan.mac_overhead < 0.11  # paper: +10%
     assert plan.input_streamed
     interior = next(t for t in plan.tiles if (t.row, t.col) == (1, 1))
-    assert interior.pad == (0, 0, 0, 0) and interior.in_rect.h == 75
+    assert interior.pad == Pads() and interior.in_rect.h == 75
     corner = plan.tiles[0]
-    assert corner.pad == (1, 0, 1, 0) and corner.in_rect == Rect(0, 62, 0, 62)
+    assert corner.pad == Pads(top=1, left=1) and corner.in_rect == Rect(0, 62, 0, 62)
 
 
 def test_paper_configuration_receptive_field_redistributed():

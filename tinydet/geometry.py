@@ -62,6 +62,20 @@ class Pads:
         return lead + [self.top, self.left] + lead + [self.bottom, self.right]
 
     @classmethod
+    def from_onnx(cls, values: Sequence[int]) -> "Pads":
+        """From ONNX ``pads`` (all begins, then all ends; H, W the last two axes): inverse of :meth:`to_onnx`."""
+        n = len(values) // 2
+        if len(values) != 2 * n or n < 2:
+            raise ValueError(f"ONNX pads: expected 2*rank >= 4 values, got {list(values)}")
+        return cls(int(values[n - 2]), int(values[n - 1]), int(values[2 * n - 2]), int(values[2 * n - 1]))
+
+    @classmethod
+    def between(cls, have: "Rect", need: "Rect") -> "Pads":
+        """Signed pads that turn rectangle ``have`` into ``need``: positive adds zero rows/columns on
+        that side, negative drops them (``have.padded(Pads.between(have, need)) == need``)."""
+        return cls(have.y0 - need.y0, have.x0 - need.x0, need.y1 - have.y1, need.x1 - have.x1)
+
+    @classmethod
     def load(cls, value: Any) -> "Pads":
         """From schedule.json: a named mapping (version >= 2) or a v1 list (left, right, top, bottom)."""
         if isinstance(value, Pads):
@@ -102,6 +116,10 @@ class Rect:
     def relative_to(self, outer: "Rect") -> "Rect":
         """This rectangle in the coordinates of a buffer that holds ``outer``."""
         return Rect(self.y0 - outer.y0, self.y1 - outer.y0, self.x0 - outer.x0, self.x1 - outer.x0)
+
+    def padded(self, pads: Pads) -> "Rect":
+        """This rectangle grown by ``pads`` (negative amounts shrink it); may leave the map."""
+        return Rect(self.y0 - pads.top, self.y1 + pads.bottom, self.x0 - pads.left, self.x1 + pads.right)
 
     def to_list(self) -> list[int]:
         return [self.y0, self.y1, self.x0, self.x1]

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict:
     summary = best.summary()
     summary["arena_bytes"] = allocate(graph, best, rules).arena_bytes
     summary["tiles"] = [{"row": t.row, "col": t.col, "in_rect": t.in_rect.to_list(), "out_rect": t.out_rect.to_list(),
-                         "pad": list(t.pad)} for t in best.tiles]
+                         "pad": t.pad.to_dict()} for t in best.tiles]
     return {"arch": graph.arch, "resolution": list(graph.resolution), "mode": graph.mode,
             "sram_budget": budget, "max_overhead": args.max_overhead, "rules": rules.to_dict(),
             "peak_sram_per_layer": best.peak_sram_per_layer, "best": summary,

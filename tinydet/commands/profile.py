@@ -8,7 +8,7 @@ layers (name, kind, in_shape, out_shape [C, H, W], kernel, op_stride, macs, para
 working_set, receptive_field and stride = total stride w.r.t. the input image); with patches also
 peak_sram_patch, peak_sram_stage1, peak_sram_stage2, grid, split, split_shape, macs_patch,
 mac_overhead (fraction), input_streamed, max_tile_input, reduction, tiles (row, col, in_rect,
-out_rect as [y0, y1, x0, x1] half-open, pad as [left, right, top, bottom]), arena_bytes.
+out_rect as [y0, y1, x0, x1] half-open, pad as {top, left, bottom, right}), arena_bytes.
 """
 from __future__ import annotations
 

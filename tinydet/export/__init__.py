@@ -16,7 +16,7 @@ _API = {
     "check_exportable": "fold",
     "full_model": "onnx_writer", "stage1_model": "onnx_writer", "stage2_model": "onnx_writer",
     "stage1_ops": "onnx_writer", "split_tensor": "onnx_writer", "tile_inputs": "onnx_writer",
-    "tile_pad_vectors": "tiles",
+    "tile_pads": "tiles",
     "ExportFolder": "schedule_file", "load_export": "schedule_file", "add_files": "schedule_file",
     "FORMAT_VERSION": "schedule_file",
     "onnx_runner": "runtime", "float_stitched_max_abs_diff": "runtime",

@@ -19,7 +19,7 @@ from tinydet.export.fold import FoldedGraph, fold_network
 from tinydet.export.onnx_writer import full_model, split_tensor, stage1_model, stage1_ops, stage2_model, tile_inputs
 from tinydet.export.runtime import float_stitched_max_abs_diff
 from tinydet.export.schedule_file import FORMAT_VERSION, checksum_entries, load_export, write_schedule
-from tinydet.export.tiles import border_pads, tile_pad_vectors
+from tinydet.export.tiles import tile_pads
 from tinydet.io.atomic import staged_dir
 from tinydet.schedule.memory import layer_working_sets
 
@@ -34,36 +34,41 @@ def _op_entry(op, split: int) -> dict[str, Any]:
 
 
 def _tiles(graph: Graph, split: int, plan) -> list[dict[str, Any]]:
-    """schedule.json ``tiles``: the plan's rectangles plus the ONNX Pad vectors derived from them."""
+    """schedule.json ``tiles``: the plan's rectangles plus the ONNX Pad vectors derived from them
+    (pads as named objects; ``onnx_pads`` are the stage-1 model's int64[8] inputs as ONNX wants them)."""
     last = split_tensor(graph, split)
     inputs = tile_inputs(graph, split)
     out = []
     for tile in plan.tiles:
         where = f"patch plan tile ({tile.row}, {tile.col})"
         out_rects = {name: region.out_rect for name, region in tile.regions.items()}
-        vectors = tile_pad_vectors(graph, split, tile.in_rect, out_rects, where)
-        if out_rects[last].to_list() != tile.out_rect.to_list():
+        pads = tile_pads(graph, split, tile.in_rect, out_rects, where)
+        if out_rects[last] != tile.out_rect:
             raise TinydetError(f"{where}: region of '{last}' {out_rects[last].to_list()} differs from the tile's "
                                f"output rectangle {tile.out_rect.to_list()}")
         out.append({
             "row": tile.row, "col": tile.col, "in_rect": tile.in_rect.to_list(), "out_rect": tile.out_rect.to_list(),
-            "regions": {name: {"in_rect": r.in_rect.to_list(), "out_rect": r.out_rect.to_list(), "pad": list(r.pad)}
-                        for name, r in tile.regions.items()},
-            "onnx_pads": vectors,
-            "pads": {op: border_pads(vectors[name]) for name, op, kind in inputs if kind == "pads"},
-            "shortcut_crop": {op: border_pads(vectors[name]) for name, op, kind in inputs if kind == "shortcut_pads"},
+            "regions": {name: r.to_dict() for name, r in tile.regions.items()},
+            "onnx_pads": {name: p.to_onnx() for name, p in pads.items()},
+            "pads": {op: pads[name].to_dict() for name, op, kind in inputs if kind == "pads"},
+            "shortcut_crop": {op: pads[name].to_dict() for name, op, kind in inputs if kind == "shortcut_pads"},
         })
     return out
 
 
 def build_schedule(folded: FoldedGraph, split: int, plan, arena, rules, detector: Mapping[str, Any] | None,
-                   spec_dict: Mapping[str, Any], head: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The schedule.json mapping (without ``files``, added once the ONNX files are on disk)."""
+                   spec_dict: Mapping[str, Any], head: Mapping[str, Any] | None, arena_layer=None) -> dict[str, Any]:
+    """The schedule.json mapping (without ``files``, added once the ONNX files are on disk).
+    ``arena`` is the patch plan's ArenaPlan, ``arena_layer`` the per-layer one (allocated here
+    when not given), so the firmware generator reads both instead of re-running the allocator."""
+    from tinydet.schedule.arena import allocate
+
     graph = folded.graph
     if list(plan.stage1_ops) != [op.name for op in stage1_ops(graph, split)]:
         raise TinydetError(f"patch plan: stage-1 ops {list(plan.stage1_ops)[:3]}... differ from blocks 0..{split - 1} "
                            f"of the graph; expected the plan to be made for split {split}")
     plan_dict = plan.to_dict()
+    arena_layer = arena_layer if arena_layer is not None else allocate(graph, None, rules)
     return {
         "format_version": FORMAT_VERSION,
         "tinydet_version": __version__,
@@ -85,6 +90,7 @@ def build_schedule(folded: FoldedGraph, split: int, plan, arena, rules, detector
                    "plan": plan_dict},
         "macs": {"per_layer": int(graph.macs), "patch": int(plan.macs_patch), "mac_overhead": float(plan.mac_overhead)},
         "arena": arena.to_dict(),
+        "arena_layer": arena_layer.to_dict(),
         "detector": dict(detector) if detector else None,
         "float_stitched_max_abs_diff": None,
     }

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from tinydet.arch.graph import Graph, Op
+from tinydet.arch.graph import Graph
 from tinydet.errors import TinydetError
-from tinydet.schedule.memory import FUSED_RESIDUAL, INPLACE_DW, SINK, MemoryRules, liveness, op_modes
+from tinydet.schedule.memory import FUSED_RESIDUAL, INPLACE_DW, SINK, MemoryRules, Stage, per_layer, plan_stage1
 from tinydet.schedule.planner import PatchPlan
 
 LOW, HIGH = 0, 1
@@ -171,11 +171,13 @@ class _Ref:
         return self.below if self.side == LOW else arena - self.below - self.size
 
 
-def _run_ops(st: _Stacks, ops: list[Op], modes: list[str], dies: list[list[str]], nbytes, channel_bytes,
-             sink_ref: _Ref | None, pinned: frozenset[str]) -> list[dict]:
-    """Allocate ``ops`` on the stacks; returns per op a dict of _Ref / values for ArenaStep."""
+def _run_ops(st: _Stacks, stage: Stage, start: int, nbytes, channel_bytes, sink_ref: _Ref | None) -> list[dict]:
+    """Allocate ``stage.ops[start:]`` on the stacks (``nbytes``/``channel_bytes`` as
+    :meth:`Stage.sizes`); returns per op a dict of _Ref / values for ArenaStep."""
+    modes, dies = stage.modes, stage.dies
     out = []
-    for i, op in enumerate(ops):
+    for i in range(start, len(stage)):
+        op = stage.ops[i]
         src = st.where[op.inputs[0]]
         rec = {"op": op.name, "mode": modes[i], "input": _Ref.of(src), "input_bytes": src.size,
                "output_bytes": nbytes(op.output), "shortcut": None, "shortcut_bytes": 0,
@@ -205,7 +207,7 @@ def _run_ops(st: _Stacks, ops: list[Op], modes: list[str], dies: list[list[str]]
             slot = st.push(op.output, 1 - src.side, size)
             rec["output"] = rec["result"] = _Ref.of(slot)
             st.note()
-            if op.add and op.add in dies[i] and op.add not in pinned:
+            if op.add and op.add in dies[i]:  # (a pinned tensor never dies)
                 # unfused residual: the sum goes into the dying shortcut's slot, the conv output
                 # buffer is dropped, so no hole is left under a live tensor
                 st.where.pop(op.output)
@@ -244,43 +246,26 @@ def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | N
     rules = rules if rules is not None else (plan.rules if plan is not None else MemoryRules())
     patched = plan is not None and plan.patched
     st = _Stacks()
-    full_live = liveness(graph.ops, graph.input, graph.outputs)
-    full_modes = op_modes(graph.ops, full_live, rules)
-    full_dies = [full_live.dies_at(i) for i in range(len(graph.ops))]
+    layer = per_layer(graph, rules)
     tiles_recs, tile_inputs, stage1_ref = [], [], None
     start = 0
     if patched:
-        if [op.name for op in graph.ops[:len(plan.stage1_ops)]] != list(plan.stage1_ops):
-            raise TinydetError(f"plan: its stage-1 ops do not match graph {graph.arch} ({graph.mode}); "
-                               "expected a plan made from the same graph")
-        ops = graph.ops[:len(plan.stage1_ops)]
-        sink = ops[-1].output
-        live = liveness(ops, graph.input)
-        modes = op_modes(ops, live, rules, sink=sink)
-        dies = [live.dies_at(i) for i in range(len(ops))]
-        chans = {graph.input: graph.tensors[graph.input].shape[0]}
-        chans.update({op.output: op.out_shape[0] for op in ops})
-        buf = st.push(sink, HIGH, plan.stage1_buffer_bytes)
+        s1 = plan_stage1(graph, plan)
+        buf = st.push(s1.sink, HIGH, plan.stage1_buffer_bytes)
         stage1_ref = _Ref.of(buf)
         for tile in plan.tiles:
-            held_t = {graph.input: tile.in_rect}
-            held_t.update({op.output: tile.regions[op.name].out_rect for op in ops})
-            size_of = (lambda t, h=held_t: chans[t] * h[t].area)
-            inp = st.push(graph.input, LOW, size_of(graph.input))
+            sizes = s1.sizes(tile)
+            inp = st.push(graph.input, LOW, sizes[0](graph.input))
             tile_inputs.append(_Ref.of(inp))
             st.note()
-            recs = _run_ops(st, ops, modes, dies, size_of,
-                            lambda i, tile=tile: tile.regions[ops[i].name].out_rect.area, stage1_ref, frozenset())
-            tiles_recs.append(recs)
-        start = len(ops)
+            tiles_recs.append(_run_ops(st, s1, 0, *sizes, stage1_ref))
+        start = len(s1)
         input_ref = None
     else:
         inp = st.push(graph.input, LOW, graph.tensors[graph.input].nbytes)
         input_ref = _Ref.of(inp)
         st.note()
-    rest = graph.ops[start:]
-    steps = _run_ops(st, rest, full_modes[start:], full_dies[start:], lambda t: graph.tensors[t].nbytes,
-                     lambda i: rest[i].out_shape[1] * rest[i].out_shape[2], None, full_live.pinned)
+    steps = _run_ops(st, layer, start, *layer.sizes(), None)
     arena = st.peak
     outputs = {name: _Ref.of(st.where[name]).resolve(arena) for name in graph.outputs if name in st.where}
     return ArenaPlan(
@@ -323,9 +308,11 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
         assert 0 <= off and off + n <= size, f"{name}: [{off}, {off + n}) is outside the arena"
         assert bool((owner[off:off + n] == ids[name]).all()), f"{name} is no longer intact at [{off}, {off + n})"
 
-    def run(ops: list[Op], steps: list[ArenaStep], modes: list[str], dies: list[list[str]], nbytes, chan) -> None:
-        assert [s.op for s in steps] == [op.name for op in ops], "steps do not follow the op order"
-        for i, (op, s) in enumerate(zip(ops, steps)):
+    def run(stage: Stage, start: int, steps: list[ArenaStep], nbytes, chan) -> None:
+        modes, dies = stage.modes, stage.dies
+        assert [s.op for s in steps] == [op.name for op in stage.ops[start:]], "steps do not follow the op order"
+        for i, s in enumerate(steps, start):
+            op = stage.ops[i]
             assert s.mode == modes[i], f"{op.name}: mode {s.mode}, the memory model says {modes[i]}"
             assert s.input_bytes == nbytes(op.inputs[0]) and s.output_bytes == nbytes(op.output), \
                 f"{op.name}: buffer sizes differ from the memory model"
@@ -355,31 +342,20 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
                 if name != op.output and name in ids:
                     alive.discard(ids[name])
 
-    full_live = liveness(graph.ops, graph.input, graph.outputs)
-    full_modes = op_modes(graph.ops, full_live, arena.rules)
-    full_dies = [full_live.dies_at(i) for i in range(len(graph.ops))]
+    layer = per_layer(graph, arena.rules)
     start = 0
     if arena.patched:
-        ops = graph.ops[:len(plan.stage1_ops)]
-        live = liveness(ops, graph.input)
-        modes = op_modes(ops, live, arena.rules, sink=ops[-1].output)
-        dies = [live.dies_at(i) for i in range(len(ops))]
+        s1 = plan_stage1(graph, plan)
         write("stage1", arena.stage1_buffer, arena.stage1_buffer_bytes)
-        chans = {graph.input: graph.tensors[graph.input].shape[0]}
-        chans.update({op.output: op.out_shape[0] for op in ops})
         assert len(arena.tiles) == len(plan.tiles)
         for tile, steps, inp in zip(plan.tiles, arena.tiles, arena.tile_inputs):
-            rect = {graph.input: tile.in_rect}
-            rect.update({op.output: tile.regions[op.name].out_rect for op in ops})
-            write(graph.input, inp, chans[graph.input] * tile.in_rect.area)
-            run(ops, steps, modes, dies, lambda t, r=rect: chans[t] * r[t].area,
-                lambda i, t=tile: t.regions[ops[i].name].out_rect.area)
-        ids[ops[-1].output] = ids["stage1"]
-        start = len(ops)
+            sizes = s1.sizes(tile)
+            write(graph.input, inp, sizes[0](graph.input))
+            run(s1, 0, steps, *sizes)
+        ids[s1.sink] = ids["stage1"]
+        start = len(s1)
     else:
         write(graph.input, arena.input, graph.tensors[graph.input].nbytes)
-    rest = graph.ops[start:]
-    run(rest, arena.steps, full_modes[start:], full_dies[start:], lambda t: graph.tensors[t].nbytes,
-        lambda i: rest[i].out_shape[1] * rest[i].out_shape[2])
+    run(layer, start, arena.steps, *layer.sizes())
     for name, off in arena.outputs.items():
         holds(name, off, graph.tensors[name].nbytes)

@@ -9,15 +9,17 @@ import torch
 
 from tinydet.arch.graph import Op
 from tinydet.errors import TinydetError
+from tinydet.geometry import Rect
+from tinydet.schedule.memory import plan_stage1
 from tinydet.schedule.planner import PatchPlan
-from tinydet.schedule.regions import Rect
 
 
 def _crop(t: torch.Tensor, rect: Rect, holds: Rect) -> torch.Tensor:
     """The part ``rect`` (map coordinates) of ``t``, a buffer that holds region ``holds``."""
+    if not holds.contains(rect):
+        raise TinydetError(f"plan: region {rect.to_list()} is not inside the stored region {holds.to_list()}; "
+                           "expected each tile to hold every region its ops read")
     r = rect.relative_to(holds)
-    if r.y0 < 0 or r.x0 < 0 or r.y1 > holds.h or r.x1 > holds.w:
-        raise ValueError(f"region {rect} is not inside the stored region {holds}")
     return t[..., r.y0:r.y1, r.x0:r.x1]
 
 
@@ -45,27 +47,24 @@ def run_patched(model: torch.nn.Module, plan: PatchPlan, x: torch.Tensor) -> lis
     values: dict[str, torch.Tensor] = {graph.input: x}
     start = 0
     if plan.patched:
-        stage1 = graph.ops[:len(plan.stage1_ops)]
-        if [op.name for op in stage1] != list(plan.stage1_ops):
-            raise TinydetError(f"plan: its stage-1 ops do not match the model's graph ({graph.arch}, {graph.mode}); "
-                               "expected a plan made from the same arch, head and resolution")
+        stage1 = plan_stage1(graph, plan)
         c, h, w = plan.split_shape
         out = x.new_zeros((x.shape[0], c, h, w))
         full = Rect.full(*plan.resolution)
         for tile in plan.tiles:
             # each stored tensor is (buffer, the region of the map it holds)
             stored: dict[str, tuple[torch.Tensor, Rect]] = {graph.input: (_crop(x, tile.in_rect, full), tile.in_rect)}
-            for op in stage1:
+            for op in stage1.ops:
                 reg = tile.regions[op.name]
                 src, holds = stored[op.inputs[0]]
-                y = model.get_submodule(op.name)(_crop(src, reg.in_rect, holds), reg.pad)
+                y = model.get_submodule(op.name)(_crop(src, reg.in_rect, holds), reg.pad.to_torch())
                 if op.add:
                     shortcut, s_holds = stored[op.add]
                     y = _crop(shortcut, reg.out_rect, s_holds) + y
                 stored[op.output] = (y, reg.out_rect)
             r = tile.out_rect
-            out[..., r.y0:r.y1, r.x0:r.x1] = stored[stage1[-1].output][0]
-        values[stage1[-1].output] = out
+            out[..., r.y0:r.y1, r.x0:r.x1] = stored[stage1.sink][0]
+        values[stage1.sink] = out
         start = len(stage1)
     for op in graph.ops[start:]:
         values[op.output] = _run_full(model, op, values)

@@ -13,9 +13,14 @@ with two rules (both on by default, each switchable; the C runtime implements ex
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 from tinydet.arch.graph import Graph, Op
+from tinydet.errors import TinydetError
+from tinydet.geometry import Rect
+
+if TYPE_CHECKING:  # the planner imports this module
+    from tinydet.schedule.planner import PatchPlan, Tile
 
 NORMAL, INPLACE_DW, FUSED_RESIDUAL, SINK = "normal", "inplace_dw", "fused_residual", "sink"
 
@@ -104,17 +109,99 @@ def working_sets(ops: Sequence[Op], live: Liveness, modes: Sequence[str], nbytes
     return result
 
 
-def graph_liveness(graph: Graph) -> Liveness:
-    return liveness(graph.ops, graph.input, graph.outputs)
+# The op sequences a schedule runs: stage 1 tile by tile, or a whole graph per layer. The planner,
+# the arena allocator, the arena checker and the patch executor all need the same facts about them
+# (which ops, liveness, storage modes, buffer sizes); they are built here once so the four agree.
+
+@dataclass(frozen=True)
+class Stage:
+    """``ops`` run in order from tensor ``input``; ``modes[i]`` is how op i stores its output,
+    ``alive[i]`` / ``dies[i]`` the tensors alive while op i runs / freed after it. ``sink`` is the
+    tensor written into an outside buffer (the stage-1 output map), None per layer."""
+
+    input: str
+    ops: tuple[Op, ...]
+    shapes: Mapping[str, tuple[int, int, int]]
+    live: Liveness
+    modes: tuple[str, ...]
+    alive: tuple[tuple[str, ...], ...]
+    dies: tuple[tuple[str, ...], ...]
+    sink: str | None
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def map_nbytes(self, name: str) -> int:
+        """Bytes of a whole-map buffer of tensor ``name`` (int8)."""
+        c, h, w = self.shapes[name]
+        return c * h * w
+
+    def map_channel_bytes(self, index: int) -> int:
+        """One whole-map output channel of op ``index`` (the in-place depthwise temporary)."""
+        _, h, w = self.ops[index].out_shape
+        return h * w
+
+    def sizes(self, tile: "Tile | None" = None) -> tuple[Callable[[str], int], Callable[[int], int]]:
+        """(bytes of a tensor's buffer, bytes of one output channel of op i): whole maps, or the
+        regions ``tile`` holds."""
+        if tile is None:
+            return self.map_nbytes, self.map_channel_bytes
+        return self.tile_nbytes(tile), self.tile_channel_bytes(tile)
+
+    def tile_rects(self, tile: "Tile") -> dict[str, Rect]:
+        """The region of every tensor of this (stage-1) sequence that ``tile`` holds."""
+        rects = {self.input: tile.in_rect}
+        rects.update({op.output: tile.regions[op.name].out_rect for op in self.ops})
+        return rects
+
+    def tile_nbytes(self, tile: "Tile") -> Callable[[str], int]:
+        """Bytes of a tensor's buffer in ``tile`` (int8, HWC: channels x region area)."""
+        rects = self.tile_rects(tile)
+        return lambda name: self.shapes[name][0] * rects[name].area
+
+    def tile_channel_bytes(self, tile: "Tile") -> Callable[[int], int]:
+        """One output channel of op i in ``tile`` (the in-place depthwise temporary)."""
+        return lambda i: tile.regions[self.ops[i].name].out_rect.area
+
+
+def _stage(graph: Graph, ops: list[Op], rules: MemoryRules, pinned: tuple[str, ...], sink: str | None) -> Stage:
+    live = liveness(ops, graph.input, pinned)
+    shapes = {graph.input: tuple(graph.tensors[graph.input].shape)}
+    shapes.update({op.output: tuple(op.out_shape) for op in ops})
+    n = len(ops)
+    return Stage(graph.input, tuple(ops), shapes, live, tuple(op_modes(ops, live, rules, sink=sink)),
+                 tuple(tuple(live.alive_at(i)) for i in range(n)), tuple(tuple(live.dies_at(i)) for i in range(n)),
+                 sink)
+
+
+def stage1(graph: Graph, split: int, rules: MemoryRules) -> Stage:
+    """Backbone blocks ``0..split-1`` run tile by tile; the last op writes the stage-1 output map
+    (mode ``sink``). ``split`` must have passed :func:`tinydet.schedule.check_split`."""
+    ops = graph.ops[:graph.block_end(split - 1)]
+    return _stage(graph, ops, rules, (), ops[-1].output)
+
+
+def plan_stage1(graph: Graph, plan: "PatchPlan") -> Stage:
+    """:func:`stage1` of a patched ``plan``, checked against ``graph`` (a plan made from another
+    arch, head or resolution is a one-line TinydetError)."""
+    names = [op.name for op in graph.ops[:len(plan.stage1_ops)]]
+    if not (1 <= plan.split <= graph.num_blocks and names == list(plan.stage1_ops)
+            and graph.block_end(plan.split - 1) == len(names)):
+        raise TinydetError(f"plan: its stage-1 ops do not match graph {graph.arch} ({graph.mode}); "
+                           "expected a plan made from the same arch, head and resolution")
+    return stage1(graph, plan.split, plan.rules)
+
+
+def per_layer(graph: Graph, rules: MemoryRules) -> Stage:
+    """Every op of ``graph`` on whole maps; the network outputs stay alive to the end."""
+    return _stage(graph, list(graph.ops), rules, tuple(graph.outputs), None)
 
 
 def layer_working_sets(graph: Graph, rules: MemoryRules = MemoryRules()) -> list[int]:
     """Per-layer execution: the working set (bytes) of every op of ``graph``; the input image is
     an activation like any other."""
-    live = graph_liveness(graph)
-    modes = op_modes(graph.ops, live, rules)
-    return working_sets(graph.ops, live, modes, lambda t: graph.tensors[t].nbytes,
-                        lambda i: graph.ops[i].out_shape[1] * graph.ops[i].out_shape[2])
+    st = per_layer(graph, rules)
+    return working_sets(st.ops, st.live, st.modes, *st.sizes(), st.alive)
 
 
 def peak_sram_per_layer(graph: Graph, rules: MemoryRules = MemoryRules()) -> int:

@@ -7,16 +7,16 @@ are independent, so each axis is propagated once per grid row/column and tiles c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
-from tinydet.schedule.memory import (Liveness, MemoryRules, layer_working_sets, liveness, op_modes,
-                                     working_sets)
-from tinydet.schedule.regions import Pad, Rect, input_region
+from tinydet.geometry import Pads, Rect
+from tinydet.schedule.memory import MemoryRules, Stage, layer_working_sets, stage1, working_sets
+from tinydet.schedule.regions import input_region
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pads as named objects {top, left, bottom, right}; from_dict reads 1 too
 
 
 def tile_bounds(size: int, n: int) -> list[int]:
@@ -46,18 +46,18 @@ def parse_grid(value: "int | str | Sequence[int]") -> tuple[int, int]:
 @dataclass(frozen=True)
 class OpRegion:
     """What one stage-1 op does for one tile: reads ``in_rect`` of its input (map coordinates),
-    zero-pads it by ``pad`` = (left, right, top, bottom), writes ``out_rect`` of its output."""
+    zero-pads it by ``pad`` (non-zero only on sides at the map border), writes ``out_rect`` of its output."""
 
     in_rect: Rect
-    pad: Pad
+    pad: Pads
     out_rect: Rect
 
     def to_dict(self) -> dict:
-        return {"in_rect": self.in_rect.to_list(), "pad": list(self.pad), "out_rect": self.out_rect.to_list()}
+        return {"in_rect": self.in_rect.to_list(), "pad": self.pad.to_dict(), "out_rect": self.out_rect.to_list()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "OpRegion":
-        return cls(Rect.from_list(data["in_rect"]), tuple(int(p) for p in data["pad"]), Rect.from_list(data["out_rect"]))
+        return cls(Rect.from_list(data["in_rect"]), Pads.load(data["pad"]), Rect.from_list(data["out_rect"]))
 
 
 @dataclass(frozen=True)
@@ -69,21 +69,21 @@ class Tile:
     col: int
     out_rect: Rect
     in_rect: Rect
-    pad: Pad
+    pad: Pads
     regions: dict[str, OpRegion]
     working_sets: tuple[int, ...]  # per stage-1 op, without the stage-1 output buffer
     macs: int
 
     def to_dict(self) -> dict:
         return {"row": self.row, "col": self.col, "out_rect": self.out_rect.to_list(),
-                "in_rect": self.in_rect.to_list(), "pad": list(self.pad),
+                "in_rect": self.in_rect.to_list(), "pad": self.pad.to_dict(),
                 "regions": {k: v.to_dict() for k, v in self.regions.items()},
                 "working_sets": list(self.working_sets), "macs": self.macs}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Tile":
         return cls(int(data["row"]), int(data["col"]), Rect.from_list(data["out_rect"]), Rect.from_list(data["in_rect"]),
-                   tuple(int(p) for p in data["pad"]),
+                   Pads.load(data["pad"]),
                    {k: OpRegion.from_dict(v) for k, v in data["regions"].items()},
                    tuple(int(v) for v in data["working_sets"]), int(data["macs"]))
 
@@ -231,10 +231,10 @@ def _axis_regions(ops: Sequence[Op], axis: int, lo: int, hi: int) -> tuple[dict[
         o_lo, o_hi = need[op.output]
         if axis == 0:
             rect, pad = input_region(op, Rect(o_lo, o_hi, 0, 1))
-            i_lo, i_hi, p_lo, p_hi = rect.y0, rect.y1, pad[2], pad[3]
+            i_lo, i_hi, p_lo, p_hi = rect.y0, rect.y1, pad.top, pad.bottom
         else:
             rect, pad = input_region(op, Rect(0, 1, o_lo, o_hi))
-            i_lo, i_hi, p_lo, p_hi = rect.x0, rect.x1, pad[0], pad[1]
+            i_lo, i_hi, p_lo, p_hi = rect.x0, rect.x1, pad.left, pad.right
         per_op[i] = (i_lo, i_hi, p_lo, p_hi, o_lo, o_hi)
         # a tensor read by several stage-1 ops holds the union of what they need (the shortcut of a
         # residual block is a crop of what its conv chain needs)
@@ -244,45 +244,18 @@ def _axis_regions(ops: Sequence[Op], axis: int, lo: int, hi: int) -> tuple[dict[
     return need, per_op
 
 
-@dataclass
-class _Stage1:
-    """What every tile of one (graph, split, rules) shares."""
-
-    ops: list[Op]
-    live: Liveness
-    modes: list[str]
-    alive: list[list[str]]
-    channels: dict[str, int]
-
-
-def _stage1(graph: Graph, split: int, rules: MemoryRules) -> _Stage1:
-    ops = graph.ops[:graph.block_end(split - 1)]
-    live = liveness(ops, graph.input)
-    modes = op_modes(ops, live, rules, sink=ops[-1].output)
-    channels = {graph.input: graph.tensors[graph.input].shape[0]}
-    channels.update({op.output: op.out_shape[0] for op in ops})
-    return _Stage1(ops, live, modes, [live.alive_at(i) for i in range(len(ops))], channels)
-
-
-def _make_tile(st: _Stage1, row: int, col: int, ry, cx, input_name: str) -> Tile:
+def _make_tile(st: Stage, row: int, col: int, ry, cx) -> Tile:
     (need_y, ops_y), (need_x, ops_x) = ry, cx
     regions = {}
     macs = 0
     for op, (iy0, iy1, pt, pb, oy0, oy1), (ix0, ix1, pl, pr, ox0, ox1) in zip(st.ops, ops_y, ops_x):
         out = Rect(oy0, oy1, ox0, ox1)
-        regions[op.name] = OpRegion(Rect(iy0, iy1, ix0, ix1), (pl, pr, pt, pb), out)
+        regions[op.name] = OpRegion(Rect(iy0, iy1, ix0, ix1), Pads(pt, pl, pb, pr), out)
         macs += op.macs * out.area // (op.out_shape[1] * op.out_shape[2])
-
-    def nbytes(t: str) -> int:
-        (a, b), (c, d) = need_y[t], need_x[t]
-        return st.channels[t] * (b - a) * (d - c)
-
-    ws = working_sets(st.ops, st.live, st.modes, nbytes,
-                      lambda i: regions[st.ops[i].name].out_rect.area, st.alive)
-    first = regions[st.ops[0].name]
-    in_rect = Rect(*need_y[input_name], *need_x[input_name])
-    last_out = regions[st.ops[-1].name].out_rect
-    return Tile(row, col, last_out, in_rect, first.pad, regions, tuple(ws), macs)
+    in_rect = Rect(*need_y[st.input], *need_x[st.input])
+    tile = Tile(row, col, regions[st.ops[-1].name].out_rect, in_rect, regions[st.ops[0].name].pad, regions, (), macs)
+    ws = working_sets(st.ops, st.live, st.modes, *st.sizes(tile), st.alive)
+    return replace(tile, working_sets=tuple(ws))
 
 
 def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
@@ -292,7 +265,7 @@ def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
     or a grid larger than the split map."""
     rows, cols = parse_grid(grid)
     check_split(graph, split)
-    st = _stage1(graph, split, rules)
+    st = stage1(graph, split, rules)
     last = st.ops[-1]
     c, h, w = last.out_shape
     if rows > h or cols > w:
@@ -301,17 +274,17 @@ def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
     yb, xb = tile_bounds(h, rows), tile_bounds(w, cols)
     ys = [_axis_regions(st.ops, 0, yb[r], yb[r + 1]) for r in range(rows)]
     xs = [_axis_regions(st.ops, 1, xb[q], xb[q + 1]) for q in range(cols)]
-    tiles = [_make_tile(st, r, q, ys[r], xs[q], graph.input) for r in range(rows) for q in range(cols)]
+    tiles = [_make_tile(st, r, q, ys[r], xs[q]) for r in range(rows) for q in range(cols)]
 
     buffer = c * h * w
     layer_ws = layer_working_sets(graph, rules)
     end = len(st.ops)
-    stage1 = buffer + max(max(t.working_sets) for t in tiles)
-    stage2 = max(layer_ws[end:], default=0)
+    peak1 = buffer + max(max(t.working_sets) for t in tiles)
+    peak2 = max(layer_ws[end:], default=0)
     macs_layer = graph.macs
     macs_patch = sum(t.macs for t in tiles) + sum(op.macs for op in graph.ops[end:])
     return PatchPlan(graph.arch, tuple(graph.resolution), (rows, cols), split, [op.name for op in st.ops],
-                     last.output, (c, h, w), tiles, max(stage1, stage2), stage1, stage2, max(layer_ws),
+                     last.output, (c, h, w), tiles, max(peak1, peak2), peak1, peak2, max(layer_ws),
                      macs_layer, macs_patch, macs_patch / macs_layer - 1.0 if macs_layer else 0.0, True, rules,
                      graph.mode)
 

@@ -79,7 +79,7 @@ def profile_graph(graph: Graph, rules: MemoryRules = MemoryRules(), plan: PatchP
             "input_streamed": plan.input_streamed, "max_tile_input": list(plan.max_tile_input),
             "reduction": max(ws) / plan.peak_sram_patch,
             "tiles": [{"row": t.row, "col": t.col, "in_rect": t.in_rect.to_list(), "out_rect": t.out_rect.to_list(),
-                       "pad": list(t.pad), "in_size": [t.in_rect.h, t.in_rect.w], "macs": t.macs}
+                       "pad": t.pad.to_dict(), "in_size": [t.in_rect.h, t.in_rect.w], "macs": t.macs}
                       for t in plan.tiles],
         })
     return result

@@ -8,75 +8,20 @@ padding and a tile on the border gets it on that side only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tinydet.arch.graph import Graph, Op
+from tinydet.geometry import Pads, Rect, input_rect
 
-Pad = tuple[int, int, int, int]  # (left, right, top, bottom), the order of torch.nn.functional.pad
-
-
-@dataclass(frozen=True)
-class Rect:
-    """Half-open rectangle ``[y0, y1) x [x0, x1)`` on a feature map."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-
-    @property
-    def h(self) -> int:
-        return self.y1 - self.y0
-
-    @property
-    def w(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def area(self) -> int:
-        return self.h * self.w
-
-    def union(self, other: "Rect") -> "Rect":
-        """Bounding box of both (regions of one tensor are always nested or overlapping)."""
-        return Rect(min(self.y0, other.y0), max(self.y1, other.y1), min(self.x0, other.x0), max(self.x1, other.x1))
-
-    def contains(self, other: "Rect") -> bool:
-        return self.y0 <= other.y0 and other.y1 <= self.y1 and self.x0 <= other.x0 and other.x1 <= self.x1
-
-    def relative_to(self, outer: "Rect") -> "Rect":
-        """This rectangle in the coordinates of a buffer that holds ``outer``."""
-        return Rect(self.y0 - outer.y0, self.y1 - outer.y0, self.x0 - outer.x0, self.x1 - outer.x0)
-
-    def to_list(self) -> list[int]:
-        return [self.y0, self.y1, self.x0, self.x1]
-
-    @classmethod
-    def from_list(cls, values) -> "Rect":
-        y0, y1, x0, x1 = (int(v) for v in values)
-        return cls(y0, y1, x0, x1)
-
-    @classmethod
-    def full(cls, h: int, w: int) -> "Rect":
-        return cls(0, h, 0, w)
+__all__ = ["Rect", "Pads", "input_region", "receptive_field", "receptive_fields", "halo"]
 
 
-def _axis(lo: int, hi: int, kernel: int, stride: int, padding: int, size: int) -> tuple[int, int, int, int]:
-    """Input interval for output interval [lo, hi) on one axis: (start, end, pad_before, pad_after)."""
-    start = lo * stride - padding
-    end = (hi - 1) * stride - padding + kernel
-    return max(start, 0), min(end, size), max(0, -start), max(0, end - size)
-
-
-def input_region(op: Op, out_rect: Rect) -> tuple[Rect, Pad]:
+def input_region(op: Op, out_rect: Rect) -> tuple[Rect, Pads]:
     """The input rectangle ``op`` reads to produce ``out_rect`` (clipped to the input map) and the
-    zero padding (left, right, top, bottom) that stands in for the clipped part. Convolving the
-    padded region with padding 0 gives exactly ``out_rect``."""
+    border zero padding that stands in for the clipped part. Convolving the padded region with
+    padding 0 gives exactly ``out_rect``. Global pooling and the classifier read the whole map."""
     _, h, w = op.in_shape
     if op.kind in ("gap", "fc"):
-        return Rect.full(h, w), (0, 0, 0, 0)
-    y0, y1, top, bottom = _axis(out_rect.y0, out_rect.y1, op.kernel, op.stride, op.padding, h)
-    x0, x1, left, right = _axis(out_rect.x0, out_rect.x1, op.kernel, op.stride, op.padding, w)
-    return Rect(y0, y1, x0, x1), (left, right, top, bottom)
+        return Rect.full(h, w), Pads()
+    return input_rect(out_rect, op.kernel, op.stride, op.padding, h, w)
 
 
 def _tensor_rf(graph: Graph) -> dict[str, tuple[int, int, int]]:
