@@ -30,6 +30,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "export": ("tinydet.commands.export", "export full model, split stages and schedule.json to ONNX"),
     "validate": ("tinydet.commands.validate", "check an export folder in onnxruntime and the int8 reference"),
     "deploy": ("tinydet.commands.deploy", "generate C, build firmware, run and validate it"),
+    "import": ("tinydet.commands.import_model", "import an MCUNet/torchvision/timm network as spec + weights"),
 }
 
 

@@ -29,7 +29,7 @@ def list_presets() -> list[str]:
 
 
 def get_spec(name_or_path: "str | Path | ArchSpec") -> ArchSpec:
-    """A preset by name, or a spec read from a .yaml/.yml/.json path."""
+    """A preset by name, a spec read from a .yaml/.yml/.json path, or an imported folder's spec.yaml."""
     if isinstance(name_or_path, ArchSpec):
         return name_or_path
     _load_builtin()
@@ -37,6 +37,8 @@ def get_spec(name_or_path: "str | Path | ArchSpec") -> ArchSpec:
     if text in _PRESETS:
         return _PRESETS[text]()
     path = Path(text)
+    if path.is_dir() and (path / "spec.yaml").is_file():
+        path = path / "spec.yaml"  # a folder written by `tinydet import`
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
         if not path.exists():
             raise TinydetError(f"arch: spec file '{path}' does not exist")

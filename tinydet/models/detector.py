@@ -79,6 +79,17 @@ def detector_from_config(cfg: Any, num_classes: int, spec: ArchSpec | None = Non
     return Detector(spec, num_classes, model["anchors"], head["channels"], head["kernel"], model["resolution"])
 
 
+def load_pretrained(model: Detector, cfg: Any) -> int | None:
+    """Load ``model.pretrained``'s backbone weights into ``model`` (see :mod:`tinydet.zoo.pretrained`);
+    returns the number of tensors loaded, None when the config names no pretrained weights."""
+    value = cfg["model"].get("pretrained")
+    if not value:
+        return None
+    from tinydet.zoo.pretrained import load_into, resolve
+
+    return load_into(model, resolve(value, getattr(cfg, "source", None)))
+
+
 def resolve_spec(arch: str, width_mult: float | None = None, config_path: str | None = None) -> ArchSpec:
     """``model.arch``: a preset, or a spec file relative to the cwd, else to the config's folder,
     else to the repository root (so the shipped configs work from any directory)."""
@@ -87,7 +98,7 @@ def resolve_spec(arch: str, width_mult: float | None = None, config_path: str | 
     text = str(arch)
     if not Path(text).is_absolute() and not Path(text).exists():
         bases = ([Path(config_path).parent] if config_path else []) + [Path(__file__).resolve().parents[2]]
-        found = [base / text for base in bases if (base / text).is_file()]
+        found = [base / text for base in bases if (base / text).exists()]
         if found:
             text = str(found[0])
     spec = get_spec(text)

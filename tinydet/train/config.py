@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "model": {
         "arch": "mbv2-w0.35",          # preset name or path to a spec .yaml/.json
         "width_mult": None,            # null = the spec's own
+        # backbone weights to start from (tinydet.zoo.pretrained): torchvision:IMAGENET1K_V2,
+        # timm:<name>[:<file>], mcunet:<net_config.json>[:<weights.pth>], an imported folder, a .ckpt
+        "pretrained": None,
         "resolution": 320,             # int or [H, W]
         "head": {"channels": 64, "num_anchors": 3, "kernel": 3},
         # per head scale (stride 16, then 32, ...) a list of [w, h] anchors in input pixels
@@ -74,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
 # keys whose default is null (or that take several types): the types they accept
 NULLABLE: dict[str, tuple[type, ...]] = {
     "model.width_mult": (float, type(None)),
+    "model.pretrained": (str, type(None)),
     "model.resolution": (int, list),
     "train.out_dir": (str, type(None)),
     "train.devices": (int, str, list),
@@ -271,6 +275,10 @@ def _check_semantics(tree: dict, source: str) -> None:
 
     model, train = tree["model"], tree["train"]
     parse_resolution(model["resolution"])
+    if model["pretrained"] is not None:
+        from tinydet.zoo.pretrained import check_value
+
+        check_value(model["pretrained"], f"{source}: model.pretrained")
     if train["optimizer"] not in ("sgd", "adamw"):
         raise TinydetError(f"{source}: train.optimizer: expected sgd or adamw, got {train['optimizer']!r}")
     if train["loss"]["box_iou"] not in ("ciou", "giou"):

@@ -140,7 +140,7 @@ def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
     ``callbacks``: extra Lightning callbacks (tests inject faults here).
     """
     from tinydet.data.datamodule import DetectionDataModule
-    from tinydet.models.detector import detector_from_config
+    from tinydet.models.detector import detector_from_config, load_pretrained
     from tinydet.train.module import DetectorModule
 
     train_cfg = cfg.train
@@ -155,6 +155,8 @@ def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
     dm = DetectionDataModule(to_dict(cfg.data), cfg.model.resolution, batch_size=train_cfg.batch_size,
                              num_workers=train_cfg.num_workers, seed=train_cfg.seed, source=cfg.source)
     model = detector_from_config(cfg, len(dm.class_names))
+    if init_ckpt is None and ckpt_path is None:
+        load_pretrained(model, cfg)  # model.pretrained (a resumed or fine-tuned run has its own weights)
     if init_ckpt is not None:
         from tinydet.io.checkpoint import load_detector
 

@@ -1,0 +1,157 @@
+"""``model.pretrained``: start a detector's backbone from published (or tinydet-trained) weights.
+
+Accepted values (paths relative to the cwd, else to the config's folder):
+
+* ``torchvision:IMAGENET1K_V2`` (or ``torchvision:mobilenet_v2:IMAGENET1K_V2``): torchvision's
+  download into torch's hub cache; offline, the error names the file and the folder to put it in;
+* ``timm:<name>`` (the hub, timm's cache) or ``timm:<name>:<file.safetensors|.pth>``;
+* ``mcunet:<net_config.json>[:<weights.pth>]`` (default: the .pth beside the config, as the zoo ships them);
+* an imported folder (``tinydet import ... --out DIR``: DIR/spec.yaml + DIR/weights.pt);
+* a tinydet checkpoint ``.ckpt`` (its EMA weights when it has them).
+
+The source's backbone must be the detector's (same blocks, widths, shortcuts, BN eps and input
+normalisation, up to the last tapped block), every backbone tensor is loaded, and the only
+tensors the source lacks may be the head's: a typo or a mismatch never trains from scratch.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinydet.arch.spec import ArchSpec
+from tinydet.errors import TinydetError
+
+SCHEMES = ("torchvision", "timm", "mcunet")
+DETECTOR_ONLY = ("heads.", "anchors", "strides")
+
+
+@dataclass
+class Pretrained:
+    """What a ``model.pretrained`` value resolved to: the source's spec and state_dict."""
+
+    spec: ArchSpec
+    state_dict: dict
+    origin: str
+
+
+def _path(text: str, config_path: str | None) -> Path:
+    path = Path(text)
+    if not path.is_absolute() and not path.exists() and config_path:
+        candidate = Path(config_path).parent / text
+        if candidate.exists():
+            return candidate
+    return path
+
+
+def check_value(value: str, where: str) -> None:
+    """Syntax check for config validation (files are looked up when the weights are loaded)."""
+    scheme, _, rest = value.partition(":")
+    if scheme in SCHEMES:
+        if not rest:
+            raise TinydetError(f"{where}: '{value}' names no {scheme} weights; expected e.g. "
+                               f"torchvision:IMAGENET1K_V2, timm:mobilenetv2_100, mcunet:net.json[:net.pth]")
+        return
+    if ":" in value and not Path(value).exists():
+        raise TinydetError(f"{where}: unknown scheme '{scheme}:'; expected one of {', '.join(s + ':' for s in SCHEMES)}, "
+                           f"an imported folder or a .ckpt file")
+
+
+def resolve(value: str, config_path: str | None = None) -> Pretrained:
+    """Load the weights ``value`` names (see the module docstring)."""
+    from tinydet.zoo import SPEC_FILE, WEIGHTS_FILE, import_network, load_state
+
+    scheme, _, rest = value.partition(":")
+    if scheme == "torchvision":
+        parts = rest.split(":")
+        name, weights = (parts[0], parts[1]) if len(parts) == 2 else ("mobilenet_v2", parts[0])
+        imported = import_network("torchvision", name, weights)
+        return Pretrained(imported.spec, imported.state_dict, imported.weights)
+    if scheme == "timm":
+        name, _, file = rest.partition(":")
+        imported = import_network("timm", name, str(_path(file, config_path)) if file else "hub")
+        return Pretrained(imported.spec, imported.state_dict, imported.weights)
+    if scheme == "mcunet":
+        config, _, weights = rest.partition(":")
+        config_file = _path(config, config_path)
+        weights_file = _path(weights, config_path) if weights else config_file.with_suffix(".pth")
+        if not weights_file.is_file():
+            raise TinydetError(f"model.pretrained: no weights for {config_file}: give mcunet:{config}:WEIGHTS.pth or "
+                               f"place {weights_file.name} (from https://hanlab.mit.edu/projects/tinyml/mcunet/release/"
+                               f"{weights_file.name}) at {weights_file}")
+        imported = import_network("mcunet", str(config_file), str(weights_file))
+        return Pretrained(imported.spec, imported.state_dict, imported.weights)
+    path = _path(value, config_path)
+    if path.is_dir():
+        from tinydet.arch.spec import load_spec
+
+        if not (path / SPEC_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise TinydetError(f"model.pretrained: {path} is not an imported folder (expected {SPEC_FILE} and "
+                               f"{WEIGHTS_FILE}, written by tinydet import)")
+        return Pretrained(load_spec(path / SPEC_FILE), load_state(path / WEIGHTS_FILE), str(path))
+    if path.suffix == ".ckpt":
+        from tinydet.arch.spec import spec_from_dict
+        from tinydet.train.checkpoint import _model_state, read_checkpoint
+
+        data = read_checkpoint(path)
+        return Pretrained(spec_from_dict(data["tinydet"]["arch"], f"{path} (arch)"), _model_state(data), str(path))
+    raise TinydetError(f"model.pretrained: '{value}' is neither a {'/'.join(SCHEMES)} source, an imported folder "
+                       f"nor a .ckpt file (looked for {path})")
+
+
+def _backbone(spec: ArchSpec, upto: int) -> list[tuple]:
+    """Per block what the weights depend on: type, channels, kernel, stride, expand, shortcut."""
+    return [(b.type, spec.channels(i), spec.in_channels_of(i), b.kernel, b.stride, b.expand, spec.has_residual(i))
+            for i, b in enumerate(spec.blocks[: upto + 1])]
+
+
+def check_same_backbone(source: ArchSpec, target: ArchSpec, origin: str) -> None:
+    """The source network must compute the detector's backbone (up to its last tapped block)."""
+    upto = max(target.head_from)
+    mine, theirs = _backbone(target, upto), _backbone(source, upto)
+    names = ("type", "out channels", "in channels", "kernel", "stride", "expand", "shortcut")
+    for i, (a, b) in enumerate(zip(mine, theirs)):
+        if a != b:
+            k = next(j for j in range(len(a)) if a[j] != b[j])
+            raise TinydetError(f"model.pretrained {origin}: block {i} {names[k]} is {b[k]} in the source but "
+                               f"{a[k]} in model.arch {target.name}; set model.arch to the source's spec "
+                               f"(tinydet import ... --out DIR, then model.arch: DIR)")
+    if len(theirs) < len(mine):
+        raise TinydetError(f"model.pretrained {origin}: the source has {len(source.blocks)} blocks, model.arch "
+                           f"{target.name} taps block {upto}")
+    for field in ("bn_eps", "input_mean", "input_std", "in_channels"):
+        if getattr(source, field) != getattr(target, field):
+            raise TinydetError(f"model.pretrained {origin}: {field} is {getattr(source, field)} in the source but "
+                               f"{getattr(target, field)} in model.arch {target.name}; set model.arch to the "
+                               f"source's spec (tinydet import ... --out DIR, then model.arch: DIR)")
+
+
+def load_into(model, pretrained: Pretrained) -> int:
+    """Load the backbone tensors of ``pretrained`` into the detector ``model``; returns how many.
+
+    Raises unless every backbone tensor of the detector is loaded (only head tensors and the
+    anchors may be missing) and every source tensor left over belongs to blocks the detector
+    does not use or to the classifier.
+    """
+    check_same_backbone(pretrained.spec, model.spec, pretrained.origin)
+    target = model.state_dict()
+    used = len(model.blocks)
+    take = {k: v for k, v in pretrained.state_dict.items() if k in target and not k.startswith(DETECTOR_ONLY)}
+    for key, value in take.items():
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise TinydetError(f"model.pretrained {pretrained.origin}: tensor '{key}' has shape {tuple(value.shape)}, "
+                               f"the detector's is {tuple(target[key].shape)}")
+    missing = [k for k in target if k not in take and not k.startswith(DETECTOR_ONLY)]
+    if missing:
+        raise TinydetError(f"model.pretrained {pretrained.origin}: {len(missing)} backbone tensors are missing in the "
+                           f"source (first: '{missing[0]}'); the weights do not match model.arch")
+    extra = [k for k in pretrained.state_dict if k not in target and not (
+        k.startswith("classifier.") or k.startswith(DETECTOR_ONLY)
+        or (k.startswith("blocks.") and int(k.split(".")[1]) >= used))]
+    if extra:
+        raise TinydetError(f"model.pretrained {pretrained.origin}: source tensor '{extra[0]}' has no place in the "
+                           f"detector; the weights do not match model.arch")
+    model.load_state_dict(take, strict=False)
+    print(f"tinydet: model.pretrained {pretrained.origin}: loaded {len(take)} backbone tensors "
+          f"({sum(1 for k in target if k.startswith('heads.'))} head tensors start fresh)", file=sys.stderr)
+    return len(take)
