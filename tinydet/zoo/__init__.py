@@ -9,8 +9,6 @@ files and hub downloads are read here too (:func:`load_state`), for ``model.pret
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -152,17 +150,13 @@ def import_module(source: str, model, name: str, mean: Sequence[float] | None = 
 
 def write_import(imported: Imported, out: str | Path) -> Path:
     """Write ``out/spec.yaml`` and ``out/weights.pt`` (each atomically: a crash leaves no half file)."""
-    import torch
-
     from tinydet.arch.spec import save_spec
+    from tinydet.io.atomic import atomic_torch_save
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TinydetError(f"--out: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     save_spec(imported.spec, out / SPEC_FILE)
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    os.close(fd)
-    torch.save(imported.state_dict, tmp)
-    os.replace(tmp, out / WEIGHTS_FILE)
+    atomic_torch_save(imported.state_dict, out / WEIGHTS_FILE)
     return out

@@ -91,10 +91,11 @@ def resolve(value: str, config_path: str | None = None) -> Pretrained:
         return Pretrained(load_spec(path / SPEC_FILE), load_state(path / WEIGHTS_FILE), str(path))
     if path.suffix == ".ckpt":
         from tinydet.arch.spec import spec_from_dict
-        from tinydet.train.checkpoint import _model_state, read_checkpoint
+        from tinydet.io.checkpoint import model_state, read_checkpoint
 
         data = read_checkpoint(path)
-        return Pretrained(spec_from_dict(data["tinydet"]["arch"], f"{path} (arch)"), _model_state(data), str(path))
+        return Pretrained(spec_from_dict(data["tinydet"]["arch"], f"{path} (arch)"), model_state(data["state_dict"]),
+                          str(path))
     raise TinydetError(f"model.pretrained: '{value}' is neither a {'/'.join(SCHEMES)} source, an imported folder "
                        f"nor a .ckpt file (looked for {path})")
 
