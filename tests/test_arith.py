@@ -3,6 +3,7 @@ integer arithmetic and against float maths (the C side is checked in test_c_kern
 import numpy as np
 import pytest
 
+from tinydet.geometry import conv_out_size
 from tinydet.quant import arith, kernels
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
@@ -119,7 +120,7 @@ def test_conv_kernels_equal_float_maths_when_multiplier_is_one(depthwise):
     expect = np.clip(arith.requantize(acc.astype(np.int64), m, s) - 3, -128, 127)
     assert np.array_equal(out, expect)
     assert out.shape == (1, 4, 6, cout)
-    assert kernels.out_size(7, 3, 2, 1, 1) == 4
+    assert conv_out_size(7, 3, 2, 1, 1) == 4
 
 
 def test_add_params_and_add_s8_approximate_float_sum():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tinydet.deploy import toolchain
+from tinydet.geometry import conv_out_size
 from tinydet.quant import arith, kernels
 
 sys.path.insert(0, str(Path(__file__).parent / "c"))
@@ -30,8 +31,8 @@ def _case(rng, k: int, ch_mult: int, dilation: tuple[int, int]):
     wt = rng.integers(-128, 128, (1, k, k, c * ch_mult), dtype=np.int8)
     bias = rng.integers(-(2**15), 2**15, c * ch_mult).astype(np.int32)
     mult, shift = arith.quantize_multiplier(rng.uniform(2**-13, 2**-6, c * ch_mult))
-    out_hw = (kernels.out_size(h, k, stride[0], pad[0], pad[0], dilation[0]),
-              kernels.out_size(w, k, stride[1], pad[1], pad[1], dilation[1]))
+    out_hw = (conv_out_size(h, k, stride[0], pad[0], pad[0], dilation[0]),
+              conv_out_size(w, k, stride[1], pad[1], pad[1], dilation[1]))
     geo = dict(input_offset=int(rng.integers(-127, 128)), output_offset=int(rng.integers(-128, 128)),
                stride=stride, padding=pad, dilation=dilation, out_hw=out_hw, act_min=-120, act_max=110)
     want = kernels.depthwise_conv_s8(np.repeat(x, ch_mult, axis=3), wt, bias, mult=mult, shift=shift, **geo)

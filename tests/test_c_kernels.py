@@ -16,6 +16,7 @@ import pytest
 
 from tinydet.deploy import toolchain
 from tinydet.errors import TinydetError
+from tinydet.geometry import conv_out_size
 from tinydet.quant import arith, kernels
 
 sys.path.insert(0, str(Path(__file__).parent / "c"))
@@ -47,8 +48,8 @@ def _conv_case(rng, depthwise=False, k=None, extreme=False):
     dil = (1, 1) if rng.random() < 0.8 or depthwise and rng.random() < 0.5 else (2, 1)
     pad = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
     pad_after = (int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)))
-    out_hw = (kernels.out_size(h, kh, stride[0], pad[0], pad_after[0], dil[0]),
-              kernels.out_size(w, kw, stride[1], pad[1], pad_after[1], dil[1]))
+    out_hw = (conv_out_size(h, kh, stride[0], pad[0], pad_after[0], dil[0]),
+              conv_out_size(w, kw, stride[1], pad[1], pad_after[1], dil[1]))
     if min(out_hw) < 1:
         return _conv_case(rng, depthwise, k, extreme)
     n = 1 if depthwise or rng.random() < 0.8 else 2
@@ -143,7 +144,7 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True, avgpool_nul
         h, w, c = int(rng.integers(k[0], 8)), int(rng.integers(k[1], 8)), int(rng.integers(1, 9))
         st = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
         pad = (int(rng.integers(0, k[0])), int(rng.integers(0, k[1])))
-        out_hw = (kernels.out_size(h, k[0], st[0], pad[0], pad[0]), kernels.out_size(w, k[1], st[1], pad[1], pad[1]))
+        out_hw = (conv_out_size(h, k[0], st[0], pad[0], pad[0]), conv_out_size(w, k[1], st[1], pad[1], pad[1]))
         if i == 5:  # global average pool
             k, st, pad, out_hw = (h, w), (1, 1), (0, 0), (1, 1)
         x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
@@ -210,8 +211,8 @@ def _tile_batch(rng):
     for in_h, in_w, k, s, d, pad in [(10, 9, 3, 2, 1, (1, 1, 0, 0)), (10, 9, 3, 2, 1, (0, 0, 1, 1)),
                                      (7, 7, 5, 1, 1, (2, 0, 2, 0)), (6, 5, 3, 1, 2, (0, 2, 2, 0)),
                                      (2, 2, 7, 1, 1, (0, 0, 0, 0))]:
-        oh = kernels.out_size(in_h, k, s, pad[0], pad[2], d)
-        ow = kernels.out_size(in_w, k, s, pad[1], pad[3], d)
+        oh = conv_out_size(in_h, k, s, pad[0], pad[2], d)
+        ow = conv_out_size(in_w, k, s, pad[1], pad[3], d)
         ok = oh >= 1 and ow >= 1
         want = np.array([0 if ok else -1, pad[0], pad[1], oh, ow] if ok else [-1, 0, 0, 0, 0], np.int32)
         recs.append(drv.record(drv.OP_GEOMETRY, [in_h, in_w, k, k, s, s, d, d, *pad], []))
@@ -267,7 +268,7 @@ def test_depthwise_ch_mult_and_dilation_match_reference_loops(host_driver, tmp_p
         w = rng.integers(-128, 128, (1, 3, 3, c * mult), dtype=np.int8)
         m, s = arith.quantize_multiplier(rng.uniform(2**-12, 2**-6, c * mult))
         d = (1 + i % 2, 1 + i % 2)
-        out_hw = (kernels.out_size(6, 3, 1, 1, 1, d[0]), kernels.out_size(7, 3, 2, 1, 1, d[1]))
+        out_hw = (conv_out_size(6, 3, 1, 1, 1, d[0]), conv_out_size(7, 3, 2, 1, 1, d[1]))
         geo = dict(input_offset=7, output_offset=-3, stride=(1, 2), padding=(1, 1), dilation=d, out_hw=out_hw,
                    act_min=-128, act_max=127, ch_mult=mult)
         bias = rng.integers(-999, 999, c * mult).astype(np.int32)
@@ -407,7 +408,7 @@ def test_tiles_with_border_padding_stitch_to_the_full_layer(host_driver, tmp_pat
     bias = rng.integers(-3000, 3000, cout).astype(np.int32)
     m, sh = arith.quantize_multiplier(rng.uniform(2**-13, 2**-9, cout))
     q = dict(input_offset=17, output_offset=-5, act_min=-128, act_max=127)
-    oh, ow = kernels.out_size(h, k, s, p, p), kernels.out_size(w, k, s, p, p)
+    oh, ow = conv_out_size(h, k, s, p, p), conv_out_size(w, k, s, p, p)
     full = (kernels.depthwise_conv_s8 if kind == "dw" else kernels.conv_s8)(
         x, wt, bias, mult=m, shift=sh, stride=s, padding=p, out_hw=(oh, ow), **q)
     rows = [round(i * oh / 3) for i in range(4)]

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from tinydet.arch.spec import ArchSpec, HeadSpec
 from tinydet.errors import TinydetError
+from tinydet.geometry import conv_out_size
 
 Shape = tuple[int, int, int]
 
@@ -33,10 +34,6 @@ def parse_resolution(value: "int | str | Sequence[int]") -> tuple[int, int]:
     if h < 1 or w < 1:
         raise TinydetError(f"resolution: expected positive sizes, got {h}x{w}")
     return h, w
-
-
-def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,7 @@ def lower(spec: ArchSpec, resolution: "int | str | Sequence[int]", head: HeadSpe
         elif kind == "fc":
             out = (c_out, 1, 1)
         else:
-            out = (c_out, conv_out(hi, kernel, stride, pad), conv_out(wi, kernel, stride, pad))
+            out = (c_out, conv_out_size(hi, kernel, stride, pad, pad), conv_out_size(wi, kernel, stride, pad, pad))
         tensors[name] = Tensor(name, out)
         ops.append(Op(name, kind, role, block, (src,), name, (c_in, hi, wi), out, kernel, stride, pad,
                       groups, act, add, bias))

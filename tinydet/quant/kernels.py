@@ -21,15 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
+from tinydet.geometry import conv_out_size
 from tinydet.quant.arith import quantize_multiplier, requantize, wrap_int32
 
 Pair = Sequence[int]
-
-
-def out_size(in_size: int, kernel: int, stride: int = 1, pad_before: int = 0, pad_after: int = 0,
-             dilation: int = 1) -> int:
-    """Output length along one axis for a conv/pool with explicit padding (floor division, as ONNX)."""
-    return (in_size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -78,8 +73,8 @@ def _geometry(x: np.ndarray, kh: int, kw: int, stride: Pair, padding: Pair, dila
     """Normalised (stride, padding, dilation, out_hw); ``out_hw`` defaults to symmetric padding."""
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     if out_hw is None:
-        out_hw = (out_size(x.shape[1], kh, stride[0], padding[0], padding[0], dilation[0]),
-                  out_size(x.shape[2], kw, stride[1], padding[1], padding[1], dilation[1]))
+        out_hw = (conv_out_size(x.shape[1], kh, stride[0], padding[0], padding[0], dilation[0]),
+                  conv_out_size(x.shape[2], kw, stride[1], padding[1], padding[1], dilation[1]))
     return stride, padding, dilation, _pair(out_hw, "out_hw")
 
 
@@ -180,8 +175,8 @@ def avgpool_s8(x, kernel: Pair, *, stride: Pair = (1, 1), padding: Pair = (0, 0)
     x = _nhwc(x, "input")
     k, stride, padding = _pair(kernel, "kernel"), _pair(stride, "stride"), _pair(padding, "padding")
     if out_hw is None:
-        out_hw = (out_size(x.shape[1], k[0], stride[0], padding[0], padding[0]),
-                  out_size(x.shape[2], k[1], stride[1], padding[1], padding[1]))
+        out_hw = (conv_out_size(x.shape[1], k[0], stride[0], padding[0], padding[0]),
+                  conv_out_size(x.shape[2], k[1], stride[1], padding[1], padding[1]))
     out_hw = _pair(out_hw, "out_hw")
     total = np.zeros((x.shape[0], out_hw[0], out_hw[1], x.shape[3]), dtype=np.int64)
     count = np.zeros((1, out_hw[0], out_hw[1], 1), dtype=np.int64)
