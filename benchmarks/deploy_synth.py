@@ -33,10 +33,10 @@ def synthetic_export(out: Path, config: Path) -> Path:
     import torch
 
     from tinydet.arch import HeadSpec, build, get_spec, lower
-    from tinydet.commands.export import auto_plan
+    from tinydet.pipeline.export import auto_plan
     from tinydet.export.folder import export_network
     from tinydet.quant.calibrate import calibrate
-    from tinydet.quant.qdq import quantize_export
+    from tinydet.pipeline.quantize import quantize_export
     from tinydet.train.config import load_config
 
     torch.manual_seed(0)

@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     from tinydet.arch import HeadSpec, get_spec, lower
-    from tinydet.commands.search import run_search
+    from tinydet.pipeline.search import run_search
     from tinydet.data.anchors import kmeans_anchors, network_box_sizes, split_by_scale
     from tinydet.data.records import load_records
     from tinydet.data.synth import synth_voc

@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def folder(tmp_path_factory):
     from tinydet.quant.calibrate import calibrate
-    from tinydet.quant.qdq import quantize_export
+    from tinydet.pipeline.quantize import quantize_export
 
     out = tmp_path_factory.mktemp("deploy") / "tiny"
     make_export(out)
@@ -186,7 +186,7 @@ def test_other_plans_are_bit_exact(tmp_path, grid, split):
     """Split 1: the stage-1 sink is the stride-2 stem (rows written into the stage-1 buffer);
     split 5 on a 4x4 grid: the sink is a fused residual projection with cropped shortcuts."""
     from tinydet.quant.calibrate import calibrate
-    from tinydet.quant.qdq import quantize_export
+    from tinydet.pipeline.quantize import quantize_export
 
     out = tmp_path / "e"
     make_export(out, grid=grid, split=split)
@@ -266,7 +266,7 @@ def test_classifier_ops_are_refused_naming_the_node(tmp_path):
     from tinydet.arch.spec import spec_from_dict
     from tinydet.export.folder import export_network
     from tinydet.quant.calibrate import calibrate
-    from tinydet.quant.qdq import quantize_export
+    from tinydet.pipeline.quantize import quantize_export
 
     from test_export_utils import random_network
 

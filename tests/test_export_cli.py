@@ -85,7 +85,7 @@ def test_export_auto_plan(setup, capsys):
     assert rc == 0, err
     result = json.loads(stdout)
     assert result["plan"] == "auto" and result["mac_overhead"] <= 0.5 + 1e-9
-    from tinydet.commands.export import exportable_splits
+    from tinydet.pipeline.export import exportable_splits
     from tinydet.schedule import search_plans
 
     graph = setup[3].graph((40, 56))

@@ -312,7 +312,7 @@ def _cli(argv):
 
 
 def test_search_cli_outputs_and_resume(tiny_config, tmp_path, capsys):
-    from tinydet.commands.search import run_search
+    from tinydet.pipeline.search import run_search
 
     out = tmp_path / "run"
     code, stdout = _cli(["search", "-c", str(tiny_config), "--sram", "48kB", "--flash", "1MB",

@@ -16,7 +16,9 @@ from tinydet.errors import TinydetError
 from tinydet.export import load_export
 from tinydet.export.folder import export_network
 from tinydet.quant.calibrate import calibrate, kl_threshold
-from tinydet.quant.qdq import activation_params, params_from_range, quantize_export, quantize_model
+from tinydet.pipeline.quantize import quantize_export
+from tinydet.quant.params import params_from_range
+from tinydet.quant.qdq import activation_params, quantize_model
 from tinydet.quant.qgraph import load_qgraph
 from tinydet.quant.reference import Int8Reference, layer_lsb_vs_ort, run_full
 

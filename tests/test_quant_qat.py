@@ -12,7 +12,8 @@ from tinydet.export import load_export
 from tinydet.export.folder import export_network
 from tinydet.quant.qat import (ActFakeQuant, QATConvBNAct, fake_quant_weight, prepare_qat, qat_ranges,
                                ranges_from_state_dict)
-from tinydet.quant.qdq import params_from_range, quantize_export
+from tinydet.pipeline.quantize import quantize_export
+from tinydet.quant.params import params_from_range
 from tinydet.quant.reference import Int8Reference
 
 from test_export_utils import random_network

@@ -1,12 +1,11 @@
 """`tinydet quantize` (calibration on the config's data) and `tinydet validate` end to end."""
 import json
 
-import numpy as np
 import pytest
 import yaml
 
 from tinydet.cli import main
-from tinydet.commands import validate as validate_cmd
+from tinydet.pipeline import validate as validate_pipeline
 from tinydet.export import load_export
 
 from test_quant import make_export
@@ -73,7 +72,7 @@ def test_validate_json_reports_every_check_within_bounds(setup, capsys):
 
 def test_validate_exits_non_zero_when_a_bound_fails(setup, capsys, monkeypatch):
     _, _, out = setup
-    monkeypatch.setattr(validate_cmd, "LAYER_LSB_BOUND", -1)  # nothing can meet it
+    monkeypatch.setattr(validate_pipeline, "LAYER_LSB_BOUND", -1)  # nothing can meet it
     rc, stdout, err = _main(capsys, ["validate", str(out), "--images", "1", "--json"])
     assert rc == 1
     report = json.loads(stdout)

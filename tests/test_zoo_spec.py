@@ -115,7 +115,7 @@ def test_normalised_network_is_bit_exact_on_the_host_firmware_in_patch_mode(tmp_
     from tinydet.deploy import deploy
     from tinydet.export.folder import export_network
     from tinydet.quant.calibrate import calibrate
-    from tinydet.quant.qdq import quantize_export
+    from tinydet.pipeline.quantize import quantize_export
 
     spec = small(input_mean=list(MEAN), input_std=list(STD))
     model = randomise(build(spec, head=HEAD))

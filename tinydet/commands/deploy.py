@@ -58,11 +58,11 @@ def _images(args, export):
         arrays, _ = load_images(images_in_dir(args.images_dir, args.images), (h, w))
         return arrays, f"{args.images_dir}"
     if args.data_config:
-        from tinydet.quant.calibrate import calibration_images
+        from tinydet.pipeline.images import split_images
         from tinydet.train.config import load_config
 
         cfg = load_config(args.data_config, [])
-        return np.stack(calibration_images(cfg, args.images, (h, w), args.data_config, split="val")), \
+        return np.stack(split_images(cfg, args.images, (h, w), args.data_config, split="val")), \
             f"{args.data_config}: val"
     return np.random.default_rng(args.seed).random((args.images, c, h, w), dtype=np.float32), \
         f"random (seed {args.seed})"

@@ -4,7 +4,8 @@
                    [--resume] [--latency-table cycles.json] [--set search.generations=2] [--json]
 
 Writes ``NAME/best_arch.yaml`` (a spec for ``model.arch``), ``schedule.json`` (grid, split, peaks),
-``pareto.json``, ``pareto.png``, ``state.json`` (resumable) and ``supernet.ckpt``.
+``pareto.json``, ``pareto.png``, ``state.json`` (resumable) and ``supernet.ckpt``; the search itself
+is :func:`tinydet.pipeline.search.run_search`.
 """
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ import argparse
 import contextlib
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from tinydet.commands.common import add_config_arguments, add_json_argument
-from tinydet.errors import TinydetError
-from tinydet.io.atomic import atomic_open, atomic_torch_save, atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from tinydet.nas.constraints import parse_bytes
+    from tinydet.pipeline.search import run_search
 
     sram = parse_bytes(args.sram, "--sram")
     flash = parse_bytes(args.flash, "--flash")
@@ -43,163 +41,6 @@ def run(args: argparse.Namespace) -> dict:
     with contextlib.redirect_stdout(sys.stderr):
         return run_search(args.config, sram, flash, args.max_overhead, Path(args.out), args.resume,
                           args.latency_table, args.overrides)
-
-
-def run_search(config: str, sram: int, flash: int, max_overhead: float | None, out: Path, resume: bool = False,
-               latency_table: str | None = None, overrides: list[str] | tuple = (), progress: bool = True,
-               stop_after: int | None = None) -> dict:
-    """The whole search (see the module docstring); ``stop_after=k`` stops after generation k as
-    a killed run would (for tests). Returns the result dict the CLI prints."""
-    import torch
-
-    from tinydet.arch.spec import HeadSpec, save_spec
-    from tinydet.data.datamodule import DetectionDataModule
-    from tinydet.nas.constraints import Budget, LatencyTable, evaluate_constraints
-    from tinydet.nas.estimator import SubnetEvaluator, load_supernet, save_supernet, scaled_anchors, train_supernet
-    from tinydet.nas.evolution import Evolution, EvolutionConfig
-    from tinydet.nas.space import space_from_config
-    from tinydet.nas.supernet import Supernet, extract
-    from tinydet.schedule import MemoryRules
-    from tinydet.train.config import load_config, to_dict
-
-    cfg = load_config(config, overrides)
-    source = cfg.source
-    s = cfg["search"]
-    space = space_from_config(s, f"{source}: search")
-    budget = Budget(sram=sram, flash=flash,
-                    max_overhead=float(cfg["export"]["max_overhead"] if max_overhead is None else max_overhead))
-    if budget.max_overhead < 0:
-        raise TinydetError(f"--max-overhead: expected a number >= 0, got {budget.max_overhead}")
-    latency = LatencyTable.load(latency_table) if latency_table else None
-    anchors = cfg["model"]["anchors"]
-    if len(anchors) != len(space.head_stages):
-        raise TinydetError(f"{source}: model.anchors: the search space has {len(space.head_stages)} head scales "
-                           f"(search.head_stages), got anchors for {len(anchors)}")
-    from tinydet.arch.graph import parse_resolution
-
-    base_res = parse_resolution(cfg["model"]["resolution"])
-    if base_res[0] != base_res[1]:
-        raise TinydetError(f"{source}: model.resolution: the search uses square inputs, got {base_res[0]}x{base_res[1]}")
-    base_res = base_res[0]
-    train_cfg = cfg["train"]
-    seed = int(s["seed"])
-    dm = DetectionDataModule(cfg["data"], max(space.resolutions), batch_size=int(train_cfg["batch_size"]),
-                             num_workers=int(train_cfg["num_workers"]), seed=seed, source=source)
-    class_names = dm.class_names
-    head_cfg = cfg["model"]["head"]
-    head = HeadSpec(num_classes=len(class_names), num_anchors=int(head_cfg["num_anchors"]),
-                    channels=int(head_cfg["channels"]), kernel=int(head_cfg["kernel"]))
-    rules = MemoryRules()
-    evo_cfg = EvolutionConfig(population=int(s["population"]), generations=int(s["generations"]),
-                              mutation_prob=float(s["mutation_prob"]), crossover_prob=float(s["crossover_prob"]),
-                              parent_ratio=float(s.get("parent_ratio", 0.25)), seed=seed,
-                              max_tries=int(s.get("max_tries", 2000)))
-
-    def check(cand):
-        return evaluate_constraints(cand, space, head, budget, rules, latency)
-
-    if out.exists() and not out.is_dir():
-        raise TinydetError(f"--out {out}: expected a folder, but it is a file")
-    out.mkdir(parents=True, exist_ok=True)
-    supernet_meta = {"space": space.to_dict(), "head": asdict(head),
-                     "data": to_dict(cfg["data"]), "train": to_dict(train_cfg), "anchors": to_dict(anchors),
-                     "base_resolution": base_res, "epochs": int(s["supernet_epochs"]), "seed": seed,
-                     "n_random": int(s.get("n_random", 2)), "max_steps": int(s.get("supernet_max_steps", -1))}
-    evaluator_cfg = {"recal_batches": int(s.get("recal_batches", 4)), "eval": to_dict(cfg["eval"]),
-                     "max_val_images": int(s.get("max_val_images", 0))}
-    # the score (supernet accuracy) is attached once the supernet is trained
-    evo = Evolution(space, check, None, evo_cfg, out / "state.json", progress=progress,
-                    fingerprint={"budget": vars(budget), "supernet": supernet_meta, "evaluator": evaluator_cfg,
-                                 "latency_table": str(latency_table) if latency_table else None},
-                    constraint_text=budget.describe())
-    # fail fast, before any training: a state from other settings, or no network fits the budgets
-    if resume:
-        evo.load()
-    evo.check_space()
-
-    torch.manual_seed(seed)
-    supernet = Supernet(space, head)
-    ckpt = out / "supernet.ckpt"
-    if not (resume and load_supernet(supernet, ckpt, supernet_meta)):
-        dm.setup("fit")
-        train_supernet(supernet, dm, anchors, base_res, len(class_names), to_dict(train_cfg),
-                       epochs=supernet_meta["epochs"], seed=seed, n_random=supernet_meta["n_random"],
-                       max_steps=supernet_meta["max_steps"], progress=progress)
-        save_supernet(supernet, ckpt, supernet_meta)
-    evaluator = SubnetEvaluator(supernet, cfg["data"], anchors, base_res, evaluator_cfg["eval"],
-                                recal_batches=evaluator_cfg["recal_batches"],
-                                batch_size=int(train_cfg["batch_size"]), seed=seed, source=source,
-                                max_val_images=evaluator_cfg["max_val_images"])
-    evo.score = evaluator
-    result = evo.run(resume=resume, stop_after=stop_after)
-
-    best, metrics = result["best"], result["best_metrics"]
-    name = out.name or "searched"
-    spec = best.to_spec(space, name)
-    arch_path = out / "best_arch.yaml"
-    save_spec(spec, arch_path)
-    # the chosen network as a standalone detector with its recalibrated supernet weights
-    supernet.recalibrate(best, evaluator.recal_images(best.resolution))
-    extracted = extract(supernet, best, name)
-    atomic_torch_save({"spec": spec.to_dict(), "head": asdict(head), "state_dict": extracted.state_dict()},
-                      out / "best_subnet.pt")
-    anchors_at_res = [[[round(v, 2) for v in a] for a in scale]
-                      for scale in scaled_anchors(anchors, best.resolution, base_res).tolist()]
-    schedule = {
-        "version": 1, "arch": str(arch_path), "resolution": [best.resolution, best.resolution],
-        "grid": [best.grid, best.grid], "split": best.split, "mode": "patch" if best.grid > 1 else "layer",
-        "peak_sram_patch": metrics["peak_sram"], "peak_sram_per_layer": metrics["peak_sram_per_layer"],
-        "mac_overhead": metrics["mac_overhead"], "macs": metrics["macs"], "flash_bytes": metrics["flash_bytes"],
-        "latency": metrics["latency"], "latency_unit": metrics["latency_unit"],
-        "memory_rules": rules.to_dict(), "sram_budget": budget.sram, "flash_budget": budget.flash,
-        "max_overhead": budget.max_overhead, "anchors": anchors_at_res,
-        "candidate": best.to_dict(),
-    }
-    atomic_write_json(out / "schedule.json", schedule)
-    pareto = [{"val_map50": p["score"], "peak_sram": p["peak_sram"], "candidate": p["candidate"],
-               **{k: p["metrics"][k] for k in ("flash_bytes", "macs", "mac_overhead", "latency")}}
-              for p in result["pareto"]]
-    atomic_write_json(out / "pareto.json", {"budget": vars(budget), "front": pareto,
-                                            "evaluated": len(result["evaluated"]), "history": result["history"]})
-    plot_pareto(result["evaluated"], result["pareto"], budget.sram, best, out / "pareto.png")
-    return {
-        "arch": str(arch_path), "out": str(out), "resolution": best.resolution, "grid": [best.grid, best.grid],
-        "split": best.split, "peak_sram_patch": metrics["peak_sram"],
-        "peak_sram_per_layer": metrics["peak_sram_per_layer"], "flash_bytes": metrics["flash_bytes"],
-        "macs": metrics["macs"], "mac_overhead": metrics["mac_overhead"], "latency": metrics["latency"],
-        "latency_unit": metrics["latency_unit"], "val_map50": result["best_score"],
-        "sram_budget": budget.sram, "flash_budget": budget.flash, "anchors": anchors_at_res,
-        "evaluated": len(result["evaluated"]), "generations": result["generation"],
-        "pareto_size": len(pareto), "candidate": best.to_dict(),
-    }
-
-
-def plot_pareto(evaluated: list[dict], front: list[dict], sram_budget: int, best: Any, path: Path) -> None:
-    """Accuracy vs peak SRAM of every evaluated candidate, the Pareto front and the budget line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.scatter([p["peak_sram"] / 1024 for p in evaluated], [p["score"] for p in evaluated], s=12, c="0.6",
-               label="evaluated")
-    ax.plot([p["peak_sram"] / 1024 for p in front], [p["score"] for p in front], "o-", c="tab:blue",
-            label="Pareto front")
-    key = best.key()
-    chosen = [p for p in evaluated if p["key"] == key]
-    if chosen:
-        ax.scatter([chosen[0]["peak_sram"] / 1024], [chosen[0]["score"]], marker="*", s=160, c="tab:red",
-                   zorder=5, label="chosen")
-    ax.axvline(sram_budget / 1024, ls="--", c="tab:red", label=f"SRAM budget {sram_budget / 1024:g} kB")
-    ax.set_xlabel("peak SRAM (kB, patch-based)")
-    ax.set_ylabel("val mAP@0.5 (supernet)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png")
-    plt.close(fig)
 
 
 def render(result: dict) -> None:

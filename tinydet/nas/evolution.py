@@ -14,7 +14,7 @@ import random
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from tinydet.errors import TinydetError
 from tinydet.io.atomic import atomic_write_json

@@ -6,23 +6,23 @@ reference interpreter (DESIGN.md "Int8 arithmetic").
     int8 = quantize_model(stage_model, table)                     # qdq.py: QDQ ONNX
     qg = load_qgraph("out/x/full.int8.onnx")                      # qgraph.py: numpy + onnx only
     outputs = run_full(qg, images)                                # reference.py: integer-only
-    quantize_export("out/x", cfg, calib=32)                       # the `tinydet quantize` pipeline
     model = prepare_qat(model, cfg)                               # qat.py: fake-quant fine-tuning
 
-Names resolve lazily so ``import tinydet.quant`` pulls in neither onnxruntime nor torch.
+Names resolve lazily so ``import tinydet.quant`` pulls in neither onnxruntime nor torch. Which
+folder, which images and which files: the pipeline (:mod:`tinydet.pipeline.quantize`).
 """
 from __future__ import annotations
 
 import importlib
 
 _API = {
-    "calibrate": "calibrate", "calibration_images": "calibrate", "METHODS": "calibrate",
+    "calibrate": "calibrate", "METHODS": "calibrate",
     "QParams": "params", "params_from_range": "params", "input_params": "params",
     "activation_params": "qdq", "quantize_model": "qdq",
     "QGraph": "qgraph", "QOp": "qgraph", "load_qgraph": "qgraph",
     "run": "reference", "run_full": "reference", "run_stitched": "reference", "Int8Reference": "reference",
     "layer_lsb_vs_ort": "reference",
-    "quantize_export": "qdq", "ranges_from_checkpoint": "qat",
+    "ranges_from_checkpoint": "qat",
     "prepare_qat": "qat", "qat_ranges": "qat",
 }
 

@@ -16,13 +16,15 @@ output; per tensor a range is chosen by one of three methods:
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import onnx
 
 from tinydet.errors import TinydetError
 from tinydet.io.onnxrt import session as onnx_session
+
+if TYPE_CHECKING:
+    import onnx
 
 METHODS = ("minmax", "percentile", "entropy")
 RANGE_OPS = ("Conv", "Clip", "Relu", "Add", "GlobalAveragePool", "Gemm")
@@ -30,7 +32,7 @@ PERCENTILE_BINS = 4096
 ENTROPY_BINS = 2048
 
 
-def range_tensors(model: onnx.ModelProto) -> list[str]:
+def range_tensors(model: "onnx.ModelProto") -> list[str]:
     """The activations of ``model`` that get a range: the outputs of its ``RANGE_OPS`` nodes."""
     return [node.output[0] for node in model.graph.node if node.op_type in RANGE_OPS]
 
@@ -106,6 +108,8 @@ def calibrate(model: "onnx.ModelProto | str", images: Iterable[np.ndarray], meth
     if not 50.0 < percentile <= 100.0:
         raise TinydetError(f"{where}: percentile: expected a number in (50, 100], got {percentile}")
     if isinstance(model, str):
+        import onnx  # here, not at import: the CLI reads METHODS without loading onnx
+
         model = onnx.load(model)
     images = list(images)
     if not images:
@@ -150,32 +154,3 @@ def calibrate(model: "onnx.ModelProto | str", images: Iterable[np.ndarray], meth
         t_lo = kl_threshold(neg[n], -lo[n] / ENTROPY_BINS, levels) if lo[n] < 0 else 0.0
         ranges[n] = (max(lo[n], -t_lo), min(hi[n], t_hi))
     return ranges
-
-
-def calibration_images(cfg, count: int, size: "tuple[int, int]", source: str = "config",
-                       split: str = "train") -> list[np.ndarray]:
-    """``count`` images of the config's ``split`` (train for calibration), spread evenly over it,
-    letterboxed (the eval transform) to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1]."""
-    from PIL import Image
-
-    from tinydet.data.records import load_records
-    from tinydet.data.transforms import letterbox_image
-
-    if count < 1:
-        raise TinydetError(f"{source}: expected at least 1 image from data.{split}, got {count}")
-    records, _, _ = load_records(cfg["data"], split, source)
-    if not records:
-        what = "the calibration set" if split == "train" else f"the {split} image set"
-        raise TinydetError(f"{source}: data.{split}: {what} is empty; expected at least one "
-                           f"image (data.root = {cfg['data'].get('root')!r})")
-    # evenly spread over the split so a sorted data set does not calibrate on one class only
-    picks = np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).round().astype(int))
-    images = []
-    for i in picks:
-        try:
-            with Image.open(records[int(i)].path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise TinydetError(f"{records[int(i)].path}: cannot read calibration image ({exc})") from None
-        images.append(letterbox_image(rgb, size)[0])
-    return images

@@ -30,7 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tinydet.errors import TinydetError
-from tinydet.quant.params import QMAX, QMIN, WEIGHT_QMAX, QParams, input_params, params_from_range
+from tinydet.quant.params import WEIGHT_QMAX, QParams, input_params, params_from_range
 
 # ops whose float output is a quantized activation; Pad inherits its input's parameters
 PRODUCERS = ("Conv", "Add", "GlobalAveragePool", "Gemm")
@@ -417,38 +417,3 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
 def table_to_json(table: Mapping[str, QParams]) -> dict:
     """The activation table as plain JSON (stored beside the int8 models for inspection)."""
     return {name: p.to_dict() for name, p in table.items()}
-
-
-INT8_FILES = ("full", "stage1_patch", "stage2")
-
-
-def quantize_export(folder, ranges: Mapping[str, tuple[float, float]], source: Mapping | None = None) -> dict:
-    """Quantize the three float models of an export folder with one activation table and add
-    ``full.int8.onnx``, ``stage1_patch.int8.onnx``, ``stage2.int8.onnx`` and ``quant.json`` to it
-    (checksums recorded by :func:`tinydet.export.add_files`; all models are built in memory first,
-    so a failure leaves the folder as it was).
-
-    ``ranges`` come from :func:`tinydet.quant.calibrate.calibrate` on ``full.onnx`` or from a QAT
-    checkpoint; ``source`` (method, images, checkpoint ...) is recorded in quant.json.
-    """
-    import json
-
-    from tinydet.export import add_files, load_export
-
-    export = load_export(folder)
-    input_name = export.schedule.get("input", {}).get("name", "input")
-    full_path = export.path("full.onnx")
-    full = onnx.load(str(full_path))
-    table = activation_params(full, ranges, image_inputs=[input_name], where=str(full_path))
-    files: dict[str, bytes] = {}
-    for name in INT8_FILES:
-        path = export.path(f"{name}.onnx")
-        files[f"{name}.int8.onnx"] = quantize_model(onnx.load(str(path)), table, where=str(path)).SerializeToString()
-    split = export.schedule.get("split_tensor")
-    info = {"format": "qdq-int8", "conventions": "tflite-int8", "source": dict(source or {}),
-            "input": {"name": input_name, **input_params().to_dict()},
-            "split_tensor": split, "activations": table_to_json(table)}
-    files["quant.json"] = (json.dumps(info, indent=1) + "\n").encode()
-    add_files(folder, files)
-    return {"out": str(export.root), "files": sorted(files), "tensors": len(table),
-            "split_params": table[split].to_dict() if split in table else None, "source": dict(source or {})}

@@ -1,0 +1,37 @@
+"""Images of a config's data split as the network sees them (eval letterbox): calibration
+(``train``), validation and deploy checks (``val``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinydet.errors import TinydetError
+
+
+def split_images(cfg, count: int, size: "tuple[int, int]", source: str = "config",
+                 split: str = "train") -> list[np.ndarray]:
+    """``count`` images of the config's ``split`` (train for calibration), spread evenly over it,
+    letterboxed (the eval transform) to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1]."""
+    from PIL import Image
+
+    from tinydet.data.records import load_records
+    from tinydet.data.transforms import letterbox_image
+
+    if count < 1:
+        raise TinydetError(f"{source}: expected at least 1 image from data.{split}, got {count}")
+    records, _, _ = load_records(cfg["data"], split, source)
+    if not records:
+        what = "the calibration set" if split == "train" else f"the {split} image set"
+        raise TinydetError(f"{source}: data.{split}: {what} is empty; expected at least one "
+                           f"image (data.root = {cfg['data'].get('root')!r})")
+    # evenly spread over the split so a sorted data set does not calibrate on one class only
+    picks = np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).round().astype(int))
+    images = []
+    for i in picks:
+        try:
+            with Image.open(records[int(i)].path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise TinydetError(f"{records[int(i)].path}: cannot read calibration image ({exc})") from None
+        images.append(letterbox_image(rgb, size)[0])
+    return images
