@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from tinydet.errors import TinydetError
 from tinydet.io import atomic
 from tinydet.io.atomic import (atomic_open, atomic_path, atomic_torch_save, atomic_write_bytes, atomic_write_json,
                                atomic_write_text, replace_dir, staged_dir)
@@ -96,6 +97,6 @@ def test_replace_dir_refuses_a_file_and_keeps_it(tmp_path):
     (tmp_path / "out").write_text("a file")
     src = tmp_path / "src"
     src.mkdir()
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(TinydetError, match="out: exists and is not a folder"):
         replace_dir(src, tmp_path / "out")
     assert (tmp_path / "out").read_text() == "a file" and src.is_dir()

@@ -32,6 +32,7 @@ import numpy as np
 
 from tinydet.data.records import ImageRecord, load_records
 from tinydet.errors import TinydetError
+from tinydet.io.atomic import replace_dir
 
 SOURCE_FORMATS = ("voc", "wider", "coco", "yolo")
 TARGET_FORMATS = ("coco", "yolo", "voc")
@@ -269,11 +270,7 @@ def convert(src_fmt: str, src: str, dst_fmt: str, out: str, splits: Sequence[str
     tmp = tempfile.mkdtemp(prefix=".convert-", dir=parent)
     try:
         counts = write_set(dst_fmt, data, os.path.join(tmp, "set"), year)
-        old = None
-        if os.path.exists(out):
-            old = os.path.join(tmp, "old")
-            os.replace(out, old)
-        os.replace(os.path.join(tmp, "set"), out)
+        replace_dir(os.path.join(tmp, "set"), out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"from": src_fmt, "to": dst_fmt, "source": src, "path": out, "classes": data[0].classes,

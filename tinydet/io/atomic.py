@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from tinydet.errors import TinydetError
+
 
 def fsync_dir(folder: "str | Path") -> None:
     """``fsync`` a folder so that renames and new entries in it are durable (no-op where the OS
@@ -105,13 +107,13 @@ def _fsync_tree(folder: Path) -> None:
 def replace_dir(tmp: "str | Path", out: "str | Path") -> None:
     """Move the finished folder ``tmp`` to ``out`` (same parent folder). Every file in ``tmp`` is
     synced first; an existing ``out`` is swapped aside, replaced, then removed, and put back if the
-    rename fails. ``out`` must be a folder or absent."""
+    rename fails. ``out`` must be a folder or absent (else a TinydetError, ``out`` untouched)."""
     tmp, out = Path(tmp), Path(out)
     _fsync_tree(tmp)
     old = None
     if out.exists():
         if not out.is_dir():
-            raise NotADirectoryError(f"{out}: exists and is not a folder")
+            raise TinydetError(f"{out}: exists and is not a folder; expected a folder path")
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
         os.replace(out, old / out.name)
     try:
