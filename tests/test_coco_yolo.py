@@ -117,7 +117,8 @@ def write_coco(tmp_path, annotations, images=None, categories=None):
     ({"id": 5, "image_id": 1, "category_id": 9, "bbox": [1, 1, 5, 5]}, r"annotation id 5: category_id 9 is not in"),
     ({"id": 6, "image_id": 2, "category_id": 1, "bbox": [1, 1, 5, 5]}, r"annotation id 6: image_id 2 is not in images"),
     ({"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5]}, r"annotation id 7: bbox must be \[x, y, w, h\]"),
-    ({"id": 8, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 5]}, r"annotation id 8: bbox .* width or height <= 0"),
+    ({"id": 8, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 5]},
+     r"annotation id 8: bbox .* width or height <= 0"),
     ({"id": 9, "image_id": 1, "category_id": 1, "bbox": [60, 1, 10, 5]}, r"annotation id 9: bbox .* outside the 64x48"),
 ])
 def test_coco_bad_annotations_name_the_annotation_id(tmp_path, ann, message):
@@ -233,7 +234,8 @@ def test_eval_scores_results_against_a_coco_ground_truth_json(tmp_path):
     assert out["format"] == "coco" and out["map50"] == pytest.approx(1.0) and out["map_coco"] == pytest.approx(1.0)
     assert out["n_images"] == len(gt["images"])
     # the same through the set's folder (loader with images)
-    proc = run_cli("eval", "--dets", str(tmp_path / "r.json"), "--data", str(tmp_path / "c"), "--split", "val", "--json")
+    proc = run_cli("eval", "--dets", str(tmp_path / "r.json"), "--data", str(tmp_path / "c"), "--split", "val",
+                   "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["map50"] == pytest.approx(1.0)
     results[0]["category_id"] = 99

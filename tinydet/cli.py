@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "quantize": ("tinydet.commands.quantize", "int8 post-training quantization of an export folder"),
     "export": ("tinydet.commands.export", "export full model, split stages and schedule.json to ONNX"),
     "validate": ("tinydet.commands.validate", "check an export folder in onnxruntime and the int8 reference"),
+    "tflite": ("tinydet.commands.tflite", "write the int8 TFLite model of an export folder and check it in LiteRT"),
     "deploy": ("tinydet.commands.deploy", "generate C, build firmware, run and validate it"),
     "import": ("tinydet.commands.import_model", "import an MCUNet/torchvision/timm network as spec + weights"),
 }

@@ -52,7 +52,8 @@ def render(result: dict) -> None:
     print(f"export folder {result['folder']} on {result['images']} images ({result.get('image_source', '')})")
     for key in ("float_stitched_max_abs_diff", "int8_stitched_mismatches", "int8_stitched_mismatches_ort",
                 "int8_layer_max_lsb_vs_ort", "int8_output_mismatch_fraction_vs_ort", "int8_output_max_lsb_vs_ort",
-                "detections_match_fraction", "peak_sram_patch", "peak_sram_per_layer", "mac_overhead"):
+                "detections_match_fraction", "tflite_bit_exact_images", "peak_sram_patch", "peak_sram_per_layer",
+                "mac_overhead"):
         print(f"  {key:<40} {result.get(key)}")
     print("OK" if result["ok"] else "FAILED: " + "; ".join(result["failed"]))
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord
+from tinydet.data.records import BadInput, ImageRecord, clip_box
 from tinydet.data.voc import image_size
 from tinydet.errors import TinydetError, closest
 
@@ -143,13 +143,12 @@ def parse_coco(path: str, image_dir: str, classes: Sequence[str], bad: BadInput,
             continue
         x, y, w, h = (float(v) for v in bbox)
         img = images[ann["image_id"]]
-        width, height, t = img["width"], img["height"], tolerance
-        x2, y2 = x + w, y + h
-        clipped = (max(x, 0.0), max(y, 0.0), min(x2, float(width)), min(y2, float(height)))
+        width, height = img["width"], img["height"]
         if w <= 0 or h <= 0:
             bad("box_inverted", f"{where}: bbox {bbox} has a width or height <= 0")
             continue
-        if x < -t or y < -t or x2 > width + t or y2 > height + t or clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        clipped = clip_box(x, y, x + w, y + h, width, height, tolerance)
+        if clipped is None:
             bad("box_outside_image", f"{where}: bbox {bbox} is outside the {width}x{height} image "
                                      "(expected 0 <= x, x + w <= width, 0 <= y, y + h <= height)")
             continue

@@ -129,6 +129,17 @@ class BadInputSummary:
             print(f"  {reason}: {self.counts[reason]}, e.g. {self.examples[reason][0]}", file=stream)
 
 
+def clip_box(x1: float, y1: float, x2: float, y2: float, width: float, height: float,
+             tolerance: float = 0.0) -> tuple[float, float, float, float] | None:
+    """A continuous xyxy box clipped to the image, or None when it overhangs the border by more
+    than ``tolerance`` pixels or nothing of it is left (the loaders' one border rule)."""
+    t = tolerance
+    if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
+        return None
+    box = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    return box if box[2] > box[0] and box[3] > box[1] else None
+
+
 class BadInput:
     """Routes one bad input either to an error (strict) or to the summary (``skip_bad``)."""
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord
+from tinydet.data.records import BadInput, ImageRecord, clip_box
 from tinydet.errors import closest
 
 
@@ -79,10 +79,8 @@ def parse_voc_xml(ann: str, image_dir: str, classes: Sequence[str], bad: BadInpu
             bad("box_inverted", f"{where}/bndbox: xmax < xmin or ymax < ymin "
                                 f"({xmin:g},{ymin:g},{xmax:g},{ymax:g})")
             continue
-        t = tolerance
-        clipped = (max(xmin, 1.0) - 1.0, max(ymin, 1.0) - 1.0, min(xmax, width), min(ymax, height))
-        if xmin < 1 - t or ymin < 1 - t or xmax > width + t or ymax > height + t or \
-                clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        clipped = clip_box(xmin - 1.0, ymin - 1.0, xmax, ymax, width, height, tolerance)  # 1-based -> edges
+        if clipped is None:
             bad("box_outside_image", f"{where}/bndbox ({xmin:g},{ymin:g},{xmax:g},{ymax:g}) is outside "
                                      f"the {width}x{height} image (expected 1 <= x <= width, 1 <= y <= height)")
             continue

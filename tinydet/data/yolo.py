@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord
+from tinydet.data.records import BadInput, ImageRecord, clip_box
 from tinydet.data.voc import image_size
 from tinydet.errors import TinydetError, closest
 
@@ -150,9 +150,8 @@ def parse_yolo_labels(path: str, width: int, height: int, names: Sequence[str], 
             bad("box_inverted", f"{where}: width and height must be > 0, got {w:g} {h:g}")
             continue
         x1, y1, x2, y2 = (cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height
-        t = tolerance
-        clipped = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
-        if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t or clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        clipped = clip_box(x1, y1, x2, y2, width, height, tolerance)
+        if clipped is None:
             bad("box_outside_image", f"{where}: box ({cx:g} {cy:g} {w:g} {h:g}) is outside the image "
                                      f"(expected 0 <= cx -+ w/2 <= 1 and 0 <= cy -+ h/2 <= 1 of {width}x{height})")
             continue

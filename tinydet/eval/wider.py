@@ -14,9 +14,9 @@ reimplemented here:
   the Python port assumes sorted files). Each takes the face with the best IoU (the first on a
   tie); IoU is ``boxoverlap.m``'s: the ``+1`` rule on corners ``x2 = x + w``, areas included.
   If the IoU is ``>= 0.5``: an ignored face makes the prediction ignored, an unrecalled counted
-  face is recalled, a recalled one leaves the prediction a false positive. Images without any face or without predictions add nothing
-  (their predictions are not counted as false positives), but their counted faces are in the
-  recall denominator;
+  face is recalled, a recalled one leaves the prediction a false positive. Images without any
+  face or without predictions add nothing (their predictions are not counted as false
+  positives), but their counted faces are in the recall denominator;
 - for each of 1000 thresholds ``1 - (t + 1) / 1000`` the proposals (non-ignored predictions) and
   recalled faces of the predictions scoring ``>=`` it are summed over all images; precision =
   recalled / proposals, recall = recalled / counted faces, AP = the VOC all-point area

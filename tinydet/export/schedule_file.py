@@ -26,6 +26,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 SCHEDULE = "schedule.json"
 REQUIRED = ("full.onnx", "stage1_patch.onnx", "stage2.onnx")
+MODEL_PATTERNS = ("*.onnx", "*.tflite")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -46,9 +47,14 @@ def write_schedule(folder: Path, schedule: Mapping[str, Any]) -> None:
 
 
 def checksum_entries(folder: Path) -> dict[str, dict[str, Any]]:
-    """``{name: {sha256, bytes}}`` of every ``*.onnx`` file in ``folder``."""
+    """``{name: {sha256, bytes}}`` of every model file (``*.onnx``, ``*.tflite``) in ``folder``."""
     folder = Path(folder)
-    return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.glob("*.onnx"))}
+    return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in _model_files(folder)}
+
+
+def _model_files(folder: Path) -> list[Path]:
+    """The model files an export folder's checksums must cover."""
+    return sorted(p for pattern in MODEL_PATTERNS for p in Path(folder).glob(pattern))
 
 
 @dataclass
@@ -120,7 +126,7 @@ def load_export(folder: "str | Path", verify: bool = True) -> ExportFolder:
                 raise TinydetError(f"{root}: {name} is missing (listed in schedule.json); re-export the folder")
             if sha256_file(path) != entry["sha256"]:
                 raise TinydetError(f"{root}: checksum mismatch: {name} was modified after export")
-        extra = sorted(p.name for p in root.glob("*.onnx") if p.name not in files)
+        extra = sorted(p.name for p in _model_files(root) if p.name not in files)
         if extra:
             raise TinydetError(f"{root}: {extra[0]} is not listed in schedule.json; add files with "
                                f"tinydet.export.add_files so their checksums are recorded")

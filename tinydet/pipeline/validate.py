@@ -11,6 +11,8 @@ Checks, in one report:
   op, largest difference from onnxruntime's output in LSB, over full, every stage-1 tile and
   stage 2 (must be <= 1; per layer in ``int8_layer_lsb_vs_ort``);
 * ``int8_output_mismatch_fraction_vs_ort``: end to end, share of output elements that differ;
+* ``tflite_bit_exact_images``: with ``full.int8.tflite`` (``tinydet tflite``) and LiteRT installed,
+  images whose LiteRT outputs equal the reference's bit for bit (must be K; None otherwise);
 * ``detections_match_fraction``: share of images whose detections (decode + NMS at ``conf``)
   match between the reference and onnxruntime (:func:`tinydet.ops.boxes.match_detections`: same
   count, same classes, IoU >= 0.9 pairwise);
@@ -127,6 +129,9 @@ def validate_export(folder: "str | Path", images: np.ndarray, conf: float = 0.25
         report["detections_conf"] = conf
     else:
         report["detections_match_fraction"] = None  # not a detector: nothing to decode
+    from tinydet.export.tflite import tflite_bit_exact_images
+
+    report["tflite_bit_exact_images"] = tflite_bit_exact_images(folder, ref.full, images)  # None: no .tflite
     mem, macs = sched.get("memory", {}), sched.get("macs", {})
     report["peak_sram_patch"] = mem.get("peak_sram_patch")
     report["peak_sram_per_layer"] = mem.get("peak_sram_per_layer")
@@ -136,6 +141,8 @@ def validate_export(folder: "str | Path", images: np.ndarray, conf: float = 0.25
         failed.append(f"float_stitched_max_abs_diff {report['float_stitched_max_abs_diff']:.3g} > {FLOAT_STITCH_BOUND}")
     if report["int8_stitched_mismatches"] != 0:
         failed.append(f"int8_stitched_mismatches {report['int8_stitched_mismatches']} != 0")
+    if report["tflite_bit_exact_images"] not in (None, report["images"]):
+        failed.append(f"tflite_bit_exact_images {report['tflite_bit_exact_images']} != {report['images']}")
     if report["int8_layer_max_lsb_vs_ort"] > LAYER_LSB_BOUND:
         bad = sorted(k for k, v in per_layer.items() if v > LAYER_LSB_BOUND)
         failed.append(f"int8_layer_max_lsb_vs_ort {report['int8_layer_max_lsb_vs_ort']} > {LAYER_LSB_BOUND} "
