@@ -12,7 +12,7 @@ from tinydet.export import load_export
 from tinydet.export.folder import export_network
 from tinydet.export.tflite import TFLITE_FILE, build_tflite, compare_litert, conv_padding, same_padding
 from tinydet.quant.calibrate import calibrate
-from tinydet.quant.qdq import quantize_export
+from tinydet.pipeline.quantize import quantize_export
 from tinydet.quant.qgraph import QOp, load_qgraph
 
 from test_export_utils import random_network
