@@ -72,7 +72,7 @@ def train_and_test(base: dict, name: str, arch: str, resolution: int, anchors, o
     """Train with the normal training config at ``resolution``; map50 on the test split."""
     from tinydet.eval.voc import eval_voc
     from tinydet.train.config import from_dict
-    from tinydet.train.predict import predict, torch_runner
+    from tinydet.pipeline.predict import predict, torch_runner
     from tinydet.train.run import train
 
     data = json.loads(json.dumps(base))

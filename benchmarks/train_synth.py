@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     from tinydet.data.synth import synth_voc
     from tinydet.eval.voc import eval_voc
     from tinydet.train.config import load_config
-    from tinydet.train.predict import predict, torch_runner
+    from tinydet.pipeline.predict import predict, torch_runner
     from tinydet.train.run import train
 
     overrides = [f"train.out_dir={args.out}", "train.accelerator=cpu", "train.devices=1", "train.progress_bar=false",

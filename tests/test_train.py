@@ -90,7 +90,7 @@ def test_read_checkpoint_rejects_a_truncated_file(trained, tmp_path):
 
 
 def test_predict_api_returns_original_pixel_boxes_for_every_val_image(trained):
-    from tinydet.train.predict import predict, torch_runner
+    from tinydet.pipeline.predict import predict, torch_runner
 
     cfg_path, result = trained
     cfg = load_config(cfg_path)

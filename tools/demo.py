@@ -113,7 +113,7 @@ def main() -> int:
     print("\n== 7/7 detections from the device, board firmware, summary")
     import numpy as np
 
-    from tinydet.train.predict import predict, torch_runner
+    from tinydet.pipeline.predict import predict, torch_runner
 
     device_dets = {}
     png_dir = out / "device_png"

@@ -11,5 +11,6 @@ imports ``commands``; nothing in the packages below imports the pipeline.
     eval.evaluate_model(cfg, runner, split)             a model (torch / onnx / export) -> mAP
     eval.evaluate_detections(dets, data=..)             a detections file -> mAP
     search.run_search(config, sram, flash, ..)          config -> searched arch + schedule
+    predict.predict(cfg, runner, split)                 a runner on a split -> detections (original pixels)
     images.split_images(cfg, n, size, split=..)         a config's split, letterboxed
 """

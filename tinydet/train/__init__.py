@@ -1,5 +1,5 @@
-"""Training: config loading (``config``), the LightningModule (``module``), the runner (``run``),
-and the prediction API (``predict``). Checkpoints are read by :mod:`tinydet.io.checkpoint`.
+"""Training: config loading (``config``), the LightningModule (``module``) and the runner (``run``).
+Checkpoints are read by :mod:`tinydet.io.checkpoint`; predictions are :mod:`tinydet.pipeline.predict`.
 
 Import the submodules directly; only ``module`` and ``run`` import Lightning.
 """

@@ -1,0 +1,274 @@
+"""Evaluation as ``tinydet eval`` runs it: which data set and which model or detections file,
+then the scorers of :mod:`tinydet.eval` (VOC devkit, pycocotools, WIDER Face).
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Iterable
+
+from tinydet.errors import TinydetError
+
+_VOC_DIR = re.compile(r"^VOC\d{4}$")
+
+
+def _log(message: str) -> None:
+    print(f"tinydet eval: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------- data sets
+
+
+def detect_data_format(path: str) -> str:
+    """'voc', 'wider', 'coco' or 'yolo' from the layout (VOCdevkit root, VOC<year>/, WIDER root,
+    a COCO .json or a folder with annotations/instances_*.json, a YOLO data YAML or data.yaml)."""
+    if os.path.isfile(path) and path.endswith(".json"):
+        return "coco"
+    if (os.path.isfile(path) and path.endswith((".yaml", ".yml"))) or os.path.isfile(os.path.join(path, "data.yaml")):
+        return "yolo"
+    ann = os.path.join(path, "annotations")
+    if os.path.isdir(ann) and any(f.startswith("instances_") and f.endswith(".json") for f in os.listdir(ann)):
+        return "coco"
+    if not os.path.isdir(path):
+        raise TinydetError(f"{path}: --data folder does not exist")
+    entries = set(os.listdir(path))
+    is_wider = bool(entries & {"wider_face_split", "WIDER_val", "eval_tools", "ground_truth"}) or \
+        any(name.endswith("_val.mat") for name in entries)
+    is_voc = bool(_VOC_DIR.match(os.path.basename(os.path.normpath(path)))) or \
+        any(_VOC_DIR.match(e) for e in entries) or "VOCdevkit" in entries
+    if is_voc and is_wider:
+        raise TinydetError(f"{path}: looks like both a VOC and a WIDER Face set; pass --format voc or --format wider")
+    if not (is_voc or is_wider):
+        raise TinydetError(f"{path}: expected a VOC devkit folder (VOC<year>/Annotations, ...) or a WIDER Face "
+                           "root (wider_face_split/, WIDER_val/)")
+    return "voc" if is_voc else "wider"
+
+
+def voc_base(data: str, image_set: str) -> tuple[str, str]:
+    """(devkit root, year) of the VOC<year> folder under ``data`` that has ``image_set``."""
+    data = os.path.normpath(data)
+    if _VOC_DIR.match(os.path.basename(data)):
+        return os.path.dirname(data) or ".", os.path.basename(data)[3:]
+    root = os.path.join(data, "VOCdevkit") if os.path.isdir(os.path.join(data, "VOCdevkit")) else data
+    years = sorted(e[3:] for e in os.listdir(root) if _VOC_DIR.match(e) and
+                   os.path.isfile(os.path.join(root, e, "ImageSets", "Main", f"{image_set}.txt")))
+    if not years:
+        raise TinydetError(f"{root}: no VOC<year>/ImageSets/Main/{image_set}.txt (check --split)")
+    if len(years) > 1:
+        raise TinydetError(f"{root}: image set '{image_set}' exists for years {years}; pass --data {root}/VOC<year>")
+    return root, years[0]
+
+
+def voc_classes(root: str, year: str, image_set: str) -> list[str]:
+    """Class names from the devkit's per-class image set files ``<class>_<image_set>.txt``."""
+    from tinydet.data.records import VOC_CLASSES
+
+    main = os.path.join(root, f"VOC{year}", "ImageSets", "Main")
+    suffix = f"_{image_set}.txt"
+    names = sorted(f[: -len(suffix)] for f in os.listdir(main) if f.endswith(suffix) and len(f) > len(suffix))
+    if not names:
+        raise TinydetError(f"{main}: no per-class files <class>{suffix} to take the class names from; "
+                           "pass --classes a,b,... (in label order) or -c CONFIG")
+    return [c for c in VOC_CLASSES if c in names] if set(names) <= set(VOC_CLASSES) else names
+
+
+def _load(data_cfg: dict, split: str, source: str) -> tuple[list, list[str]]:
+    from tinydet.data.records import load_records
+
+    records, classes, _ = load_records(data_cfg, split, source)
+    return records, classes
+
+
+# ------------------------------------------------------------------------------------ scoring
+
+
+def score_voc(detections: Any, records: list, classes: list[str], per_class_lists: Any = None) -> dict:
+    """VOC + COCO figures of ``detections``; ``per_class_lists`` keeps a comp4 file's line order."""
+    from tinydet.eval.coco import eval_coco
+    from tinydet.eval.voc import eval_voc, eval_voc_per_class
+
+    if per_class_lists is not None:
+        result = eval_voc_per_class(per_class_lists, records, classes)
+    else:
+        result = eval_voc(detections, records, classes)
+    return {"map50": result["map50"], "map50_area": result["map50_area"], **eval_coco(detections, records, classes),
+            "per_class": result["per_class"], "n_images": result["n_images"]}
+
+
+def evaluate_detections(dets: str, *, data: str | None = None, config: str | None = None,
+                        overrides: Iterable[str] = (), fmt: str | None = None, split: str | None = None,
+                        class_names: str | None = None) -> dict:
+    """Score a detections file or folder ``dets`` (VOC comp4 folder, COCO results .json, WIDER
+    submission folder) against the data set ``data`` (its real layout, format ``fmt`` or detected)
+    or the config's data: ``tinydet eval --dets``. ``split`` is one of the config's splits with a
+    config, else the VOC image set / WIDER split; ``class_names`` are comma-separated VOC names in
+    label order (without a config)."""
+    from tinydet.eval import formats
+    from tinydet.eval.wider import detections_to_wider, eval_wider, find_wider_mats
+
+    if class_names and config:
+        raise TinydetError("--classes applies without -c; with -c the config's data.classes are used")
+    if data is None and config is None:
+        raise TinydetError("--dets needs --data DIR (the data set the detections are scored against) or -c CONFIG")
+    cfg_data = None
+    default_split = None
+    if config is not None:
+        from tinydet.train.config import load_config, to_dict
+
+        cfg = load_config(config, overrides)
+        cfg_data, default_split = to_dict(cfg["data"]), cfg["eval"]["split"]
+        if data is not None:
+            cfg_data["root"] = data
+    data = data if data is not None else cfg_data["root"]
+    data_fmt = fmt or (cfg_data.get("format", "voc") if cfg_data else detect_data_format(data))
+    dets_fmt = formats.detect_format(dets)
+    if dets_fmt == "wider" and data_fmt != "wider":
+        raise TinydetError(f"{dets}: a WIDER submission folder needs a WIDER Face data set, but {data} is {data_fmt}")
+    result: dict = {"source": f"dets:{dets}", "dets_format": dets_fmt, "data": data, "format": data_fmt}
+
+    if data_fmt == "coco" and os.path.isfile(data):  # a COCO ground-truth JSON alone
+        from tinydet.data.coco import label_category_ids, load_coco_ground_truth
+
+        classes_arg = [c.strip() for c in class_names.split(",") if c.strip()] if class_names else None
+        records, classes = load_coco_ground_truth(data, classes_arg)
+        if dets_fmt != "coco":
+            raise TinydetError(f"{dets}: a COCO ground-truth JSON is scored with COCO results (.json)")
+        _log(f"{len(records)} images, {len(classes)} classes; reading COCO results {dets}")
+        detections = formats.read_coco_results(dets, [r.image_id for r in records], len(classes),
+                                               label_category_ids(records, classes))
+        result.update(split=os.path.basename(data), **score_voc(detections, records, classes))
+        return result
+    if data_fmt in ("coco", "yolo"):
+        from tinydet.data.coco import label_category_ids
+
+        split = split or (default_split if cfg_data is not None else "val")
+        data_cfg = cfg_data if cfg_data is not None else {"format": data_fmt, "root": data, "test": [split]}
+        if class_names:
+            data_cfg = dict(data_cfg, classes=[c.strip() for c in class_names.split(",") if c.strip()])
+        records, classes = _load(data_cfg, split if cfg_data is not None else "test", config or data)
+        result["split"] = split
+        ids = [r.image_id for r in records]
+        if dets_fmt == "voc":
+            lists = formats.read_voc_dets(dets, classes, ids)
+            result.update(score_voc(formats.class_detections_to_detections(lists), records, classes, lists))
+        else:
+            detections = formats.read_coco_results(dets, ids, len(classes), label_category_ids(records, classes))
+            result.update(score_voc(detections, records, classes))
+        return result
+    if data_fmt == "voc":
+        if cfg_data is not None:
+            split = split or default_split
+            if split not in ("train", "val", "test"):
+                raise TinydetError(f"--split '{split}' with -c must be one of train, val, test")
+            records, classes = _load(cfg_data, split, config)
+        else:
+            split = split or "test"
+            root, year = voc_base(data, split)
+            classes = [c.strip() for c in class_names.split(",") if c.strip()] if class_names \
+                else voc_classes(root, year, split)
+            records, classes = _load({"format": "voc", "root": root, "test": [[year, split]], "classes": classes},
+                                     "test", data)
+        result["split"] = split
+        ids = [r.image_id for r in records]
+        _log(f"{len(records)} images, {len(classes)} classes; reading {dets_fmt} detections {dets}")
+        if dets_fmt == "voc":
+            lists = formats.read_voc_dets(dets, classes, ids)
+            detections = formats.class_detections_to_detections(lists)
+            result.update(score_voc(detections, records, classes, lists))
+        else:
+            detections = formats.read_coco_results(dets, ids, len(classes))
+            result.update(score_voc(detections, records, classes))
+        return result
+
+    if cfg_data is not None:  # --split names a config split, whose entries are WIDER splits
+        from tinydet.data.records import resolve_data_cfg
+
+        split = split or default_split
+        data_cfg, source = resolve_data_cfg(cfg_data, config), config
+        wider_splits, load_split = list(data_cfg.get(split) or []), split
+    else:  # --split names the WIDER split itself
+        split = split or "val"
+        data_cfg, source, wider_splits = {"format": "wider", "root": data, "test": [split]}, data, [split]
+        load_split = "test"
+    result["split"] = split
+    # the official .mat subsets describe WIDER's val split only
+    official = wider_splits == ["val"] and find_wider_mats(data) is not None
+    records = None
+    if dets_fmt != "wider" or not official:
+        records, _ = _load(data_cfg, load_split, source)
+    if dets_fmt == "wider":
+        pred = formats.read_wider_dets(dets)
+    else:
+        ids = [r.image_id for r in records]
+        if dets_fmt == "voc":
+            detections = formats.class_detections_to_detections(formats.read_voc_dets(dets, ["face"], ids))
+        else:
+            detections = formats.read_coco_results(dets, ids, 1)
+        pred = detections_to_wider(detections, records)
+    result.update(eval_wider(pred, data if official else None, records=records))
+    return result
+
+
+def model_runner(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None, export: str | None = None,
+                 int8: bool = False, patched: bool = False) -> tuple[Any, str]:
+    """(runner images -> raw head maps, its description) of the one model given: a checkpoint
+    (PyTorch), an ONNX file, or an export folder (float or ``int8``, full or ``patched``)."""
+    if ckpt:
+        from tinydet.pipeline.predict import torch_runner
+
+        return torch_runner(cfg, ckpt), f"checkpoint:{ckpt}"
+    from tinydet.export.runtime import onnx_runner
+
+    if onnx:
+        return onnx_runner(onnx), f"onnx:{onnx}"
+    mode = "int8" if int8 else "float"
+    return (onnx_runner(export, int8=int8, patched=patched),
+            f"export:{export} ({mode}, {'patched' if patched else 'full'})")
+
+
+def save_detections(path: str, fmt: str, detections: Any, records: list, classes: list[str], split: str) -> None:
+    """Write ``detections`` as COCO results (``path`` ends in .json), a WIDER submission folder
+    (``fmt`` wider) or VOC comp4 files."""
+    from tinydet.eval import formats
+    from tinydet.eval.wider import detections_to_wider
+
+    if path.endswith(".json"):
+        from tinydet.data.coco import label_category_ids
+
+        formats.write_coco_results(path, detections, label_category_ids(records, classes))
+    elif fmt == "wider":
+        formats.write_wider_dets(path, detections_to_wider(detections, records))
+    else:
+        formats.write_voc_dets(path, detections, classes, image_set=split)
+    _log(f"detections written to {path}")
+
+
+def evaluate_model(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None, export: str | None = None,
+                   int8: bool = False, patched: bool = False, split: str | None = None,
+                   save_dets: str | None = None) -> dict:
+    """mAP of one model (see :func:`model_runner`) on the config's ``split`` (default eval.split):
+    VOC + COCO figures, or WIDER Face easy / medium / hard: ``tinydet eval -c``. ``save_dets`` also
+    writes the detections (:func:`save_detections`)."""
+    from tinydet.data.records import resolve_data_cfg
+    from tinydet.eval.wider import eval_wider_detections
+    from tinydet.train.config import to_dict
+    from tinydet.pipeline.predict import predict
+
+    split = split or cfg["eval"]["split"]
+    if split not in ("train", "val", "test"):
+        raise TinydetError(f"--split '{split}' must be one of train, val, test")
+    data_cfg = resolve_data_cfg(to_dict(cfg["data"]), getattr(cfg, "source", None))
+    runner, source = model_runner(cfg, ckpt=ckpt, onnx=onnx, export=export, int8=int8, patched=patched)
+    _log(f"predicting {data_cfg['format']} split '{split}' with {source}")
+    detections, records = predict(cfg, runner, split)
+    result: dict = {"source": source, "data": data_cfg["root"], "format": data_cfg["format"], "split": split}
+    if save_dets:
+        save_detections(save_dets, data_cfg["format"], detections, records, data_cfg["classes"], split)
+    if data_cfg["format"] == "wider":
+        # the official .mat subsets describe WIDER's val split only
+        gt_dir = data_cfg["root"] if list(data_cfg[split]) == ["val"] else None
+        result.update(eval_wider_detections(detections, records, gt_dir))
+    else:
+        result.update(score_voc(detections, records, data_cfg["classes"]))
+    return result
