@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tinydet.arch import HeadSpec, build, get_spec, lower
-from tinydet.schedule.profile import op_params
+from tinydet.schedule.profile import op_flash_bytes, op_params
 
 # net_id: (MACs in M, params in M, TinyEngine SRAM kB, Flash kB, resolution), mcunet README
 PUBLISHED = {
@@ -113,3 +113,29 @@ def test_profile_cli_reports_the_published_figures(capsys):
     norm = sum(layer["macs"] for layer in data["layers"] if layer["name"] == "blocks.0.norm")
     assert norm == 3 * 160 * 160 and round((data["macs"] - norm) / 1e6, 1) == 67.3
     assert round(data["params"] / 1e6, 2) == 0.73
+
+
+# config: (Flash budget, the MCUNet zoo net_config its model.pretrained names)
+ZOO_CONFIGS = {"voc_mcunet_in4_h7": (2 << 20, "mcunet-512kb-2mb_imagenet"),
+               "voc_mcunet_in2_m4": (1 << 20, "mcunet-256kb-1mb_imagenet"),
+               "wider_mcunet_in1_face": (1 << 20, "mcunet-5fps_imagenet")}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_CONFIGS))
+def test_zoo_configs_fit_their_budgets_with_their_patch_plan(name):
+    from pathlib import Path
+
+    from tinydet.arch.presets import MCUNET_ZOO
+    from tinydet.models.detector import detector_from_config
+    from tinydet.schedule import plan_patches
+    from tinydet.train.config import load_config
+
+    flash_budget, net_config = ZOO_CONFIGS[name]
+    cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    model = detector_from_config(cfg, 1 if cfg.data.format == "wider" else 20)
+    graph = lower(model.spec, cfg.model.resolution, head=model.head_spec)
+    plan = plan_patches(graph, (cfg.export.grid, cfg.export.grid), cfg.export.split)
+    assert plan.peak <= cfg.export.sram_budget < plan.peak_sram_per_layer
+    assert sum(op_flash_bytes(op) for op in graph.ops) <= flash_budget
+    assert cfg.model.pretrained == f"mcunet:weights/{net_config}.json"
+    assert MCUNET_ZOO[cfg.model.arch]["source"] == net_config
