@@ -149,3 +149,57 @@ def test_padding_rule_same_valid_or_explicit():
     assert conv_padding((48, 64), op(3, 2, (1, 1, 1, 1))) is None  # torch's symmetric stride-2 padding
     assert conv_padding((47, 63), op(3, 2, (1, 1, 1, 1))) == "SAME"
     assert conv_padding((48, 64), op(3, 1, (0, 0, 0, 0))) == "VALID"
+
+
+@pytest.fixture(scope="module")
+def eval_setup(tmp_path_factory):
+    """The tiny training config's detector (mbv2-w0.35, 64 px, 5 classes) with random weights,
+    exported (2x2 grid), quantized and written as .tflite: a folder ``tinydet eval`` can score."""
+    from tinydet.arch.presets import mbv2_w035
+    from train_helpers import make_voc, tiny_config
+
+    tmp = tmp_path_factory.mktemp("engines")
+    cfg = tiny_config(tmp, make_voc(tmp / "voc"), tmp / "runs")
+    spec, head = mbv2_w035(), HeadSpec(num_classes=5, num_anchors=3, channels=16, kernel=3)
+    out = tmp / "exp"
+    export_network(random_network(spec, head, seed=1), lower(spec, (64, 64), head=head), out, 3, (2, 2))
+    rng = np.random.default_rng(2)
+    quantize_export(out, calibrate(str(out / "full.onnx"), [rng.random((1, 3, 64, 64), dtype=np.float32)
+                                                           for _ in range(3)], "minmax"), {"kind": "ptq"})
+    assert main(["tflite", str(out), "--no-check", "--json"]) == 0
+    return cfg, out
+
+
+def test_eval_engines_reference_litert_identical(eval_setup, capsys):
+    cfg, out = eval_setup
+    capsys.readouterr()
+    common = ["eval", "-c", str(cfg), "--export", str(out), "--int8", "--split", "test", "--json",
+              "--set", "eval.conf_thresh=0.3"]
+    results = {}
+    for engine in ("reference", "litert", "onnxruntime"):
+        rc, stdout, err = _main(capsys, common + ["--engine", engine])
+        assert rc == 0, err
+        results[engine] = json.loads(stdout)
+        assert results[engine]["engine"] == engine
+    rc, stdout, err = _main(capsys, common)
+    assert rc == 0 and json.loads(stdout)["engine"] == "reference"  # the default
+    assert sum(c["n_det"] for c in results["reference"]["per_class"].values()) > 0
+    keys = ("map50", "map50_area", "map_coco", "per_class")
+    # bit-exact outputs: the device's detections, hence the same figures
+    assert {k: results["reference"][k] for k in keys} == {k: results["litert"][k] for k in keys}
+    assert results["onnxruntime"]["n_images"] == results["reference"]["n_images"]
+    rc, _, err = _main(capsys, common + ["--engine", "litert", "--patched"])
+    assert rc == 2 and "drop --patched" in err
+    rc, _, err = _main(capsys, ["eval", "-c", str(cfg), "--export", str(out), "--engine", "litert"])
+    assert rc == 2 and "add --int8" in err
+
+
+def test_engine_runners_agree_bit_for_bit(eval_setup):
+    from tinydet.export.tflite import litert_runner
+    from tinydet.quant.reference import Int8Reference
+
+    _, out = eval_setup
+    images = np.random.default_rng(3).random((2, 3, 64, 64), dtype=np.float32)
+    ref = Int8Reference(out, load_export(out).schedule)
+    for a, b, c in zip(ref.run_full(images), litert_runner(out)(images), ref.run_stitched(images)):
+        assert np.array_equal(a, b) and np.array_equal(a, c)

@@ -2,7 +2,7 @@
 
     tinydet eval --dets FILE_OR_DIR --data DIR [--format voc|wider|coco|yolo] [--split NAME] [--classes a,b] [--json]
     tinydet eval --dets results.json --data instances_val.json [--json]   (COCO ground truth alone)
-    tinydet eval -c CONFIG.yaml (--ckpt C | --onnx M.onnx | --export out/NAME [--int8] [--patched])
+    tinydet eval -c CONFIG.yaml (--ckpt C | --onnx M.onnx | --export out/NAME [--int8 [--engine E]] [--patched])
                  [--split val] [--save-dets PATH] [--json]
 
 VOC sets report ``map50`` (VOC07 11-point), ``map50_area``, ``map_coco`` (+ the other pycocotools
@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--onnx", default=None, help="ONNX model to evaluate (onnxruntime)")
     model.add_argument("--export", default=None, metavar="DIR", help="export folder out/<name> to evaluate")
     parser.add_argument("--int8", action="store_true", help="with --export: run the quantized *.int8.onnx models")
+    parser.add_argument("--engine", choices=["reference", "onnxruntime", "litert"], default=None,
+                        help="with --export --int8: the numpy int8 reference the firmware matches bit for bit "
+                             "(default), the QDQ models in onnxruntime, or full.int8.tflite in LiteRT")
     parser.add_argument("--patched", action="store_true",
                         help="with --export: run stage1 tile by tile, stitch, then stage2 (patch-based)")
     parser.add_argument("--dets", default=None, metavar="FILE_OR_DIR",
@@ -65,10 +68,13 @@ def _run_model(args: argparse.Namespace) -> dict:
         raise TinydetError("-c CONFIG needs the model to evaluate: --ckpt C, --onnx M.onnx or --export out/NAME")
     if (args.int8 or args.patched) and not args.export:
         raise TinydetError("--int8 and --patched need --export out/NAME")
+    if args.engine and not args.int8:
+        raise TinydetError("--engine chooses how the int8 model runs; add --int8 (with --export)")
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
     cfg = load_config(args.config, overrides)
     return evaluate_model(cfg, ckpt=args.ckpt, onnx=args.onnx, export=args.export, int8=args.int8,
-                          patched=args.patched, split=args.split, save_dets=args.save_dets)
+                          patched=args.patched, split=args.split, save_dets=args.save_dets,
+                          engine=args.engine or "reference")
 
 
 def run(args: argparse.Namespace) -> dict:

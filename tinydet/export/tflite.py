@@ -188,7 +188,8 @@ class _GraphBuilder:
 
 def tflite_graph(qg: QGraph, shapes: dict[str, tuple[int, ...]]
                  ) -> tuple[list[_Tensor], list[_Op], list[int], list[int]]:
-    """Tensors, ops, input and output tensor indices of ``qg`` (``shapes``: NHWC of every int8 tensor)."""
+    """Tensors, ops, input and output tensor indices of ``qg`` (``shapes``: NHWC of every int8
+    tensor); outputs in ``qg.outputs`` order (the float graph outputs they are dequantized to)."""
     params = dict(qg.tensors)
     g = _GraphBuilder(dict(shapes), params)
     inputs, outputs = [], []
@@ -196,7 +197,7 @@ def tflite_graph(qg: QGraph, shapes: dict[str, tuple[int, ...]]
         if op.kind == "quantize":
             inputs.append(g.activation(op.output))
         elif op.kind == "dequantize":
-            outputs.append(g.activation(op.inputs[0]))
+            outputs.append((qg.outputs.index(op.output), g.activation(op.inputs[0])))
         elif op.kind in ("conv", "dwconv"):
             g.conv(op)
         elif op.kind == "add":
@@ -206,7 +207,7 @@ def tflite_graph(qg: QGraph, shapes: dict[str, tuple[int, ...]]
         else:
             raise TinydetError(f"tflite: op '{op.name}' ({op.kind}) is not exported; the detector graph has "
                                "conv, depthwise conv, add and pad only")
-    return g.tensors, g.ops, inputs, outputs
+    return g.tensors, g.ops, inputs, [index for _, index in sorted(outputs)]
 
 
 def _serialise(tensors: Sequence[_Tensor], ops: Sequence[_Op], inputs: Sequence[int], outputs: Sequence[int],
@@ -371,10 +372,8 @@ def write_tflite(folder: "str | Path") -> dict:
     export = load_export(folder)
     qg = load_qgraph(export.path("full.int8.onnx"))
     order = export.outputs
-    ends = [op for op in qg.ops if op.kind == "dequantize"]
-    if sorted(op.output for op in ends) != sorted(order):
-        raise TinydetError(f"{folder}: full.int8.onnx outputs {[op.output for op in ends]} differ from "
-                           f"schedule.json outputs {order}")
+    if qg.outputs != order:
+        raise TinydetError(f"{folder}: full.int8.onnx outputs {qg.outputs} differ from schedule.json outputs {order}")
     data = build_tflite(qg, export.input_shape, f"tinydet int8 full model of {Path(folder).name}")
     add_files(folder, {TFLITE_FILE: data})
     return {"file": TFLITE_FILE, "bytes": len(data), "ops": tflite_op_counts(qg, export.input_shape)}
@@ -419,6 +418,33 @@ def run_litert(interp, images_int8: np.ndarray) -> list[np.ndarray]:
     return [np.stack(r) for r in results]
 
 
+def litert_runner(folder: "str | Path", kernels: str = "reference"):
+    """``callable(images float32 [B, 3, H, W] in [0, 1]) -> [float NCHW outputs]`` running the
+    folder's ``full.int8.tflite`` in LiteRT: the input is quantized and the int8 outputs are
+    dequantized with the model's own parameters (as the firmware does), outputs in schedule.json
+    order -- a drop-in for :func:`tinydet.export.runtime.onnx_runner` (``tinydet eval --engine litert``)."""
+    from tinydet.export.schedule_file import load_export
+    from tinydet.quant.arith import dequantize, quantize
+
+    export = load_export(folder)
+    if not export.has(TFLITE_FILE):
+        raise TinydetError(f"{folder}: no {TFLITE_FILE}; run 'tinydet tflite {folder}' first")
+    interp = litert_interpreter(export.path(TFLITE_FILE).read_bytes(), kernels)
+    def params(detail: dict) -> tuple[float, int]:
+        q = detail["quantization_parameters"]
+        return float(q["scales"][0]), int(q["zero_points"][0])
+
+    in_scale, in_zp = params(interp.get_input_details()[0])
+    outs = [params(o) for o in interp.get_output_details()]
+
+    def runner(images: np.ndarray) -> list[np.ndarray]:
+        x = quantize(np.asarray(images, np.float32), in_scale, in_zp).transpose(0, 2, 3, 1)
+        raw = run_litert(interp, x)
+        return [dequantize(r, s, z).transpose(0, 3, 1, 2).copy() for r, (s, z) in zip(raw, outs)]
+
+    return runner
+
+
 def compare_litert(model: bytes, qg: QGraph, images: np.ndarray, kernels: str = "reference") -> dict:
     """LiteRT's raw int8 outputs vs the numpy int8 reference on ``images`` [K, 3, H, W] in [0, 1].
 
@@ -429,7 +455,8 @@ def compare_litert(model: bytes, qg: QGraph, images: np.ndarray, kernels: str = 
 
     env, _ = run(qg, {qg.inputs[0]: np.asarray(images, np.float32)})
     quant_op = next(op for op in qg.ops if op.kind == "quantize")
-    out_names = [op.inputs[0] for op in qg.ops if op.kind == "dequantize"]
+    source = {op.output: op.inputs[0] for op in qg.ops if op.kind == "dequantize"}
+    out_names = [source[name] for name in qg.outputs]
     interp = litert_interpreter(model, kernels)
     got = run_litert(interp, env[quant_op.output])
     exact = np.ones(len(images), bool)

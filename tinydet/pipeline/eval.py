@@ -210,10 +210,37 @@ def evaluate_detections(dets: str, *, data: str | None = None, config: str | Non
     return result
 
 
+#: How ``tinydet eval --export DIR --int8`` runs the int8 model: the numpy int8 reference (the
+#: firmware's arithmetic, bit for bit; default), the QDQ models in onnxruntime, or full.int8.tflite
+#: in LiteRT's reference kernels (bit exact with the reference).
+ENGINES = ("reference", "onnxruntime", "litert")
+
+
+def int8_runner(export: str, engine: str = "reference", patched: bool = False) -> Any:
+    """``callable(images) -> float NCHW outputs`` of the export folder's int8 model on ``engine``."""
+    if engine not in ENGINES:
+        raise TinydetError(f"--engine '{engine}': expected one of {', '.join(ENGINES)}")
+    if engine == "onnxruntime":
+        from tinydet.export.runtime import onnx_runner
+
+        return onnx_runner(export, int8=True, patched=patched)
+    if engine == "litert":
+        from tinydet.export.tflite import litert_runner
+
+        if patched:
+            raise TinydetError("--engine litert runs full.int8.tflite, the full model; drop --patched")
+        return litert_runner(export)
+    from tinydet.export import load_export
+    from tinydet.quant.reference import Int8Reference
+
+    ref = Int8Reference(export, load_export(export).schedule)
+    return ref.run_stitched if patched else ref.run_full
+
+
 def model_runner(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None, export: str | None = None,
-                 int8: bool = False, patched: bool = False) -> tuple[Any, str]:
+                 int8: bool = False, patched: bool = False, engine: str = "reference") -> tuple[Any, str]:
     """(runner images -> raw head maps, its description) of the one model given: a checkpoint
-    (PyTorch), an ONNX file, or an export folder (float or ``int8``, full or ``patched``)."""
+    (PyTorch), an ONNX file, or an export folder (float or ``int8`` on ``engine``, full or ``patched``)."""
     if ckpt:
         from tinydet.pipeline.predict import torch_runner
 
@@ -223,8 +250,8 @@ def model_runner(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None, 
     if onnx:
         return onnx_runner(onnx), f"onnx:{onnx}"
     mode = "int8" if int8 else "float"
-    return (onnx_runner(export, int8=int8, patched=patched),
-            f"export:{export} ({mode}, {'patched' if patched else 'full'})")
+    runner = int8_runner(export, engine, patched) if int8 else onnx_runner(export, patched=patched)
+    return runner, f"export:{export} ({mode}, {'patched' if patched else 'full'})"
 
 
 def save_detections(path: str, fmt: str, detections: Any, records: list, classes: list[str], split: str) -> None:
@@ -246,7 +273,7 @@ def save_detections(path: str, fmt: str, detections: Any, records: list, classes
 
 def evaluate_model(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None, export: str | None = None,
                    int8: bool = False, patched: bool = False, split: str | None = None,
-                   save_dets: str | None = None) -> dict:
+                   save_dets: str | None = None, engine: str = "reference") -> dict:
     """mAP of one model (see :func:`model_runner`) on the config's ``split`` (default eval.split):
     VOC + COCO figures, or WIDER Face easy / medium / hard: ``tinydet eval -c``. ``save_dets`` also
     writes the detections (:func:`save_detections`)."""
@@ -259,10 +286,13 @@ def evaluate_model(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None
     if split not in ("train", "val", "test"):
         raise TinydetError(f"--split '{split}' must be one of train, val, test")
     data_cfg = resolve_data_cfg(to_dict(cfg["data"]), getattr(cfg, "source", None))
-    runner, source = model_runner(cfg, ckpt=ckpt, onnx=onnx, export=export, int8=int8, patched=patched)
+    runner, source = model_runner(cfg, ckpt=ckpt, onnx=onnx, export=export, int8=int8, patched=patched,
+                                  engine=engine)
     _log(f"predicting {data_cfg['format']} split '{split}' with {source}")
     detections, records = predict(cfg, runner, split)
     result: dict = {"source": source, "data": data_cfg["root"], "format": data_cfg["format"], "split": split}
+    if int8:
+        result["engine"] = engine
     if save_dets:
         save_detections(save_dets, data_cfg["format"], detections, records, data_cfg["classes"], split)
     if data_cfg["format"] == "wider":
