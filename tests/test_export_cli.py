@@ -64,7 +64,11 @@ def test_export_fixed_grid_json(setup, capsys):
     result = json.loads(stdout)  # exactly one JSON object on stdout
     assert result["grid"] == [3, 2] and result["split"] == 3 and result["plan"] == "fixed"
     assert result["float_stitched_max_abs_diff"] <= 1e-4
-    assert result["peak_sram_patch"] > 0 and result["files"]["stage1_patch.onnx"].endswith("stage1_patch.onnx")
+    assert result["files"]["stage1_patch.onnx"] == str(out / "stage1_patch.onnx")
+    from tinydet.schedule import plan_patches
+
+    plan = plan_patches(model.graph((40, 56)), (3, 2), 3)
+    assert result["peak_sram_patch"] == plan.peak_sram_patch and result["mac_overhead"] == plan.mac_overhead
     export = load_export(out)
     det = export.schedule["detector"]
     assert det["class_names"] == ["cat", "dog"] and det["anchors"] == ANCHORS and det["strides"] == [4, 8]

@@ -14,7 +14,7 @@ from tinydet.export import add_files, load_export, onnx_runner
 from tinydet.export.folder import export_network
 from tinydet.export.runtime import float_stitched_max_abs_diff
 from tinydet.geometry import Pads
-from tinydet.schedule import PatchPlan
+from tinydet.schedule import PatchPlan, plan_patches
 
 from test_export_utils import HEAD, random_network, tiny_spec
 
@@ -74,7 +74,9 @@ def test_schedule_json_content(tmp_path):
     assert s["stage1_ops"] == [op.name for op in graph.ops if 0 <= op.block < 3]
     assert set(s["files"]) == {"full.onnx", "stage1_patch.onnx", "stage2.onnx"}
     assert s["detector"]["class_names"] == ["a", "b"]
-    assert s["memory"]["peak_sram_patch"] > 0 and s["macs"]["mac_overhead"] > 0
+    plan = plan_patches(graph, (3, 2), 3)  # the plan export_network makes, recomputed
+    assert s["memory"]["peak_sram_patch"] == plan.peak_sram_patch and s["macs"]["patch"] == plan.macs_patch
+    assert s["macs"]["mac_overhead"] == plan.mac_overhead == plan.macs_patch / graph.macs - 1
     assert max(s["memory"]["layer_working_sets"].values()) == s["memory"]["peak_sram_per_layer"]
     assert s["arena"]["arena_bytes"] == s["memory"]["peak_sram_patch"]  # the C arena is the planned peak
     assert len(s["arena"]["tiles"]) == len(s["tiles"])

@@ -7,7 +7,7 @@ from tinydet.arch import ArchSpec, BlockSpec, HeadSpec, get_spec, list_presets, 
 from tinydet.errors import TinydetError
 from tinydet.geometry import Pads
 from tinydet.schedule import (MemoryRules, PatchPlan, Rect, halo, input_region, layer_working_sets, max_split,
-                              pareto_front, peak_sram_per_layer, plan_patches, receptive_field, search_plans,
+                              pareto_front, peak_sram_per_layer, per_layer_plan, plan_patches, receptive_field, search_plans,
                               tile_bounds)
 
 MBV2 = lower(get_spec("mbv2-w1.0"), 224)
@@ -155,20 +155,57 @@ def test_detector_split_must_keep_heads_in_stage_two():
         plan_patches(g, 2, 15)
 
 
-def test_search_respects_limits_and_front_is_pareto():
-    g = lower(get_spec("mbv2-w0.35"), 160)
-    best, front = search_plans(g, max_overhead=0.1)
-    assert best.mac_overhead <= 0.1 and best.patched
-    assert all(p.peak >= best.peak for p in front if p.mac_overhead <= 0.1)
-    for a in front:
-        assert not any(b.peak <= a.peak and b.mac_overhead < a.mac_overhead - 1e-12 for b in front if b is not a)
-    assert pareto_front(front) == front
-    best_b, _ = search_plans(g, sram_budget=best.peak)
-    assert best_b.peak <= best.peak and best_b.mac_overhead <= best.mac_overhead
+def _all_plans(g, grids):
+    """The whole plan space search_plans looks at, enumerated here: per layer + every grid x split."""
+    plans = [per_layer_plan(g)]
+    for split in range(1, max_split(g) + 1):
+        _, h, w = g.ops[g.block_end(split - 1) - 1].out_shape
+        plans += [plan_patches(g, n, split) for n in grids if n <= min(h, w)]
+    return plans
+
+
+def _dominated(p, others, eps=1e-12):
+    return any(q.peak <= p.peak and q.mac_overhead <= p.mac_overhead + eps
+               and (q.peak < p.peak or q.mac_overhead < p.mac_overhead - eps) for q in others)
+
+
+def test_front_is_the_brute_force_pareto_set():
+    """Every plan of the space is either on the front or dominated by a front plan, and no front
+    plan is dominated by any plan of the space (checked pair by pair, not with pareto_front)."""
+    g = lower(get_spec("mbv2-w0.35"), 96)
+    grids = (2, 3, 4)
+    space = _all_plans(g, grids)
+    _, front = search_plans(g, grids=grids)
+    expected = {(p.peak, round(p.mac_overhead, 12)) for p in space if not _dominated(p, space)}
+    assert {(p.peak, round(p.mac_overhead, 12)) for p in front} == expected
+    assert len(front) == len(expected) >= 3  # one plan per trade-off point, and a real trade-off
+    assert [p.peak for p in front] == sorted(p.peak for p in front)
+    assert all(a.mac_overhead > b.mac_overhead for a, b in zip(front, front[1:]))
+    # the ends: the lowest peak of the space, and a zero-overhead plan no higher than per layer
+    assert front[0].peak == min(p.peak for p in space)
+    assert front[-1].mac_overhead == 0.0 and front[-1].peak <= peak_sram_per_layer(g)
+    # order of the input does not matter
+    assert [(p.split, p.grid) for p in pareto_front(reversed(space))] == [(p.split, p.grid) for p in front]
+
+
+def test_search_best_is_the_brute_force_optimum():
+    g = lower(get_spec("mbv2-w0.35"), 96)
+    grids = (2, 3, 4)
+    space = _all_plans(g, grids)
+    for limit in (0.02, 0.1, 0.5):
+        best, _ = search_plans(g, grids=grids, max_overhead=limit)
+        ok = [p for p in space if p.mac_overhead <= limit + 1e-12]
+        assert best.mac_overhead <= limit and best.peak == min(p.peak for p in ok)
+        assert best.mac_overhead == min(p.mac_overhead for p in ok if p.peak == best.peak)
+    peaks = sorted({p.peak for p in space})
+    for budget in peaks[1:4]:
+        best, _ = search_plans(g, grids=grids, sram_budget=budget)
+        fits = [p for p in space if p.peak <= budget]
+        assert best.peak <= budget and best.mac_overhead == min(p.mac_overhead for p in fits)
     # a budget the per-layer schedule meets: no patches, no overhead
-    roomy, _ = search_plans(g, sram_budget=peak_sram_per_layer(g))
+    roomy, _ = search_plans(g, grids=grids, sram_budget=peak_sram_per_layer(g))
     assert not roomy.patched and roomy.mac_overhead == 0.0
-    none, _ = search_plans(g, sram_budget=1000)
+    none, _ = search_plans(g, grids=grids, sram_budget=peaks[0] - 1)
     assert none is None
 
 
@@ -176,5 +213,8 @@ def test_search_respects_limits_and_front_is_pareto():
 def test_every_preset_plans(name):
     g = lower(get_spec(name), 160, head=HeadSpec(2))
     best, front = search_plans(g, grids=(2, 3, 4))
-    assert best.peak <= front[-1].peak
-    assert front[-1].peak == peak_sram_per_layer(g) or front[-1].patched
+    # without limits the best plan is the lowest peak, the front's first point; the front's last
+    # point costs no extra MACs and needs at most the per-layer peak (that plan is a candidate)
+    assert (best.peak, best.mac_overhead) == (front[0].peak, front[0].mac_overhead)
+    assert best.patched and best.peak < peak_sram_per_layer(g)
+    assert front[-1].mac_overhead == 0.0 and front[-1].peak <= peak_sram_per_layer(g)

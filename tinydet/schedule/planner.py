@@ -290,8 +290,10 @@ def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
 
 
 def pareto_front(plans: Iterable[PatchPlan]) -> list[PatchPlan]:
-    """Plans not dominated in (peak SRAM, MAC overhead), by increasing peak."""
-    ordered = sorted(plans, key=lambda p: (p.peak, p.mac_overhead))
+    """Plans not dominated in (peak SRAM, MAC overhead), by increasing peak. Of plans with equal
+    figures the simplest stays (fewest blocks per patch, then the smallest grid), whatever the
+    input order."""
+    ordered = sorted(plans, key=lambda p: (p.peak, round(p.mac_overhead, 12), p.split, p.grid))
     front: list[PatchPlan] = []
     for p in ordered:
         if not front or p.mac_overhead < front[-1].mac_overhead - 1e-12:
