@@ -22,6 +22,7 @@ from tinydet import __version__
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
 from tinydet.export.fold import FoldedGraph, check_exportable
+from tinydet.schedule.memory import stage1_ops
 
 OPSET = 17
 
@@ -35,11 +36,6 @@ def check_split(graph: Graph, split: int) -> None:
     if len(stage1_ops(graph, split)) == len(graph.ops):
         raise TinydetError(f"split: {split} leaves no op for stage 2 of arch {graph.arch} ({graph.mode}); "
                            f"expected at most {graph.num_blocks - 1}")
-
-
-def stage1_ops(graph: Graph, split: int) -> list[Op]:
-    """The per-patch ops: backbone blocks 0..split-1 (heads are never in stage 1)."""
-    return [op for op in graph.ops if 0 <= op.block < split]
 
 
 def split_tensor(graph: Graph, split: int) -> str:

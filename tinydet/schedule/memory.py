@@ -174,10 +174,16 @@ def _stage(graph: Graph, ops: list[Op], rules: MemoryRules, pinned: tuple[str, .
                  sink)
 
 
+def stage1_ops(graph: Graph, split: int) -> list[Op]:
+    """The per-patch ops: backbone blocks ``0..split-1``, a prefix of ``graph.ops`` (a valid
+    split, :func:`tinydet.schedule.check_split`, has no head op among them)."""
+    return list(graph.ops[:graph.block_end(split - 1)])
+
+
 def stage1(graph: Graph, split: int, rules: MemoryRules) -> Stage:
     """Backbone blocks ``0..split-1`` run tile by tile; the last op writes the stage-1 output map
     (mode ``sink``). ``split`` must have passed :func:`tinydet.schedule.check_split`."""
-    ops = graph.ops[:graph.block_end(split - 1)]
+    ops = stage1_ops(graph, split)
     return _stage(graph, ops, rules, (), ops[-1].output)
 
 

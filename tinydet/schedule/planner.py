@@ -188,15 +188,17 @@ def per_layer_plan(graph: Graph, rules: MemoryRules = MemoryRules()) -> PatchPla
 
 
 def max_split(graph: Graph) -> int:
-    """Largest valid split: the stage-1 output may be the only stage-1 tensor read outside stage 1."""
+    """Largest valid split: the stage-1 output may be the only stage-1 tensor read outside stage 1.
+    (A head op inside stage 1 always leaks: its chain ends in a graph output, which is not the
+    stage-1 output, so this one rule also keeps heads in stage 2.)"""
     for k in range(2, graph.num_blocks + 1):
-        if _outside_readers(graph, k) or any(op.block < 0 for op in graph.ops[:graph.block_end(k - 1)]):
+        if _outside_readers(graph, k):
             return k - 1
     return graph.num_blocks
 
 
 def _outside_readers(graph: Graph, split: int) -> list[str]:
-    """Tensors made inside stage 1 (other than its output) that later ops or the outputs read."""
+    """Tensors made inside stage 1 (other than its output) that later ops read or that are graph outputs."""
     end = graph.block_end(split - 1)
     made = {op.output for op in graph.ops[:end]} | {graph.input}
     last = graph.ops[end - 1].output
@@ -216,9 +218,6 @@ def check_split(graph: Graph, split: int) -> None:
         top = max_split(graph)
         raise TinydetError(f"split: {split} puts {leaks[0]} inside the per-patch stage although a head or output "
                            f"reads it; expected a split of at most {top} for arch {graph.arch} ({graph.mode})")
-    if any(op.block < 0 for op in graph.ops[:graph.block_end(split - 1)]):
-        raise TinydetError(f"split: {split} puts a head op inside the per-patch stage of arch {graph.arch}; "
-                           f"expected at most {max_split(graph)}")
 
 
 def _axis_regions(ops: Sequence[Op], axis: int, lo: int, hi: int) -> tuple[dict[str, tuple[int, int]], list]:
@@ -285,7 +284,7 @@ def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
     macs_patch = sum(t.macs for t in tiles) + sum(op.macs for op in graph.ops[end:])
     return PatchPlan(graph.arch, tuple(graph.resolution), (rows, cols), split, [op.name for op in st.ops],
                      last.output, (c, h, w), tiles, max(peak1, peak2), peak1, peak2, max(layer_ws),
-                     macs_layer, macs_patch, macs_patch / macs_layer - 1.0 if macs_layer else 0.0, True, rules,
+                     macs_layer, macs_patch, macs_patch / macs_layer - 1.0, True, rules,
                      graph.mode)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tinydet.arch.graph import Graph
 from tinydet.io.atomic import atomic_open
-from tinydet.schedule.memory import layer_working_sets
+from tinydet.schedule.memory import MemoryRules, layer_working_sets
 from tinydet.schedule.planner import PatchPlan
 
 
@@ -28,8 +28,7 @@ def plot_memory(graph: Graph, plan: PatchPlan | None, path: "str | Path", log: b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rules = plan.rules if plan is not None else None
-    layer_ws = layer_working_sets(graph, rules) if rules is not None else layer_working_sets(graph)
+    layer_ws = layer_working_sets(graph, plan.rules if plan is not None else MemoryRules())
     kb = 1024.0
     x = list(range(len(graph.ops)))
     fig, ax = plt.subplots(figsize=(max(8.0, 0.22 * len(x) + 3), 4.8))
