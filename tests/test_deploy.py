@@ -20,7 +20,7 @@ from tinydet.deploy.codegen import generate
 from tinydet.errors import TinydetError
 from tinydet.export import add_files, load_export
 
-from test_quant import calib_images, make_export
+from fixtures import calib_images, make_export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

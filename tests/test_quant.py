@@ -10,11 +10,10 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from tinydet.arch import HeadSpec, lower
+from tinydet.arch import lower
 from tinydet.arch.spec import spec_from_dict
 from tinydet.errors import TinydetError
 from tinydet.export import load_export
-from tinydet.export.folder import export_network
 from tinydet.quant.calibrate import calibrate, kl_threshold
 from tinydet.pipeline.quantize import quantize_export
 from tinydet.quant.params import params_from_range
@@ -22,39 +21,8 @@ from tinydet.quant.qdq import activation_params, quantize_model
 from tinydet.quant.qgraph import load_qgraph
 from tinydet.quant.reference import Int8Reference, layer_lsb_vs_ort, run_full
 
+from fixtures import RES, calib_images, make_export
 from test_export_utils import random_network
-
-RES = (48, 64)
-HEAD = HeadSpec(num_classes=2, num_anchors=2, channels=16)
-SPLIT = 4
-GRID = (3, 3)
-DETECTOR = {"num_classes": 2, "class_names": ["a", "b"], "anchors": [[[8, 8], [20, 16]]], "strides": [8],
-            "conf_thresh": 0.05, "nms_iou": 0.6, "max_det": 50}
-
-
-def residual_spec():
-    """Blocks 2-4 form one 16-channel stage (3 and 4 residual); block 5 feeds the head."""
-    return spec_from_dict({"name": "qtiny", "blocks": [
-        {"type": "conv", "out": 8, "stride": 2},
-        {"type": "mbconv", "out": 8, "expand": 1},
-        {"type": "mbconv", "out": 16, "stride": 2, "expand": 4},
-        {"type": "mbconv", "out": 16, "expand": 4},
-        {"type": "mbconv", "out": 16, "expand": 4, "kernel": 5},
-        {"type": "mbconv", "out": 24, "stride": 2, "expand": 4}], "head_from": [5]})
-
-
-def make_export(out, seed=0, grid=GRID, split=SPLIT):
-    spec = residual_spec()
-    model = random_network(spec, HEAD, seed=seed)
-    graph = lower(spec, RES, head=HEAD)
-    export_network(model, graph, out, split, grid, detector=DETECTOR)
-    return model, graph
-
-
-def calib_images(n=6, seed=1):
-    rng = np.random.default_rng(seed)
-    return [rng.random((1, 3) + RES, dtype=np.float32) for _ in range(n)]
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):

@@ -17,7 +17,7 @@ from tinydet.quant.params import params_from_range
 from tinydet.quant.reference import Int8Reference
 
 from test_export_utils import random_network
-from test_quant import HEAD, RES, residual_spec
+from fixtures import HEAD, RES, residual_spec
 
 
 class Wrapper(torch.nn.Module):

@@ -16,7 +16,7 @@ from tinydet.pipeline.quantize import quantize_export
 from tinydet.quant.qgraph import QOp, load_qgraph
 
 from test_export_utils import random_network
-from test_quant import RES, calib_images, make_export
+from fixtures import RES, calib_images, make_export
 
 tflite_schema = pytest.importorskip("tflite", reason="the tflite schema package is not installed")
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT (ai-edge-litert) cannot be installed here")

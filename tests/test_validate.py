@@ -8,7 +8,7 @@ from tinydet.cli import main
 from tinydet.pipeline import validate as validate_pipeline
 from tinydet.export import load_export
 
-from test_quant import make_export
+from fixtures import make_export
 from train_helpers import make_voc, tiny_config
 
 KEYS = ("float_stitched_max_abs_diff", "int8_stitched_mismatches", "int8_layer_max_lsb_vs_ort",
