@@ -16,7 +16,7 @@ import pytest
 from tinydet.cli import main
 from tinydet.deploy import deploy
 from tinydet.deploy.build import build_firmware
-from tinydet.deploy.codegen import generate
+from tinydet.deploy.emit_c import generate
 from tinydet.errors import TinydetError
 from tinydet.export import add_files, load_export
 
@@ -61,16 +61,17 @@ def test_host_firmware_is_bit_exact_and_uses_the_planned_arena(folder, tmp_path,
 
 
 def test_patch_arena_is_smaller_and_tiles_follow_the_schedule(folder, tmp_path):
-    patch = generate(folder, tmp_path / "p", mode="patch")
-    layer = generate(folder, tmp_path / "l", mode="layer")
+    patch = generate(folder, tmp_path / "p", mode="patch").lowered
+    layer = generate(folder, tmp_path / "l", mode="layer").lowered
     sched = load_export(folder).schedule
-    assert patch.tiles == len(sched["tiles"]) == 9 and layer.tiles == 0
+    assert len(patch.tiles) == len(sched["tiles"]) == 9 and layer.tiles == []
     assert patch.arena_bytes < layer.arena_bytes
     src = (tmp_path / "p" / "model.c").read_text()
-    # every tile's input rectangle (y, x, h, w) is in the tile table
-    for tile in sched["tiles"]:
+    # every tile's input rectangle is in the tile table, as a designated initializer
+    for tile, row in zip(sched["tiles"], patch.tiles):
         y0, y1, x0, x1 = tile["in_rect"]
-        assert f"{{{{{y0}, {x0}, {y1 - y0}, {x1 - x0}}}" in src
+        assert row.rect.to_list() == [y0, y1, x0, x1]
+        assert f".rect = {{.y = {y0}, .x = {x0}, .h = {y1 - y0}, .w = {x1 - x0}}}" in src
 
 
 def test_qemu_end_to_end_cli_both_modes(folder, tmp_path, capsys):
@@ -153,7 +154,7 @@ def test_missing_toolchain_gives_the_install_hint(folder, tmp_path, monkeypatch)
 
 
 def test_deploy_imports_no_torch(folder, tmp_path):
-    code = ("import sys; from tinydet.deploy.codegen import generate; import tinydet.deploy.build, "
+    code = ("import sys; from tinydet.deploy.emit_c import generate; import tinydet.deploy.build, "
             "tinydet.deploy.run, tinydet.deploy.validate, tinydet.commands.deploy; "
             f"generate({str(folder)!r}, {str(tmp_path / 'g')!r}, mode='layer'); "
             "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'torch imported'")

@@ -34,7 +34,7 @@ int main(void)
              TINYDET_ARENA_BYTES, tinydet_board_counter_name());
     tinydet_board_puts(line);
     const uint32_t t0 = tinydet_board_counter();
-    const int rc = tinydet_model_run(&src);
+    const int rc = tinydet_run(TINYDET_MODEL, &src);
     const uint32_t t1 = tinydet_board_counter();
     if (rc != 0)
     {
@@ -42,7 +42,7 @@ int main(void)
         tinydet_board_puts(line);
         return 3;
     }
-    const int n = tinydet_model_detect(dets, TINYDET_MAX_DET);
+    const int n = tinydet_model_detect(TINYDET_MODEL, dets, TINYDET_MAX_DET);
     for (int k = 0; k < n; k++)
     {
         snprintf(line, sizeof(line), "det %d label=%ld score=%ld box=%ld,%ld,%ld,%ld\n", k, (long)dets[k].label,

@@ -8,7 +8,7 @@
  * (x1 y1 x2 y2 score label per line, network-input pixels), and prints the counters:
  *
  *   tinydet mode=<m> arena=<bytes> layers=<n> counter=<name> instructions_per_tick_x1000=<k>
- *   image <i> rc=<status> ticks=<total> input_ticks=<t> detections=<n>
+ *   image <i> rc=<status> ticks=<total> input_ticks=<t> detections=<n> detect_ticks=<decode + NMS>
  *   layer <i> <name> <ticks>              (image 0 only)
  *   stack_used <bytes> of <bytes>         (M7 targets: stack painting)
  *
@@ -72,13 +72,13 @@ int main(void)
         memset(tinydet_layer_ticks, 0, sizeof(tinydet_layer_ticks));
         tinydet_input_ticks = 0;
         const uint32_t t0 = tinydet_board_counter();
-        const int rc = tinydet_model_run(&src);
+        const int rc = tinydet_run(TINYDET_MODEL, &src);
         const uint32_t t1 = tinydet_board_counter();
         fclose(f);
         if (rc != 0)
         {
             printf("image %d rc=%d: the model stopped (%s)\n", i, rc,
-                   rc == -100000 ? "image source unreadable" : "a kernel rejected its arguments at that step");
+                   rc == TINYDET_ERROR_SOURCE ? "image source unreadable" : "a kernel rejected its arguments at that step");
             return 3;
         }
         snprintf(name, sizeof(name), "out_%d.bin", i);
@@ -86,14 +86,16 @@ int main(void)
         for (int k = 0; o != NULL && k < TINYDET_NUM_OUTPUTS; k++)
         {
             const tinydet_output_info *info = &tinydet_outputs[k];
-            fwrite(tinydet_model_output(k), 1, (size_t)info->h * (size_t)info->w * (size_t)info->c, o);
+            fwrite(tinydet_output(TINYDET_MODEL, k), 1, (size_t)info->h * (size_t)info->w * (size_t)info->c, o);
         }
         if (o == NULL || fclose(o) != 0)
         {
             printf("image %d: cannot write %s\n", i, name);
             return 3;
         }
-        const int n = tinydet_model_detect(dets, TINYDET_MAX_DET);
+        const uint32_t d0 = tinydet_board_counter();
+        const int n = tinydet_model_detect(TINYDET_MODEL, dets, TINYDET_MAX_DET);
+        const uint32_t d1 = tinydet_board_counter();
         snprintf(name, sizeof(name), "det_%d.txt", i);
         FILE *d = fopen(name, "w");
         for (int k = 0; d != NULL && k < n; k++)
@@ -106,8 +108,8 @@ int main(void)
             printf("image %d: cannot write %s\n", i, name);
             return 3;
         }
-        printf("image %d rc=0 ticks=%lu input_ticks=%lu detections=%d\n", i, (unsigned long)(t1 - t0),
-               (unsigned long)tinydet_input_ticks, n);
+        printf("image %d rc=0 ticks=%lu input_ticks=%lu detections=%d detect_ticks=%lu\n", i,
+               (unsigned long)(t1 - t0), (unsigned long)tinydet_input_ticks, n, (unsigned long)(d1 - d0));
         if (i == 0)
         {
             for (int k = 0; k < TINYDET_NUM_LAYERS; k++)

@@ -324,7 +324,11 @@ int main(int argc, char **argv)
             status = tinydet_tile_read(&src, &r, tile);
             if (status == 0)
             {
-                tinydet_tile_write(tile, r.h, r.w, p[2], dst, dst_w, p[8], p[9]);
+                for (int32_t row = 0; row < r.h; row++) /* place the tile read at (y0, x0) of dst */
+                {
+                    memcpy(dst + ((size_t)(p[8] + row) * (size_t)dst_w + (size_t)p[9]) * (size_t)p[2],
+                           tile + (size_t)row * (size_t)r.w * (size_t)p[2], (size_t)r.w * (size_t)p[2]);
+                }
             }
             out_p = (uint8_t *)dst;
             out_n = dst_h * dst_w * p[2];

@@ -12,10 +12,11 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
-from tinydet.deploy import codegen, targets, toolchain
+from tinydet.deploy import emit_c, lower, targets, toolchain
 from tinydet.errors import TinydetError
 
 DEMO_DIR = toolchain.REPO_ROOT / "deploy" / "demo"
@@ -38,29 +39,8 @@ def symbol_size(elf: "str | Path", symbol: str) -> int:
     raise TinydetError(f"{elf}: symbol {symbol} not found; expected the generated model's arena")
 
 
-def _libm(target: toolchain.Target) -> list[Path]:
-    """The target's libm archive (decode uses expf), placed after the model objects on the link
-    line; toolchain.compile's target flags carry no -lm for the M7 targets."""
-    if target.kind == "host":
-        return []  # the host target links -lm already
-    cc = toolchain.find_tool(target.compiler)
-    proc = subprocess.run([cc, *target.cflags, "-print-file-name=libm.a"], capture_output=True, text=True)
-    path = Path(proc.stdout.strip())
-    if proc.returncode != 0 or not path.is_file():
-        raise TinydetError(f"{target.compiler}: libm.a for {' '.join(target.cflags)} not found: "
-                           f"{toolchain.INSTALL_HINT}")
-    return [path]
-
-
-def _decode_bytes(gen: codegen.Generated) -> int:
-    if not gen.detector:
-        return 0
-    slots = sum(o["h"] * o["w"] for o in gen.outputs) * len(gen.detector["anchors"][0])
-    return 28 * max(1, min(slots, codegen.MAX_CANDIDATES)) + 24 * int(gen.detector.get("max_det", 100))
-
-
 def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mode: str = "patch",
-                   conf: float = codegen.DEFAULT_CONF, sram=None, flash=None, main: "str | Path | None" = None,
+                   conf: float = lower.DEFAULT_CONF, sram=None, flash=None, main: "str | Path | None" = None,
                    defines: Iterable[str] = (), extra_sources: Iterable["str | Path"] = (),
                    include_dirs: Iterable["str | Path"] = (), export=None) -> dict:
     """Generate, check the budget, compile; returns the build figures (one JSON object's worth).
@@ -79,11 +59,12 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
     export = export or load_export(export_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    gen = codegen.generate(export.root, out, mode=mode, conf=conf, export=export)
-    write_bytes_atomic(out / "model.json", (codegen.summary_json(gen) + "\n").encode())
-    fit = targets.check_fits(budget, gen.arena_bytes, gen.scratch_bytes, _decode_bytes(gen), gen.const_bytes,
+    gen = emit_c.generate(export.root, out, mode=mode, conf=conf, export=export)
+    low = gen.lowered
+    write_bytes_atomic(out / "model.json", (emit_c.summary_json(gen) + "\n").encode())
+    fit = targets.check_fits(budget, low.arena_bytes, low.scratch_bytes, low.decode_bytes, low.const_bytes,
                              f"{export.root.name} ({mode} mode)")
-    sources = [Path(main) if main else DEMO_DIR / "main.c", gen.model_c, *map(Path, extra_sources), *_libm(t)]
+    sources = [Path(main) if main else DEMO_DIR / "main.c", gen.model_c, *map(Path, extra_sources)]
     defs = list(defines)
     if t.kind == "host":
         sources.append(DEMO_DIR / "host_board.c")
@@ -94,9 +75,9 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
     toolchain.compile(sources, target, elf, defines=defs, include_dirs=[out, *include_dirs], cmsis_nn_root=cmsis_nn_root)
     sizes = toolchain.size(elf)
     arena = symbol_size(elf, ARENA_SYMBOL)
-    if arena != gen.planned_peak_bytes:
+    if arena != low.planned_peak_bytes:
         raise TinydetError(f"{elf}: linked arena is {arena} B, the planner's {mode} peak is "
-                           f"{gen.planned_peak_bytes} B; the generated code does not follow the plan")
+                           f"{low.planned_peak_bytes} B; the generated code does not follow the plan")
     mem = export.schedule.get("memory", {})
     info = {
         "export": str(export.root), "target": target, "mode": mode, "elf": str(elf),
@@ -104,11 +85,11 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
         "kernels": f"cmsis-nn ({cmsis_nn_root})" if cmsis_nn_root else "bundled",
         "flash_bytes": int(sizes["flash"]), "sram_arena_bytes": int(arena),
         "sram_static_bytes": int(sizes["sram_static"]), "stack_bytes": None,
-        "stack_reserved_bytes": int(sizes["stack"]), "planned_peak_bytes": gen.planned_peak_bytes,
-        "scratch_bytes": gen.scratch_bytes, "weights_bytes": gen.const_bytes, "tiles": gen.tiles,
+        "stack_reserved_bytes": int(sizes["stack"]), "planned_peak_bytes": low.planned_peak_bytes,
+        "scratch_bytes": low.scratch_bytes, "weights_bytes": low.const_bytes, "tiles": len(low.tiles),
         "peak_sram_patch": mem.get("peak_sram_patch"), "peak_sram_per_layer": mem.get("peak_sram_per_layer"),
-        "budget": fit, "layers": gen.layers, "outputs": gen.outputs, "input": gen.input,
-        "detector": gen.detector, "conf": conf,
+        "budget": fit, "layers": low.layer_names, "outputs": [asdict(o) for o in low.outputs],
+        "input": asdict(low.input), "detector": low.detector_config, "conf": conf,
     }
     write_bytes_atomic(out / "build.json", (json.dumps(info, indent=1) + "\n").encode())
     return info
@@ -133,7 +114,7 @@ def write_image_header(image_int8, path: "str | Path") -> Path:
 
 
 def build_board_demo(export_dir: "str | Path", image, out: "str | Path", target: str = "stm32f746",
-                     mode: str = "patch", conf: float = codegen.DEFAULT_CONF, **kw) -> dict:
+                     mode: str = "patch", conf: float = lower.DEFAULT_CONF, **kw) -> dict:
     """The board demo (``deploy/demo/board_main.c``) with ``image`` embedded: a float [3, H, W] image
     in [0, 1] or an image file (letterboxed). Writes ``firmware.elf`` (and ``firmware.bin`` for the
     STM32 targets) under ``out``; see deploy/demo/README.md for flashing."""

@@ -26,6 +26,7 @@ class RunResult:
     detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     ticks: list[int]
     input_ticks: list[int]
+    detect_ticks: list[int]  # tinydet_model_detect (decode + NMS) per image
     layer_ticks: dict[str, int]
     counter: str
     instructions_per_tick: float  # 0 where the counter is not an instruction count (host)
@@ -80,10 +81,12 @@ def run_firmware(info: dict, images_int8: list[np.ndarray], workdir: "str | Path
     head = re.search(r"counter=(\S+) instructions_per_tick_x1000=(\d+)", out)
     if head is None:
         raise TinydetError(f"firmware {Path(info['elf']).name}: no banner in its output; log kept: {log}")
-    ticks, input_ticks = [], []
-    for m in re.finditer(r"^image (\d+) rc=0 ticks=(\d+) input_ticks=(\d+)", out, re.M):
+    ticks, input_ticks, detect_ticks = [], [], []
+    for m in re.finditer(r"^image (\d+) rc=0 ticks=(\d+) input_ticks=(\d+) detections=\d+ detect_ticks=(\d+)", out,
+                         re.M):
         ticks.append(int(m.group(2)))
         input_ticks.append(int(m.group(3)))
+        detect_ticks.append(int(m.group(4)))
     if len(ticks) != len(images_int8):
         raise TinydetError(f"firmware ran {len(ticks)} of {len(images_int8)} images; log kept: {log}")
     layer_ticks = {m.group(2): int(m.group(3)) for m in re.finditer(r"^layer (\d+) (\S+) (\d+)", out, re.M)}
@@ -101,6 +104,7 @@ def run_firmware(info: dict, images_int8: list[np.ndarray], workdir: "str | Path
             pos += n
         outputs.append(tensors)
         dets.append(_read_dets(work / f"det_{i}.txt"))
-    return RunResult(outputs=outputs, detections=dets, ticks=ticks, input_ticks=input_ticks, layer_ticks=layer_ticks,
+    return RunResult(outputs=outputs, detections=dets, ticks=ticks, input_ticks=input_ticks, detect_ticks=detect_ticks,
+                     layer_ticks=layer_ticks,
                      counter=head.group(1), instructions_per_tick=int(head.group(2)) / 1000.0,
                      stack_bytes=int(stack.group(1)) if stack else None, log=log, stdout=out)

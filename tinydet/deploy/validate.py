@@ -95,9 +95,11 @@ def device_figures(run: RunResult) -> dict:
     if ipt > 0:
         fig["instructions_per_inference"] = int(round(np.mean(run.ticks) * ipt))
         fig["instructions_input_read"] = int(round(np.mean(run.input_ticks) * ipt))
+        fig["instructions_decode"] = int(round(np.mean(run.detect_ticks) * ipt))
         fig["per_layer_instructions"] = {k: int(round(v * ipt)) for k, v in run.layer_ticks.items()}
     else:
         fig["instructions_per_inference"] = None
         fig["per_layer_instructions"] = None
         fig["ticks_per_inference"] = float(np.mean(run.ticks))
+        fig["ticks_decode"] = float(np.mean(run.detect_ticks))
     return fig

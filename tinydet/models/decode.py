@@ -104,7 +104,7 @@ def decode(outputs: Sequence[Any], anchors: Any, strides: Sequence[float], input
         keep = scores[i] > conf_thresh
         bx, sc, lb = boxes[i][keep], scores[i][keep], labels[i][keep]
         if max_candidates is not None and sc.shape[0] > max_candidates:
-            order = sc.argsort(descending=True)[:max_candidates] if torch_mode else np.argsort(-sc, kind="stable")[:max_candidates]
+            order = torch.sort(sc, descending=True, stable=True).indices[:max_candidates] if torch_mode else np.argsort(-sc, kind="stable")[:max_candidates]
             bx, sc, lb = bx[order], sc[order], lb[order]
         if torch_mode:
             bx = torch.stack([bx[:, k].clamp(0, limits[k]) for k in range(4)], 1)

@@ -3,10 +3,10 @@
  * (tinydet_nn.h; they work with the bundled kernels and with ARM's library alike).
  *
  *  - in-place depthwise convolution   (DESIGN.md memory rule "in-place depthwise")
- *  - convolution with fused residual add, written into the shortcut buffer ("fused residual")
+ *  - one layer (convolution or depthwise) on the whole map or row by row, with or without a residual
+ *    add: the fused residual, the unfused residual and a tile's rows into the stage-1 map
  *  - tile helpers for the patch-based stage 1: read a tile from a (streamed) source, express a
- *    tile's border padding through CMSIS padding + output size, copy a tile's output into the
- *    stage-1 output buffer.
+ *    tile's border padding through CMSIS padding + output size.
  *
  * Portable C99, no malloc, integer only. Scratch memory always comes from cmsis_nn_context.
  */
@@ -21,9 +21,9 @@
 extern "C" {
 #endif
 
-/* Arguments of arm_elementwise_add_s8 for the residual add of tinydet_conv_add_s8. Input 1 is the
- * convolution's (requantised int8) output, input 2 the shortcut. tinydet.quant.kernels.add_params
- * computes them (keys of the same names). */
+/* Arguments of arm_elementwise_add_s8 for a residual add (tinydet_conv_rows). Input 1 is the
+ * first operand of the graph's Add (the convolution's output when conv_first), input 2 the other.
+ * tinydet.quant.kernels.add_params computes them (keys of the same names). */
 typedef struct
 {
     int32_t input_1_offset;
@@ -61,12 +61,65 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
                                                       const int32_t *bias_data,
                                                       const cmsis_nn_dims *output_dims);
 
-/* ---- convolution + residual add, in place into the shortcut ---------------------------------------
+/* ---- one layer as the generated tables describe it ----------------------------------------------
+ * A convolution (OHWI filter, filter_dims {C_out, KH, KW, C_in}) or a depthwise convolution
+ * (ch_mult 1, filter [1, KH, KW, C], filter_dims {1, KH, KW, C}), batch 1. */
+typedef struct
+{
+    int32_t depthwise;
+    int32_t input_offset;  /* -input zero point */
+    int32_t output_offset; /* +output zero point */
+    cmsis_nn_tile stride;
+    cmsis_nn_tile padding; /* top (h) / left (w); bottom/right are implied by output_dims */
+    cmsis_nn_tile dilation;
+    cmsis_nn_activation activation;
+    cmsis_nn_per_channel_quant_params quant;
+    cmsis_nn_dims input_dims, filter_dims, output_dims;
+    const int8_t *filter;
+    const int32_t *bias;
+} tinydet_conv_args;
+
+/* Scratch tinydet_conv needs (the wrapper kernel's buffer). */
+int32_t tinydet_conv_get_buffer_size(const tinydet_conv_args *conv);
+
+/* The whole layer into out ([H_out, W_out, C_out]) through arm_convolve_wrapper_s8 /
+ * arm_depthwise_conv_wrapper_s8; ARM_CMSIS_NN_ARG_ERROR when ctx is smaller than the kernel asks. */
+arm_cmsis_nn_status tinydet_conv(const cmsis_nn_context *ctx, const tinydet_conv_args *conv, const int8_t *input,
+                                 int8_t *output);
+
+/* ---- row-wise output, with or without a residual add: THE fused-residual implementation ----------
+ * Output row y (of conv->output_dims) goes to dst + y * dst_w * C_out. Without `add` each row is the
+ * convolution computed on just the input rows it reads (the rows above the input as CMSIS top
+ * padding, the rows below simply absent: both read as the zero point), written straight into dst --
+ * a tile's last stage-1 layer writing its part of the stage-1 map (dst_w = the map's width).
+ * With `add`, row y = add(conv row y, shortcut row y): the conv row comes from conv_out (an
+ * unfused residual, the convolution already computed, [H_out, W_out, C_out]) or is computed into
+ * scratch (fused residual); the shortcut row -- the output's part of a larger [.., shortcut_w,
+ * C_out] region, at (shortcut_y, shortcut_x) -- is copied to scratch before dst is written, so dst
+ * may overlap the shortcut anywhere as long as no row clobbers a later row's shortcut: rows go first
+ * to last, or last to first with `reverse` (the arena plan's rule, tinydet/schedule/arena.py).
+ * Bit-identical to the convolution into a tensor followed by arm_elementwise_add_s8. */
+typedef struct
+{
+    const tinydet_add_params *add; /* NULL: plain rows */
+    const int8_t *conv_out;        /* with add: the convolution's output, or NULL to compute each row */
+    const int8_t *shortcut;
+    int32_t shortcut_w, shortcut_y, shortcut_x;
+    int32_t conv_first; /* the add's input 1 is the convolution (else the shortcut) */
+    int32_t reverse;    /* rows last to first */
+    int8_t *dst;
+    int32_t dst_w; /* pixels between the starts of two dst rows (>= W_out) */
+} tinydet_rows;
+
+/* Scratch tinydet_conv_rows needs: the one-row convolution's buffer + a conv row + a shortcut row. */
+int32_t tinydet_conv_rows_get_buffer_size(const tinydet_conv_args *conv);
+arm_cmsis_nn_status tinydet_conv_rows(const cmsis_nn_context *ctx, const tinydet_conv_args *conv, const int8_t *input,
+                                      const tinydet_rows *rows);
+
+/* ---- convolution + residual add, in place into the shortcut (CMSIS-style entry points) ------------
  * shortcut_inout [N, H_out, W_out, C_out] is replaced by add(conv(input), shortcut); bit-identical to
- * arm_convolve_s8 into a temporary followed by arm_elementwise_add_s8. The convolution runs one
- * output row at a time (arm_convolve_s8 on the input rows that row needs, top padding adjusted) into
- * a one-row temporary in ctx->buf, which is then added into the shortcut row: each shortcut element
- * is read exactly once, just before it is overwritten. */
+ * arm_convolve_s8 into a temporary followed by arm_elementwise_add_s8. tinydet_conv_rows with
+ * conv_first, first row to last. */
 int32_t tinydet_conv_add_s8_get_buffer_size(const cmsis_nn_dims *input_dims,
                                             const cmsis_nn_dims *filter_dims,
                                             const cmsis_nn_dims *output_dims);
@@ -85,10 +138,8 @@ arm_cmsis_nn_status tinydet_conv_add_s8(const cmsis_nn_context *ctx,
 
 /* Tile form (patch-based stage 1): the shortcut buffer holds a larger [Hs, Ws, C_out] region
  * (shortcut_dims) of which the output's part starts at (shortcut_y, shortcut_x); the output
- * [H_out, W_out, C_out] is written compactly at the START of that buffer, pixels first to last
- * (each write lands at or before the shortcut element it reads, so nothing unread is clobbered).
- * Batch 1. tinydet_conv_add_s8 is this with shortcut_dims == output_dims and offset (0, 0); same
- * buffer size. */
+ * [H_out, W_out, C_out] is written compactly at the START of that buffer. Batch 1.
+ * tinydet_conv_add_s8 is this with shortcut_dims == output_dims and offset (0, 0); same buffer size. */
 arm_cmsis_nn_status tinydet_conv_add_region_s8(const cmsis_nn_context *ctx,
                                                const cmsis_nn_conv_params *conv_params,
                                                const cmsis_nn_per_channel_quant_params *quant_params,
@@ -148,9 +199,6 @@ int tinydet_tile_geometry(int32_t in_h, int32_t in_w, int32_t k_h, int32_t k_w, 
                           const cmsis_nn_tile *dilation, const tinydet_pad *pad, cmsis_nn_tile *padding,
                           cmsis_nn_dims *output_dims);
 
-/* Copies a tile's [h, w, c] output into the [*, dst_w, c] stage-1 output buffer at (y0, x0). */
-void tinydet_tile_write(const int8_t *tile, int32_t h, int32_t w, int32_t c, int8_t *dst, int32_t dst_w,
-                        int32_t y0, int32_t x0);
 
 #ifdef __cplusplus
 }

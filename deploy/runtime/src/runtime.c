@@ -94,11 +94,180 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
     return ARM_CMSIS_NN_SUCCESS;
 }
 
+static cmsis_nn_dw_conv_params tdr_dw_params(const tinydet_conv_args *a)
+{
+    cmsis_nn_dw_conv_params p;
+    p.input_offset = a->input_offset;
+    p.output_offset = a->output_offset;
+    p.ch_mult = 1;
+    p.stride = a->stride;
+    p.padding = a->padding;
+    p.dilation = a->dilation;
+    p.activation = a->activation;
+    return p;
+}
+
+static cmsis_nn_conv_params tdr_conv_params(const tinydet_conv_args *a)
+{
+    cmsis_nn_conv_params p;
+    p.input_offset = a->input_offset;
+    p.output_offset = a->output_offset;
+    p.stride = a->stride;
+    p.padding = a->padding;
+    p.dilation = a->dilation;
+    p.activation = a->activation;
+    return p;
+}
+
+int32_t tinydet_conv_get_buffer_size(const tinydet_conv_args *a)
+{
+    if (a->depthwise)
+    {
+        const cmsis_nn_dw_conv_params p = tdr_dw_params(a);
+        return arm_depthwise_conv_wrapper_s8_get_buffer_size(&p, &a->input_dims, &a->filter_dims, &a->output_dims);
+    }
+    const cmsis_nn_conv_params p = tdr_conv_params(a);
+    return arm_convolve_wrapper_s8_get_buffer_size(&p, &a->input_dims, &a->filter_dims, &a->output_dims);
+}
+
+arm_cmsis_nn_status tinydet_conv(const cmsis_nn_context *ctx, const tinydet_conv_args *a, const int8_t *in, int8_t *out)
+{
+    const cmsis_nn_dims bd = {1, 1, 1, a->output_dims.c};
+    const cmsis_nn_per_channel_quant_params q = a->quant;
+    if (tinydet_conv_get_buffer_size(a) > ctx->size)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    if (a->depthwise)
+    {
+        const cmsis_nn_dw_conv_params p = tdr_dw_params(a);
+        return arm_depthwise_conv_wrapper_s8(ctx, &p, &q, &a->input_dims, in, &a->filter_dims, a->filter, &bd, a->bias,
+                                             &a->output_dims, out);
+    }
+    const cmsis_nn_conv_params p = tdr_conv_params(a);
+    return arm_convolve_wrapper_s8(ctx, &p, &q, &a->input_dims, in, &a->filter_dims, a->filter, &bd, a->bias,
+                                   &a->output_dims, out);
+}
+
+/* The layer restricted to output row y: the input rows that row reads, the rows above the input
+ * as top padding, stride 1 vertically, one output row. */
+static tinydet_conv_args tdr_row_args(const tinydet_conv_args *a, int32_t y, int32_t *first_row)
+{
+    const int32_t top = y * a->stride.h - a->padding.h;
+    const int32_t y0 = top < 0 ? 0 : top;
+    int32_t y1 = top + (a->filter_dims.h - 1) * tdn_dilation(a->dilation.h) + 1;
+    if (y1 > a->input_dims.h)
+    {
+        y1 = a->input_dims.h;
+    }
+    tinydet_conv_args r = *a;
+    r.input_dims.h = y1 > y0 ? y1 - y0 : 0;
+    r.padding.h = y0 - top;
+    r.stride.h = 1;
+    r.output_dims.h = 1;
+    *first_row = y0;
+    return r;
+}
+
+static int32_t tdr_row_bytes(const tinydet_conv_args *a)
+{
+    return tdn_align4(a->output_dims.w * a->output_dims.c);
+}
+
+int32_t tinydet_conv_rows_get_buffer_size(const tinydet_conv_args *a)
+{
+    int32_t y0;
+    /* row 0 has the most input rows the kernel sees only when it is not padded; any row's buffer
+     * is the same (the wrappers' buffers do not depend on the number of rows) */
+    const tinydet_conv_args r = tdr_row_args(a, 0, &y0);
+    return tdn_align4(tinydet_conv_get_buffer_size(&r)) + 2 * tdr_row_bytes(a);
+}
+
+arm_cmsis_nn_status tinydet_conv_rows(const cmsis_nn_context *ctx, const tinydet_conv_args *a, const int8_t *in,
+                                      const tinydet_rows *r)
+{
+    const int32_t oh = a->output_dims.h, oc = a->output_dims.c;
+    const int32_t row = a->output_dims.w * oc;
+    const size_t in_row = (size_t)a->input_dims.w * (size_t)a->input_dims.c;
+    /* the last two rows of scratch hold a conv row and a shortcut row; the kernels get the rest */
+    int8_t *conv_row = (int8_t *)ctx->buf + ctx->size - 2 * tdr_row_bytes(a);
+    int8_t *sc_row = conv_row + tdr_row_bytes(a);
+    cmsis_nn_context conv_ctx;
+    conv_ctx.buf = ctx->buf;
+    conv_ctx.size = r->add ? ctx->size - 2 * tdr_row_bytes(a) : ctx->size;
+    if (ctx->buf == NULL || conv_ctx.size < 0 || r->dst_w < a->output_dims.w)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    for (int32_t i = 0; i < oh; i++)
+    {
+        const int32_t y = r->reverse ? oh - 1 - i : i;
+        int8_t *dst = r->dst + (size_t)y * (size_t)r->dst_w * (size_t)oc;
+        const int8_t *c_row = conv_row;
+        if (r->add && r->conv_out)
+        {
+            c_row = r->conv_out + (size_t)y * (size_t)row;
+        }
+        else
+        {
+            int32_t y0;
+            const tinydet_conv_args ra = tdr_row_args(a, y, &y0);
+            const arm_cmsis_nn_status st = tinydet_conv(&conv_ctx, &ra, in + (size_t)y0 * in_row, r->add ? conv_row : dst);
+            if (st != ARM_CMSIS_NN_SUCCESS)
+            {
+                return st;
+            }
+            if (!r->add)
+            {
+                continue;
+            }
+        }
+        const tinydet_add_params *p = r->add;
+        memcpy(sc_row,
+               r->shortcut + ((size_t)(y + r->shortcut_y) * (size_t)r->shortcut_w + (size_t)r->shortcut_x) * (size_t)oc,
+               (size_t)row);
+        const int8_t *in1 = r->conv_first ? c_row : sc_row;
+        const int8_t *in2 = r->conv_first ? sc_row : c_row;
+        arm_elementwise_add_s8(in1, in2, p->input_1_offset, p->input_1_mult, p->input_1_shift, p->input_2_offset,
+                               p->input_2_mult, p->input_2_shift, p->left_shift, dst, p->out_offset, p->out_mult,
+                               p->out_shift, p->activation.min, p->activation.max, row);
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
+
+static tinydet_conv_args tdr_conv_args(const cmsis_nn_conv_params *cp, const cmsis_nn_per_channel_quant_params *q,
+                                       const cmsis_nn_dims *in_d, const cmsis_nn_dims *f_d, const int8_t *f,
+                                       const int32_t *bias, const cmsis_nn_dims *out_d)
+{
+    tinydet_conv_args a;
+    a.depthwise = 0;
+    a.input_offset = cp->input_offset;
+    a.output_offset = cp->output_offset;
+    a.stride = cp->stride;
+    a.padding = cp->padding;
+    a.dilation = cp->dilation;
+    a.activation = cp->activation;
+    a.quant = *q;
+    a.input_dims = *in_d;
+    a.input_dims.n = 1;
+    a.filter_dims = *f_d;
+    a.output_dims = *out_d;
+    a.output_dims.n = 1;
+    a.filter = f;
+    a.bias = bias;
+    return a;
+}
+
 int32_t tinydet_conv_add_s8_get_buffer_size(const cmsis_nn_dims *input_dims,
                                             const cmsis_nn_dims *filter_dims,
                                             const cmsis_nn_dims *output_dims)
 {
-    return tdn_align4(arm_convolve_s8_get_buffer_size(input_dims, filter_dims)) + output_dims->w * output_dims->c;
+    /* the one-row convolution's buffer depends on the parameters only through the 1x1 fast path,
+     * which needs none: the general buffer covers every case */
+    cmsis_nn_dims in1 = *input_dims;
+    in1.n = 1;
+    return tdn_align4(arm_convolve_s8_get_buffer_size(&in1, filter_dims)) +
+           2 * tdn_align4(output_dims->w * output_dims->c);
 }
 
 arm_cmsis_nn_status tinydet_conv_add_s8(const cmsis_nn_context *ctx,
@@ -143,53 +312,36 @@ arm_cmsis_nn_status tinydet_conv_add_region_s8(const cmsis_nn_context *ctx,
                                                const cmsis_nn_dims *bias_dims,
                                                const int32_t *bias_data,
                                                const cmsis_nn_dims *output_dims,
-                                               const tinydet_add_params *a,
+                                               const tinydet_add_params *add,
                                                const cmsis_nn_dims *shortcut_dims,
                                                int32_t shortcut_y,
                                                int32_t shortcut_x,
                                                int8_t *shortcut)
 {
+    (void)bias_dims;
     const int32_t oh = output_dims->h, ow = output_dims->w, oc = output_dims->c;
     if (ctx == NULL || ctx->buf == NULL || input_dims->n != 1 || shortcut_dims->c != oc || shortcut_y < 0 ||
-        shortcut_x < 0 || shortcut_y + oh > shortcut_dims->h || shortcut_x + ow > shortcut_dims->w)
+        shortcut_x < 0 || shortcut_y + oh > shortcut_dims->h || shortcut_x + ow > shortcut_dims->w ||
+        tinydet_conv_add_s8_get_buffer_size(input_dims, filter_dims, output_dims) > ctx->size)
     {
         return ARM_CMSIS_NN_ARG_ERROR;
     }
-    const int32_t conv_buf = tdn_align4(arm_convolve_s8_get_buffer_size(input_dims, filter_dims));
-    int8_t *row_out = (int8_t *)ctx->buf + conv_buf;
-    cmsis_nn_context conv_ctx;
-    conv_ctx.buf = ctx->buf;
-    conv_ctx.size = conv_buf;
-    const int32_t ih = input_dims->h, iw = input_dims->w, ic = input_dims->c;
-    const int32_t extent = (filter_dims->h - 1) * tdn_dilation(conv_params->dilation.h) + 1;
-    const int32_t row_len = ow * oc;
-    for (int32_t oy = 0; oy < oh; oy++)
-    {
-        /* the rows this output row reads; rows outside the input become CMSIS top padding
-         * (above) or simply absent rows (below), both read as the zero point */
-        const tdn_window rows = tdn_window_at(oy, conv_params->stride.h, conv_params->padding.h, extent, ih);
-        const int32_t y_start = rows.start + rows.lo;
-        cmsis_nn_conv_params rp = *conv_params;
-        rp.padding.h = rows.lo;
-        rp.stride.h = 1;
-        const cmsis_nn_dims in_rows = {1, rows.hi > rows.lo ? rows.hi - rows.lo : 0, iw, ic};
-        const cmsis_nn_dims out_row = {1, 1, ow, oc};
-        const arm_cmsis_nn_status st =
-            arm_convolve_s8(&conv_ctx, &rp, quant_params, &in_rows, input_data + y_start * iw * ic, filter_dims,
-                            filter_data, bias_dims, bias_data, NULL, &out_row, row_out);
-        if (st != ARM_CMSIS_NN_SUCCESS)
-        {
-            return st;
-        }
-        /* read position >= write position for every element (shortcut row stride >= output row
-         * stride, offsets >= 0), and the add reads each element before writing it */
-        const int8_t *sc = shortcut + ((shortcut_y + oy) * shortcut_dims->w + shortcut_x) * oc;
-        int8_t *dst = shortcut + oy * row_len;
-        arm_elementwise_add_s8(row_out, sc, a->input_1_offset, a->input_1_mult, a->input_1_shift, a->input_2_offset,
-                               a->input_2_mult, a->input_2_shift, a->left_shift, dst, a->out_offset, a->out_mult,
-                               a->out_shift, a->activation.min, a->activation.max, row_len);
-    }
-    return ARM_CMSIS_NN_SUCCESS;
+    const tinydet_conv_args conv =
+        tdr_conv_args(conv_params, quant_params, input_dims, filter_dims, filter_data, bias_data, output_dims);
+    /* the output goes compactly to the start of the buffer: every write lands at or before the
+     * shortcut row it reads (shortcut row stride >= output row stride), rows first to last */
+    tinydet_rows rows;
+    rows.add = add;
+    rows.conv_out = NULL;
+    rows.shortcut = shortcut;
+    rows.shortcut_w = shortcut_dims->w;
+    rows.shortcut_y = shortcut_y;
+    rows.shortcut_x = shortcut_x;
+    rows.conv_first = 1;
+    rows.reverse = 0;
+    rows.dst = shortcut;
+    rows.dst_w = ow;
+    return tinydet_conv_rows(ctx, &conv, input_data, &rows);
 }
 
 int tinydet_read_memory(void *user, int32_t y, int32_t x, int32_t w, int8_t *dst)
@@ -236,14 +388,4 @@ int tinydet_tile_geometry(int32_t in_h, int32_t in_w, int32_t k_h, int32_t k_w, 
     output_dims->h = span_h / stride->h + 1;
     output_dims->w = span_w / stride->w + 1;
     return 0;
-}
-
-void tinydet_tile_write(const int8_t *tile, int32_t h, int32_t w, int32_t c, int8_t *dst, int32_t dst_w,
-                        int32_t y0, int32_t x0)
-{
-    for (int32_t i = 0; i < h; i++)
-    {
-        memcpy(dst + ((size_t)(y0 + i) * (size_t)dst_w + (size_t)x0) * (size_t)c, tile + (size_t)i * (size_t)w * (size_t)c,
-               (size_t)w * (size_t)c);
-    }
 }

@@ -1,0 +1,110 @@
+/*
+ * tinydet_executor.h - runs a generated model: the tables model.c holds (layers, steps, tiles,
+ * outputs, detector) and the executor that walks them.
+ *
+ * Generated code is data only: it includes this header and defines one const tinydet_model with
+ * C99 designated initializers; the behaviour (step dispatch, the patch-mode tile loop, layer mode)
+ * lives in src/executor.c. The runtime never includes generated code.
+ */
+#ifndef TINYDET_EXECUTOR_H
+#define TINYDET_EXECUTOR_H
+
+#include <stdint.h>
+
+#include "tinydet_detect.h"
+#include "tinydet_runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One convolution / depthwise convolution (+ an optional fused residual add) with its const data. */
+typedef struct
+{
+    const char *name;
+    const int8_t *weights; /* OHWI (convolution) or [1, KH, KW, C] (depthwise) */
+    const int32_t *bias, *mult, *shift;
+    int32_t in_channels, out_channels, kernel_h, kernel_w, stride_h, stride_w;
+    int32_t input_offset, output_offset, act_min, act_max;
+    int32_t depthwise;
+    const tinydet_add_params *add; /* residual add after the convolution, or NULL */
+    int32_t conv_first;            /* the add's first operand is the convolution */
+} tinydet_layer;
+
+/* How a step stores its output (tinydet/schedule/arena.py: ArenaStep.mode). */
+enum
+{
+    TINYDET_STEP_NORMAL = 0,         /* output at `output`; with an add, the sum goes to `result` */
+    TINYDET_STEP_INPLACE_DW = 1,     /* depthwise over its own input, one channel at a time via `temp` */
+    TINYDET_STEP_FUSED_RESIDUAL = 2, /* row by row into the shortcut's slot */
+    TINYDET_STEP_SINK = 3            /* a tile's last stage-1 layer: rows into the stage-1 map */
+};
+
+/* One layer execution on a map or a tile's region of it. */
+typedef struct
+{
+    int32_t layer;   /* index into tinydet_model.layers */
+    int32_t counter; /* index into tinydet_model.layer_ticks */
+    int32_t mode;    /* TINYDET_STEP_* */
+    int32_t reverse; /* fused / unfused residual: rows last to first */
+    int32_t in_h, in_w;
+    tinydet_pad pad;           /* zero padding of the input per side; bottom/right may be negative (unread) */
+    int32_t out_pitch;         /* pixels between output rows (the stage-1 map width for a sink) */
+    tinydet_pad shortcut_crop; /* where the output sits in the shortcut region (top/left) and its excess */
+    int32_t input, output, temp, shortcut, result; /* arena byte offsets; -1: none */
+} tinydet_step;
+
+typedef struct
+{
+    tinydet_rect rect;             /* the tile's input-image region */
+    int32_t input;                 /* arena offset of its input buffer */
+    int32_t first_step, num_steps; /* its steps in tinydet_model.tile_steps */
+} tinydet_tile;
+
+/* An int8 NHWC output tensor in the arena. */
+typedef struct
+{
+    const char *name;
+    int32_t offset, h, w, c, zp;
+    float scale;
+} tinydet_output_info;
+
+typedef struct
+{
+    int8_t *arena;
+    int8_t *scratch; /* kernel scratch beside the arena (DESIGN.md counts it apart from the peak) */
+    int32_t scratch_bytes;
+    const tinydet_layer *layers;
+    const tinydet_tile *tiles; /* patch mode: stage 1 per tile, then `steps` (stage 2) */
+    int32_t num_tiles;         /* 0: layer mode (the whole image at `input`, then `steps`) */
+    const tinydet_step *tile_steps;
+    const tinydet_step *steps;
+    int32_t num_steps;
+    int32_t input; /* layer mode: arena offset of the image */
+    int32_t input_h, input_w;
+    const tinydet_output_info *outputs;
+    int32_t num_outputs;
+    const tinydet_detector *detector; /* NULL: not a detector */
+    uint32_t *layer_ticks;            /* += counter ticks per layer */
+    uint32_t *input_ticks;            /* += ticks reading the image source */
+    uint32_t (*counter)(void);
+} tinydet_model;
+
+#define TINYDET_ERROR_SOURCE (-100000)
+
+/* Runs the network on the int8 NHWC image behind src. Patch mode reads each tile's input region
+ * from src; layer mode reads the whole image into the arena. Returns 0, -(1 + step index) when a
+ * kernel rejects its arguments (the index counts a tile's steps or stage 2's), or
+ * TINYDET_ERROR_SOURCE when src cannot be read. */
+int tinydet_run(const tinydet_model *m, const tinydet_source *src);
+
+/* int8 NHWC output i (valid after tinydet_run, until the next run). */
+const int8_t *tinydet_output(const tinydet_model *m, int i);
+
+/* tinydet_detect on the model's outputs (0 detections for a model without a detector). */
+int tinydet_model_detect(const tinydet_model *m, tinydet_detection *dets, int max);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TINYDET_EXECUTOR_H */

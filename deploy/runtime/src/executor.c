@@ -1,0 +1,161 @@
+/* The executor of generated models (include/tinydet_executor.h): walks the step tables. */
+#include <string.h>
+
+#include "tinydet_executor.h"
+
+/* The kernel arguments of step S of layer L: CMSIS padding and output size from the step's pads. */
+static int tde_conv_args(const tinydet_layer *L, const tinydet_step *S, tinydet_conv_args *a)
+{
+    a->depthwise = L->depthwise;
+    a->input_offset = L->input_offset;
+    a->output_offset = L->output_offset;
+    a->stride.w = L->stride_w;
+    a->stride.h = L->stride_h;
+    a->dilation.w = 1;
+    a->dilation.h = 1;
+    a->activation.min = L->act_min;
+    a->activation.max = L->act_max;
+    a->quant.multiplier = (int32_t *)L->mult;
+    a->quant.shift = (int32_t *)L->shift;
+    a->input_dims.n = 1;
+    a->input_dims.h = S->in_h;
+    a->input_dims.w = S->in_w;
+    a->input_dims.c = L->in_channels;
+    a->filter_dims.n = L->depthwise ? 1 : L->out_channels;
+    a->filter_dims.h = L->kernel_h;
+    a->filter_dims.w = L->kernel_w;
+    a->filter_dims.c = L->depthwise ? L->out_channels : L->in_channels;
+    a->output_dims.n = 1;
+    a->output_dims.c = L->out_channels;
+    a->filter = L->weights;
+    a->bias = L->bias;
+    return tinydet_tile_geometry(S->in_h, S->in_w, L->kernel_h, L->kernel_w, &a->stride, NULL, &S->pad, &a->padding,
+                                 &a->output_dims);
+}
+
+/* The residual rows of a step: the shortcut region around the output (shortcut_crop) and dst. */
+static tinydet_rows tde_rows(const tinydet_model *m, const tinydet_layer *L, const tinydet_step *S,
+                             const tinydet_conv_args *a, const int8_t *conv_out, int32_t dst)
+{
+    tinydet_rows r;
+    r.add = L->add;
+    r.conv_out = conv_out;
+    r.shortcut = S->shortcut >= 0 ? m->arena + S->shortcut : NULL;
+    r.shortcut_w = a->output_dims.w + S->shortcut_crop.left + S->shortcut_crop.right;
+    r.shortcut_y = S->shortcut_crop.top;
+    r.shortcut_x = S->shortcut_crop.left;
+    r.conv_first = L->conv_first;
+    r.reverse = S->reverse;
+    r.dst = m->arena + dst;
+    r.dst_w = S->out_pitch;
+    return r;
+}
+
+static arm_cmsis_nn_status tde_step(const tinydet_model *m, const tinydet_step *S)
+{
+    const tinydet_layer *L = &m->layers[S->layer];
+    int8_t *arena = m->arena;
+    tinydet_conv_args a;
+    if (tde_conv_args(L, S, &a) != 0 || (L->add != NULL && S->shortcut < 0))
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    const cmsis_nn_context scratch = {m->scratch, m->scratch_bytes};
+    switch (S->mode)
+    {
+    case TINYDET_STEP_INPLACE_DW:
+    {
+        /* the planner's one-channel temp in the arena is the kernel's buffer */
+        const cmsis_nn_dims bd = {1, 1, 1, L->out_channels};
+        const cmsis_nn_dw_conv_params p = {a.input_offset, a.output_offset, 1, a.stride, a.padding, a.dilation,
+                                           a.activation};
+        const cmsis_nn_context ctx = {arena + S->temp, a.output_dims.h * a.output_dims.w};
+        const arm_cmsis_nn_status st = tinydet_depthwise_conv_inplace_s8(
+            &ctx, &p, &a.quant, &a.input_dims, arena + S->input, &a.filter_dims, a.filter, &bd, a.bias, &a.output_dims);
+        if (st == ARM_CMSIS_NN_SUCCESS && S->output != S->input)
+        {
+            /* the plan keeps the output at the slot's far end (slot stacked from the arena top) */
+            memmove(arena + S->output, arena + S->input,
+                    (size_t)a.output_dims.h * (size_t)a.output_dims.w * (size_t)L->out_channels);
+        }
+        return st;
+    }
+    case TINYDET_STEP_FUSED_RESIDUAL:
+    case TINYDET_STEP_SINK:
+    {
+        /* row by row into the shortcut's slot / the stage-1 map (with or without the add) */
+        const tinydet_rows r = tde_rows(m, L, S, &a, NULL, S->output);
+        return tinydet_conv_rows(&scratch, &a, arena + S->input, &r);
+    }
+    default:
+    {
+        const arm_cmsis_nn_status st = tinydet_conv(&scratch, &a, arena + S->input, arena + S->output);
+        if (st != ARM_CMSIS_NN_SUCCESS || L->add == NULL)
+        {
+            return st;
+        }
+        /* unfused residual: the sum goes into the shortcut's slot (result) */
+        const tinydet_rows r = tde_rows(m, L, S, &a, arena + S->output, S->result);
+        return tinydet_conv_rows(&scratch, &a, NULL, &r);
+    }
+    }
+}
+
+static int tde_steps(const tinydet_model *m, const tinydet_step *steps, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++)
+    {
+        const uint32_t t0 = m->counter();
+        const arm_cmsis_nn_status st = tde_step(m, &steps[i]);
+        m->layer_ticks[steps[i].counter] += m->counter() - t0;
+        if (st != ARM_CMSIS_NN_SUCCESS)
+        {
+            return -1 - (int)i;
+        }
+    }
+    return 0;
+}
+
+static int tde_read(const tinydet_model *m, const tinydet_source *src, const tinydet_rect *r, int32_t offset)
+{
+    const uint32_t t0 = m->counter();
+    const int rc = tinydet_tile_read(src, r, m->arena + offset);
+    *m->input_ticks += m->counter() - t0;
+    return rc;
+}
+
+int tinydet_run(const tinydet_model *m, const tinydet_source *src)
+{
+    for (int32_t t = 0; t < m->num_tiles; t++)
+    {
+        const tinydet_tile *T = &m->tiles[t];
+        if (tde_read(m, src, &T->rect, T->input) != 0)
+        {
+            return TINYDET_ERROR_SOURCE;
+        }
+        const int rc = tde_steps(m, m->tile_steps + T->first_step, T->num_steps);
+        if (rc != 0)
+        {
+            return rc - T->first_step;
+        }
+    }
+    if (m->num_tiles == 0)
+    {
+        const tinydet_rect all = {0, 0, m->input_h, m->input_w};
+        if (tde_read(m, src, &all, m->input) != 0)
+        {
+            return TINYDET_ERROR_SOURCE;
+        }
+    }
+    return tde_steps(m, m->steps, m->num_steps);
+}
+
+const int8_t *tinydet_output(const tinydet_model *m, int i)
+{
+    return m->arena + m->outputs[i].offset;
+}
+
+int tinydet_model_detect(const tinydet_model *m, tinydet_detection *dets, int max)
+{
+    return m->detector != NULL ? tinydet_detect(m->detector, m->arena, dets, max) : 0;
+}

@@ -1,0 +1,95 @@
+"""tinydet.deploy.lower: export folder -> typed table rows (pure Python, no compiler)."""
+import copy
+
+import numpy as np
+import pytest
+
+from tinydet.deploy import emit_c
+from tinydet.deploy import lower as lw
+from tinydet.errors import TinydetError
+from tinydet.export import load_export
+from tinydet.geometry import Pads
+
+from test_deploy import folder  # noqa: F401  (the session's quantized tiny export)
+
+
+@pytest.fixture(scope="module")
+def export(folder):  # noqa: F811
+    e = load_export(folder)
+    return e, lw.load_models(e)
+
+
+def test_patch_rows_follow_the_plan(export):
+    e, models = export
+    sched = e.schedule
+    m = lw.lower_export(e, models, "patch")
+    assert m.arena_bytes == m.planned_peak_bytes == sched["memory"]["peak_sram_patch"]
+    assert len(m.tiles) == len(sched["tiles"])
+    s1 = list(sched["stage1_ops"])
+    for t, (row, tile, steps) in enumerate(zip(m.tiles, sched["tiles"], sched["arena"]["tiles"])):
+        assert row.rect.to_list() == tile["in_rect"] and row.input == sched["arena"]["tile_inputs"][t]
+        mine = m.tile_steps[row.first_step:row.first_step + row.num_steps]
+        assert [s.op for s in mine] == s1
+        for s, a in zip(mine, steps):
+            assert (s.input, s.mode, s.reverse) == (a["input"], a["mode"], a["reverse"])
+            assert isinstance(s.pad, Pads) and s.pad.top >= 0 and s.pad.left >= 0
+        # the sink writes the tile's out_rect of the stage-1 map
+        c, _, w = sched["tensors"][sched["split_tensor"]] if sched["split_tensor"] in sched.get("tensors", {}) \
+            else next(op["out_shape"] for op in sched["ops"] if op["output"] == sched["split_tensor"])
+        oy0, _, ox0, _ = tile["out_rect"]
+        assert mine[-1].mode == "sink" and mine[-1].out_pitch == w
+        assert mine[-1].output == steps[-1]["output"] + (oy0 * w + ox0) * c
+    # a layer's const data is written once for all tiles
+    assert len({layer.name for layer in m.layers}) == len(m.layers) == len(sched["ops"])
+    assert [s.op for s in m.steps] == [a["op"] for a in sched["arena"]["steps"]]
+
+
+def test_layer_rows_use_the_layer_arena(export):
+    e, models = export
+    m = lw.lower_export(e, models, "layer")
+    arena = lw.layer_arena(e.schedule)
+    assert m.arena_bytes == arena["arena_bytes"] == e.schedule["memory"]["peak_sram_per_layer"]
+    assert [(s.input, s.output) for s in m.steps] == [(a["input"], a["output"]) for a in arena["steps"]]
+    assert m.tiles == [] and m.input_offset == arena["input"]
+
+
+def test_detector_tables(export):
+    e, models = export
+    m = lw.lower_export(e, models, "patch", conf=0.3)
+    det = m.detector
+    assert det is not None and det.conf_thresh == 0.3 and len(det.heads) == len(m.outputs)
+    for hd, o in zip(det.heads, m.outputs):
+        assert hd.offset == o.offset and hd.sigmoid.dtype == np.float32 and hd.sigmoid.shape == (256,)
+        assert np.all(np.diff(hd.sigmoid) >= 0)
+        assert hd.objectness_min == lw.objectness_min(hd.sigmoid, 0.3)
+    assert m.decode_bytes == lw.CANDIDATE_BYTES * det.max_candidates + lw.DETECTION_BYTES * det.max_det
+
+
+def test_emitted_c_is_designated_data_only(export, tmp_path):
+    e, models = export
+    m = lw.lower_export(e, models, "patch")
+    src = emit_c.model_c(m)
+    s = m.tile_steps[0]
+    assert (f".pad = {{.top = {s.pad.top}, .left = {s.pad.left}, .bottom = {s.pad.bottom}, "
+            f".right = {s.pad.right}}}") in src
+    assert f"sizeof(tinydet_candidate) == {lw.CANDIDATE_BYTES}" in src
+    # data only: no function bodies in generated code
+    assert "{\n    return" not in src and "for (" not in src and "switch" not in src
+    assert emit_c.c_float(0.1) == "0x1.99999a0000000p-4f"
+
+
+def test_bad_plans_are_refused(export):
+    e, models = export
+    bad = copy.copy(e)
+    bad.schedule = copy.deepcopy(e.schedule)
+    bad.schedule["arena"]["arena_bytes"] += 8
+    with pytest.raises(TinydetError, match="planner's patch peak"):
+        lw.lower_export(bad, models, "patch")
+    bad.schedule = copy.deepcopy(e.schedule)
+    bad.schedule["arena"]["tiles"][0][0]["mode"] = "teleport"
+    with pytest.raises(TinydetError, match="mode 'teleport'"):
+        lw.lower_export(bad, models, "patch")
+    with pytest.raises(TinydetError, match="--mode"):
+        lw.lower_export(e, models, "tiles")
+    with pytest.raises(TinydetError, match="crops its input on the top/left"):
+        lw._check_pads("x", Pads(-1, 0, 0, 0), (5, 5), lw.layer_row(models[0].ops[1]), (5, 5), "here")

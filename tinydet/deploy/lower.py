@@ -1,0 +1,534 @@
+"""Lowering: an export folder (``schedule.json`` + the int8 graphs) -> the typed rows of the C tables.
+
+Pure Python + numpy (no compiler, no torch): what the firmware will do is decided here and can be
+unit-tested as data; :mod:`tinydet.deploy.emit_c` only prints these rows as C99 designated
+initializers of the structs in ``deploy/runtime/include/tinydet_executor.h``.
+
+* :class:`LayerRow` -- one conv / depthwise layer's int8 weights, int32 biases, per-channel
+  ``(mult, shift)`` and its fused residual add (:class:`AddRow`), once for all tiles;
+* :class:`StepRow` -- one layer execution: arena offsets (the allocator's, from ``schedule.json``),
+  the input size and its pads (:class:`tinydet.geometry.Pads`), the output row pitch and where the
+  output sits in its shortcut region; patch mode has each tile's stage-1 steps (:class:`TileRow`)
+  then the stage-2 steps, layer mode the steps of every layer on the full map;
+* :class:`OutputRow`, :class:`DetectorRow` -- the int8 outputs and the decode tables: one
+  256-entry sigmoid table per head map (the Python decode's own function on every int8 value) and
+  the int8 objectness threshold equivalent to the score threshold.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from tinydet.errors import TinydetError
+from tinydet.geometry import Pads, Rect, conv_out_size
+
+MODES = ("patch", "layer")
+STEP_MODES = ("normal", "inplace_dw", "fused_residual", "sink")  # tinydet.schedule.arena ArenaStep.mode
+DEFAULT_CONF = 0.25  # deployment score threshold, the same default as `tinydet validate --conf`
+MAX_CANDIDATES = 3000  # tinydet.models.decode.postprocess's default
+# sizes of the runtime's structs the budget counts (model.c checks them against sizeof at compile time)
+CANDIDATE_BYTES = 12  # tinydet_candidate {float score; int32 index, label}
+DETECTION_BYTES = 24  # tinydet_detection {float x1, y1, x2, y2, score; int32 label}
+_SUPPORTED = ("conv", "dwconv")
+
+
+@dataclass(frozen=True)
+class AddRow:
+    """``tinydet_add_params``: the residual add's arm_elementwise_add_s8 arguments."""
+
+    input_1_offset: int
+    input_1_mult: int
+    input_1_shift: int
+    input_2_offset: int
+    input_2_mult: int
+    input_2_shift: int
+    left_shift: int
+    out_offset: int
+    out_mult: int
+    out_shift: int
+    act_min: int = -128
+    act_max: int = 127
+
+
+@dataclass(frozen=True, eq=False)
+class LayerRow:
+    """``tinydet_layer``: one convolution / depthwise convolution with its const data."""
+
+    name: str
+    depthwise: bool
+    weights: np.ndarray  # int8, OHWI or [1, KH, KW, C]
+    bias: np.ndarray  # int32 [C_out]
+    mult: np.ndarray  # int32 [C_out]
+    shift: np.ndarray  # int32 [C_out]
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    input_offset: int
+    output_offset: int
+    act_min: int
+    act_max: int
+    add: AddRow | None = None
+    conv_first: bool = False
+
+    @property
+    def const_bytes(self) -> int:
+        """Flash of its data: int8 weights + int32 bias, multiplier and shift per output channel."""
+        return int(self.weights.size) + 12 * self.out_channels
+
+
+@dataclass(frozen=True)
+class StepRow:
+    """``tinydet_step``: one execution of ``layer`` (an index into the layer rows)."""
+
+    op: str
+    layer: int
+    counter: int
+    mode: str
+    reverse: bool
+    in_h: int
+    in_w: int
+    pad: Pads
+    out_h: int
+    out_w: int
+    out_pitch: int
+    shortcut_crop: Pads
+    input: int
+    output: int
+    temp: int = -1
+    shortcut: int = -1
+    result: int = -1
+
+
+@dataclass(frozen=True)
+class TileRow:
+    """``tinydet_tile``: a tile's input-image region, its input buffer and its stage-1 steps."""
+
+    rect: Rect
+    input: int
+    first_step: int
+    num_steps: int
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    """``tinydet_output_info``: an int8 NHWC output tensor at an arena offset."""
+
+    name: str
+    offset: int
+    c: int
+    h: int
+    w: int
+    scale: float
+    zp: int
+
+
+@dataclass(frozen=True)
+class InputRow:
+    name: str
+    c: int
+    h: int
+    w: int
+    scale: float
+    zp: int
+
+
+@dataclass(frozen=True, eq=False)
+class HeadRow:
+    """``tinydet_head``: one head map with its sigmoid table and int8 objectness threshold."""
+
+    output: int  # index into the outputs
+    offset: int
+    h: int
+    w: int
+    stride: float
+    anchors: tuple[tuple[float, float], ...]
+    sigmoid: np.ndarray  # float32 [256], sigmoid(dequantize(q)) at q + 128
+    objectness_min: int  # smallest int8 q whose sigmoid is > conf (128: none)
+
+
+@dataclass(frozen=True, eq=False)
+class DetectorRow:
+    """``tinydet_detector``: decode + NMS parameters (tinydet.models.decode.postprocess's)."""
+
+    heads: tuple[HeadRow, ...]
+    num_anchors: int
+    num_classes: int
+    conf_thresh: float
+    nms_iou: float
+    max_det: int
+    max_candidates: int
+    input_h: int
+    input_w: int
+
+    @property
+    def static_bytes(self) -> int:
+        """SRAM of the decode: the candidate buffer and the application's detections."""
+        return CANDIDATE_BYTES * self.max_candidates + DETECTION_BYTES * self.max_det
+
+
+@dataclass(eq=False)
+class Lowered:
+    """Everything the C tables hold for one mode, plus the figures the build reports."""
+
+    mode: str
+    arch: str
+    arena_bytes: int
+    planned_peak_bytes: int
+    scratch_bytes: int
+    layers: list[LayerRow]
+    steps: list[StepRow]
+    tile_steps: list[StepRow]
+    tiles: list[TileRow]
+    input_offset: int
+    outputs: list[OutputRow]
+    input: InputRow
+    detector: DetectorRow | None
+    layer_names: list[str]
+    detector_config: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def const_bytes(self) -> int:
+        return sum(layer.const_bytes for layer in self.layers)
+
+    @property
+    def decode_bytes(self) -> int:
+        return self.detector.static_bytes if self.detector else 0
+
+    def summary(self) -> dict[str, Any]:
+        """The figures as JSON-ready values (model.json, build.json)."""
+        return {"mode": self.mode, "arena_bytes": self.arena_bytes, "planned_peak_bytes": self.planned_peak_bytes,
+                "scratch_bytes": self.scratch_bytes, "const_bytes": self.const_bytes, "layers": self.layer_names,
+                "outputs": [asdict(o) for o in self.outputs], "input": asdict(self.input), "tiles": len(self.tiles)}
+
+
+# ---- detector tables --------------------------------------------------------------------------------
+
+
+def sigmoid_table(scale: float, zero_point: int) -> np.ndarray:
+    """float32 [256]: the Python decode's sigmoid of every int8 value q (at q + 128), dequantized as
+    the int8 model's DequantizeLinear -- the exact values :mod:`tinydet.models.decode` computes."""
+    from tinydet.models.decode import _sigmoid
+    from tinydet.quant.arith import dequantize
+
+    return _sigmoid(dequantize(np.arange(-128, 128), scale, zero_point)).astype(np.float32)
+
+
+def objectness_min(table: np.ndarray, conf: float) -> int:
+    """The smallest int8 q with ``table[q] > conf`` (128 when none): since score = sig(obj) *
+    sig(cls) <= sig(obj), no slot with a smaller objectness can pass, so the C decode skips those
+    on the int8 value alone (and still checks the exact score of the rest)."""
+    above = np.nonzero(table > np.float32(conf))[0]
+    return int(above[0]) - 128 if above.size else 128
+
+
+def detector_row(det: Mapping[str, Any], outputs: list[OutputRow], input_hw: tuple[int, int], conf: float,
+                 where: str) -> DetectorRow:
+    """The decode tables of ``schedule.json: detector`` on the int8 outputs."""
+    anchors = det["anchors"]
+    strides = det["strides"]
+    num_anchors = len(anchors[0])
+    if len(anchors) != len(outputs) or len(strides) != len(outputs):
+        raise TinydetError(f"{where}: detector: {len(anchors)} anchor sets and {len(strides)} strides for "
+                           f"{len(outputs)} outputs; expected one per head output")
+    per = outputs[0].c // num_anchors
+    num_classes = per - 5
+    nms_iou = float(det.get("nms_iou", 0.6))
+    if not 0.0 <= nms_iou <= 1.0:
+        raise TinydetError(f"{where}: detector: nms_iou: expected a value in [0, 1], got {nms_iou}")
+    if not 0.0 <= conf < 1.0:
+        raise TinydetError(f"--conf: expected a score threshold in [0, 1), got {conf}")
+    heads = []
+    for i, (o, anc, stride) in enumerate(zip(outputs, anchors, strides)):
+        if o.c != num_anchors * per or num_classes < 1:
+            raise TinydetError(f"{where}: output '{o.name}' has {o.c} channels; expected {num_anchors} anchors x "
+                               f"(5 + classes) like the first output")
+        table = sigmoid_table(o.scale, o.zp)
+        heads.append(HeadRow(output=i, offset=o.offset, h=o.h, w=o.w, stride=float(stride),
+                             anchors=tuple((float(a[0]), float(a[1])) for a in anc), sigmoid=table,
+                             objectness_min=objectness_min(table, conf)))
+    slots = sum(o.h * o.w for o in outputs) * num_anchors
+    return DetectorRow(heads=tuple(heads), num_anchors=num_anchors, num_classes=num_classes, conf_thresh=float(conf),
+                       nms_iou=nms_iou, max_det=int(det.get("max_det", 100)),
+                       max_candidates=max(1, min(slots, MAX_CANDIDATES)), input_h=input_hw[0], input_w=input_hw[1])
+
+
+# ---- layers and steps -------------------------------------------------------------------------------
+
+
+def _check_supported(qg, where: str) -> None:
+    for op in qg.ops:
+        if op.kind in ("quantize", "dequantize", "pad"):
+            continue
+        if op.kind not in _SUPPORTED:
+            raise TinydetError(f"{where}: node '{op.name}' ({op.kind}) is not supported by the C code generator; "
+                               f"expected Conv, depthwise Conv (optionally followed by a residual Add) in QDQ form")
+
+
+def _shape_of(schedule: Mapping[str, Any], tensor: str) -> tuple[int, int, int]:
+    if tensor in schedule.get("tensors", {}):
+        c, h, w = schedule["tensors"][tensor]
+        return int(c), int(h), int(w)
+    for op in schedule["ops"]:
+        if op["output"] == tensor:
+            return tuple(int(v) for v in op["out_shape"])
+    raise TinydetError(f"schedule.json: tensors: no shape for '{tensor}'")
+
+
+def _int32(values: Any, what: str) -> np.ndarray:
+    a = np.asarray(values, np.int64)
+    if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+        raise TinydetError(f"{what} does not fit int32")
+    return a.astype(np.int32)
+
+
+def layer_row(qop) -> LayerRow:
+    """The table row of an int8 conv / depthwise op of :mod:`tinydet.quant.qgraph`."""
+    w = np.asarray(qop.weight, np.int8)
+    depthwise = qop.kind == "dwconv"
+    add = None
+    if qop.add:
+        p = qop.add["params"]
+        add = AddRow(**{k: int(p[k]) for k in ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset",
+                                                "input_2_mult", "input_2_shift", "left_shift", "out_offset",
+                                                "out_mult", "out_shift")})
+    # OHWI conv filters, [1, KH, KW, C] depthwise filters: the last axis is the input channels
+    return LayerRow(name=qop.name, depthwise=depthwise, weights=w, bias=_int32(qop.bias, f"{qop.name}: bias"),
+                    mult=_int32(qop.mult, f"{qop.name}: mult"), shift=_int32(qop.shift, f"{qop.name}: shift"),
+                    in_channels=int(w.shape[3]), out_channels=int(w.shape[3] if depthwise else w.shape[0]),
+                    kernel=(int(qop.kernel[0]), int(qop.kernel[1])), stride=(int(qop.stride[0]), int(qop.stride[1])),
+                    input_offset=-int(qop.in_zp[0]), output_offset=int(qop.add["conv_zp"] if qop.add else qop.out_zp),
+                    act_min=int(qop.act_min), act_max=int(qop.act_max), add=add,
+                    conv_first=bool(qop.add and qop.add["conv_first"]))
+
+
+def scratch_bytes(layer: LayerRow, out_w: int) -> int:
+    """Kernel scratch of a layer: im2col columns (int16, two output pixels) of the conv kernels, then a
+    conv row and a shortcut row of the row-wise residual (tinydet_conv_rows_get_buffer_size; the
+    runtime checks every call against the kernels' own *_get_buffer_size)."""
+    kh, kw = layer.kernel
+    col = 2 * ((kh * kw * layer.in_channels + 3) & ~3) * 2
+    return col + 2 * ((out_w * layer.out_channels + 3) & ~3) + 16
+
+
+class _Layers:
+    """Layer rows in first-use order, each written once for all tiles."""
+
+    def __init__(self, schedule: Mapping[str, Any]):
+        self.rows: list[LayerRow] = []
+        self.index: dict[str, int] = {}
+        self.scratch = 0
+        self.out_w = {op["name"]: int(op["out_shape"][2]) for op in schedule["ops"]}
+
+    def of(self, qop) -> int:
+        if qop.name not in self.index:
+            self.index[qop.name] = len(self.rows)
+            self.rows.append(layer_row(qop))
+            # sized for the full map's rows, so one scratch serves every tile
+            self.scratch = max(self.scratch, scratch_bytes(self.rows[-1], self.out_w[qop.name]))
+        return self.index[qop.name]
+
+
+def _check_pads(op: str, pads: Pads, in_hw: tuple[int, int], layer: LayerRow, out_hw: tuple[int, int],
+                where: str) -> None:
+    """The C geometry (tinydet_tile_geometry) of ``pads`` on the input must give the planned output."""
+    if pads.top < 0 or pads.left < 0:
+        raise TinydetError(f"{where}: op '{op}' crops its input on the top/left ({pads}); the patch plan only "
+                           f"crops on the bottom/right")
+    got = (conv_out_size(in_hw[0], layer.kernel[0], layer.stride[0], pads.top, pads.bottom),
+           conv_out_size(in_hw[1], layer.kernel[1], layer.stride[1], pads.left, pads.right))
+    if got != tuple(out_hw):
+        raise TinydetError(f"{where}: op '{op}': pads {pads} on a {in_hw[0]}x{in_hw[1]} input give "
+                           f"{got[0]}x{got[1]}, the plan says {out_hw[0]}x{out_hw[1]}")
+
+
+def _offset(value: Any) -> int:
+    return -1 if value is None else int(value)
+
+
+def _step(layers: _Layers, qop, step: Mapping[str, Any], counter: int, in_hw, pads: Pads, out_hw, out_pitch: int,
+          output: int, crop: Pads, where: str) -> StepRow:
+    li = layers.of(qop)
+    _check_pads(qop.name, pads, in_hw, layers.rows[li], out_hw, where)
+    if step["mode"] not in STEP_MODES:
+        raise TinydetError(f"{where}: arena step '{qop.name}': mode '{step['mode']}'; expected one of "
+                           f"{', '.join(STEP_MODES)}")
+    if qop.add and step.get("shortcut") is None:
+        raise TinydetError(f"{where}: arena step '{qop.name}' has a residual add but no shortcut offset")
+    return StepRow(op=qop.name, layer=li, counter=counter, mode=step["mode"], reverse=bool(step["reverse"]),
+                   in_h=in_hw[0], in_w=in_hw[1], pad=pads, out_h=out_hw[0], out_w=out_hw[1], out_pitch=out_pitch,
+                   shortcut_crop=crop, input=int(step["input"]), output=output, temp=_offset(step.get("temp")),
+                   shortcut=_offset(step.get("shortcut")), result=_offset(step.get("result")))
+
+
+def _onnx_pads(vector) -> Pads:
+    from tinydet.quant.reference import onnx_pad_amounts
+
+    return Pads(*onnx_pad_amounts(vector))
+
+
+def _tile_pads(tile: Mapping[str, Any], pad_op) -> Pads:
+    """The pads a stage-1 Pad node applies in this tile (its per-tile input, or its constant pads)."""
+    if pad_op.pads_input is None:
+        return Pads(*pad_op.padding)
+    return _onnx_pads(tile["onnx_pads"][pad_op.pads_input])
+
+
+def _input_pads(graph, qop, tile: Mapping[str, Any]) -> Pads:
+    """A stage-1 conv's input pads in a tile: its Pad node's (the convs themselves have none)."""
+    pad_op = graph.producer(qop.inputs[0])
+    return _tile_pads(tile, pad_op) if pad_op is not None and pad_op.kind == "pad" else Pads()
+
+
+def _patch_steps(sched, stage1, layers: _Layers, counter_of, arena, where) -> tuple[list[StepRow], list[TileRow]]:
+    split = sched["split_tensor"]
+    split_c, _, split_w = _shape_of(sched, split)
+    s1_ops = [op for op in stage1.ops if op.kind in _SUPPORTED]
+    if [op.name for op in s1_ops] != list(sched["stage1_ops"]):
+        raise TinydetError(f"{where}/stage1_patch.int8.onnx: layers {[o.name for o in s1_ops]} differ from "
+                           f"schedule.json stage1_ops {sched['stage1_ops']}")
+    producer_op = {op["output"]: op["name"] for op in sched["ops"]}
+    steps: list[StepRow] = []
+    tiles: list[TileRow] = []
+    for ti, (tile, tile_steps) in enumerate(zip(sched["tiles"], arena["tiles"])):
+        first = len(steps)
+        regions = tile["regions"]
+        out_rect = Rect.from_list(tile["out_rect"])
+        at = f"{where} tile {ti}"
+        for qop, step in zip(s1_ops, tile_steps):
+            if step["op"] != qop.name:
+                raise TinydetError(f"{where}: schedule.json arena tile {ti}: step '{step['op']}' where the int8 "
+                                   f"stage 1 has '{qop.name}'")
+            reg_in, reg_out = Rect.from_list(regions[qop.name]["in_rect"]), Rect.from_list(regions[qop.name]["out_rect"])
+            crop = Pads()
+            if qop.add:
+                sc_tensor = qop.add["shortcut"]
+                sp = stage1.producer(sc_tensor)
+                if sp is not None and sp.kind == "pad":
+                    pads = _tile_pads(tile, sp)
+                    sc_tensor = sp.inputs[0]
+                    if max(pads.top, pads.left, pads.bottom, pads.right) > 0:
+                        raise TinydetError(f"{at}: shortcut of '{qop.name}' is padded {pads}; expected crops (<= 0) "
+                                           f"only")
+                    crop = Pads(-pads.top, -pads.left, -pads.bottom, -pads.right)
+                src = Rect.from_list(regions[producer_op[sc_tensor]]["out_rect"])
+                if src.h - crop.top - crop.bottom != reg_out.h or src.w - crop.left - crop.right != reg_out.w:
+                    raise TinydetError(f"{at}: shortcut of '{qop.name}' ({src.h}x{src.w}, crop {crop}) does not "
+                                       f"match its {reg_out.h}x{reg_out.w} output")
+            if step["mode"] == "sink":
+                output, pitch = int(step["output"]) + (out_rect.y0 * split_w + out_rect.x0) * split_c, split_w
+            else:
+                output, pitch = int(step["output"]), reg_out.w
+            steps.append(_step(layers, qop, step, counter_of[qop.name], (reg_in.h, reg_in.w),
+                               _input_pads(stage1, qop, tile), (reg_out.h, reg_out.w), pitch, output, crop, at))
+        in_rect = Rect.from_list(tile["in_rect"])
+        tiles.append(TileRow(rect=in_rect, input=int(arena["tile_inputs"][ti]), first_step=first,
+                             num_steps=len(steps) - first))
+    return steps, tiles
+
+
+def _layer_steps(sched, graph, layers: _Layers, counter_of, arena_steps, where) -> list[StepRow]:
+    ops = {op["name"]: op for op in sched["ops"]}
+    qops = [op for op in graph.ops if op.kind in _SUPPORTED]
+    if [op.name for op in qops] != [s["op"] for s in arena_steps]:
+        raise TinydetError(f"{where}: int8 layers {[o.name for o in qops]} differ from the arena steps "
+                           f"{[s['op'] for s in arena_steps]}")
+    steps = []
+    for qop, step in zip(qops, arena_steps):
+        _, ih, iw = ops[qop.name]["in_shape"]
+        _, oh, ow = ops[qop.name]["out_shape"]
+        steps.append(_step(layers, qop, step, counter_of[qop.name], (int(ih), int(iw)), Pads(*qop.padding),
+                           (int(oh), int(ow)), int(ow), int(step["output"]), Pads(), where))
+    return steps
+
+
+def layer_arena(schedule: Mapping[str, Any]) -> dict[str, Any]:
+    """The per-layer arena of ``schedule.json``: ``arena_layer`` (format version 2); a version-1 folder
+    has none, so it is rebuilt there with the planner's own allocator."""
+    if "arena_layer" in schedule:
+        return schedule["arena_layer"]
+    from tinydet.arch.graph import lower
+    from tinydet.arch.spec import HeadSpec, spec_from_dict
+    from tinydet.schedule.arena import allocate
+    from tinydet.schedule.memory import MemoryRules
+
+    arch = schedule["arch"]
+    head = HeadSpec(**arch["head"]) if arch.get("head") else None
+    _, h, w = schedule["input"]["shape"]
+    rules = MemoryRules.from_dict(schedule.get("memory", {}).get("rules", {}))
+    arena = allocate(lower(spec_from_dict(arch["spec"]), (h, w), head=head), None, rules).to_dict()
+    if [s["op"] for s in arena["steps"]] != [op["name"] for op in schedule["ops"]]:
+        raise TinydetError("schedule.json: ops differ from the network its arch spec lowers to; re-export the folder")
+    return arena
+
+
+def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF) -> Lowered:
+    """The C tables of a verified export folder (:func:`tinydet.export.load_export`) for ``mode``.
+
+    ``models``: its (full, stage1, stage2) int8 graphs (:func:`tinydet.quant.qgraph.load_qgraph`).
+    Refuses (TinydetError) unsupported int8 ops, a plan the int8 graphs or the C geometry disagree
+    with, and an arena that is not the planner's peak.
+    """
+    if mode not in MODES:
+        raise TinydetError(f"--mode: expected one of {', '.join(MODES)}, got '{mode}'")
+    sched = export.schedule
+    where = str(export.root)
+    full, stage1, stage2 = models
+    used = {"full.int8.onnx": full} if mode == "layer" else {"stage1_patch.int8.onnx": stage1,
+                                                               "stage2.int8.onnx": stage2}
+    for name, g in used.items():
+        _check_supported(g, f"{where}/{name}")
+    names = [op["name"] for op in sched["ops"]]
+    counter_of = {name: i for i, name in enumerate(names)}
+    mem = sched["memory"]
+    layers = _Layers(sched)
+    tile_steps: list[StepRow] = []
+    tiles: list[TileRow] = []
+    if mode == "patch":
+        arena = sched["arena"]
+        planned = int(mem["peak_sram_patch"])
+        split = sched["split_tensor"]
+        if stage1.tensors.get(split) != stage2.tensors.get(split):
+            raise TinydetError(f"{where}: split tensor '{split}' is quantized differently in stage 1 and stage 2; "
+                               f"re-run `tinydet quantize`")
+        tile_steps, tiles = _patch_steps(sched, stage1, layers, counter_of, arena, where)
+        graph = stage2
+    else:
+        arena = layer_arena(sched)
+        planned = int(mem["peak_sram_per_layer"])
+        graph = full
+    steps = _layer_steps(sched, graph, layers, counter_of, arena["steps"], where)
+    if int(arena["arena_bytes"]) != planned:
+        raise TinydetError(f"{where}: the arena plan needs {arena['arena_bytes']} bytes but the planner's {mode} peak "
+                           f"is {planned}; re-export the folder")
+    # outputs: int8 NHWC tensors at the arena's output offsets, dequantized by the host / decode
+    outputs = []
+    deq = {op.output: op for op in graph.ops if op.kind == "dequantize"}
+    for name in sched["outputs"]:
+        if name not in deq:
+            raise TinydetError(f"{where}: output '{name}' is not dequantized in the int8 model")
+        d = deq[name]
+        c, h, w = _shape_of(sched, d.inputs[0])
+        if d.inputs[0] not in arena["outputs"]:
+            raise TinydetError(f"{where}: the arena plan does not keep output '{name}'")
+        outputs.append(OutputRow(name=name, offset=int(arena["outputs"][d.inputs[0]]), c=c, h=h, w=w,
+                                 scale=float(d.in_scale[0]), zp=int(d.in_zp[0])))
+    c_in, h_in, w_in = (int(v) for v in sched["input"]["shape"])
+    q_in = next(op for op in (stage1 if mode == "patch" else full).ops if op.kind == "quantize")
+    inp = InputRow(name=q_in.inputs[0], c=c_in, h=h_in, w=w_in, scale=float(q_in.out_scale), zp=int(q_in.out_zp))
+    det = sched.get("detector")
+    detector = detector_row(det, outputs, (h_in, w_in), conf, f"{where}/schedule.json") if det else None
+    return Lowered(mode=mode, arch=str(sched["arch"]["name"]), arena_bytes=int(arena["arena_bytes"]),
+                   planned_peak_bytes=planned, scratch_bytes=layers.scratch, layers=layers.rows, steps=steps,
+                   tile_steps=tile_steps, tiles=tiles, input_offset=_offset(arena.get("input")), outputs=outputs,
+                   input=inp, detector=detector, layer_names=names, detector_config=det, extra={"conf": conf})
+
+
+def load_models(export) -> tuple[Any, Any, Any]:
+    """(full, stage1, stage2) int8 graphs of a verified export folder."""
+    from tinydet.quant.qgraph import load_qgraph
+
+    return tuple(load_qgraph(export.path(f"{n}.int8.onnx")) for n in ("full", "stage1_patch", "stage2"))
