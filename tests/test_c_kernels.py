@@ -99,6 +99,17 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True, avgpool_nul
     add(drv.record(drv.OP_ARITH, [1], [a32, e.astype(np.int32)]), arith.rdbpot(a, e).astype(np.int32), "rdbpot")
     add(drv.record(drv.OP_ARITH, [2], [a32, m.astype(np.int32), s.astype(np.int32)]),
         arith.requantize(a, m, s).astype(np.int32), "requantize")
+    # the kernels' precomputed-shift form (tdn_rq): every shift in [-31, 31] against every edge
+    # accumulator, and the int8 output form with offsets / activation ranges that clip both ways
+    s_all = np.concatenate([s, np.tile(np.arange(-31, 32), 8)])
+    a_all = np.concatenate([a, rng.choice(edges, 63 * 8)])
+    m_all = np.concatenate([m, rng.choice([0, 2**30, 2**31 - 1], 63 * 8)])
+    want = arith.requantize(a_all, m_all, s_all)
+    blobs = [a_all.astype(np.int32), m_all.astype(np.int32), s_all.astype(np.int32)]
+    add(drv.record(drv.OP_ARITH, [3], blobs), want.astype(np.int32), "rq_apply")
+    for off, lo, hi in [(0, -128, 127), (-128, -128, 127), (127, -128, 127), (-5, -5, 100), (3, -128, -100)]:
+        add(drv.record(drv.OP_ARITH, [4, off, lo, hi], blobs), np.clip(want + off, lo, hi).astype(np.int32),
+            f"rq_s8 off {off} [{lo}, {hi}]")
 
     for i in range(n_conv):
         case = _conv_case(rng, k=[1, 3, 5, 7][i % 4], extreme=(i % 5 == 4))
@@ -258,10 +269,11 @@ def test_host_kernels_bit_exact_vs_numpy(host_driver, tmp_path):
     assert toolchain.size(host_driver)["sram_static"] >= 1536 * 1024  # the driver's static arena
 
 
-def test_depthwise_ch_mult_and_dilation_match_reference_loops(host_driver, tmp_path):
-    """ch_mult > 1 (no numpy counterpart) and dilation: optimised C == plain reference C."""
+def test_depthwise_ch_mult_and_dilation_match_numpy(host_driver, tmp_path):
+    """ch_mult > 1 and dilation (the general path) against numpy: output channel ic * ch_mult + j reads
+    input channel ic, so numpy's ch_mult-1 kernel on the input repeated ch_mult times is the reference."""
     rng = np.random.default_rng(21)
-    recs = []
+    recs, wants = [], []
     for i in range(6):
         c, mult = int(rng.integers(1, 5)), int(rng.integers(1, 4))
         x = rng.integers(-128, 128, (1, 6, 7, c), dtype=np.int8)
@@ -270,13 +282,99 @@ def test_depthwise_ch_mult_and_dilation_match_reference_loops(host_driver, tmp_p
         d = (1 + i % 2, 1 + i % 2)
         out_hw = (conv_out_size(6, 3, 1, 1, 1, d[0]), conv_out_size(7, 3, 2, 1, 1, d[1]))
         geo = dict(input_offset=7, output_offset=-3, stride=(1, 2), padding=(1, 1), dilation=d, out_hw=out_hw,
-                   act_min=-128, act_max=127, ch_mult=mult)
+                   act_min=-128, act_max=127)
         bias = rng.integers(-999, 999, c * mult).astype(np.int32)
-        recs += [drv.dw_record(x, w, bias, m, s, variant=drv.DW_ARM, **geo),
-                 drv.dw_record(x, w, bias, m, s, variant=drv.DW_REF, **geo)]
+        want = kernels.depthwise_conv_s8(np.repeat(x, mult, axis=3), w, bias, mult=m, shift=s, **geo)
+        for v in (drv.DW_ARM, drv.DW_WRAPPER, drv.DW_REF):
+            recs.append(drv.dw_record(x, w, bias, m, s, variant=v, ch_mult=mult, **geo))
+            wants.append(want.tobytes())
     outputs = _run_batch(host_driver, tmp_path, recs, toolchain.run_host)
-    for k in range(0, len(outputs), 2):
-        assert outputs[k][0] == 0 and outputs[k][2] == outputs[k + 1][2] and len(outputs[k][2]) > 0
+    _check(outputs, wants, [f"ch_mult/dilation #{i // 3} v{i % 3}" for i in range(len(recs))])
+
+
+def _tails_batch(seed: int):
+    """Shapes chosen to reach every fast path and every loop tail of the bundled kernels, with numpy
+    outputs: depthwise (normal and in place) with channels 1..9 (blocks of 4 + 0..3 leftover channels),
+    odd widths, strides 1 and 2, paddings 0..2 on each side, 3x3 (unrolled), 5x5, 1x1 and 9x9 (in
+    place) kernels, tiles so small that the in-place ring falls back to one channel at a time, and
+    windows wider than the input (no interior column); convolutions with odd output-channel counts,
+    depths that are not a multiple of 4, odd pixel counts (the last single pixel) and 1x1 tiles; shift
+    extremes and activation ranges that clip."""
+    rng = np.random.default_rng(seed)
+    recs, expect, labels = [], [], []
+
+    def q(n, i):
+        return _mult_shift(rng, n, extreme=(i % 4 == 3))
+
+    dw_shapes = []
+    for c in range(1, 10):
+        dw_shapes.append((c, 7, 9, 3, (1, 1), (1, 1, 1, 1)))
+        dw_shapes.append((c, 8, 5, 3, (2, 2), (1, 1, 0, 0)))
+    dw_shapes += [(8, 3, 3, 3, (1, 1), (1, 1, 1, 1)),    # 3 rows: ring of 4 channels does not fit
+                  (5, 2, 7, 3, (1, 1), (1, 1, 1, 1)),    # 2 rows
+                  (4, 1, 1, 3, (1, 1), (1, 1, 1, 1)),    # 1x1 tile, all padding
+                  (12, 9, 11, 5, (1, 1), (2, 2, 2, 2)),
+                  (6, 9, 8, 5, (2, 1), (2, 1, 1, 2)),
+                  (8, 10, 10, 9, (1, 1), (4, 4, 4, 4)),  # 9x9: fast rows, wider than most windows
+                  (7, 6, 6, 1, (1, 1), (0, 0, 0, 0)),
+                  (4, 4, 5, 3, (1, 2), (0, 2, 0, 2)),
+                  (8, 6, 2, 3, (1, 1), (1, 2, 1, 2))]    # window wider than the input: no interior column
+    for i, (c, h, w, k, st, (pt, pl, pb, pr)) in enumerate(dw_shapes):
+        x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        wt = rng.integers(-128, 128, (1, k, k, c), dtype=np.int8)
+        bias = rng.integers(-(2**16), 2**16, c).astype(np.int32)
+        m, s = q(c, i)
+        out_hw = (kernels.out_size(h, k, st[0], pt, pb), kernels.out_size(w, k, st[1], pl, pr))
+        geo = dict(input_offset=int(rng.integers(-128, 128)), output_offset=int(rng.integers(-128, 128)),
+                   stride=st, padding=(pt, pl), dilation=(1, 1), out_hw=out_hw,
+                   act_min=-128 if i % 3 else -60, act_max=127 if i % 3 else 50)
+        want = kernels.depthwise_conv_s8(x, wt, bias, mult=m, shift=s, **geo)
+        variants = [drv.DW_ARM, drv.DW_WRAPPER] + ([drv.DW_INPLACE] if out_hw[0] * out_hw[1] <= h * w else [])
+        for v in variants:
+            recs.append(drv.dw_record(x, wt, bias, m, s, variant=v, **geo))
+            expect.append(want.tobytes())
+            labels.append(f"tails dw c{c} {h}x{w} k{k} s{st} pad{(pt, pl, pb, pr)} v{v}")
+    conv_shapes = [(c, cout, h, w) for c, cout, h, w in
+                   [(1, 1, 1, 1), (3, 5, 3, 3), (4, 7, 5, 1), (5, 2, 1, 7), (7, 9, 3, 5), (8, 3, 2, 2),
+                    (9, 6, 4, 3), (16, 11, 3, 3), (13, 4, 1, 1), (32, 24, 5, 5)]]
+    for i, (c, cout, h, w) in enumerate(conv_shapes):
+        for k, st, pad in [(1, (1, 1), (0, 0)), (3, (2, 2), (1, 1)), (3, (1, 1), (1, 1))]:
+            x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+            wt = rng.integers(-128, 128, (cout, k, k, c), dtype=np.int8)
+            bias = rng.integers(-(2**16), 2**16, cout).astype(np.int32)
+            m, s = q(cout, i)
+            out_hw = (kernels.out_size(h, k, st[0], pad[0], pad[0]), kernels.out_size(w, k, st[1], pad[1], pad[1]))
+            geo = dict(input_offset=int(rng.integers(-128, 128)), output_offset=int(rng.integers(-128, 128)),
+                       stride=st, padding=pad, dilation=(1, 1), out_hw=out_hw,
+                       act_min=-128 if i % 3 else -20, act_max=127 if i % 3 else 90)
+            want = kernels.conv_s8(x, wt, bias, mult=m, shift=s, **geo)
+            for v in [drv.CONV_ARM, drv.CONV_WRAPPER] + ([drv.CONV_1X1] if k == 1 else []):
+                recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
+                expect.append(want.tobytes())
+                labels.append(f"tails conv {c}->{cout} {h}x{w} k{k} s{st} v{v}")
+    for n in [1, 2, 3, 4, 5, 7, 8, 9, 31, 64]:
+        x1 = rng.integers(-128, 128, n, dtype=np.int8)
+        x2 = rng.integers(-128, 128, n, dtype=np.int8)
+        sc, zp = rng.uniform(0.005, 0.2, 3), rng.integers(-128, 128, 3)
+        p = kernels.add_params(sc[0], zp[0], sc[1], zp[1], sc[2], zp[2])
+        lo, hi = (int(zp[2]), 127) if n % 2 else (-128, 127)
+        keys = ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset", "input_2_mult",
+                "input_2_shift", "left_shift", "out_offset", "out_mult", "out_shift")
+        recs.append(drv.record(drv.OP_ADD, [p[k] for k in keys] + [lo, hi, 0], [x1, x2]))
+        expect.append(kernels.add_s8(x1, x2, **p, act_min=lo, act_max=hi).tobytes())
+        labels.append(f"tails add n{n}")
+    return recs, expect, labels
+
+
+def test_host_fast_paths_and_tails_bit_exact_vs_numpy(host_driver, tmp_path):
+    recs, expect, labels = _tails_batch(61)
+    _check(_run_batch(host_driver, tmp_path, recs, toolchain.run_host), expect, labels)
+
+
+def test_qemu_fast_paths_and_tails_bit_exact_vs_numpy(qemu_driver, tmp_path):
+    """The same shapes through the DSP (SXTB16/SMLAD) code on the emulated Cortex-M7."""
+    recs, expect, labels = _tails_batch(62)
+    _check(_run_batch(qemu_driver, tmp_path, recs, toolchain.run_qemu), expect, labels)
 
 
 def test_unsupported_arguments_report_errors(host_driver, tmp_path):

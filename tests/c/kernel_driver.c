@@ -7,6 +7,8 @@
  * kin.bin  : records of int32 little-endian words: op, nparams, params..., nblobs,
  *            then per blob: nbytes, bytes (zero padded to a multiple of 4)
  * kout.bin : per record: status, ticks, nbytes, bytes (padded to 4)
+ * OP_ARITH params: p0 = 0 srdhm(a, b), 1 rdbpot(a, b), 2 requantize(a, b, c), 3 tdn_rq_apply(a, rq(b, c)),
+ *                  4 tdn_rq_s8(a, rq(b, c), p1, p2, p3) (int32 results)
  * ticks is the board counter around the kernel call (0 on the host).
  */
 #include <stdint.h>
@@ -236,7 +238,9 @@ int main(int argc, char **argv)
                                                    BLOB_OR_NULL(2), &od, (int8_t *)out_p);
             else
             {
-                /* in place: the output is the first out_n bytes of the input buffer */
+                /* in place: the output is the first out_n bytes of the input buffer; the buffer is
+                 * exactly the documented size, as the firmware's arena plan gives it */
+                ctx.size = tinydet_depthwise_conv_inplace_s8_get_buffer_size(&od);
                 status = tinydet_depthwise_conv_inplace_s8(&ctx, &dp, &qp, &id, (int8_t *)blob[0], &fd,
                                                            (int8_t *)blob[1], &bd, BLOB_OR_NULL(2), &od);
                 out_p = blob[0];
@@ -247,7 +251,7 @@ int main(int argc, char **argv)
         {
             out_n = blen[0];
             t0 = COUNTER();
-            /* the bundled add is already the plain loop over tdn_add_s8: no ref_ variant */
+            /* checked against numpy directly (tinydet.quant.kernels.add_s8): no ref_ variant */
             status = arm_elementwise_add_s8((int8_t *)blob[0], (int8_t *)blob[1], p[0], p[1], p[2], p[3], p[4], p[5],
                                             p[6], (int8_t *)out_p, p[7], p[8], p[9], p[10], p[11], out_n);
             t1 = COUNTER();
@@ -307,7 +311,18 @@ int main(int argc, char **argv)
             int32_t *r = (int32_t *)out_p;
             for (int32_t i = 0; i < n; i++)
             {
-                r[i] = p[0] == 0 ? tdn_srdhm(a[i], b[i]) : p[0] == 1 ? tdn_rdbpot(a[i], b[i]) : tdn_requantize(a[i], b[i], c[i]);
+                if (p[0] == 0)
+                    r[i] = tdn_srdhm(a[i], b[i]);
+                else if (p[0] == 1)
+                    r[i] = tdn_rdbpot(a[i], b[i]);
+                else if (p[0] == 2)
+                    r[i] = tdn_requantize(a[i], b[i], c[i]);
+                else
+                {
+                    /* the kernels' precomputed form: 3 = tdn_rq_apply, 4 = tdn_rq_s8 (p1..p3: offset, min, max) */
+                    const tdn_rq rq = tdn_rq_make(b[i], c[i]);
+                    r[i] = p[0] == 3 ? tdn_rq_apply(a[i], &rq) : tdn_rq_s8(a[i], &rq, p[1], p[2], p[3]);
+                }
             }
             out_n = n * 4;
             status = 0;

@@ -76,7 +76,61 @@ TDN_INLINE int32_t tdn_clamp(int32_t v, int32_t lo, int32_t hi)
 TDN_INLINE int8_t tdn_requantize_s8(int32_t acc, int32_t mult, int32_t shift, int32_t out_offset, int32_t act_min,
                                     int32_t act_max)
 {
-    return (int8_t)tdn_clamp(tdn_requantize(acc, mult, shift) + out_offset, act_min, act_max);
+    /* clamp before adding the offset: requantize can be near INT32_MAX (extreme left shifts), where
+     * adding first would overflow; the activation bounds minus the offset are small */
+    return (int8_t)(tdn_clamp(tdn_requantize(acc, mult, shift), act_min - out_offset, act_max - out_offset) +
+                    out_offset);
+}
+
+/* ---- the same requantization with the per-channel work done once ---------------------------------
+ * A kernel makes one tdn_rq per output channel (tdn_rq_make) before its loops, then writes every
+ * output with tdn_rq_s8: the shift is split into its left and right parts once, and the rounding
+ * divide uses a branch-free form (5 ALU operations, no mask built per output). Bit identical to
+ * tdn_requantize_s8 for every accumulator and every (mult, shift) with mult in [0, 2^31) and shift
+ * in [-31, 31] (tests/test_c_kernels.py checks both against tinydet/quant/arith.py). */
+typedef struct
+{
+    int32_t mult;  /* Q31 multiplier */
+    int32_t left;  /* max(shift, 0) */
+    int32_t right; /* max(-shift, 0) */
+    int32_t half;  /* (2^right - 1) >> 1: the largest remainder that rounds down for x >= 0 */
+} tdn_rq;
+
+TDN_INLINE tdn_rq tdn_rq_make(int32_t mult, int32_t shift)
+{
+    tdn_rq q;
+    q.mult = mult;
+    q.left = shift > 0 ? shift : 0;
+    q.right = shift > 0 ? 0 : -shift;
+    q.half = (int32_t)((((uint32_t)1 << q.right) - 1u) >> 1);
+    return q;
+}
+
+/* rdbpot(x, right) without the mask: with q = x >> right and rem = x - (q << right) in [0, 2^right),
+ * the result rounds up exactly when rem > half + [x < 0] (ties away from zero), i.e. when
+ * half + [x < 0] - rem is negative; that difference lies in (-2^31, 2^30], so it cannot overflow, and
+ * right = 0 gives rem = half = 0: no rounding. */
+TDN_INLINE int32_t tdn_rq_rdbpot(int32_t x, int32_t right, int32_t half)
+{
+    const int32_t q = x >> right; /* arithmetic, see tdn_rdbpot */
+    const int32_t rem = (int32_t)((uint32_t)x - ((uint32_t)q << right));
+    const int32_t t = (int32_t)((uint32_t)half + ((uint32_t)x >> 31) - (uint32_t)rem);
+    return q - (t >> 31);
+}
+
+/* tdn_requantize(acc, mult, shift) for q = tdn_rq_make(mult, shift). */
+TDN_INLINE int32_t tdn_rq_apply(int32_t acc, const tdn_rq *q)
+{
+    const int32_t shifted = (int32_t)((uint32_t)acc << q->left);
+    const int32_t high = (int32_t)(((int64_t)shifted * (int64_t)q->mult + ((int64_t)1 << 30)) >> 31);
+    return tdn_rq_rdbpot(high, q->right, q->half);
+}
+
+/* tdn_requantize_s8(acc, mult, shift, out_offset, act_min, act_max) for q = tdn_rq_make(mult, shift). */
+TDN_INLINE int8_t tdn_rq_s8(int32_t acc, const tdn_rq *q, int32_t out_offset, int32_t act_min, int32_t act_max)
+{
+    /* offset added after the clamp, as in tdn_requantize_s8 (no overflow) */
+    return (int8_t)(tdn_clamp(tdn_rq_apply(acc, q), act_min - out_offset, act_max - out_offset) + out_offset);
 }
 
 #ifdef __cplusplus

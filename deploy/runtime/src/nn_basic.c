@@ -21,11 +21,13 @@ arm_cmsis_nn_status arm_elementwise_add_s8(const int8_t *input_1_vect,
                                            const int32_t out_activation_max,
                                            const int32_t block_size)
 {
+    /* the three requantizations' shift splits once per call (tdn_add_s8 is the per-element oracle) */
+    const tdn_rq q1 = tdn_rq_make(input_1_mult, input_1_shift), q2 = tdn_rq_make(input_2_mult, input_2_shift);
+    const tdn_rq qo = tdn_rq_make(out_mult, out_shift);
     for (int32_t i = 0; i < block_size; i++)
     {
-        output[i] = tdn_add_s8(input_1_vect[i], input_2_vect[i], input_1_offset, input_1_mult, input_1_shift,
-                               input_2_offset, input_2_mult, input_2_shift, left_shift, out_offset, out_mult,
-                               out_shift, out_activation_min, out_activation_max);
+        output[i] = tdn_add_rq_s8(input_1_vect[i], input_2_vect[i], input_1_offset, &q1, input_2_offset, &q2,
+                                  left_shift, out_offset, &qo, out_activation_min, out_activation_max);
     }
     return ARM_CMSIS_NN_SUCCESS;
 }
@@ -125,6 +127,7 @@ arm_cmsis_nn_status arm_fully_connected_s8(const cmsis_nn_context *ctx,
     (void)bias_dims;
     const int32_t depth = filter_dims->n, rows = output_dims->c;
     const int32_t in_off = fc_params->input_offset, w_off = fc_params->filter_offset;
+    const tdn_rq rq = tdn_rq_make(quant_params->multiplier, quant_params->shift);
     for (int32_t b = 0; b < input_dims->n; b++)
     {
         const int8_t *x = input_data + b * depth;
@@ -164,9 +167,8 @@ arm_cmsis_nn_status arm_fully_connected_s8(const cmsis_nn_context *ctx,
             {
                 acc = (int32_t)((uint32_t)acc + (uint32_t)bias_data[r]);
             }
-            *output_data++ = tdn_requantize_s8(acc, quant_params->multiplier, quant_params->shift,
-                                               fc_params->output_offset, fc_params->activation.min,
-                                               fc_params->activation.max);
+            *output_data++ = tdn_rq_s8(acc, &rq, fc_params->output_offset, fc_params->activation.min,
+                                       fc_params->activation.max);
         }
     }
     return ARM_CMSIS_NN_SUCCESS;

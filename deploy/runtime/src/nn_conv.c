@@ -162,12 +162,14 @@ static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
             a10 += w1[i] * col0[i];
             a11 += w1[i] * col1[i];
         }
-        out0[oc] = tdn_requantize_s8(a00, mult[oc], shift[oc], out_offset, act_min, act_max);
-        out0[oc + 1] = tdn_requantize_s8(a10, mult[oc + 1], shift[oc + 1], out_offset, act_min, act_max);
+        /* each channel's shift split once for both pixels */
+        const tdn_rq q0 = tdn_rq_make(mult[oc], shift[oc]), q1 = tdn_rq_make(mult[oc + 1], shift[oc + 1]);
+        out0[oc] = tdn_rq_s8(a00, &q0, out_offset, act_min, act_max);
+        out0[oc + 1] = tdn_rq_s8(a10, &q1, out_offset, act_min, act_max);
         if (out1)
         {
-            out1[oc] = tdn_requantize_s8(a01, mult[oc], shift[oc], out_offset, act_min, act_max);
-            out1[oc + 1] = tdn_requantize_s8(a11, mult[oc + 1], shift[oc + 1], out_offset, act_min, act_max);
+            out1[oc] = tdn_rq_s8(a01, &q0, out_offset, act_min, act_max);
+            out1[oc + 1] = tdn_rq_s8(a11, &q1, out_offset, act_min, act_max);
         }
     }
     if (oc < cout)
@@ -189,10 +191,11 @@ static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
             a0 += w0[i] * col0[i];
             a1 += w0[i] * col1[i];
         }
-        out0[oc] = tdn_requantize_s8(a0, mult[oc], shift[oc], out_offset, act_min, act_max);
+        const tdn_rq q0 = tdn_rq_make(mult[oc], shift[oc]);
+        out0[oc] = tdn_rq_s8(a0, &q0, out_offset, act_min, act_max);
         if (out1)
         {
-            out1[oc] = tdn_requantize_s8(a1, mult[oc], shift[oc], out_offset, act_min, act_max);
+            out1[oc] = tdn_rq_s8(a1, &q0, out_offset, act_min, act_max);
         }
     }
 }

@@ -118,18 +118,38 @@ arm_cmsis_nn_status tdn_dw_plain(const cmsis_nn_context *ctx, const cmsis_nn_dw_
                                  const cmsis_nn_dims *bias_dims, const int32_t *bias, const cmsis_nn_dims *out_d,
                                  int8_t *out);
 
+/* The fast depthwise path (nn_dw_fast.c): ch_mult 1, no dilation, at most TDN_DW_MAX_TAPS taps
+ * (9x9, the in-place kernel's limit TINYDET_DW_INPLACE_MAX_TAPS). */
+#define TDN_DW_MAX_TAPS 81
+
+/* A depthwise layer's geometry and output quantization, with its interior columns [ox_lo, ox_hi)
+ * (the window lies inside the input horizontally) computed once. */
+typedef struct
+{
+    const int8_t *img;
+    int32_t ih, iw, c, kh, kw, sh, sw, ph, pw, oh, ow;
+    int32_t off, ooff, amin, amax;
+    int32_t ox_lo, ox_hi;
+} tdn_dw_geo;
+
+void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsis_nn_dims *in_d, const int8_t *img,
+                     const cmsis_nn_dims *f_d, const cmsis_nn_dims *out_d);
+
+/* One image of a depthwise layer into out ([oh, ow, c]) through the fast rows. */
+void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
+                 const cmsis_nn_per_channel_quant_params *q, int8_t *out);
+
 /* One element of arm_elementwise_add_s8: both inputs brought to a common scale ((x + offset) << left_shift,
- * requantized), added, and the sum requantized to the output. (x + offset) fits in 9 bits, so the left
- * shift (20 in TFLite) cannot overflow; it runs on uint32_t to stay defined C. */
-TDN_INLINE int8_t tdn_add_s8(int32_t x1, int32_t x2, int32_t input_1_offset, int32_t input_1_mult,
-                             int32_t input_1_shift, int32_t input_2_offset, int32_t input_2_mult, int32_t input_2_shift,
-                             int32_t left_shift, int32_t out_offset, int32_t out_mult, int32_t out_shift,
-                             int32_t act_min, int32_t act_max)
+ * requantized), added, and the sum requantized to the output; q1, q2, qo are tdn_rq_make of the three
+ * (mult, shift) pairs, made once per call. (x + offset) fits in 9 bits, so the left shift (20 in TFLite)
+ * cannot overflow; it runs on uint32_t to stay defined C. */
+TDN_INLINE int8_t tdn_add_rq_s8(int32_t x1, int32_t x2, int32_t input_1_offset, const tdn_rq *q1,
+                                int32_t input_2_offset, const tdn_rq *q2, int32_t left_shift, int32_t out_offset,
+                                const tdn_rq *qo, int32_t act_min, int32_t act_max)
 {
     const int32_t a = (int32_t)((uint32_t)(x1 + input_1_offset) << left_shift);
     const int32_t b = (int32_t)((uint32_t)(x2 + input_2_offset) << left_shift);
-    const int32_t sum = tdn_requantize(a, input_1_mult, input_1_shift) + tdn_requantize(b, input_2_mult, input_2_shift);
-    return tdn_requantize_s8(sum, out_mult, out_shift, out_offset, act_min, act_max);
+    return tdn_rq_s8(tdn_rq_apply(a, q1) + tdn_rq_apply(b, q2), qo, out_offset, act_min, act_max);
 }
 
 /* Average of a pooling window, CMSIS/TFLite rounding: half away from zero, then C truncating division;

@@ -1,0 +1,417 @@
+/*
+ * The fast depthwise rows (ch_mult 1, no dilation, up to TDN_DW_MAX_TAPS taps), shared by the bundled
+ * arm_depthwise_conv_s8 (nn_dwconv.c) and tinydet_depthwise_conv_inplace_s8 (below). Compiled in every
+ * build, also with -DTINYDET_USE_CMSIS_NN: the in-place depthwise is tinydet's own kernel.
+ *
+ * Scheme: channels in blocks of 4 (tdn_dw4); a block's weights are sign-extended once into a small
+ * array, its biases and requantization parameters (tdn_rq, shift split once) prepared once. One output
+ * row at a time: the row's vertical window is computed once; its columns are split into the left
+ * border, the interior (window inside the input on both axes: fixed taps, the input offset folded
+ * into the bias: sum (x + off) * w = sum x * w + off * sum w) and the right border. Interior taps
+ * are one 32-bit load of 4 input bytes, SXTB16 of it and of it rotated by 8, and four SMLABB/SMLATT
+ * with the DSP extension (3x3 fully unrolled); border windows visit their in-range taps only.
+ * Channels left over (C not a multiple of 4) run one at a time through the same split (tdn_dw1).
+ */
+#include "nn_internal.h"
+#include "tinydet_runtime.h"
+
+#if TDN_DSP
+/* One tap of a 4-channel block: the 4 input bytes at ptr (LDR, 2 SXTB16) times the tap's packed
+ * weights wp[2t] (channels 0, 2) and wp[2t + 1] (channels 1, 3), accumulated into a0..a3. */
+#define TDN_DW_TAP(t, ptr)                                                                                             \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        const tdn_s16x4 x = tdn_widen_s8x4(tdn_read_u32(ptr));                                                         \
+        a0 = __smlabb(x.even, wp[2 * (t)], a0);                                                                        \
+        a2 = __smlatt(x.even, wp[2 * (t)], a2);                                                                        \
+        a1 = __smlabb(x.odd, wp[2 * (t) + 1], a1);                                                                     \
+        a3 = __smlatt(x.odd, wp[2 * (t) + 1], a3);                                                                     \
+    } while (0)
+#define TDN_DW_WPK_PER_TAP 2
+#else
+#define TDN_DW_TAP(t, ptr)                                                                                             \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        const int8_t *x_ = (ptr);                                                                                      \
+        a0 += x_[0] * wp[4 * (t)];                                                                                     \
+        a1 += x_[1] * wp[4 * (t) + 1];                                                                                 \
+        a2 += x_[2] * wp[4 * (t) + 2];                                                                                 \
+        a3 += x_[3] * wp[4 * (t) + 3];                                                                                 \
+    } while (0)
+#define TDN_DW_WPK_PER_TAP 4
+#endif
+
+/* A block of 4 channels starting at ch: packed weights, biases, requantization. */
+typedef struct
+{
+    int32_t wpk[TDN_DW_WPK_PER_TAP * TDN_DW_MAX_TAPS];
+    int32_t bias[4];     /* border windows: the bias itself (offset added per tap) */
+    int32_t interior[4]; /* interior windows: bias + off * sum of the channel's weights */
+    tdn_rq rq[4];
+    const int8_t *w; /* the filter at this block's first channel: w[t * c + j] */
+    int32_t ch;
+} tdn_dw4;
+
+/* One channel (the C % 4 leftovers): dense weights, bias, requantization. */
+typedef struct
+{
+    int8_t wk[TDN_DW_MAX_TAPS];
+    int32_t bias, interior;
+    tdn_rq rq;
+    int32_t ch;
+} tdn_dw1;
+
+void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsis_nn_dims *in_d, const int8_t *img,
+                     const cmsis_nn_dims *f_d, const cmsis_nn_dims *out_d)
+{
+    g->img = img;
+    g->ih = in_d->h;
+    g->iw = in_d->w;
+    g->c = in_d->c;
+    g->kh = f_d->h;
+    g->kw = f_d->w;
+    g->sh = p->stride.h;
+    g->sw = p->stride.w;
+    g->ph = p->padding.h;
+    g->pw = p->padding.w;
+    g->oh = out_d->h;
+    g->ow = out_d->w;
+    g->off = p->input_offset;
+    g->ooff = p->output_offset;
+    g->amin = p->activation.min;
+    g->amax = p->activation.max;
+    /* interior columns [ox_lo, ox_hi): ox * sw - pw >= 0 and ox * sw - pw + kw <= iw */
+    int32_t lo = (g->pw + g->sw - 1) / g->sw;
+    int32_t hi = g->iw - g->kw + g->pw >= 0 ? (g->iw - g->kw + g->pw) / g->sw + 1 : 0;
+    lo = lo < g->ow ? lo : g->ow;
+    hi = hi < g->ow ? hi : g->ow;
+    g->ox_lo = lo;
+    g->ox_hi = hi > lo ? hi : lo;
+}
+
+static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
+                            const cmsis_nn_per_channel_quant_params *q, int32_t ch)
+{
+    const int32_t taps = g->kh * g->kw, c = g->c;
+    int32_t ws[4] = {0, 0, 0, 0};
+    for (int32_t t = 0; t < taps; t++)
+    {
+        const int8_t *wt = w + t * c + ch;
+        for (int32_t j = 0; j < 4; j++)
+        {
+            ws[j] += wt[j];
+        }
+#if TDN_DSP
+        const tdn_s16x4 wv = tdn_widen_s8x4(tdn_read_u32(wt));
+        b->wpk[2 * t] = wv.even;
+        b->wpk[2 * t + 1] = wv.odd;
+#else
+        for (int32_t j = 0; j < 4; j++)
+        {
+            b->wpk[4 * t + j] = wt[j];
+        }
+#endif
+    }
+    for (int32_t j = 0; j < 4; j++)
+    {
+        b->bias[j] = bias ? bias[ch + j] : 0;
+        b->interior[j] = b->bias[j] + g->off * ws[j];
+        b->rq[j] = tdn_rq_make(q->multiplier[ch + j], q->shift[ch + j]);
+    }
+    b->w = w + ch;
+    b->ch = ch;
+}
+
+static void tdn_dw1_prepare(tdn_dw1 *b, const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
+                            const cmsis_nn_per_channel_quant_params *q, int32_t ch)
+{
+    const int32_t taps = g->kh * g->kw;
+    int32_t ws = 0;
+    for (int32_t t = 0; t < taps; t++)
+    {
+        b->wk[t] = w[t * g->c + ch];
+        ws += b->wk[t];
+    }
+    b->bias = bias ? bias[ch] : 0;
+    b->interior = b->bias + g->off * ws;
+    b->rq = tdn_rq_make(q->multiplier[ch], q->shift[ch]);
+    b->ch = ch;
+}
+
+/* Border window of a 4-channel block at (ky, kx): in-range taps only, offset added per tap. */
+static void tdn_dw4_border(const tdn_dw_geo *g, const tdn_dw4 *b, tdn_window ky, tdn_window kx, int8_t *o)
+{
+    int32_t a0 = b->bias[0], a1 = b->bias[1], a2 = b->bias[2], a3 = b->bias[3];
+    const int32_t off = g->off, c = g->c;
+    for (int32_t ty = ky.lo; ty < ky.hi; ty++)
+    {
+        for (int32_t tx = kx.lo; tx < kx.hi; tx++)
+        {
+            const int8_t *s = g->img + ((ky.start + ty) * g->iw + kx.start + tx) * c + b->ch;
+            const int8_t *wt = b->w + (ty * g->kw + tx) * c;
+            a0 += (s[0] + off) * wt[0];
+            a1 += (s[1] + off) * wt[1];
+            a2 += (s[2] + off) * wt[2];
+            a3 += (s[3] + off) * wt[3];
+        }
+    }
+    o[0] = tdn_rq_s8(a0, &b->rq[0], g->ooff, g->amin, g->amax);
+    o[1] = tdn_rq_s8(a1, &b->rq[1], g->ooff, g->amin, g->amax);
+    o[2] = tdn_rq_s8(a2, &b->rq[2], g->ooff, g->amin, g->amax);
+    o[3] = tdn_rq_s8(a3, &b->rq[3], g->ooff, g->amin, g->amax);
+}
+
+/* Output row oy of a 4-channel block; output pixel ox goes to o + ox * opix (4 bytes). */
+static void tdn_dw4_row(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
+{
+    const tdn_window ky = tdn_window_at(oy, g->sh, g->ph, g->kh, g->ih);
+    const int32_t ow = g->ow, full_rows = ky.lo == 0 && ky.hi == g->kh;
+    const int32_t lo = full_rows ? g->ox_lo : ow, hi = full_rows ? g->ox_hi : ow;
+    int32_t ox = 0;
+    for (; ox < lo; ox++)
+    {
+        tdn_dw4_border(g, b, ky, tdn_window_at(ox, g->sw, g->pw, g->kw, g->iw), o + ox * opix);
+    }
+    if (ox < hi)
+    {
+        const int32_t c = g->c, row = g->iw * c, step = g->sw * c, kh = g->kh, kw = g->kw;
+        const int32_t i0 = b->interior[0], i1 = b->interior[1], i2 = b->interior[2], i3 = b->interior[3];
+        const int32_t ooff = g->ooff, amin = g->amin, amax = g->amax;
+        const int32_t *wp = b->wpk;
+        const int8_t *src = g->img + (ky.start * g->iw + ox * g->sw - g->pw) * c + b->ch;
+        int8_t *out = o + ox * opix;
+        if (kh == 3 && kw == 3)
+        {
+            for (; ox < hi; ox++)
+            {
+                int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
+                const int8_t *r1 = src + row, *r2 = r1 + row;
+                TDN_DW_TAP(0, src);
+                TDN_DW_TAP(1, src + c);
+                TDN_DW_TAP(2, src + 2 * c);
+                TDN_DW_TAP(3, r1);
+                TDN_DW_TAP(4, r1 + c);
+                TDN_DW_TAP(5, r1 + 2 * c);
+                TDN_DW_TAP(6, r2);
+                TDN_DW_TAP(7, r2 + c);
+                TDN_DW_TAP(8, r2 + 2 * c);
+                out[0] = tdn_rq_s8(a0, &b->rq[0], ooff, amin, amax);
+                out[1] = tdn_rq_s8(a1, &b->rq[1], ooff, amin, amax);
+                out[2] = tdn_rq_s8(a2, &b->rq[2], ooff, amin, amax);
+                out[3] = tdn_rq_s8(a3, &b->rq[3], ooff, amin, amax);
+                src += step;
+                out += opix;
+            }
+        }
+        else
+        {
+            for (; ox < hi; ox++)
+            {
+                int32_t a0 = i0, a1 = i1, a2 = i2, a3 = i3;
+                const int8_t *s = src;
+                int32_t t = 0;
+                for (int32_t ty = 0; ty < kh; ty++)
+                {
+                    for (int32_t tx = 0; tx < kw; tx++, t++)
+                    {
+                        TDN_DW_TAP(t, s + tx * c);
+                    }
+                    s += row;
+                }
+                out[0] = tdn_rq_s8(a0, &b->rq[0], ooff, amin, amax);
+                out[1] = tdn_rq_s8(a1, &b->rq[1], ooff, amin, amax);
+                out[2] = tdn_rq_s8(a2, &b->rq[2], ooff, amin, amax);
+                out[3] = tdn_rq_s8(a3, &b->rq[3], ooff, amin, amax);
+                src += step;
+                out += opix;
+            }
+        }
+    }
+    for (; ox < ow; ox++)
+    {
+        tdn_dw4_border(g, b, ky, tdn_window_at(ox, g->sw, g->pw, g->kw, g->iw), o + ox * opix);
+    }
+}
+
+/* Output row oy of one channel; output pixel ox goes to o[ox * opix]. */
+static void tdn_dw1_row(const tdn_dw_geo *g, const tdn_dw1 *b, int32_t oy, int8_t *o, int32_t opix)
+{
+    const tdn_window ky = tdn_window_at(oy, g->sh, g->ph, g->kh, g->ih);
+    const int32_t c = g->c, row = g->iw * c, kw = g->kw;
+    const int32_t full_rows = ky.lo == 0 && ky.hi == g->kh;
+    for (int32_t ox = 0; ox < g->ow; ox++)
+    {
+        const tdn_window kx = tdn_window_at(ox, g->sw, g->pw, kw, g->iw);
+        /* may point outside the image for border windows; only in-range taps are read */
+        const int8_t *src = (const int8_t *)((uintptr_t)g->img +
+                                             (uintptr_t)((ky.start * (intptr_t)g->iw + kx.start) * c + b->ch));
+        int32_t acc;
+        if (full_rows && ox >= g->ox_lo && ox < g->ox_hi)
+        {
+            acc = b->interior + tdn_dw1_window(src, row, c, b->wk, kw, 1, 0, g->kh, 0, kw, 0);
+        }
+        else
+        {
+            acc = b->bias + tdn_dw1_window(src, row, c, b->wk, kw, 1, ky.lo, ky.hi, kx.lo, kx.hi, g->off);
+        }
+        o[ox * opix] = tdn_rq_s8(acc, &b->rq, g->ooff, g->amin, g->amax);
+    }
+}
+
+void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
+                 const cmsis_nn_per_channel_quant_params *q, int8_t *out)
+{
+    const int32_t c = g->c, ow = g->ow;
+    int32_t ch = 0;
+    tdn_dw4 b4;
+    for (; ch + 4 <= c; ch += 4)
+    {
+        tdn_dw4_prepare(&b4, g, w, bias, q, ch);
+        for (int32_t oy = 0; oy < g->oh; oy++)
+        {
+            tdn_dw4_row(g, &b4, oy, out + oy * ow * c + ch, c);
+        }
+    }
+    tdn_dw1 b1;
+    for (; ch < c; ch++)
+    {
+        tdn_dw1_prepare(&b1, g, w, bias, q, ch);
+        for (int32_t oy = 0; oy < g->oh; oy++)
+        {
+            tdn_dw1_row(g, &b1, oy, out + oy * ow * c + ch, c);
+        }
+    }
+}
+
+/* ---- in place ------------------------------------------------------------------------------------
+ * Output row j of a block is stored over the block's channel slots of pixels [j*ow, (j+1)*ow), i.e.
+ * over input rows first(j) = j*ow / iw .. last(j) = ((j+1)*ow - 1) / iw. Input row r is last read by
+ * output row min(oh - 1, (r + ph) / sh) (windows move down with oy). So the rows are computed in
+ * order into a ring of `depth` rows in ctx->buf and row j is stored as soon as output row
+ * (last(j) + ph) / sh is computed; no other channel's slots are touched. */
+
+/* The output row after which output row j can be stored. */
+static int32_t tdn_inplace_ready(const tdn_dw_geo *g, int32_t j)
+{
+    const int32_t last_in = ((j + 1) * g->ow - 1) / g->iw;
+    const int32_t reader = (last_in + g->ph) / g->sh;
+    return reader < g->oh - 1 ? reader : g->oh - 1;
+}
+
+/* The most output rows pending at once (the ring depth). */
+static int32_t tdn_inplace_depth(const tdn_dw_geo *g)
+{
+    int32_t pending_from = 0, depth = 1;
+    for (int32_t oy = 0; oy < g->oh; oy++)
+    {
+        depth = oy - pending_from + 1 > depth ? oy - pending_from + 1 : depth;
+        while (pending_from <= oy && tdn_inplace_ready(g, pending_from) <= oy)
+        {
+            pending_from++;
+        }
+    }
+    return depth;
+}
+
+/* Store ring row j (ow pixels of group bytes) into the group's slots of output row j. */
+static void tdn_inplace_store(const tdn_dw_geo *g, const int8_t *ring_row, int8_t *inout, int32_t j, int32_t ch,
+                              int32_t group)
+{
+    const int32_t c = g->c, ow = g->ow;
+    int8_t *dst = inout + j * ow * c + ch;
+    if (group == 4)
+    {
+        for (int32_t i = 0; i < ow; i++)
+        {
+            memcpy(dst, ring_row + 4 * i, 4);
+            dst += c;
+        }
+    }
+    else
+    {
+        for (int32_t i = 0; i < ow; i++)
+        {
+            *dst = ring_row[i];
+            dst += c;
+        }
+    }
+}
+
+int32_t tinydet_depthwise_conv_inplace_s8_get_buffer_size(const cmsis_nn_dims *output_dims)
+{
+    return output_dims->h * output_dims->w;
+}
+
+arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ctx,
+                                                      const cmsis_nn_dw_conv_params *p,
+                                                      const cmsis_nn_per_channel_quant_params *q,
+                                                      const cmsis_nn_dims *in_d,
+                                                      int8_t *inout,
+                                                      const cmsis_nn_dims *f_d,
+                                                      const int8_t *w,
+                                                      const cmsis_nn_dims *bias_dims,
+                                                      const int32_t *bias,
+                                                      const cmsis_nn_dims *out_d)
+{
+    (void)bias_dims;
+    const int32_t c = in_d->c, oh = out_d->h, ow = out_d->w;
+    /* dilation is not used by tinydet's networks: kept out of this kernel (ARG_ERROR) */
+    if (ctx == NULL || ctx->buf == NULL || p->ch_mult != 1 || out_d->c != c || in_d->n != 1 ||
+        oh * ow > in_d->h * in_d->w || tdn_dilation(p->dilation.h) != 1 || tdn_dilation(p->dilation.w) != 1 ||
+        f_d->h * f_d->w > TINYDET_DW_INPLACE_MAX_TAPS || oh < 1 || ow < 1)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    tdn_dw_geo g;
+    tdn_dw_geometry(&g, p, in_d, inout, f_d, out_d);
+    const int32_t depth = tdn_inplace_depth(&g);
+    if (ctx->size < depth * ow)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    /* blocks of 4 channels when the ring of 4-byte pixels fits the buffer (it does for all but
+     * the smallest tiles: depth is 2 rows for a 3x3 stride-1 layer), else one channel at a time */
+    const int32_t group = ctx->size >= 4 * depth * ow ? 4 : 1;
+    int8_t *ring = (int8_t *)ctx->buf;
+    const int32_t ring_row = ow * group;
+    int32_t ch = 0;
+    union
+    {
+        tdn_dw4 b4;
+        tdn_dw1 b1;
+    } u; /* one block at a time: keeps the stack at one block's weights */
+    tdn_dw4 *const b4 = &u.b4;
+    tdn_dw1 *const b1 = &u.b1;
+    while (ch < c)
+    {
+        const int32_t n = (group == 4 && ch + 4 <= c) ? 4 : 1;
+        if (n == 4)
+        {
+            tdn_dw4_prepare(b4, &g, w, bias, q, ch);
+        }
+        else
+        {
+            tdn_dw1_prepare(b1, &g, w, bias, q, ch);
+        }
+        int32_t pending_from = 0;
+        for (int32_t oy = 0; oy < oh; oy++)
+        {
+            int8_t *dst = ring + (oy % depth) * ring_row;
+            if (n == 4)
+            {
+                tdn_dw4_row(&g, b4, oy, dst, 4);
+            }
+            else
+            {
+                tdn_dw1_row(&g, b1, oy, dst, 1);
+            }
+            while (pending_from <= oy && tdn_inplace_ready(&g, pending_from) <= oy)
+            {
+                tdn_inplace_store(&g, ring + (pending_from % depth) * ring_row, inout, pending_from, ch, n);
+                pending_from++;
+            }
+        }
+        ch += n;
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
