@@ -1,5 +1,7 @@
 """Instructions per kernel call on the emulated Cortex-M7: bundled kernels vs the plain reference
-loops (ref_*) (and ARM's CMSIS-NN with --cmsis-nn-root), on typical MobileNetV2-detector layers.
+loops (ref_*) (and ARM's CMSIS-NN with --cmsis-nn-root), on typical MobileNetV2-detector layers,
+through the wrappers (arm_convolve_wrapper_s8 / arm_depthwise_conv_wrapper_s8) as firmware calls
+them. benchmarks/kernels.py adds the demo model's layers, ARM's dispatch path and instructions/MAC.
 
     .venv/bin/python tests/c/bench_kernels.py [--cmsis-nn-root DIR] [--out build/bench_kernels]
 
@@ -47,14 +49,20 @@ def _dw(rng, h, c, k, s, variant):
     return rec, o * o * c * k * k
 
 
+def _geo(h, c, k, s):
+    """(kernel, stride, top/left padding, input h/w/c) of a square layer with 'same' padding."""
+    return (k, k), (s, s), (k // 2, k // 2), (h, h, c)
+
+
+# (name, record maker, kind, geometry)
 LAYERS = [
-    ("conv 3x3 s2 48x48 3->16 (stem)", lambda rng, v: _conv(rng, 48, 3, 16, 3, 2, v), "conv"),
-    ("conv 1x1 28x28 32->64 (expand)", lambda rng, v: _conv(rng, 28, 32, 64, 1, 1, v), "conv"),
-    ("conv 1x1 14x14 96->24 (project)", lambda rng, v: _conv(rng, 14, 96, 24, 1, 1, v), "conv"),
-    ("dw 3x3 s1 28x28x96", lambda rng, v: _dw(rng, 28, 96, 3, 1, v), "dw"),
-    ("dw 3x3 s2 28x28x96", lambda rng, v: _dw(rng, 28, 96, 3, 2, v), "dw"),
-    ("dw 5x5 s1 14x14x64", lambda rng, v: _dw(rng, 14, 64, 5, 1, v), "dw"),
-    ("dw 3x3 s1 28x28x96 in place", lambda rng, v: _dw(rng, 28, 96, 3, 1, v), "dw_inplace"),
+    ("conv 3x3 s2 48x48 3->16 (stem)", lambda rng, v: _conv(rng, 48, 3, 16, 3, 2, v), "conv", _geo(48, 3, 3, 2)),
+    ("conv 1x1 28x28 32->64 (expand)", lambda rng, v: _conv(rng, 28, 32, 64, 1, 1, v), "conv", _geo(28, 32, 1, 1)),
+    ("conv 1x1 14x14 96->24 (project)", lambda rng, v: _conv(rng, 14, 96, 24, 1, 1, v), "conv", _geo(14, 96, 1, 1)),
+    ("dw 3x3 s1 28x28x96", lambda rng, v: _dw(rng, 28, 96, 3, 1, v), "dw", _geo(28, 96, 3, 1)),
+    ("dw 3x3 s2 28x28x96", lambda rng, v: _dw(rng, 28, 96, 3, 2, v), "dw", _geo(28, 96, 3, 2)),
+    ("dw 5x5 s1 14x14x64", lambda rng, v: _dw(rng, 14, 64, 5, 1, v), "dw", _geo(14, 64, 5, 1)),
+    ("dw 3x3 s1 28x28x96 in place", lambda rng, v: _dw(rng, 28, 96, 3, 1, v), "dw_inplace", _geo(28, 96, 3, 1)),
 ]
 
 
@@ -76,8 +84,9 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     recs, rows = [], []
-    for name, make, kind in LAYERS:
-        opt = {"conv": drv.CONV_ARM, "dw": drv.DW_ARM, "dw_inplace": drv.DW_INPLACE}[kind]
+    for name, make, kind, _ in LAYERS:
+        # the wrappers: the calls generated firmware makes (ARM's dispatch to its DSP paths)
+        opt = {"conv": drv.CONV_WRAPPER, "dw": drv.DW_WRAPPER, "dw_inplace": drv.DW_INPLACE}[kind]
         ref = {"conv": drv.CONV_REF, "dw": drv.DW_REF, "dw_inplace": drv.DW_REF}[kind]
         rec, macs = make(np.random.default_rng(0), opt)
         recs += [rec, make(np.random.default_rng(0), ref)[0]]
