@@ -324,7 +324,7 @@ def _tails_batch(seed: int):
         wt = rng.integers(-128, 128, (1, k, k, c), dtype=np.int8)
         bias = rng.integers(-(2**16), 2**16, c).astype(np.int32)
         m, s = q(c, i)
-        out_hw = (kernels.out_size(h, k, st[0], pt, pb), kernels.out_size(w, k, st[1], pl, pr))
+        out_hw = (conv_out_size(h, k, st[0], pt, pb), conv_out_size(w, k, st[1], pl, pr))
         geo = dict(input_offset=int(rng.integers(-128, 128)), output_offset=int(rng.integers(-128, 128)),
                    stride=st, padding=(pt, pl), dilation=(1, 1), out_hw=out_hw,
                    act_min=-128 if i % 3 else -60, act_max=127 if i % 3 else 50)
@@ -343,7 +343,7 @@ def _tails_batch(seed: int):
             wt = rng.integers(-128, 128, (cout, k, k, c), dtype=np.int8)
             bias = rng.integers(-(2**16), 2**16, cout).astype(np.int32)
             m, s = q(cout, i)
-            out_hw = (kernels.out_size(h, k, st[0], pad[0], pad[0]), kernels.out_size(w, k, st[1], pad[1], pad[1]))
+            out_hw = (conv_out_size(h, k, st[0], pad[0], pad[0]), conv_out_size(w, k, st[1], pad[1], pad[1]))
             geo = dict(input_offset=int(rng.integers(-128, 128)), output_offset=int(rng.integers(-128, 128)),
                        stride=st, padding=pad, dilation=(1, 1), out_hw=out_hw,
                        act_min=-128 if i % 3 else -20, act_max=127 if i % 3 else 90)
