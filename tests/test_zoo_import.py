@@ -237,3 +237,19 @@ def test_offline_torchvision_weights_name_the_file_and_folder(monkeypatch, tmp_p
         import_network("torchvision", "mobilenet_v2", "IMAGENET1K_V2")
     with pytest.raises(TinydetError, match="neither a weights file nor a torchvision weights name"):
         import_network("torchvision", "mobilenet_v2", "IMAGENET9K")
+
+
+def test_offline_timm_hub_weights_name_the_hub_file(monkeypatch):
+    timm = pytest.importorskip("timm")
+    create = timm.create_model
+
+    def offline(name, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("offline")
+        return create(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(TinydetError, match=r"timm mobilenetv2_100: cannot download the pretrained weights \(OSError\); "
+                                           r"on an offline machine download the weights file \(model.safetensors\) "
+                                           r"from https://huggingface.co/timm/mobilenetv2_100.ra_in1k"):
+        import_network("timm", "mobilenetv2_100", "hub")

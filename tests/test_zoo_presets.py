@@ -5,7 +5,6 @@ zoo's net_config files and, for VWW, the sources named in tinydet/arch/presets.p
 notation, so a wrong kernel, expansion, width, stride, shortcut or eps in a preset fails.
 """
 import pytest
-import torch
 
 from tinydet.arch import HeadSpec, build, get_spec, lower
 from tinydet.schedule.profile import op_flash_bytes, op_params
@@ -91,14 +90,10 @@ def test_preset_macs_and_params_equal_the_published_figures(name):
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_preset_is_a_detector_backbone_with_stride_16_and_32_taps(name):
+    """(test_arch builds every preset as a detector; here: which blocks the head taps.)"""
     spec = get_spec(name)
-    head = HeadSpec(num_classes=3, num_anchors=2, channels=16)
-    model = build(spec, head=head).eval()
-    graph = lower(spec, (64, 96), head=head)
-    with torch.no_grad():
-        outs = model(torch.rand(1, 3, 64, 96))
-    assert [tuple(o.shape[1:]) for o in outs] == [graph.tensors[t].shape for t in graph.outputs]
-    assert [tuple(o.shape[2:]) for o in outs] == [(4, 6), (2, 3)]
+    graph = lower(spec, (64, 96), head=HeadSpec(num_classes=3, num_anchors=2, channels=16))
+    assert [graph.tensors[t].shape[1:] for t in graph.outputs] == [(4, 6), (2, 3)]
     assert spec.head_from[-1] == len(spec.blocks) - (2 if spec.blocks[-1].kernel == 1 else 1)
     assert f"blocks {list(spec.head_from)}" in spec.description
 
