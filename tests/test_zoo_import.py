@@ -11,7 +11,7 @@ import torch
 from tinydet.arch import build, get_spec, load_spec
 from tinydet.cli import main
 from tinydet.errors import TinydetError
-from tinydet.zoo import import_module, import_network, write_import
+from tinydet.zoo import import_network, import_torch_module, write_import
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
@@ -48,7 +48,7 @@ def test_torchvision_mobilenet_v2_imports_with_identical_logits(width):
     import torchvision
 
     source = random_bn(torchvision.models.mobilenet_v2(width_mult=width))
-    imported = import_module("torchvision", source, f"mbv2-{width}")
+    imported = import_torch_module("torchvision", source, f"mbv2-{width}")
     assert imported.spec.input_mean == (0.485, 0.456, 0.406) and imported.spec.head_from == (13, 17)
     assert_same_logits(tinydet_net(imported), source, lambda x: (x - IMAGENET_MEAN) / IMAGENET_STD)
 
@@ -62,7 +62,7 @@ def test_timm_mobilenetv2_imports_with_identical_logits(name):
     timm = pytest.importorskip("timm")
     assert sorted(timm.list_models("mobilenetv2_*")) == TIMM_NAMES  # every family member is tested
     source = random_bn(timm.create_model(name))
-    imported = import_module("timm", source, name)
+    imported = import_torch_module("timm", source, name)
     assert_same_logits(tinydet_net(imported), source, lambda x: (x - IMAGENET_MEAN) / IMAGENET_STD)
 
 
@@ -155,16 +155,16 @@ def test_group_norm_and_weight_standardisation_are_refused():
     model = timm.create_model("mobilenetv2_035")
     model.blocks[1][0].bn2 = torch.nn.GroupNorm(4, model.blocks[1][0].bn2.num_features)
     with pytest.raises(TinydetError, match=r"blocks\.1\.0\.bn2: GroupNorm \(GroupNorm\) is not supported"):
-        import_module("timm", model, "gn")
+        import_torch_module("timm", model, "gn")
     model = timm.create_model("mobilenetv2_035")
     old = model.blocks[2][1].conv_pw
     model.blocks[2][1].conv_pw = StdConv2d(old.in_channels, old.out_channels, 1, bias=False)
     with pytest.raises(TinydetError, match=r"blocks\.2\.1\.conv_pw: weight standardisation \(StdConv2d\)"):
-        import_module("timm", model, "ws")
+        import_torch_module("timm", model, "ws")
     model = timm.create_model("mobilenetv2_035")
     model.blocks[3][0].bn1.act = torch.nn.Hardswish()
     with pytest.raises(TinydetError, match=r"blocks\.3\.0\.bn1\.act: activation h-swish is not supported"):
-        import_module("timm", model, "hs")
+        import_torch_module("timm", model, "hs")
 
 
 def test_se_and_other_activations_are_refused():
@@ -174,9 +174,9 @@ def test_se_and_other_activations_are_refused():
     model = timm.create_model("mobilenetv2_035")
     model.blocks[1][0].se = SqueezeExcite(model.blocks[1][0].conv_dw.out_channels)
     with pytest.raises(TinydetError, match=r"blocks\.1\.0\.se: SE \(squeeze-excitation, SqueezeExcite\)"):
-        import_module("timm", model, "se")
+        import_torch_module("timm", model, "se")
     with pytest.raises(TinydetError, match=r"mnasnet_100: bn1.act: activation ReLU is not supported"):
-        import_module("timm", timm.create_model("mnasnet_100"), "mnasnet_100")
+        import_torch_module("timm", timm.create_model("mnasnet_100"), "mnasnet_100")
 
 
 def test_cli_import_writes_a_spec_and_strict_weights(tmp_path, capsys):

@@ -12,7 +12,7 @@ from tinydet.cli import main
 from tinydet.errors import TinydetError
 from tinydet.models.detector import detector_from_config, load_pretrained
 from tinydet.train.config import from_dict
-from tinydet.zoo import import_module, write_import
+from tinydet.zoo import import_torch_module, write_import
 
 from test_zoo_import import IMAGENET_MEAN, IMAGENET_STD, random_bn
 from train_helpers import TINY_ANCHORS, make_voc, tiny_config
@@ -26,7 +26,7 @@ def torchvision_dir(tmp_path_factory):
 
     source = random_bn(torchvision.models.mobilenet_v2(width_mult=0.35)).float()
     out = tmp_path_factory.mktemp("tv") / "mbv2"
-    write_import(import_module("torchvision", source, "tv-mbv2-w0.35"), out)
+    write_import(import_torch_module("torchvision", source, "tv-mbv2-w0.35"), out)
     return out, source
 
 

@@ -138,7 +138,7 @@ def import_network(source: str, name: str, weights: str | None = None, mean: Seq
     return convert(net, model.state_dict(), origin)
 
 
-def import_module(source: str, model, name: str, mean: Sequence[float] | None = None,
+def import_torch_module(source: str, model, name: str, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None) -> Imported:
     """Import an already built torchvision/timm module (what the tests and ``model.pretrained`` use)."""
     from tinydet.zoo import torch_models

@@ -1,11 +1,11 @@
 """``model.pretrained``: start a detector's backbone from published (or tinydet-trained) weights.
 
-Accepted values (paths relative to the cwd, else to the config's folder):
+Accepted values (paths relative to the cwd, else to the config's folder, else to the repository root):
 
 * ``torchvision:IMAGENET1K_V2`` (or ``torchvision:mobilenet_v2:IMAGENET1K_V2``): torchvision's
   download into torch's hub cache; offline, the error names the file and the folder to put it in;
 * ``timm:<name>`` (the hub, timm's cache) or ``timm:<name>:<file.safetensors|.pth>``;
-* ``mcunet:<net_config.json>[:<weights.pth>]`` (default: the .pth beside the config, as the zoo ships them);
+* ``mcunet:<net_config.json>[:<weights.pth>]`` (default: the .pth beside the JSON, as the zoo ships them);
 * an imported folder (``tinydet import ... --out DIR``: DIR/spec.yaml + DIR/weights.pt);
 * a tinydet checkpoint ``.ckpt`` (its EMA weights when it has them).
 
@@ -36,12 +36,13 @@ class Pretrained:
 
 
 def _path(text: str, config_path: str | None) -> Path:
+    """``text`` relative to the cwd, else to the config's folder, else to the repository root
+    (as ``model.arch`` is resolved, so the shipped configs' ``weights/`` works from anywhere)."""
     path = Path(text)
-    if not path.is_absolute() and not path.exists() and config_path:
-        candidate = Path(config_path).parent / text
-        if candidate.exists():
-            return candidate
-    return path
+    if path.is_absolute() or path.exists():
+        return path
+    bases = ([Path(config_path).parent] if config_path else []) + [Path(__file__).resolve().parents[2]]
+    return next((base / text for base in bases if (base / text).exists()), path)
 
 
 def check_value(value: str, where: str) -> None:
