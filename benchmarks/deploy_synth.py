@@ -83,7 +83,7 @@ def kernel_comparison(export_dir: Path, work: Path) -> dict:
         _, oh, ow = ops[op.name]["out_shape"]
         x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
         kw = dict(input_offset=-op.in_zp[0], output_offset=op.add["conv_zp"] if op.add else op.out_zp,
-                  stride=op.stride, padding=op.padding[:2], dilation=(1, 1), out_hw=(oh, ow),
+                  stride=op.stride, padding=(op.padding.top, op.padding.left), dilation=(1, 1), out_hw=(oh, ow),
                   act_min=op.act_min, act_max=op.act_max)
         for variant in ("bundled", "ref"):
             if op.kind == "conv":

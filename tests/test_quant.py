@@ -14,6 +14,7 @@ from tinydet.arch import lower
 from tinydet.arch.spec import spec_from_dict
 from tinydet.errors import TinydetError
 from tinydet.export import load_export
+from tinydet.geometry import Pads
 from tinydet.quant.calibrate import calibrate, kl_threshold
 from tinydet.pipeline.quantize import quantize_export
 from tinydet.quant.params import params_from_range
@@ -225,7 +226,7 @@ def test_qgraph_layouts_multipliers_and_fused_adds(folder):
         real = op.in_scale[0] * op.weight_scale.astype(np.float64) / target
         approx = op.mult.astype(np.float64) * 2.0 ** (op.shift.astype(np.float64) - 31)
         np.testing.assert_allclose(approx, real, rtol=1e-8)
-        assert op.padding == (gop.padding,) * 4 and op.stride == (gop.stride, gop.stride)
+        assert op.padding == Pads.symmetric(gop.padding) and op.stride == (gop.stride, gop.stride)
         assert (op.add is not None) == (gop.add is not None)
         if op.add:
             assert op.add["shortcut"] == gop.add and op.output == gop.output

@@ -11,6 +11,7 @@ from tinydet.errors import TinydetError
 from tinydet.export import load_export
 from tinydet.export.folder import export_network
 from tinydet.export.tflite import TFLITE_FILE, build_tflite, compare_litert, conv_padding, same_padding
+from tinydet.geometry import Pads
 from tinydet.quant.calibrate import calibrate
 from tinydet.pipeline.quantize import quantize_export
 from tinydet.quant.qgraph import QOp, load_qgraph
@@ -141,7 +142,7 @@ def test_a_wrong_integer_is_seen_by_the_comparison(folder):
 
 def test_padding_rule_same_valid_or_explicit():
     def op(k, s, pads):
-        return QOp("c", "conv", ["x"], "y", kernel=(k, k), stride=(s, s), padding=pads)
+        return QOp("c", "conv", ["x"], "y", kernel=(k, k), stride=(s, s), padding=Pads(*pads))
 
     assert same_padding(48, 3, 2) == (24, 0)  # TFLite puts the odd padding row after
     assert conv_padding((48, 64), op(3, 1, (1, 1, 1, 1))) == "SAME"

@@ -64,10 +64,11 @@ class Pads:
     @classmethod
     def from_onnx(cls, values: Sequence[int]) -> "Pads":
         """From ONNX ``pads`` (all begins, then all ends; H, W the last two axes): inverse of :meth:`to_onnx`."""
-        n = len(values) // 2
-        if len(values) != 2 * n or n < 2:
-            raise ValueError(f"ONNX pads: expected 2*rank >= 4 values, got {list(values)}")
-        return cls(int(values[n - 2]), int(values[n - 1]), int(values[2 * n - 2]), int(values[2 * n - 1]))
+        v = [int(a) for a in values]
+        n = len(v) // 2
+        if len(v) != 2 * n or n < 2 or any(v[:n - 2]) or any(v[n:2 * n - 2]):
+            raise ValueError(f"ONNX pads: expected [0.., top, left, 0.., bottom, right] (H, W last), got {v}")
+        return cls(v[n - 2], v[n - 1], v[2 * n - 2], v[2 * n - 1])
 
     @classmethod
     def between(cls, have: "Rect", need: "Rect") -> "Pads":

@@ -364,17 +364,11 @@ def _step(layers: _Layers, qop, step: Mapping[str, Any], counter: int, in_hw, pa
                    shortcut=_offset(step.get("shortcut")), result=_offset(step.get("result")))
 
 
-def _onnx_pads(vector) -> Pads:
-    from tinydet.quant.reference import onnx_pad_amounts
-
-    return Pads(*onnx_pad_amounts(vector))
-
-
 def _tile_pads(tile: Mapping[str, Any], pad_op) -> Pads:
     """The pads a stage-1 Pad node applies in this tile (its per-tile input, or its constant pads)."""
     if pad_op.pads_input is None:
-        return Pads(*pad_op.padding)
-    return _onnx_pads(tile["onnx_pads"][pad_op.pads_input])
+        return pad_op.padding
+    return Pads.from_onnx(tile["onnx_pads"][pad_op.pads_input])
 
 
 def _input_pads(graph, qop, tile: Mapping[str, Any]) -> Pads:
@@ -440,29 +434,17 @@ def _layer_steps(sched, graph, layers: _Layers, counter_of, arena_steps, where) 
     for qop, step in zip(qops, arena_steps):
         _, ih, iw = ops[qop.name]["in_shape"]
         _, oh, ow = ops[qop.name]["out_shape"]
-        steps.append(_step(layers, qop, step, counter_of[qop.name], (int(ih), int(iw)), Pads(*qop.padding),
+        steps.append(_step(layers, qop, step, counter_of[qop.name], (int(ih), int(iw)), qop.padding,
                            (int(oh), int(ow)), int(ow), int(step["output"]), Pads(), where))
     return steps
 
 
 def layer_arena(schedule: Mapping[str, Any]) -> dict[str, Any]:
-    """The per-layer arena of ``schedule.json``: ``arena_layer`` (format version 2); a version-1 folder
-    has none, so it is rebuilt there with the planner's own allocator."""
-    if "arena_layer" in schedule:
-        return schedule["arena_layer"]
-    from tinydet.arch.graph import lower
-    from tinydet.arch.spec import HeadSpec, spec_from_dict
-    from tinydet.schedule.arena import allocate
-    from tinydet.schedule.memory import MemoryRules
-
-    arch = schedule["arch"]
-    head = HeadSpec(**arch["head"]) if arch.get("head") else None
-    _, h, w = schedule["input"]["shape"]
-    rules = MemoryRules.from_dict(schedule.get("memory", {}).get("rules", {}))
-    arena = allocate(lower(spec_from_dict(arch["spec"]), (h, w), head=head), None, rules).to_dict()
-    if [s["op"] for s in arena["steps"]] != [op["name"] for op in schedule["ops"]]:
-        raise TinydetError("schedule.json: ops differ from the network its arch spec lowers to; re-export the folder")
-    return arena
+    """The per-layer arena of ``schedule.json``: ``arena_layer`` (format version 2;
+    :func:`tinydet.export.load_export` computes it for a version-1 folder)."""
+    if "arena_layer" not in schedule:
+        raise TinydetError("schedule.json: no arena_layer; expected a folder read with tinydet.export.load_export")
+    return schedule["arena_layer"]
 
 
 def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF) -> Lowered:

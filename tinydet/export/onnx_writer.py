@@ -22,6 +22,7 @@ from tinydet import __version__
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
 from tinydet.export.fold import FoldedGraph, check_exportable
+from tinydet.geometry import Pads
 from tinydet.schedule.memory import stage1_ops
 
 OPSET = 17
@@ -71,16 +72,16 @@ class _Builder:
         p = self.folded[op.name]
         x = op.inputs[0]
         if op.kind in ("conv", "dwconv"):
-            pads = [op.padding] * 4
+            pads = Pads.symmetric(op.padding)
             if patched and op.kernel > 1:
                 self.nodes.append(helper.make_node("Pad", [x, f"{op.name}/pads"], [f"{op.name}/padded"],
                                                    name=f"{op.name}/pad", mode="constant"))
-                x, pads = f"{op.name}/padded", [0, 0, 0, 0]
+                x, pads = f"{op.name}/padded", Pads()
             post = op.add is not None or op.act == "relu6"
             self.nodes.append(helper.make_node(
                 "Conv", [x, self.init(f"{op.name}.weight", p.weight), self.init(f"{op.name}.bias", p.bias)],
                 [f"{op.name}/conv" if post else op.output], name=op.name,
-                kernel_shape=[op.kernel, op.kernel], strides=[op.stride, op.stride], pads=pads, group=op.groups,
+                kernel_shape=[op.kernel, op.kernel], strides=[op.stride, op.stride], pads=pads.to_onnx(rank=2), group=op.groups,
                 dilations=[1, 1]))
             y = f"{op.name}/conv"
         elif op.kind == "gap":

@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from tinydet.errors import TinydetError
+from tinydet.geometry import conv_out_size
 from tinydet.quant.params import QMAX, QMIN
 from tinydet.quant.qgraph import QGraph, QOp
 
@@ -105,13 +106,13 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 def conv_padding(in_hw: tuple[int, int], op: QOp) -> str | None:
     """'SAME' or 'VALID' when one gives ``op``'s geometry (top/left padding and output size),
     else None (an explicit PAD is needed)."""
-    pt, pl, pb, pr = op.padding
+    p = op.padding
     (kh, kw), (sh, sw) = op.kernel, op.stride
-    out = ((in_hw[0] + pt + pb - kh) // sh + 1, (in_hw[1] + pl + pr - kw) // sw + 1)
+    out = (conv_out_size(in_hw[0], kh, sh, p.top, p.bottom), conv_out_size(in_hw[1], kw, sw, p.left, p.right))
     (oh, bh), (ow, bw) = same_padding(in_hw[0], kh, sh), same_padding(in_hw[1], kw, sw)
-    if (oh, ow) == out and (bh, bw) == (pt, pl):
+    if (oh, ow) == out and (bh, bw) == (p.top, p.left):
         return "SAME"
-    if (pt, pl) == (0, 0) and ((in_hw[0] - kh) // sh + 1, (in_hw[1] - kw) // sw + 1) == out:
+    if (p.top, p.left) == (0, 0) and (conv_out_size(in_hw[0], kh, sh), conv_out_size(in_hw[1], kw, sw)) == out:
         return "VALID"
     return None
 
@@ -142,7 +143,8 @@ class _GraphBuilder:
         mode = conv_padding((in_shape[1], in_shape[2]), op)
         src = self.activation(x)
         if mode is None:  # explicit PAD with the zero point, then VALID
-            pt, pl, pb, pr = op.padding
+            p = op.padding
+            pt, pl, pb, pr = p.top, p.left, p.bottom, p.right
             padded = f"{op.name}/pad"
             self.shapes[padded] = (in_shape[0], in_shape[1] + pt + pb, in_shape[2] + pl + pr, in_shape[3])
             self.params[padded] = self.params[x]
@@ -178,9 +180,10 @@ class _GraphBuilder:
     def pad(self, op: QOp) -> None:
         if op.pads_input is not None:
             raise TinydetError(f"tflite: Pad '{op.name}' takes per-tile amounts; only the full model is exported")
-        pt, pl, pb, pr = op.padding
-        if min(op.padding) < 0:
-            raise TinydetError(f"tflite: Pad '{op.name}' crops ({list(op.padding)}); TFLite PAD cannot")
+        p = op.padding
+        pt, pl, pb, pr = p.top, p.left, p.bottom, p.right
+        if min(pt, pl, pb, pr) < 0:
+            raise TinydetError(f"tflite: Pad '{op.name}' crops ({p.to_dict()}); TFLite PAD cannot")
         pads = self.constant(_Tensor(f"{op.name}/paddings", (4, 2), "int32", [], [],
                                      data=np.array([[0, 0], [pt, pb], [pl, pr], [0, 0]], "<i4").tobytes()))
         self.ops.append(_Op("PAD", [self.activation(op.inputs[0]), pads], [self.activation(op.output)]))

@@ -9,10 +9,10 @@ onnxruntime): ``tinydet.deploy`` imports it.
 Op kinds (``QOp.kind``), activations NHWC int8 named like the float graph's tensors:
 
 * ``quantize``: float NCHW graph input -> int8 (``out_scale``/``out_zp``);
-* ``pad``: int8 Pad / crop with the zero point; the amounts are the runtime int64[8] input
-  ``pads_input`` (ONNX order ``[0, 0, top, left, 0, 0, bottom, right]``, negative = crop);
-* ``conv`` (weight OHWI) / ``dwconv`` (weight ``[1, KH, KW, C]``): ``padding`` (top, left, bottom,
-  right), ``stride`` (h, w); with ``add`` set, the shortcut add that follows the conv is fused:
+* ``pad``: int8 Pad / crop with the zero point; the amounts are ``padding`` (a constant Pad) or
+  the runtime int64[8] input ``pads_input`` (ONNX order, read with ``Pads.from_onnx``; negative = crop);
+* ``conv`` (weight OHWI) / ``dwconv`` (weight ``[1, KH, KW, C]``): ``padding``
+  (:class:`tinydet.geometry.Pads`), ``stride`` (h, w); with ``add`` set, the shortcut add that follows the conv is fused:
   the conv result is requantized to ``add.conv_tensor``'s parameters, then added to
   ``add.shortcut`` with :func:`tinydet.quant.kernels.add_params` (``add.params``);
 * ``add``: a stand-alone elementwise add (not after a conv);
@@ -33,6 +33,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tinydet.errors import TinydetError
+from tinydet.geometry import Pads
 from tinydet.quant.arith import quantize_multiplier
 from tinydet.quant.kernels import add_params
 from tinydet.quant.params import QMAX, QMIN
@@ -59,7 +60,7 @@ class QOp:
     act_max: int = QMAX
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    padding: Pads = field(default_factory=Pads)
     pads_input: str | None = None
     add: dict[str, Any] | None = None
 
@@ -69,7 +70,7 @@ class QOp:
                "in_scale": self.in_scale, "in_zp": self.in_zp, "out_scale": self.out_scale, "out_zp": self.out_zp,
                "act_min": self.act_min, "act_max": self.act_max}
         if self.kind in ("conv", "dwconv"):
-            out.update(kernel=list(self.kernel), stride=list(self.stride), padding=list(self.padding),
+            out.update(kernel=list(self.kernel), stride=list(self.stride), padding=self.padding.to_dict(),
                        weight_shape=list(self.weight.shape))
         if self.pads_input:
             out["pads_input"] = self.pads_input
@@ -204,7 +205,7 @@ def load_qgraph(model: "onnx.ModelProto | str | Path") -> QGraph:
             group = int(a.get("group", 1))
             kh, kw = (int(v) for v in a.get("kernel_shape", w.shape[2:]))
             sh, sw = (int(v) for v in a.get("strides", [1, 1]))
-            pt, pl, pb, pr = (int(v) for v in a.get("pads", [0, 0, 0, 0]))
+            padding = Pads.from_onnx(a.get("pads", [0, 0, 0, 0]))
             if any(int(d) != 1 for d in a.get("dilations", [1, 1])):
                 raise TinydetError(f"{where}: Conv '{node.name}': dilation is not supported")
             out = out_of(node)
@@ -220,7 +221,7 @@ def load_qgraph(model: "onnx.ModelProto | str | Path") -> QGraph:
                 raise TinydetError(f"{where}: Conv '{node.name}': grouped conv with {group} groups is not supported")
             ops.append(QOp(name=node.name, kind=kind, inputs=[x], output=out, in_scale=[s_in], in_zp=[z_in],
                            out_scale=s_out, out_zp=z_out, weight=weight.astype(np.int8), bias=b, weight_scale=ws,
-                           mult=mult, shift=shift, kernel=(kh, kw), stride=(sh, sw), padding=(pt, pl, pb, pr)))
+                           mult=mult, shift=shift, kernel=(kh, kw), stride=(sh, sw), padding=padding))
         elif t == "Add":
             a_in, b_in = act_in(node, 0), act_in(node, 1)
             out = out_of(node)
@@ -235,7 +236,7 @@ def load_qgraph(model: "onnx.ModelProto | str | Path") -> QGraph:
             pads_name = node.input[1]
             op = QOp(name=node.name, kind="pad", inputs=[x], output=out, in_scale=[s], in_zp=[z], out_scale=s, out_zp=z)
             if pads_name in consts:
-                op.padding = tuple(int(v) for v in np.asarray(consts[pads_name])[[2, 3, 6, 7]])
+                op.padding = Pads.from_onnx(np.asarray(consts[pads_name]))
             else:
                 op.pads_input = pads_name
             ops.append(op)

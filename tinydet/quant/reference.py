@@ -15,43 +15,36 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tinydet.errors import TinydetError
+from tinydet.geometry import Pads, conv_out_size
 from tinydet.quant import kernels
 from tinydet.quant.arith import dequantize, quantize
 from tinydet.quant.qgraph import QGraph, QOp, load_qgraph
 
 
-def pad_int8(x: np.ndarray, amounts: Sequence[int], zero_point: int) -> np.ndarray:
-    """Pad (positive) or crop (negative) an NHWC int8 tensor by (top, left, bottom, right) with
-    the zero point, i.e. with real 0.0."""
-    top, left, bottom, right = (int(v) for v in amounts)
+def pad_int8(x: np.ndarray, pads: Pads, zero_point: int) -> np.ndarray:
+    """Pad (positive) or crop (negative) an NHWC int8 tensor by ``pads`` with the zero point, i.e.
+    with real 0.0."""
     n, h, w, c = x.shape
-    y0, y1 = max(0, -top), h - max(0, -bottom)
-    x0, x1 = max(0, -left), w - max(0, -right)
+    y0, y1 = max(0, -pads.top), h - max(0, -pads.bottom)
+    x0, x1 = max(0, -pads.left), w - max(0, -pads.right)
     if y1 <= y0 or x1 <= x0:
-        raise ValueError(f"pad amounts {list(amounts)} crop away the whole {h}x{w} tensor")
+        raise ValueError(f"pads {pads.to_dict()} crop away the whole {h}x{w} tensor")
     core = x[:, y0:y1, x0:x1, :]
-    out = np.full((n, core.shape[1] + max(0, top) + max(0, bottom), core.shape[2] + max(0, left) + max(0, right), c),
+    top, left = max(0, pads.top), max(0, pads.left)
+    out = np.full((n, core.shape[1] + top + max(0, pads.bottom), core.shape[2] + left + max(0, pads.right), c),
                   zero_point, dtype=np.int8)
-    out[:, max(0, top):max(0, top) + core.shape[1], max(0, left):max(0, left) + core.shape[2], :] = core
+    out[:, top:top + core.shape[1], left:left + core.shape[2], :] = core
     return out
 
 
-def onnx_pad_amounts(vector: Sequence[int]) -> tuple[int, int, int, int]:
-    """ONNX Pad vector ``[0, 0, top, left, 0, 0, bottom, right]`` (NCHW) -> (top, left, bottom, right)."""
-    v = [int(a) for a in vector]
-    if len(v) != 8 or v[0] or v[1] or v[4] or v[5]:
-        raise ValueError(f"expected an NCHW Pad vector [0, 0, top, left, 0, 0, bottom, right], got {v}")
-    return v[2], v[3], v[6], v[7]
-
-
 def _conv(op: QOp, x: np.ndarray) -> np.ndarray:
-    pt, pl, pb, pr = op.padding
+    p = op.padding
     (kh, kw), (sh, sw) = op.kernel, op.stride
-    out_hw = ((x.shape[1] + pt + pb - kh) // sh + 1, (x.shape[2] + pl + pr - kw) // sw + 1)
+    out_hw = (conv_out_size(x.shape[1], kh, sh, p.top, p.bottom), conv_out_size(x.shape[2], kw, sw, p.left, p.right))
     zp_out = op.add["conv_zp"] if op.add else op.out_zp
     fn = kernels.conv_s8 if op.kind == "conv" else kernels.depthwise_conv_s8
     return fn(x, op.weight, op.bias, input_offset=-op.in_zp[0], output_offset=zp_out, mult=op.mult,
-              shift=op.shift, stride=(sh, sw), padding=(pt, pl), out_hw=out_hw,
+              shift=op.shift, stride=(sh, sw), padding=(p.top, p.left), out_hw=out_hw,
               act_min=op.act_min, act_max=op.act_max)
 
 
@@ -70,7 +63,10 @@ def run_op(op: QOp, env: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[i
         if op.pads_input is not None:
             if pads is None or op.pads_input not in pads:
                 raise TinydetError(f"int8 reference: op '{op.name}' needs the per-tile input '{op.pads_input}'")
-            amounts = onnx_pad_amounts(pads[op.pads_input])
+            try:
+                amounts = Pads.from_onnx(pads[op.pads_input])
+            except ValueError as exc:
+                raise TinydetError(f"int8 reference: per-tile input '{op.pads_input}': {exc}") from None
         else:
             amounts = op.padding
         return {op.output: pad_int8(x, amounts, op.out_zp)}
