@@ -35,6 +35,16 @@ def config(arch, pretrained, source="<test>"):
                                 "head": HEAD, "anchors": TINY_ANCHORS}}, source)
 
 
+def backbone_features(model, x):
+    feats = []
+    with torch.no_grad():
+        for i, block in enumerate(model.blocks):
+            x = block(x)
+            if i in model.spec.head_from:
+                feats.append(x)
+    return feats
+
+
 def test_detector_has_exactly_the_source_backbone_features(torchvision_dir, capsys):
     folder, source = torchvision_dir
     model = detector_from_config(config(folder, folder), 3)
@@ -46,14 +56,9 @@ def test_detector_has_exactly_the_source_backbone_features(torchvision_dir, caps
     source = source.double()
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
-        y, feats = x, []
-        for i, block in enumerate(model.blocks):
-            y = block(y)
-            if i in model.spec.head_from:
-                feats.append(y)
         ref = (x - IMAGENET_MEAN) / IMAGENET_STD
         refs = [source.features[:14](ref), source.features[:18](ref)]
-    for ours, theirs in zip(feats, refs):
+    for ours, theirs in zip(backbone_features(model, x), refs):
         assert torch.equal(ours, theirs) or (ours - theirs).abs().max() <= 1e-10 * theirs.abs().max()
 
 
@@ -144,3 +149,30 @@ def test_imported_mcunet_network_trains_exports_and_runs_bit_exact_on_qemu(tmp_p
                  "--mode", "patch", "--run", "--validate", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["outputs_bit_exact_vs_reference"] is True and result["tiles"] == 4
+
+
+@pytest.mark.parametrize("scheme", ["torchvision", "timm"])
+def test_hub_schemes_with_a_local_file_load_the_source_backbone(tmp_path, scheme):
+    """``torchvision:mobilenet_v2:W.pth`` / ``timm:NAME:W.safetensors``: the offline spellings."""
+    if scheme == "torchvision":
+        import torchvision
+
+        source = random_bn(torchvision.models.mobilenet_v2()).float()
+        torch.save(source.state_dict(), tmp_path / "w.pth")
+        value, name = f"torchvision:mobilenet_v2:{tmp_path / 'w.pth'}", "mobilenet_v2"
+    else:
+        timm = pytest.importorskip("timm")
+        from safetensors.torch import save_file
+
+        source = random_bn(timm.create_model("mobilenetv2_050")).float()
+        save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+        value, name = f"timm:mobilenetv2_050:{tmp_path / 'w.safetensors'}", "mobilenetv2_050"
+    write_import(import_torch_module(scheme, source, name), tmp_path / "arch")
+    cfg = config(tmp_path / "arch", value)
+    model = detector_from_config(cfg, 3)
+    assert load_pretrained(model, cfg) > 0
+    reference = detector_from_config(config(tmp_path / "arch", tmp_path / "arch"), 3)
+    load_pretrained(reference, config(tmp_path / "arch", tmp_path / "arch"))
+    x = torch.rand(1, 3, 64, 64)
+    for ours, theirs in zip(backbone_features(model.eval(), x), backbone_features(reference.eval(), x)):
+        assert torch.equal(ours, theirs)
