@@ -47,7 +47,7 @@ def test_patch_rows_follow_the_plan(export):
 def test_layer_rows_use_the_layer_arena(export):
     e, models = export
     m = lw.lower_export(e, models, "layer")
-    arena = lw.layer_arena(e.schedule)
+    arena = e.schedule["arena_layer"]
     assert m.arena_bytes == arena["arena_bytes"] == e.schedule["memory"]["peak_sram_per_layer"]
     assert [(s.input, s.output) for s in m.steps] == [(a["input"], a["output"]) for a in arena["steps"]]
     assert m.tiles == [] and m.input_offset == arena["input"]
@@ -93,3 +93,42 @@ def test_bad_plans_are_refused(export):
         lw.lower_export(e, models, "tiles")
     with pytest.raises(TinydetError, match="crops its input on the top/left"):
         lw._check_pads("x", Pads(-1, 0, 0, 0), (5, 5), lw.layer_row(models[0].ops[1]), (5, 5), "here")
+
+
+def test_a_version_1_folder_lowers_to_the_same_rows(folder, tmp_path):  # noqa: F811
+    """Old folders (pads as lists, no arena_layer) still deploy: load_export upgrades them."""
+    import json
+    import shutil
+
+    from test_export_folder import _as_v1
+
+    old = tmp_path / "v1"
+    shutil.copytree(folder, old)
+    (old / "schedule.json").write_text(json.dumps(_as_v1(load_export(folder).schedule)))
+    e1, e2 = load_export(old), load_export(folder)
+    assert e1.source_version == 1
+    for mode in lw.MODES:
+        a = lw.lower_export(e1, lw.load_models(e1), mode)
+        b = lw.lower_export(e2, lw.load_models(e2), mode)
+        assert a.steps == b.steps and a.tile_steps == b.tile_steps and a.tiles == b.tiles
+        assert emit_c.model_c(a) == emit_c.model_c(b)
+
+
+def test_budgets_come_from_target_json_and_sizes_parse_like_plan():
+    import json
+
+    from tinydet.deploy import targets, toolchain
+    from tinydet.units import parse_bytes
+
+    for name in toolchain.list_targets():
+        b = targets.budget(name)
+        if name == "host":
+            assert b.sram is None and b.flash is None
+            continue
+        d = json.loads((toolchain.TARGETS_DIR / name / "target.json").read_text())
+        assert (b.sram, b.flash) == (d["sram_bytes"], d["flash_bytes"])
+    assert targets.budget("stm32f746", sram="256 KiB", flash="1M").sram == 262144 == parse_bytes("256kB")
+    with pytest.raises(TinydetError, match="--sram: expected a size"):
+        targets.budget("stm32f746", sram="lots")
+    with pytest.raises(TinydetError, match="--target: expected one of host, qemu-mps2-an500"):
+        targets.budget("stm32f747")

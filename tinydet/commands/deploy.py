@@ -22,10 +22,10 @@ from tinydet.errors import TinydetError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tinydet.deploy.targets import DEPLOY_TARGETS
+    from tinydet.deploy.toolchain import list_targets
 
     parser.add_argument("folder", help="export folder (after `tinydet quantize`)")
-    parser.add_argument("--target", default="qemu-mps2-an500", help=f"one of {', '.join(DEPLOY_TARGETS)} "
+    parser.add_argument("--target", default="qemu-mps2-an500", help=f"one of {', '.join(list_targets())} "
                         "(default qemu-mps2-an500)")
     parser.add_argument("--out", default=None, help="build folder (default build/<export folder name>)")
     parser.add_argument("--mode", default="patch", help="patch (the export's tile schedule), layer (per layer) "
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", type=float, default=0.25, help="detection score threshold (default 0.25)")
     parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
                         help="seconds before a running firmware counts as hung (default 300)")
-    parser.add_argument("--sram", default=None, help="override the target's SRAM budget (e.g. 256k)")
+    parser.add_argument("--sram", default=None, help="override the target's SRAM budget (e.g. 256k, '256 KiB')")
     parser.add_argument("--flash", default=None, help="override the target's Flash budget (e.g. 1M)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random images (no image source)")
     add_json_argument(parser)

@@ -6,7 +6,8 @@ initializers of the structs in ``deploy/runtime/include/tinydet_executor.h``.
 
 * :class:`LayerRow` -- one conv / depthwise layer's int8 weights, int32 biases, per-channel
   ``(mult, shift)`` and its fused residual add (:class:`AddRow`), once for all tiles;
-* :class:`StepRow` -- one layer execution: arena offsets (the allocator's, from ``schedule.json``),
+* :class:`StepRow` -- one layer execution: arena offsets (the allocator's, ``schedule.json: arena``
+  for patch mode and ``arena_layer`` for layer mode),
   the input size and its pads (:class:`tinydet.geometry.Pads`), the output row pitch and where the
   output sits in its shortcut region; patch mode has each tile's stage-1 steps (:class:`TileRow`)
   then the stage-2 steps, layer mode the steps of every layer on the full map;
@@ -364,17 +365,17 @@ def _step(layers: _Layers, qop, step: Mapping[str, Any], counter: int, in_hw, pa
                    shortcut=_offset(step.get("shortcut")), result=_offset(step.get("result")))
 
 
-def _tile_pads(tile: Mapping[str, Any], pad_op) -> Pads:
-    """The pads a stage-1 Pad node applies in this tile (its per-tile input, or its constant pads)."""
+def _tile_pads(tile: Mapping[str, Any], key: str, op: str, pad_op, where: str) -> Pads:
+    """The pads a stage-1 Pad node applies in this tile before ``op``'s input (``key`` "pads") or its
+    shortcut (``"shortcut_crop"``, negative = crop), from schedule.json's named pads."""
+    if pad_op is None or pad_op.kind != "pad":
+        return Pads()
     if pad_op.pads_input is None:
-        return pad_op.padding
-    return Pads.from_onnx(tile["onnx_pads"][pad_op.pads_input])
-
-
-def _input_pads(graph, qop, tile: Mapping[str, Any]) -> Pads:
-    """A stage-1 conv's input pads in a tile: its Pad node's (the convs themselves have none)."""
-    pad_op = graph.producer(qop.inputs[0])
-    return _tile_pads(tile, pad_op) if pad_op is not None and pad_op.kind == "pad" else Pads()
+        return pad_op.padding  # the same constant pads in every tile
+    if op not in tile.get(key, {}):
+        raise TinydetError(f"{where}: schedule.json tile: {key}: no entry for '{op}', whose input the int8 stage 1 "
+                           f"pads per tile; re-export the folder")
+    return Pads.load(tile[key][op])
 
 
 def _patch_steps(sched, stage1, layers: _Layers, counter_of, arena, where) -> tuple[list[StepRow], list[TileRow]]:
@@ -402,7 +403,7 @@ def _patch_steps(sched, stage1, layers: _Layers, counter_of, arena, where) -> tu
                 sc_tensor = qop.add["shortcut"]
                 sp = stage1.producer(sc_tensor)
                 if sp is not None and sp.kind == "pad":
-                    pads = _tile_pads(tile, sp)
+                    pads = _tile_pads(tile, "shortcut_crop", qop.name, sp, at)
                     sc_tensor = sp.inputs[0]
                     if max(pads.top, pads.left, pads.bottom, pads.right) > 0:
                         raise TinydetError(f"{at}: shortcut of '{qop.name}' is padded {pads}; expected crops (<= 0) "
@@ -417,7 +418,8 @@ def _patch_steps(sched, stage1, layers: _Layers, counter_of, arena, where) -> tu
             else:
                 output, pitch = int(step["output"]), reg_out.w
             steps.append(_step(layers, qop, step, counter_of[qop.name], (reg_in.h, reg_in.w),
-                               _input_pads(stage1, qop, tile), (reg_out.h, reg_out.w), pitch, output, crop, at))
+                               _tile_pads(tile, "pads", qop.name, stage1.producer(qop.inputs[0]), at),
+                               (reg_out.h, reg_out.w), pitch, output, crop, at))
         in_rect = Rect.from_list(tile["in_rect"])
         tiles.append(TileRow(rect=in_rect, input=int(arena["tile_inputs"][ti]), first_step=first,
                              num_steps=len(steps) - first))
@@ -437,14 +439,6 @@ def _layer_steps(sched, graph, layers: _Layers, counter_of, arena_steps, where) 
         steps.append(_step(layers, qop, step, counter_of[qop.name], (int(ih), int(iw)), qop.padding,
                            (int(oh), int(ow)), int(ow), int(step["output"]), Pads(), where))
     return steps
-
-
-def layer_arena(schedule: Mapping[str, Any]) -> dict[str, Any]:
-    """The per-layer arena of ``schedule.json``: ``arena_layer`` (format version 2;
-    :func:`tinydet.export.load_export` computes it for a version-1 folder)."""
-    if "arena_layer" not in schedule:
-        raise TinydetError("schedule.json: no arena_layer; expected a folder read with tinydet.export.load_export")
-    return schedule["arena_layer"]
 
 
 def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF) -> Lowered:
@@ -479,7 +473,8 @@ def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF
         tile_steps, tiles = _patch_steps(sched, stage1, layers, counter_of, arena, where)
         graph = stage2
     else:
-        arena = layer_arena(sched)
+        # load_export gives every folder a layer arena (version 1: rebuilt with the planner's allocator)
+        arena = sched["arena_layer"]
         planned = int(mem["peak_sram_per_layer"])
         graph = full
     steps = _layer_steps(sched, graph, layers, counter_of, arena["steps"], where)

@@ -1,9 +1,9 @@
 """Deployment targets and their memory budgets: the fit check that runs before compiling.
 
-Budgets come from ``deploy/targets/<name>/target.json`` (read by :mod:`tinydet.deploy.toolchain`):
-STM32F746 320 kB SRAM / 1 MB Flash, STM32H743 512 kB AXI SRAM / 2 MB Flash, QEMU mps2-an500
-4 MB / 4 MB. ``host`` has no budget. ``--sram`` / ``--flash`` override them (a board variant, or
-a tighter budget for the application around the model).
+The targets and their budgets are ``deploy/targets/<name>/target.json`` (``flash_bytes``,
+``sram_bytes``; read by :mod:`tinydet.deploy.toolchain`, the only place that knows them) plus
+``host``, which has no budget. ``--sram`` / ``--flash`` override them (a board variant, or a
+tighter budget for the application around the model), parsed by :func:`tinydet.units.parse_bytes`.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from tinydet.deploy import toolchain
 from tinydet.errors import TinydetError
+from tinydet.units import parse_bytes
 
-DEPLOY_TARGETS = ("host", "qemu-mps2-an500", "stm32f746", "stm32h743")
 # what the firmware around the model needs besides the arena and scratch: runtime .data/.bss,
 # newlib buffers, the decode candidates (added by the caller) -- a conservative allowance so the
 # refusal happens here, with numbers, rather than as a linker error
@@ -30,23 +30,6 @@ class Budget:
     stack: int
 
 
-def parse_size(text: "str | int | None", what: str) -> int | None:
-    """``"320k"``, ``"1M"``, ``"4096"`` -> bytes (k = 1024)."""
-    if text is None or isinstance(text, int):
-        return text
-    s = str(text).strip().lower().removesuffix("b")
-    mult = 1
-    if s and s[-1] in "km":
-        mult, s = (1024 if s[-1] == "k" else 1024 * 1024), s[:-1]
-    try:
-        value = int(float(s) * mult)
-    except ValueError:
-        raise TinydetError(f"{what}: expected a size such as 320k, 1M or 65536, got '{text}'") from None
-    if value <= 0:
-        raise TinydetError(f"{what}: expected a positive size, got '{text}'")
-    return value
-
-
 def _stack_bytes(target: toolchain.Target) -> int:
     if target.linker_script is None:
         return 0
@@ -59,14 +42,14 @@ def _stack_bytes(target: toolchain.Target) -> int:
 
 def budget(target: str, sram: "str | int | None" = None, flash: "str | int | None" = None) -> Budget:
     """The budget of ``target`` with optional overrides."""
-    if target not in DEPLOY_TARGETS:
+    names = toolchain.list_targets()
+    if target not in names:
         from tinydet.errors import closest
 
-        raise TinydetError(f"--target: expected one of {', '.join(DEPLOY_TARGETS)}, got '{target}'"
-                           f"{closest(target, list(DEPLOY_TARGETS))}")
+        raise TinydetError(f"--target: expected one of {', '.join(names)}, got '{target}'{closest(target, names)}")
     t = toolchain.get_target(target)
-    s = parse_size(sram, "--sram")
-    f = parse_size(flash, "--flash")
+    s = None if sram is None else parse_bytes(sram, "--sram")
+    f = None if flash is None else parse_bytes(flash, "--flash")
     return Budget(target, s if s is not None else t.sram_bytes, f if f is not None else t.flash_bytes,
                   _stack_bytes(t))
 

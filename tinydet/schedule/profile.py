@@ -2,30 +2,11 @@
 receptive fields; the figures ``tinydet profile`` and ``tinydet plan`` print."""
 from __future__ import annotations
 
-import re
-
 from tinydet.arch.graph import Graph, Op
-from tinydet.errors import TinydetError
 from tinydet.schedule.memory import MemoryRules, layer_working_sets
 from tinydet.schedule.planner import PatchPlan
 from tinydet.schedule.regions import receptive_fields
-
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024 ** 2, "mb": 1024 ** 2, "mib": 1024 ** 2}
-
-
-def parse_bytes(value: "int | str", field: str = "size") -> int:
-    """``262144``, ``"256kB"``, ``"0.5MB"``, ``"256 KiB"`` -> bytes (kB = 1024 B, MB = 1024 kB)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        number, unit = float(value), ""
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
-        if not m or m.group(2).lower() not in _UNITS:
-            raise TinydetError(f"{field}: expected a size such as 262144, 256kB or 0.5MB (kB = 1024 bytes), got {value!r}")
-        number, unit = float(m.group(1)), m.group(2).lower()
-    result = int(round(number * _UNITS[unit]))
-    if result <= 0:
-        raise TinydetError(f"{field}: expected a positive size, got {value!r}")
-    return result
+from tinydet.units import parse_bytes  # noqa: F401  (re-exported: the one size parser)
 
 
 def op_params(op: Op) -> int:
