@@ -18,8 +18,9 @@ from typing import Iterable
 
 from tinydet.deploy import emit_c, lower, targets, toolchain
 from tinydet.errors import TinydetError
+from tinydet.resources import resource_path
 
-DEMO_DIR = toolchain.REPO_ROOT / "deploy" / "demo"
+DEMO_DIR = resource_path("demo")  # deploy/demo (package data)
 ARENA_SYMBOL = "tinydet_arena"
 
 

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tinydet.errors import TinydetError, closest
+from tinydet.resources import resource_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNTIME_DIR = REPO_ROOT / "deploy" / "runtime"
-TARGETS_DIR = REPO_ROOT / "deploy" / "targets"
+# package data (tinydet.resources): deploy/runtime and deploy/targets in a checkout, the same files in a wheel
+RUNTIME_DIR = resource_path("runtime")
+TARGETS_DIR = resource_path("targets")
 INSTALL_HINT = ("install it with: sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
                 "qemu-system-arm (or run `make toolchain`)")
 HOST_CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"]
@@ -70,7 +71,7 @@ def get_target(name: str) -> Target:
         return Target("host", "host", (), ("-lm",), (), None, None, None, (), False, "this machine's C compiler")
     path = TARGETS_DIR / name / "target.json"
     if not path.is_file():
-        raise TinydetError(f"target '{name}': no {path.relative_to(REPO_ROOT)}; expected one of "
+        raise TinydetError(f"target '{name}': no {path}; expected one of "
                            f"{', '.join(list_targets())}{closest(name, list_targets())}")
     try:
         d = json.loads(path.read_text())
