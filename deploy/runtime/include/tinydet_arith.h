@@ -84,16 +84,25 @@ TDN_INLINE int8_t tdn_requantize_s8(int32_t acc, int32_t mult, int32_t shift, in
 
 /* ---- the same requantization with the per-channel work done once ---------------------------------
  * A kernel makes one tdn_rq per output channel (tdn_rq_make) before its loops, then writes every
- * output with tdn_rq_s8: the shift is split into its left and right parts once, and the rounding
- * divide uses a branch-free form (5 ALU operations, no mask built per output). Bit identical to
- * tdn_requantize_s8 for every accumulator and every (mult, shift) with mult in [0, 2^31) and shift
- * in [-31, 31] (tests/test_c_kernels.py checks both against tinydet/quant/arith.py). */
+ * output with tdn_rq_s8. Bit identical to tdn_requantize_s8 for every accumulator and every
+ * (mult, shift) with mult in [0, 2^31) and shift in [-31, 31] (tests/test_c_kernels.py checks both
+ * against tinydet/quant/arith.py).
+ *
+ * Right shifts (shift < 0, R = -shift >= 1: every layer whose real multiplier is below 0.5) take one
+ * 64-bit multiply-accumulate and one shift. With P = acc * mult, high = floor((P + 2^30) / 2^31) and
+ * rdbpot(high, R) = floor((high + 2^(R-1) - [high < 0]) / 2^R) (ties away from zero), the nested
+ * floors merge: result = floor((P + K) / 2^(31+R)) with K = 2^30 + 2^(R+30) - [high < 0] * 2^31,
+ * i.e. the high word of P + K shifted right by R - 1. [high < 0] may be replaced by [acc < 0]: they
+ * differ only when high == 0, where both give 0. |P| + |K| < 2^63: no overflow. On Cortex-M that is
+ * SMLAL (K preloaded), AND/SUBS/SBC for the sign term and one ASR. Left shifts (shift >= 0) need no
+ * rounding divide: high of (acc << shift) * mult. */
 typedef struct
 {
+    uint32_t k_lo; /* K = 2^30 + 2^(R+30) (right shifts), low and high words */
+    int32_t k_hi;
     int32_t mult;  /* Q31 multiplier */
     int32_t left;  /* max(shift, 0) */
-    int32_t right; /* max(-shift, 0) */
-    int32_t half;  /* (2^right - 1) >> 1: the largest remainder that rounds down for x >= 0 */
+    int32_t r1;    /* R - 1 for right shifts, -1 for shift >= 0 */
 } tdn_rq;
 
 TDN_INLINE tdn_rq tdn_rq_make(int32_t mult, int32_t shift)
@@ -101,29 +110,25 @@ TDN_INLINE tdn_rq tdn_rq_make(int32_t mult, int32_t shift)
     tdn_rq q;
     q.mult = mult;
     q.left = shift > 0 ? shift : 0;
-    q.right = shift > 0 ? 0 : -shift;
-    q.half = (int32_t)((((uint32_t)1 << q.right) - 1u) >> 1);
+    q.r1 = shift < 0 ? -shift - 1 : -1;
+    /* t = 2^(R-1): K's high word is 2^(R-2) (R >= 2), its low word 2^30 plus 2^31 when R == 1 */
+    const uint32_t t = shift < 0 ? (uint32_t)1 << q.r1 : 0u;
+    q.k_hi = (int32_t)(t >> 1);
+    q.k_lo = 0x40000000u + (t << 31);
     return q;
-}
-
-/* rdbpot(x, right) without the mask: with q = x >> right and rem = x - (q << right) in [0, 2^right),
- * the result rounds up exactly when rem > half + [x < 0] (ties away from zero), i.e. when
- * half + [x < 0] - rem is negative; that difference lies in (-2^31, 2^30], so it cannot overflow, and
- * right = 0 gives rem = half = 0: no rounding. */
-TDN_INLINE int32_t tdn_rq_rdbpot(int32_t x, int32_t right, int32_t half)
-{
-    const int32_t q = x >> right; /* arithmetic, see tdn_rdbpot */
-    const int32_t rem = (int32_t)((uint32_t)x - ((uint32_t)q << right));
-    const int32_t t = (int32_t)((uint32_t)half + ((uint32_t)x >> 31) - (uint32_t)rem);
-    return q - (t >> 31);
 }
 
 /* tdn_requantize(acc, mult, shift) for q = tdn_rq_make(mult, shift). */
 TDN_INLINE int32_t tdn_rq_apply(int32_t acc, const tdn_rq *q)
 {
+    if (q->r1 >= 0)
+    {
+        const int64_t k = (int64_t)(((uint64_t)(uint32_t)q->k_hi << 32) | q->k_lo) - (int64_t)((uint32_t)acc & 0x80000000u);
+        const int64_t t = k + (int64_t)acc * (int64_t)q->mult;
+        return (int32_t)(t >> 32) >> q->r1; /* arithmetic, see tdn_rdbpot */
+    }
     const int32_t shifted = (int32_t)((uint32_t)acc << q->left);
-    const int32_t high = (int32_t)(((int64_t)shifted * (int64_t)q->mult + ((int64_t)1 << 30)) >> 31);
-    return tdn_rq_rdbpot(high, q->right, q->half);
+    return (int32_t)(((int64_t)shifted * (int64_t)q->mult + ((int64_t)1 << 30)) >> 31);
 }
 
 /* tdn_requantize_s8(acc, mult, shift, out_offset, act_min, act_max) for q = tdn_rq_make(mult, shift). */

@@ -30,11 +30,6 @@ TDN_INLINE uint32_t tdn_read_u32(const void *p)
     return v;
 }
 
-TDN_INLINE uint32_t tdn_ror8(uint32_t v)
-{
-    return (v >> 8) | (v << 24);
-}
-
 #if TDN_DSP
 /* Four int8 values of a word sign-extended into two words of two int16 lanes each: bytes 0 and 2
  * (even: SXTB16) and bytes 1 and 3 (odd: SXTB16 of the word rotated by 8). */
@@ -43,11 +38,20 @@ typedef struct
     int32_t even, odd;
 } tdn_s16x4;
 
+/* SXTB16 of v rotated right by 8 in one instruction (ACLE has no rotating form; gcc would emit a
+ * separate ROR). */
+TDN_INLINE int32_t tdn_sxtb16_ror8(uint32_t v)
+{
+    int32_t r;
+    __asm("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
 TDN_INLINE tdn_s16x4 tdn_widen_s8x4(uint32_t v)
 {
     tdn_s16x4 r;
     r.even = __sxtb16(v);
-    r.odd = __sxtb16(tdn_ror8(v));
+    r.odd = tdn_sxtb16_ror8(v);
     return r;
 }
 
