@@ -177,6 +177,8 @@ def test_se_and_other_activations_are_refused():
         import_torch_module("timm", model, "se")
     with pytest.raises(TinydetError, match=r"mnasnet_100: bn1.act: activation ReLU is not supported"):
         import_torch_module("timm", timm.create_model("mnasnet_100"), "mnasnet_100")
+    with pytest.raises(TinydetError, match=r"timm resnet18: ResNet networks are not supported"):
+        import_torch_module("timm", timm.create_model("resnet18"), "resnet18")
 
 
 def test_cli_import_writes_a_spec_and_strict_weights(tmp_path, capsys):
@@ -211,6 +213,14 @@ def test_cli_import_writes_a_spec_and_strict_weights(tmp_path, capsys):
     net = build(str(tmp_path / "timm"))
     net.load_state_dict(torch.load(tmp_path / "timm" / "weights.pt"), strict=True)
     assert_same_logits(net.eval().double(), source.double(), lambda x: (x - IMAGENET_MEAN) / IMAGENET_STD)
+
+
+def test_unreadable_weights_are_one_line_errors(tmp_path):
+    (tmp_path / "g.pth").write_text("not a checkpoint")
+    with pytest.raises(TinydetError, match=r"g.pth: cannot read weights \(UnpicklingError\); expected a state_dict"):
+        import_network("torchvision", "mobilenet_v2", str(tmp_path / "g.pth"))
+    with pytest.raises(TinydetError, match=r"nope.pth: weights file does not exist"):
+        import_network("torchvision", "mobilenet_v2", str(tmp_path / "nope.pth"))
 
 
 def test_missing_timm_names_the_pip_package(monkeypatch, tmp_path):

@@ -36,7 +36,8 @@ def load_state(path: str | Path) -> dict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch/safetensors raise many types for a damaged file
-        raise TinydetError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise TinydetError(f"{path}: cannot read weights ({type(exc).__name__}); expected a state_dict saved with "
+                           f"torch.save (tensors only) or a .safetensors file") from None
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]

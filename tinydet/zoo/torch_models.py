@@ -83,6 +83,9 @@ def torchvision_mobilenet_v2(model, name: str, mean, std) -> SourceNet:
     """torchvision.models.MobileNetV2 (any width_mult / round_nearest)."""
     from torch import nn
 
+    if type(model).__name__ != "MobileNetV2" or not isinstance(getattr(model, "features", None), nn.Sequential):
+        raise TinydetError(f"torchvision {name}: {type(model).__name__} networks are not supported; expected "
+                           f"torchvision's MobileNetV2")
     eps, blocks = [], []
     features = list(model.features.named_children())
     for index, (key, module) in enumerate(features):
@@ -132,6 +135,9 @@ def timm_mobilenet_v2(model, name: str, mean, std) -> SourceNet:
     DepthwiseSeparableConv / InvertedResidual, conv_head/bn2, classifier."""
     from torch import nn
 
+    if not all(isinstance(getattr(model, a, None), nn.Module) for a in ("conv_stem", "bn1", "blocks")):
+        raise TinydetError(f"timm {name}: {type(model).__name__} networks are not supported; expected an "
+                           f"EfficientNet-class MobileNetV2 (conv_stem, bn1, blocks): timm's mobilenetv2_*")
     eps, blocks = [], []
 
     def unit(conv_key: str, bn_key: str, relu6: bool, prefix: str):
