@@ -76,7 +76,7 @@ def test_patch_arena_is_smaller_and_tiles_follow_the_schedule(folder, tmp_path):
 
 def test_qemu_end_to_end_cli_both_modes(folder, tmp_path, capsys):
     rc = main(["deploy", str(folder), "--target", "qemu-mps2-an500", "--out", str(tmp_path / "q"), "--mode", "both",
-               "--validate", "--images", "2", "--conf", "0.1", "--json"])
+               "--validate", "--images", "2", "--conf", "0.1", "--json", "--profile", str(tmp_path / "prof.png")])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert out.count("\n") == 1
@@ -92,6 +92,18 @@ def test_qemu_end_to_end_cli_both_modes(folder, tmp_path, capsys):
         assert 0 < r["stack_bytes"] < r["stack_reserved_bytes"]
         assert r["flash_bytes"] > 0 and r["sram_static_bytes"] >= r["sram_arena_bytes"]
         assert r["detections_match_fraction_vs_python_decode"] == 1.0
+        # per layer: the firmware's counts, the MACs the mode executes (patch: over every tile) and the ratio
+        layers = r["per_layer"]
+        assert [f["name"] for f in layers] == list(r["per_layer_instructions"])
+        assert [f["instructions"] for f in layers] == list(r["per_layer_instructions"].values())
+        assert r["macs_per_inference"] == sum(f["macs"] for f in layers) == sched["macs"][
+            "patch" if mode == "patch" else "per_layer"]
+        assert all(f["instructions_per_mac"] == round(f["instructions"] / f["macs"], 3) for f in layers)
+        assert max(f["working_set_bytes"] for f in layers) == r["planned_peak_bytes"]
+        assert r["instructions_per_mac"] == round(r["instructions_per_inference"] / r["macs_per_inference"], 3)
+        assert 0 < r["instructions_decode"] < r["instructions_per_inference"]
+        png = tmp_path / f"prof_{mode}.png"
+        assert r["profile_png"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["arena_saved_bytes"] == sched["memory"]["peak_sram_per_layer"] - sched["memory"]["peak_sram_patch"] > 0
 
 

@@ -6,7 +6,9 @@
 Prints one JSON object: ``flash_bytes``, ``sram_arena_bytes`` (the linked arena, equal to
 ``planned_peak_bytes``, the planner's peak for the mode), ``sram_static_bytes``, ``stack_bytes``
 (stack painting, when run on an M7 target), ``planned_peak_bytes``; with ``--run`` the device
-figures (``instructions_per_inference``, ``per_layer_instructions`` on QEMU) and with
+figures (``instructions_per_inference``, ``instructions_decode``, ``per_layer_instructions`` and
+``per_layer`` with instructions/MAC and the working set per layer on QEMU; ``--profile PNG`` draws
+them) and with
 ``--validate`` ``outputs_bit_exact_vs_reference`` and ``detections_match_fraction_vs_onnxruntime``.
 ``--mode both`` builds (and runs) both modes and reports ``arena_saved_bytes``. The exit status is
 1 when validation finds the firmware's outputs differ from the reference.
@@ -43,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sram", default=None, help="override the target's SRAM budget (e.g. 256k, '256 KiB')")
     parser.add_argument("--flash", default=None, help="override the target's Flash budget (e.g. 1M)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random images (no image source)")
+    parser.add_argument("--profile", default=None, metavar="PNG", help="with --run on QEMU: draw instructions and "
+                        "instructions/MAC per layer beside the SRAM working set per layer (--mode both: one PNG per "
+                        "mode, NAME_patch.png / NAME_layer.png)")
     add_json_argument(parser)
 
 
@@ -84,9 +89,13 @@ def run(args: argparse.Namespace):
     results = {}
     for mode in modes:
         print(f"tinydet deploy: {folder} -> {args.target} ({mode} mode)", file=sys.stderr)
+        profile = None
+        if args.profile:
+            p = Path(args.profile)
+            profile = p.with_name(f"{p.stem}_{mode}{p.suffix}") if len(modes) > 1 else p
         r = deploy(folder, args.target, out / mode if len(modes) > 1 else out, mode=mode, run=args.run,
                    validate=args.validate, images=images if running else 1, conf=args.conf, timeout_s=args.timeout,
-                   sram=args.sram, flash=args.flash)
+                   sram=args.sram, flash=args.flash, profile=profile)
         r.pop("_detections", None)
         if running:
             r["image_source"] = source
@@ -107,7 +116,8 @@ def run(args: argparse.Namespace):
 
 
 _KEYS = ("target", "mode", "elf", "flash_bytes", "sram_arena_bytes", "planned_peak_bytes", "sram_static_bytes",
-         "scratch_bytes", "stack_bytes", "instructions_per_inference", "outputs_bit_exact_vs_reference",
+         "scratch_bytes", "stack_bytes", "instructions_per_inference", "instructions_per_mac", "instructions_decode",
+         "outputs_bit_exact_vs_reference",
          "detections_match_fraction_vs_onnxruntime")
 
 

@@ -66,9 +66,14 @@ def images_in_dir(folder: "str | Path", count: int) -> list[Path]:
 
 def deploy(export_dir: "str | Path", target: str, out: "str | Path", mode: str = "patch", run: bool = False,
            validate: bool = False, images: "np.ndarray | int" = 2, conf: float = 0.25, timeout_s: float = 300.0,
-           sram=None, flash=None, defines: Sequence[str] = (), seed: int = 0) -> dict:
+           sram=None, flash=None, defines: Sequence[str] = (), seed: int = 0,
+           profile: "str | Path | None" = None) -> dict:
     """Build the firmware; with ``run`` execute it on ``images`` (an array [K, 3, H, W], or a count
     of seeded random images) and with ``validate`` add the bit-exactness and detection checks.
+
+    A run on an instruction-counting target (QEMU) adds ``per_layer`` (name, kind, macs,
+    instructions, instructions_per_mac, working_set_bytes per layer: :mod:`tinydet.deploy.report`),
+    ``macs_per_inference`` and ``instructions_per_mac``; ``profile`` then names a PNG drawing them.
 
     Returns the figures of ``tinydet deploy --json``; after a run, ``_detections`` also holds the
     firmware's detections per image (boxes [N, 4] in network-input pixels, scores, labels), which
@@ -83,6 +88,8 @@ def deploy(export_dir: "str | Path", target: str, out: "str | Path", mode: str =
                           export=export)
     result = {k: v for k, v in info.items() if k not in ("layers", "outputs", "input", "detector")}
     if not (run or validate):
+        if profile is not None:
+            raise TinydetError("--profile: expected --run or --validate (the figures come from running the firmware)")
         return result
     if isinstance(images, (int, np.integer)):
         if images < 1:
@@ -94,6 +101,19 @@ def deploy(export_dir: "str | Path", target: str, out: "str | Path", mode: str =
           file=sys.stderr)
     res = run_firmware(info, quantize_images(images, info["input"]), Path(out) / "run", timeout_s=timeout_s)
     result.update(device_figures(res))
+    if result.get("per_layer_instructions"):
+        from tinydet.deploy.report import layer_figures, plot_profile
+
+        layers = layer_figures(export.schedule, mode, result["per_layer_instructions"])
+        result["per_layer"] = [f.to_dict() for f in layers]
+        result["macs_per_inference"] = sum(f.macs for f in layers)
+        result["instructions_per_mac"] = round(result["instructions_per_inference"] / result["macs_per_inference"], 3)
+        if profile is not None:
+            result["profile_png"] = str(plot_profile(
+                layers, profile, f"{export.schedule['arch']['name']} on {target} ({mode} mode): "
+                f"{result['instructions_per_inference']:,} instructions, {result['instructions_per_mac']} per MAC"))
+    elif profile is not None:
+        raise TinydetError(f"--profile: target {target} does not count instructions; run on qemu-mps2-an500")
     result["qemu_log" if target != "host" else "run_log"] = str(res.log)
     if validate:
         result.update(validate_run(info, res, images, export.schedule))
