@@ -1,4 +1,4 @@
-"""Shared test data: the int8 export folder of the quantization, validation, deploy and TFLite
+"""Shared test data and helpers: the in-process CLI (:func:`run_cli`) and the int8 export folder of the quantization, validation, deploy and TFLite
 tests (a random-weight tiny detector with randomised BN, so folding matters, a non-square 48x64
 input, a 3x3 grid, and the split after block 3, in the middle of the 16-channel residual stage:
 stage 2 starts with a residual block whose shortcut is the split tensor), and its calibration images.
@@ -45,3 +45,12 @@ def calib_images(n=6, seed=1):
     """``n`` seeded uniform images [1, 3, 48, 64] in [0, 1]."""
     rng = np.random.default_rng(seed)
     return [rng.random((1, 3) + RES, dtype=np.float32) for _ in range(n)]
+
+
+def run_cli(capsys, argv):
+    """The tinydet CLI in process: (exit code, stdout, stderr) of ``tinydet ARGV``."""
+    from tinydet.cli import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from tinydet.cli import main
 from tinydet.data.records import load_records
 from tinydet.eval import eval_coco, eval_voc
 from tinydet.eval.formats import write_coco_results, write_voc_dets, write_wider_dets
 from tinydet.eval.wider import detections_to_wider
+from fixtures import run_cli
 from train_helpers import make_voc, tiny_config
 
 # the devkit per-class files list these, sorted (they are not VOC's classes)
@@ -41,13 +41,6 @@ def voc(tmp_path_factory):
     return root, records, dets
 
 
-def run_cli(args, capsys):
-    """In-process CLI: (exit code, stdout, stderr)."""
-    rc = main(args)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def test_voc_comp4_folder_subprocess_prints_one_json_object(voc, tmp_path):
     root, records, dets = voc
     write_voc_dets(str(tmp_path / "dets"), dets, SORTED)
@@ -66,18 +59,18 @@ def test_voc_comp4_folder_subprocess_prints_one_json_object(voc, tmp_path):
 def test_voc_coco_json_with_class_order_and_table(voc, tmp_path, capsys):
     root, records, dets = voc
     write_coco_results(str(tmp_path / "res.json"), dets)
-    rc, out, _ = run_cli(["eval", "--dets", str(tmp_path / "res.json"), "--data", str(root / "VOC2007"),
-                          "--classes", ",".join(SORTED), "--json"], capsys)
+    rc, out, _ = run_cli(capsys, ["eval", "--dets", str(tmp_path / "res.json"), "--data", str(root / "VOC2007"),
+                                  "--classes", ",".join(SORTED), "--json"])
     assert rc == 0
     assert json.loads(out)["map50"] == pytest.approx(eval_voc(dets, records, SORTED)["map50"])
-    rc, out, _ = run_cli(["eval", "--dets", str(tmp_path / "res.json"), "--data", str(root)], capsys)
+    rc, out, _ = run_cli(capsys, ["eval", "--dets", str(tmp_path / "res.json"), "--data", str(root)])
     assert rc == 0 and "mAP50 (VOC07 11-point)" in out and "triangle" in out
 
 
 def test_empty_detection_files_score_zero(voc, tmp_path, capsys):
     root, _, _ = voc
     write_voc_dets(str(tmp_path / "dets"), {}, SORTED)
-    rc, out, _ = run_cli(["eval", "--dets", str(tmp_path / "dets"), "--data", str(root), "--json"], capsys)
+    rc, out, _ = run_cli(capsys, ["eval", "--dets", str(tmp_path / "dets"), "--data", str(root), "--json"])
     result = json.loads(out)
     assert rc == 0 and result["map50"] == 0.0 and result["map_coco"] == 0.0
 
@@ -96,7 +89,7 @@ def test_bad_inputs_exit_2_with_one_line(voc, tmp_path, capsys, make, args, matc
     root, _, _ = voc
     (tmp_path / "dets").mkdir()
     make(tmp_path / "dets")
-    rc, out, err = run_cli(["eval", "--dets", str(tmp_path / "dets"), "--data", str(root), "--json"] + args, capsys)
+    rc, out, err = run_cli(capsys, ["eval", "--dets", str(tmp_path / "dets"), "--data", str(root), "--json"] + args)
     assert rc == 2 and out == ""
     error = [line for line in err.splitlines() if line.startswith("tinydet: error:")]
     assert len(error) == 1 and re.search(match, error[0]), err
@@ -104,12 +97,12 @@ def test_bad_inputs_exit_2_with_one_line(voc, tmp_path, capsys, make, args, matc
 
 def test_usage_errors(voc, tmp_path, capsys):
     root, _, _ = voc
-    rc, _, err = run_cli(["eval"], capsys)
+    rc, _, err = run_cli(capsys, ["eval"])
     assert rc == 2 and "--dets" in err
-    rc, _, err = run_cli(["eval", "--dets", str(tmp_path)], capsys)
+    rc, _, err = run_cli(capsys, ["eval", "--dets", str(tmp_path)])
     assert rc == 2 and "needs --data" in err
     (tmp_path / "x.json").write_text("[]")
-    rc, _, err = run_cli(["eval", "--dets", str(tmp_path / "x.json"), "--data", str(tmp_path)], capsys)
+    rc, _, err = run_cli(capsys, ["eval", "--dets", str(tmp_path / "x.json"), "--data", str(tmp_path)])
     assert rc == 2 and "expected a VOC devkit folder" in err
 
 
@@ -127,19 +120,19 @@ def wider(tmp_path_factory):
 def test_wider_submission_official_mats_and_height_rule_fallback(wider, tmp_path, capsys):
     root, records, dets = wider
     write_wider_dets(str(tmp_path / "sub"), detections_to_wider(dets, records))
-    rc, out, _ = run_cli(["eval", "--dets", str(tmp_path / "sub"), "--data", str(root), "--json"], capsys)
+    rc, out, _ = run_cli(capsys, ["eval", "--dets", str(tmp_path / "sub"), "--data", str(root), "--json"])
     result = json.loads(out)
     assert rc == 0 and result["difficulty_source"] == "official_mat"
     assert result["hard"] == pytest.approx(1.0) and result["n_images"] == len(records)
     # a custom set without the .mat files: subsets from the face-height rule, said in the result
     plain = tmp_path / "plain"
     shutil.copytree(root, plain, ignore=shutil.ignore_patterns("eval_tools"))
-    rc, out, _ = run_cli(["eval", "--dets", str(tmp_path / "sub"), "--data", str(plain), "--json"], capsys)
+    rc, out, _ = run_cli(capsys, ["eval", "--dets", str(tmp_path / "sub"), "--data", str(plain), "--json"])
     result = json.loads(out)
     assert rc == 0 and result["difficulty_source"] == "height_rule" and result["hard"] == pytest.approx(1.0)
     # a COCO results file scored on the WIDER set goes through the same conversion
     write_coco_results(str(tmp_path / "res.json"), dets)
-    rc, out, _ = run_cli(["eval", "--dets", str(tmp_path / "res.json"), "--data", str(root), "--json"], capsys)
+    rc, out, _ = run_cli(capsys, ["eval", "--dets", str(tmp_path / "res.json"), "--data", str(root), "--json"])
     assert rc == 0 and json.loads(out)["hard"] == pytest.approx(1.0)
 
 
@@ -158,42 +151,42 @@ def trained(tmp_path_factory):
 def test_model_eval_checkpoint_export_and_saved_dets_agree(trained, capsys):
     cfg_path, ckpt, tmp = trained
     common = ["-c", str(cfg_path), "--set", "eval.conf_thresh=0.001", "--json"]
-    rc, out, _ = run_cli(["eval", "--ckpt", ckpt, "--save-dets", str(tmp / "saved")] + common, capsys)
+    rc, out, _ = run_cli(capsys, ["eval", "--ckpt", ckpt, "--save-dets", str(tmp / "saved")] + common)
     assert rc == 0
     by_ckpt = json.loads(out)
     assert by_ckpt["source"] == f"checkpoint:{ckpt}" and by_ckpt["split"] == "val"
     assert {"map50", "map50_area", "map_coco", "per_class", "n_images"} <= set(by_ckpt)
     assert sum(c["n_det"] for c in by_ckpt["per_class"].values()) > 0
     # the saved comp4 files score exactly like the model run
-    rc, out, _ = run_cli(["eval", "--dets", str(tmp / "saved"), "-c", str(cfg_path), "--split", "val", "--json"],
-                         capsys)
+    rc, out, _ = run_cli(capsys, ["eval", "--dets", str(tmp / "saved"), "-c", str(cfg_path), "--split", "val",
+                                  "--json"])
     assert rc == 0
     by_file = json.loads(out)
     for key in ("map50", "map50_area", "map_coco", "per_class", "n_images"):
         assert by_file[key] == by_ckpt[key], key
     # the float ONNX export (full and patch-based) finds the same detections per class
-    rc, _, err = run_cli(["export", "-c", str(cfg_path), "--ckpt", ckpt, "--out", str(tmp / "exp"),
-                          "--patches", "2", "--split", "3", "--json"], capsys)
+    rc, _, err = run_cli(capsys, ["export", "-c", str(cfg_path), "--ckpt", ckpt, "--out", str(tmp / "exp"),
+                                  "--patches", "2", "--split", "3", "--json"])
     assert rc == 0, err
     for extra in ([], ["--patched"]):
-        rc, out, err = run_cli(["eval", "--export", str(tmp / "exp")] + extra + common, capsys)
+        rc, out, err = run_cli(capsys, ["eval", "--export", str(tmp / "exp")] + extra + common)
         assert rc == 0, err
         by_onnx = json.loads(out)
         assert {k: v["n_det"] for k, v in by_onnx["per_class"].items()} == \
             {k: v["n_det"] for k, v in by_ckpt["per_class"].items()}
         assert by_onnx["map50"] == pytest.approx(by_ckpt["map50"], abs=0.02)
     # int8 QDQ models: full and patch-based runs find the same detections
-    rc, _, err = run_cli(["quantize", str(tmp / "exp"), "-c", str(cfg_path), "--calib", "4", "--json"], capsys)
+    rc, _, err = run_cli(capsys, ["quantize", str(tmp / "exp"), "-c", str(cfg_path), "--calib", "4", "--json"])
     assert rc == 0, err
     int8 = []
     for extra in ([], ["--patched"]):
-        rc, out, err = run_cli(["eval", "--export", str(tmp / "exp"), "--int8"] + extra + common, capsys)
+        rc, out, err = run_cli(capsys, ["eval", "--export", str(tmp / "exp"), "--int8"] + extra + common)
         assert rc == 0, err
         int8.append(json.loads(out))
     assert int8[0]["source"].endswith("(int8, full)") and int8[1]["source"].endswith("(int8, patched)")
     assert {k: v["n_det"] for k, v in int8[0]["per_class"].items()} == \
         {k: v["n_det"] for k, v in int8[1]["per_class"].items()}
-    rc, _, err = run_cli(["eval", "--onnx", str(tmp / "exp" / "full.onnx"), "--int8"] + common, capsys)
+    rc, _, err = run_cli(capsys, ["eval", "--onnx", str(tmp / "exp" / "full.onnx"), "--int8"] + common)
     assert rc == 2 and "--int8 and --patched need --export" in err
 
 
@@ -212,12 +205,12 @@ def test_wider_model_eval_and_saved_submission_agree(wider, tmp_path, capsys):
     cfg_path.write_text(yaml.safe_dump(cfg))
     ckpt = train(load_config(cfg_path))["last_ckpt"]
     common = ["-c", str(cfg_path), "--set", "eval.conf_thresh=0.001", "--json"]
-    rc, out, err = run_cli(["eval", "--ckpt", ckpt, "--save-dets", str(tmp_path / "sub")] + common, capsys)
+    rc, out, err = run_cli(capsys, ["eval", "--ckpt", ckpt, "--save-dets", str(tmp_path / "sub")] + common)
     assert rc == 0, err
     by_model = json.loads(out)
     assert by_model["difficulty_source"] == "official_mat" and by_model["n_images"] == len(records)
     assert set(by_model) >= {"easy", "medium", "hard", "n_faces", "source"}
-    rc, out, err = run_cli(["eval", "--dets", str(tmp_path / "sub"), "--data", str(root), "--json"], capsys)
+    rc, out, err = run_cli(capsys, ["eval", "--dets", str(tmp_path / "sub"), "--data", str(root), "--json"])
     assert rc == 0, err
     by_file = json.loads(out)
     for key in ("easy", "medium", "hard", "n_faces", "n_images"):

@@ -4,11 +4,10 @@ import json
 import pytest
 import yaml
 
-from tinydet.cli import main
 from tinydet.pipeline import validate as validate_pipeline
 from tinydet.export import load_export
 
-from fixtures import make_export
+from fixtures import make_export, run_cli
 from train_helpers import make_voc, tiny_config
 
 KEYS = ("float_stitched_max_abs_diff", "int8_stitched_mismatches", "int8_layer_max_lsb_vs_ort",
@@ -26,22 +25,16 @@ def setup(tmp_path_factory):
     return tmp, cfg, out
 
 
-def _main(capsys, argv):
-    rc = main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def test_validate_before_quantize_says_so(setup, capsys):
     _, _, out = setup
-    rc, stdout, err = _main(capsys, ["validate", str(out), "--images", "1", "--json"])
+    rc, stdout, err = run_cli(capsys, ["validate", str(out), "--images", "1", "--json"])
     assert rc == 2 and stdout == ""
     assert "no full.int8.onnx" in err and "tinydet quantize" in err
 
 
 def test_quantize_cli_calibrates_on_the_config_train_split(setup, capsys):
     _, cfg, out = setup
-    rc, stdout, err = _main(capsys, ["quantize", str(out), "--calib", "3", "--method", "percentile",
+    rc, stdout, err = run_cli(capsys, ["quantize", str(out), "--calib", "3", "--method", "percentile",
                                      "-c", str(cfg), "--json"])
     assert rc == 0, err
     result = json.loads(stdout)
@@ -53,7 +46,7 @@ def test_quantize_cli_calibrates_on_the_config_train_split(setup, capsys):
 
 def test_validate_json_reports_every_check_within_bounds(setup, capsys):
     _, cfg, out = setup
-    rc, stdout, err = _main(capsys, ["validate", str(out), "--images", "2", "-c", str(cfg), "--conf", "0.1", "--json"])
+    rc, stdout, err = run_cli(capsys, ["validate", str(out), "--images", "2", "-c", str(cfg), "--conf", "0.1", "--json"])
     assert rc == 0, err
     assert stdout.count("\n") == 1
     report = json.loads(stdout)
@@ -73,7 +66,7 @@ def test_validate_json_reports_every_check_within_bounds(setup, capsys):
 def test_validate_exits_non_zero_when_a_bound_fails(setup, capsys, monkeypatch):
     _, _, out = setup
     monkeypatch.setattr(validate_pipeline, "LAYER_LSB_BOUND", -1)  # nothing can meet it
-    rc, stdout, err = _main(capsys, ["validate", str(out), "--images", "1", "--json"])
+    rc, stdout, err = run_cli(capsys, ["validate", str(out), "--images", "1", "--json"])
     assert rc == 1
     report = json.loads(stdout)
     assert report["ok"] is False and "int8_layer_max_lsb_vs_ort" in report["failed"][0]
@@ -89,7 +82,7 @@ def test_empty_calibration_split_is_a_clear_error(setup, capsys):
     bad = tmp / "empty.yaml"
     bad.write_text(yaml.safe_dump(data))
     before = (out / "schedule.json").read_text()
-    rc, stdout, err = _main(capsys, ["quantize", str(out), "--calib", "2", "-c", str(bad)])
+    rc, stdout, err = run_cli(capsys, ["quantize", str(out), "--calib", "2", "-c", str(bad)])
     assert rc == 2 and stdout == ""
     assert "empty" in err and err.count("\n") == 1
     assert (out / "schedule.json").read_text() == before  # nothing written
@@ -97,6 +90,6 @@ def test_empty_calibration_split_is_a_clear_error(setup, capsys):
 
 def test_quantize_without_a_config_says_how_to_give_one(setup, capsys):
     _, _, out = setup
-    rc, stdout, err = _main(capsys, ["quantize", str(out), "--calib", "2"])
+    rc, stdout, err = run_cli(capsys, ["quantize", str(out), "--calib", "2"])
     assert rc == 2 and stdout == ""
     assert "no 'config' recorded" in err and "-c X.yaml" in err
