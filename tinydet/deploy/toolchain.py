@@ -18,12 +18,12 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from tinydet.errors import TinydetError, closest
+from tinydet.io.atomic import atomic_path
 from tinydet.resources import resource_path
 
 # package data (tinydet.resources): deploy/runtime and deploy/targets in a checkout, the same files in a wheel
@@ -166,22 +166,14 @@ def compile(sources: Iterable[str | os.PathLike], target: str, out_elf: str | os
     if t.kind != "host":
         all_srcs += list(t.sources)
         ldflags += [f"-L{TARGETS_DIR / 'common'}", f"-T{t.linker_script}", "-Wl,--gc-sections"]
-    fd, tmp = tempfile.mkstemp(prefix=out_elf.name + ".", suffix=".tmp", dir=out_elf.parent)
-    os.close(fd)
     log = out_elf.with_name(out_elf.name + ".build.log")
-    try:
-        cmd = [cc, *cflags, *defs, *(f"-I{i}" for i in incs), *map(str, all_srcs), "-o", tmp, *ldflags]
+    with atomic_path(out_elf) as tmp:
+        cmd = [cc, *cflags, *defs, *(f"-I{i}" for i in incs), *map(str, all_srcs), "-o", str(tmp), *ldflags]
         _run(cmd, log, f"compiling {out_elf.name} for {target}")
         if t.make_bin:
-            bin_tmp = tmp + ".bin"
-            _run([find_tool("arm-none-eabi-objcopy"), "-O", "binary", tmp, bin_tmp], log.with_suffix(".objcopy.log"),
-                 f"objcopy of {out_elf.name}")
-            os.replace(bin_tmp, out_elf.with_suffix(".bin"))
-        os.replace(tmp, out_elf)
-    finally:
-        for leftover in (tmp, tmp + ".bin"):
-            if os.path.exists(leftover):
-                os.unlink(leftover)
+            with atomic_path(out_elf.with_suffix(".bin")) as bin_tmp:
+                _run([find_tool("arm-none-eabi-objcopy"), "-O", "binary", str(tmp), str(bin_tmp)],
+                     log.with_suffix(".objcopy.log"), f"objcopy of {out_elf.name}")
     return out_elf
 
 
