@@ -100,6 +100,7 @@ def main() -> int:
     from tinydet.deploy import run_demo
     from tinydet.eval.draw import draw_detections
     from tinydet.eval.wider import eval_wider_detections
+    from tinydet.io.atomic import atomic_write_json
     from tinydet.train.config import load_config
 
     cfg = load_config(ROOT / CONFIG, [])
@@ -150,7 +151,7 @@ def main() -> int:
         "grid": exp.get("grid"), "split": exp.get("split"),
         "stm32f746_firmware": str(board.get("bin") or board.get("elf")),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     print(f"""
    AP (WIDER, {len(held_out)} held-out images)  float: easy {summary['ap_float_held_out']['easy']:.3f} medium {summary['ap_float_held_out']['medium']:.3f} hard {summary['ap_float_held_out']['hard']:.3f}
                                     device int8: easy {summary['ap_device_int8_held_out']['easy']:.3f} medium {summary['ap_device_int8_held_out']['medium']:.3f} hard {summary['ap_device_int8_held_out']['hard']:.3f}

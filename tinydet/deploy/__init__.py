@@ -8,7 +8,6 @@ Reads only an export folder (DESIGN.md); never imports torch or Lightning.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from tinydet.errors import TinydetError
+from tinydet.io.atomic import atomic_write_json
 
 __all__ = ["build_firmware", "deploy", "load_images", "run_demo"]
 
@@ -151,5 +151,5 @@ def run_demo(export_dir: "str | Path", images: Sequence["str | Path"], out_dir: 
     result = {"detections": dets_out, "patch": figures["patch"], "layer": figures["layer"],
               "class_names": (export.schedule.get("detector") or {}).get("class_names"),
               "arena_saved_bytes": figures["layer"]["sram_arena_bytes"] - figures["patch"]["sram_arena_bytes"]}
-    (out_dir / "detections.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(out_dir / "detections.json", result)
     return result
