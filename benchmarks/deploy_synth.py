@@ -9,7 +9,8 @@ shapes, not on the weight values.
 
 Figures, per mode (patch = the export's tile schedule, layer = per layer): flash_bytes,
 sram_arena_bytes (== planned peak), sram_static_bytes, stack_bytes (stack painting),
-instructions_per_inference (QEMU -icount shift=0); and, on the same layers (layer-mode shapes,
+instructions_per_inference (QEMU -icount shift=0), instructions/MAC, instructions_decode (decode + NMS
+at ``--conf``, after inference); and, on the same layers (layer-mode shapes,
 the model's weights, random int8 inputs), the instructions of the bundled kernels
 (arm_convolve_wrapper_s8 / arm_depthwise_conv_wrapper_s8) against the runtime's straightforward
 ``ref_`` C loops (deploy/runtime/src/ref_kernels.c), with their ratio.
@@ -133,6 +134,7 @@ def main() -> None:
     p.add_argument("--config", default=str(REPO / "configs" / "synth_face.yaml"))
     p.add_argument("--work", default=str(REPO / "build" / "bench_deploy"))
     p.add_argument("--images", type=int, default=1)
+    p.add_argument("--conf", type=float, default=0.001, help="decode threshold (default 0.001, the demo's eval conf)")
     args = p.parse_args()
     from tinydet.deploy import deploy
 
@@ -140,16 +142,17 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     export = Path(args.export) if args.export else synthetic_export(work / "export", Path(args.config))
-    result = {"benchmark": "deploy_synth", "target": "qemu-mps2-an500", "model": export.name,
+    result = {"benchmark": "deploy_synth", "target": "qemu-mps2-an500", "model": export.name, "conf": args.conf,
               "weights": "trained" if args.export else "random (shapes of " + Path(args.config).name + ")"}
     sched = json.loads((export / "schedule.json").read_text())
     result.update(arch=sched["arch"]["name"], input=sched["input"]["shape"], grid=sched["grid"], split=sched["split"])
     for mode in ("patch", "layer"):
         r = deploy(export, "qemu-mps2-an500", work / mode, mode=mode, run=True, validate=True, images=args.images,
-                   timeout_s=580)
+                   timeout_s=580, conf=args.conf)
         result[mode] = {k: r[k] for k in ("flash_bytes", "sram_arena_bytes", "planned_peak_bytes", "sram_static_bytes",
                                           "scratch_bytes", "stack_bytes", "instructions_per_inference",
-                                          "outputs_bit_exact_vs_reference")}
+                                          "instructions_per_mac", "instructions_decode", "detections_per_image",
+                                          "outputs_bit_exact_vs_reference", "detections_match_fraction_vs_python_decode")}
     result["arena_saved_bytes"] = result["layer"]["sram_arena_bytes"] - result["patch"]["sram_arena_bytes"]
     result["patch_instruction_overhead"] = round(
         result["patch"]["instructions_per_inference"] / result["layer"]["instructions_per_inference"] - 1, 4)
