@@ -24,6 +24,7 @@ import numpy as np
 
 from tinydet.errors import TinydetError
 from tinydet.geometry import Pads, Rect, conv_out_size
+from tinydet.quant.params import QMAX, QMIN
 
 MODES = ("patch", "layer")
 STEP_MODES = ("normal", "inplace_dw", "fused_residual", "sink")  # tinydet.schedule.arena ArenaStep.mode
@@ -49,8 +50,8 @@ class AddRow:
     out_offset: int
     out_mult: int
     out_shift: int
-    act_min: int = -128
-    act_max: int = 127
+    act_min: int = QMIN
+    act_max: int = QMAX
 
 
 @dataclass(frozen=True, eq=False)

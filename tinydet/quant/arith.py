@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tinydet.quant.params import QMAX, QMIN
+
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
@@ -101,7 +103,7 @@ def requantize(acc, mult, shift) -> np.ndarray:
     return rdbpot(high, right)
 
 
-def quantize(x, scale, zero_point, axis: int | None = None, qmin: int = -128, qmax: int = 127) -> np.ndarray:
+def quantize(x, scale, zero_point, axis: int | None = None, qmin: int = QMIN, qmax: int = QMAX) -> np.ndarray:
     """Float -> int8 as ONNX ``QuantizeLinear``: ``clip(round_half_even(x / scale) + zp)``.
 
     ``axis`` selects the channel axis for per-channel ``scale``/``zero_point`` (1-D arrays).

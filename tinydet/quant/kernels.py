@@ -23,6 +23,7 @@ import numpy as np
 
 from tinydet.geometry import conv_out_size
 from tinydet.quant.arith import quantize_multiplier, requantize, wrap_int32
+from tinydet.quant.params import QMAX, QMIN
 
 Pair = Sequence[int]
 
@@ -80,7 +81,7 @@ def _geometry(x: np.ndarray, kh: int, kw: int, stride: Pair, padding: Pair, dila
 
 def conv_s8(x, weight, bias, *, input_offset: int, output_offset: int, mult, shift,
             stride: Pair = (1, 1), padding: Pair = (0, 0), dilation: Pair = (1, 1),
-            out_hw: Pair | None = None, act_min: int = -128, act_max: int = 127) -> np.ndarray:
+            out_hw: Pair | None = None, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
     """``arm_convolve_s8``: NHWC int8 input, OHWI int8 weight, per-channel requantization -> NHWC int8.
 
     ``out_hw`` defaults to the size with symmetric padding (top/left amount on both sides).
@@ -101,7 +102,7 @@ def conv_s8(x, weight, bias, *, input_offset: int, output_offset: int, mult, shi
 
 def depthwise_conv_s8(x, weight, bias, *, input_offset: int, output_offset: int, mult, shift,
                       stride: Pair = (1, 1), padding: Pair = (0, 0), dilation: Pair = (1, 1),
-                      out_hw: Pair | None = None, act_min: int = -128, act_max: int = 127) -> np.ndarray:
+                      out_hw: Pair | None = None, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
     """``arm_depthwise_conv_s8`` with ch_mult 1: weight ``[1, KH, KW, C]``, per-channel requantization."""
     x = _nhwc(x, "input")
     weight = np.asarray(weight, dtype=np.int8)
@@ -121,7 +122,7 @@ def depthwise_conv_s8(x, weight, bias, *, input_offset: int, output_offset: int,
 
 
 def fully_connected_s8(x, weight, bias, *, input_offset: int, output_offset: int, mult: int, shift: int,
-                       filter_offset: int = 0, act_min: int = -128, act_max: int = 127) -> np.ndarray:
+                       filter_offset: int = 0, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
     """``arm_fully_connected_s8``: input ``[N, D]`` (any shape flattened per batch), weight ``[C_OUT, D]``,
     per-tensor requantization -> ``[N, C_OUT]``."""
     x = np.asarray(x)
@@ -157,7 +158,7 @@ def add_params(s1: float, zp1: int, s2: float, zp2: int, s_out: float, zp_out: i
 def add_s8(a, b, *, input_1_offset: int, input_1_mult: int, input_1_shift: int,
            input_2_offset: int, input_2_mult: int, input_2_shift: int, left_shift: int,
            out_offset: int, out_mult: int, out_shift: int,
-           act_min: int = -128, act_max: int = 127) -> np.ndarray:
+           act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
     """``arm_elementwise_add_s8`` on two equally shaped int8 tensors (keyword names match :func:`add_params`)."""
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.dtype != np.int8 or b.dtype != np.int8:
@@ -169,7 +170,7 @@ def add_s8(a, b, *, input_1_offset: int, input_1_mult: int, input_1_shift: int,
 
 
 def avgpool_s8(x, kernel: Pair, *, stride: Pair = (1, 1), padding: Pair = (0, 0), out_hw: Pair | None = None,
-               act_min: int = -128, act_max: int = 127) -> np.ndarray:
+               act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
     """``arm_avgpool_s8``: mean over the window's positions inside the input (padding is not counted),
     rounded half away from zero; input and output share scale and zero point."""
     x = _nhwc(x, "input")
@@ -195,7 +196,7 @@ def avgpool_s8(x, kernel: Pair, *, stride: Pair = (1, 1), padding: Pair = (0, 0)
     return np.clip(q, act_min, act_max).astype(np.int8)
 
 
-def global_avgpool_s8(x, act_min: int = -128, act_max: int = 127) -> np.ndarray:
+def global_avgpool_s8(x, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
     """Global average pool as ``arm_avgpool_s8`` with a full-size window -> ``[N, 1, 1, C]``."""
     x = _nhwc(x, "input")
     return avgpool_s8(x, (x.shape[1], x.shape[2]), stride=(1, 1), padding=(0, 0), out_hw=(1, 1),

@@ -18,6 +18,7 @@ from tinydet.errors import TinydetError
 from tinydet.geometry import Pads, conv_out_size
 from tinydet.quant import kernels
 from tinydet.quant.arith import dequantize, quantize
+from tinydet.quant.params import QMAX, QMIN
 from tinydet.quant.qgraph import QGraph, QOp, load_qgraph
 
 
@@ -48,7 +49,7 @@ def _conv(op: QOp, x: np.ndarray) -> np.ndarray:
               act_min=op.act_min, act_max=op.act_max)
 
 
-def _add(params: Mapping[str, int], a: np.ndarray, b: np.ndarray, act_min: int = -128, act_max: int = 127) -> np.ndarray:
+def _add(params: Mapping[str, int], a: np.ndarray, b: np.ndarray, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
     return kernels.add_s8(a, b, **params, act_min=act_min, act_max=act_max)
 
 
