@@ -132,3 +132,12 @@ def test_budgets_come_from_target_json_and_sizes_parse_like_plan():
         targets.budget("stm32f746", sram="lots")
     with pytest.raises(TinydetError, match="--target: expected one of host, qemu-mps2-an500"):
         targets.budget("stm32f747")
+
+
+def test_struct_sizes_the_budget_assumes_are_checked_by_the_compiler(folder, tmp_path, monkeypatch):  # noqa: F811
+    from tinydet.deploy.build import build_firmware
+
+    monkeypatch.setattr(lw, "CANDIDATE_BYTES", lw.CANDIDATE_BYTES + 4)
+    with pytest.raises(TinydetError, match="compiling firmware"):
+        build_firmware(folder, "host", tmp_path / "b", mode="layer")
+    assert "td_check_candidate_bytes" in (tmp_path / "b" / "firmware.build.log").read_text()
