@@ -267,7 +267,7 @@ def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | N
         st.note()
     steps = _run_ops(st, layer, start, *layer.sizes(), None)
     arena = st.peak
-    outputs = {name: _Ref.of(st.where[name]).resolve(arena) for name in graph.outputs if name in st.where}
+    outputs = {name: _Ref.of(st.where[name]).resolve(arena) for name in graph.outputs}  # pinned: never freed
     return ArenaPlan(
         arena_bytes=arena, patched=patched,
         input=input_ref.resolve(arena) if input_ref else None,

@@ -135,6 +135,12 @@ class PatchPlan:
         c, h, w = self.split_shape
         return c * h * w
 
+    def stage1_working_sets(self) -> list[int]:
+        """Per stage-1 op, what stage 1 holds while it runs on its largest tile: the stage-1
+        output buffer + that op's largest tile working set (empty without patches)."""
+        return [self.stage1_buffer_bytes + max(t.working_sets[i] for t in self.tiles)
+                for i in range(len(self.stage1_ops))] if self.patched else []
+
     @property
     def max_tile_input(self) -> tuple[int, int]:
         """Largest tile input (rows, cols) in image pixels."""

@@ -13,11 +13,8 @@ from tinydet.schedule.planner import PatchPlan
 def patch_working_sets(plan: PatchPlan, layer_ws: list[int]) -> list[int]:
     """Working set per op under ``plan``: stage-1 ops = stage-1 buffer + largest tile working
     set of that op; stage-2 ops as per layer."""
-    if not plan.patched:
-        return list(layer_ws)
-    n = len(plan.stage1_ops)
-    stage1 = [plan.stage1_buffer_bytes + max(t.working_sets[i] for t in plan.tiles) for i in range(n)]
-    return stage1 + list(layer_ws[n:])
+    stage1 = plan.stage1_working_sets()
+    return stage1 + list(layer_ws[len(stage1):])
 
 
 def plot_memory(graph: Graph, plan: PatchPlan | None, path: "str | Path", log: bool = True) -> Path:

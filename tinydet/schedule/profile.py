@@ -48,10 +48,8 @@ def profile_graph(graph: Graph, rules: MemoryRules = MemoryRules(), plan: PatchP
         "rules": rules.to_dict(), "outputs": list(graph.outputs), "layers": layers,
     }
     if plan is not None and plan.patched:
-        n = len(plan.stage1_ops)
-        for i, layer in enumerate(layers[:n]):
-            # what stage 1 holds while this op runs on its largest tile
-            layer["patch_working_set"] = plan.stage1_buffer_bytes + max(t.working_sets[i] for t in plan.tiles)
+        for layer, patch_ws in zip(layers, plan.stage1_working_sets()):
+            layer["patch_working_set"] = patch_ws
         result.update({
             "peak_sram_patch": plan.peak_sram_patch, "peak_sram_stage1": plan.peak_sram_stage1,
             "peak_sram_stage2": plan.peak_sram_stage2, "grid": list(plan.grid), "split": plan.split,
