@@ -65,3 +65,17 @@ def test_window_interval_clips_and_pads():
     assert window_interval(0, 5, 3, 2, 1, 9) == (0, 9, 1, 1)
     assert window_interval(2, 4, 3, 2, 1, 9) == (3, 8, 0, 0)
     assert conv_out_size(9, 3, 2, 1, 1) == 5
+
+
+def test_parse_size_pair():
+    from tinydet.errors import TinydetError
+    from tinydet.geometry import parse_size_pair
+
+    for value, want in ((4, (4, 4)), ("4", (4, 4)), ("2x3", (2, 3)), ("2X3", (2, 3)), ("160,192", (160, 192)),
+                        ((2, 3), (2, 3)), ([5, 1], (5, 1))):
+        assert parse_size_pair(value, "grid", "N or RxC") == want
+    for bad in ("2x3x4", "a", (1, 2, 3), True, None, 2.5j):
+        with pytest.raises(TinydetError, match=r"^grid: expected N or RxC, got "):
+            parse_size_pair(bad, "grid", "N or RxC")
+    with pytest.raises(TinydetError, match="grid: expected positive sizes, got 0x3"):
+        parse_size_pair("0x3", "grid", "N or RxC")

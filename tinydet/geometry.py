@@ -13,6 +13,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from tinydet.errors import TinydetError
+
+
+def parse_size_pair(value: Any, field: str, expected: str) -> tuple[int, int]:
+    """``N``, ``"N"``, ``"AxB"`` (or ``"A,B"``) or ``(A, B)`` -> (A, B), both >= 1 (a grid as rows x
+    cols, a resolution as H x W); else a one-line TinydetError ``"<field>: expected <expected>"``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int):
+            a = b = value
+        elif isinstance(value, str):
+            parts = value.lower().replace(",", "x").split("x")
+            if len(parts) > 2:
+                raise ValueError
+            a, b = int(parts[0]), int(parts[-1])
+        else:
+            a, b = (int(v) for v in value)
+    except (ValueError, TypeError):
+        raise TinydetError(f"{field}: expected {expected}, got {value!r}") from None
+    if a < 1 or b < 1:
+        raise TinydetError(f"{field}: expected positive sizes, got {a}x{b}")
+    return a, b
+
 
 def conv_out_size(size: int, kernel: int, stride: int = 1, pad_before: int = 0, pad_after: int = 0,
                   dilation: int = 1) -> int:

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
-from tinydet.geometry import Pads, Rect
+from tinydet.geometry import Pads, Rect, parse_size_pair
 from tinydet.schedule.memory import MemoryRules, Stage, layer_working_sets, stage1, working_sets
 from tinydet.schedule.regions import input_region
 
@@ -26,21 +26,7 @@ def tile_bounds(size: int, n: int) -> list[int]:
 
 def parse_grid(value: "int | str | Sequence[int]") -> tuple[int, int]:
     """``4``, ``"4"``, ``"2x3"`` (rows x cols) or ``(2, 3)`` -> (rows, cols)."""
-    try:
-        if isinstance(value, int):
-            rows = cols = value
-        elif isinstance(value, str):
-            parts = value.lower().split("x")
-            if len(parts) > 2:
-                raise ValueError
-            rows, cols = int(parts[0]), int(parts[-1])
-        else:
-            rows, cols = (int(v) for v in value)
-    except (ValueError, TypeError):
-        raise TinydetError(f"grid: expected N or RxC (e.g. 4 or 2x3), got {value!r}") from None
-    if rows < 1 or cols < 1:
-        raise TinydetError(f"grid: expected positive sizes, got {rows}x{cols}")
-    return rows, cols
+    return parse_size_pair(value, "grid", "N or RxC (e.g. 4 or 2x3)")
 
 
 @dataclass(frozen=True)
