@@ -7,7 +7,7 @@ from tinydet.arch import ArchSpec, BlockSpec, HeadSpec, get_spec, list_presets, 
 from tinydet.errors import TinydetError
 from tinydet.geometry import Pads
 from tinydet.schedule import (MemoryRules, PatchPlan, Rect, halo, input_region, layer_working_sets, max_split,
-                              pareto_front, peak_sram_per_layer, per_layer_plan, plan_patches, receptive_field, search_plans,
+                              pareto_front, peak_sram_per_layer, per_layer, per_layer_plan, plan_patches, receptive_field, search_plans,
                               tile_bounds)
 
 MBV2 = lower(get_spec("mbv2-w1.0"), 224)
@@ -218,3 +218,27 @@ def test_every_preset_plans(name):
     assert (best.peak, best.mac_overhead) == (front[0].peak, front[0].mac_overhead)
     assert best.patched and best.peak < peak_sram_per_layer(g)
     assert front[-1].mac_overhead == 0.0 and front[-1].peak <= peak_sram_per_layer(g)
+
+
+def test_stage_context_is_the_plans():
+    """The one stage-1 context (planner, allocator, checker and executor all use it) agrees with the
+    plan it was made for, and refuses a plan of another graph."""
+    from tinydet.schedule import SINK, plan_stage1, stage1
+
+    g = lower(get_spec("mbv2-w0.35"), 96, head=HeadSpec(2))
+    plan = plan_patches(g, 3, 4)
+    st = plan_stage1(g, plan)
+    assert [op.name for op in st.ops] == plan.stage1_ops and st.sink == plan.stage1_output
+    assert st.modes[-1] == SINK and SINK not in st.modes[:-1]
+    assert st == stage1(g, 4, plan.rules)
+    corner = plan.tiles[0]
+    nbytes, channel = st.sizes(corner)
+    assert nbytes(g.input) == 3 * corner.in_rect.area
+    assert nbytes(st.sink) == plan.split_shape[0] * corner.out_rect.area
+    assert channel(len(st) - 1) == corner.out_rect.area
+    whole = per_layer(g, plan.rules)
+    assert not any(set(d) & set(g.outputs) for d in whole.dies)  # outputs stay to the end
+    assert whole.sizes()[0](g.input) == g.tensors[g.input].nbytes
+    for other in (lower(get_spec("mbv2-w0.35"), 128, head=HeadSpec(2)), lower(get_spec("mbv2-w1.0"), 96)):
+        with pytest.raises(TinydetError, match=r"stage-1 ops do not match graph .*\(the plan is for mbv2-w0.35 at 96x96\)"):
+            plan_stage1(other, plan)

@@ -191,10 +191,13 @@ def plan_stage1(graph: Graph, plan: "PatchPlan") -> Stage:
     """:func:`stage1` of a patched ``plan``, checked against ``graph`` (a plan made from another
     arch, head or resolution is a one-line TinydetError)."""
     names = [op.name for op in graph.ops[:len(plan.stage1_ops)]]
-    if not (1 <= plan.split <= graph.num_blocks and names == list(plan.stage1_ops)
+    if not (plan.arch == graph.arch and tuple(plan.resolution) == tuple(graph.resolution)
+            and 1 <= plan.split <= graph.num_blocks and names == list(plan.stage1_ops)
             and graph.block_end(plan.split - 1) == len(names)):
-        raise TinydetError(f"plan: its stage-1 ops do not match graph {graph.arch} ({graph.mode}); "
-                           "expected a plan made from the same arch, head and resolution")
+        raise TinydetError(f"plan: its stage-1 ops do not match graph {graph.arch} ({graph.mode}) at "
+                           f"{graph.resolution[0]}x{graph.resolution[1]} (the plan is for {plan.arch} at "
+                           f"{plan.resolution[0]}x{plan.resolution[1]}); expected a plan made from the same "
+                           "arch, head and resolution")
     return stage1(graph, plan.split, plan.rules)
 
 
