@@ -80,7 +80,7 @@ def _export_layers(export_dir: Path, rng) -> list[tuple[str, str, bytes, int, st
         cout, oh, ow = ops[op.name]["out_shape"]
         x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
         kw = dict(input_offset=-op.in_zp[0], output_offset=op.add["conv_zp"] if op.add else op.out_zp,
-                  stride=tuple(op.stride), padding=tuple(op.padding[:2]), dilation=(1, 1), out_hw=(oh, ow),
+                  stride=tuple(op.stride), padding=(op.padding.top, op.padding.left), dilation=(1, 1), out_hw=(oh, ow),
                   act_min=op.act_min, act_max=op.act_max)
         kh, kwid = op.kernel
         if op.kind == "conv":
@@ -90,7 +90,7 @@ def _export_layers(export_dir: Path, rng) -> list[tuple[str, str, bytes, int, st
             rec = drv.dw_record(x, op.weight, op.bias, op.mult, op.shift, variant=drv.DW_WRAPPER, **kw)
             macs = oh * ow * c * kh * kwid
         shape = f"{kh}x{kwid} s{op.stride[0]} {h}x{w} {c}->{cout}"
-        rows.append((op.name, op.kind, rec, macs, shape, ((kh, kwid), tuple(op.stride), tuple(op.padding[:2]),
+        rows.append((op.name, op.kind, rec, macs, shape, ((kh, kwid), tuple(op.stride), (op.padding.top, op.padding.left),
                                                            (h, w, c))))
     return rows
 
