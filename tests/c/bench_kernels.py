@@ -63,6 +63,7 @@ LAYERS = [
     ("dw 3x3 s2 28x28x96", lambda rng, v: _dw(rng, 28, 96, 3, 2, v), "dw", _geo(28, 96, 3, 2)),
     ("dw 5x5 s1 14x14x64", lambda rng, v: _dw(rng, 14, 64, 5, 1, v), "dw", _geo(14, 64, 5, 1)),
     ("dw 3x3 s1 28x28x96 in place", lambda rng, v: _dw(rng, 28, 96, 3, 1, v), "dw_inplace", _geo(28, 96, 3, 1)),
+    ("dw 3x3 s2 28x28x96 in place", lambda rng, v: _dw(rng, 28, 96, 3, 2, v), "dw_inplace", _geo(28, 96, 3, 2)),
 ]
 
 

@@ -26,6 +26,12 @@ extern "C" {
 #define TDN_INLINE static inline
 #endif
 
+#if defined(__GNUC__)
+#define TDN_LIKELY(x) __builtin_expect(!!(x), 1)
+#else
+#define TDN_LIKELY(x) (x)
+#endif
+
 #define TDN_INT32_MIN ((int32_t)0x80000000u)
 #define TDN_INT32_MAX ((int32_t)0x7FFFFFFF)
 
@@ -121,7 +127,7 @@ TDN_INLINE tdn_rq tdn_rq_make(int32_t mult, int32_t shift)
 /* tdn_requantize(acc, mult, shift) for q = tdn_rq_make(mult, shift). */
 TDN_INLINE int32_t tdn_rq_apply(int32_t acc, const tdn_rq *q)
 {
-    if (q->r1 >= 0)
+    if (TDN_LIKELY(q->r1 >= 0))
     {
         const int64_t k = (int64_t)(((uint64_t)(uint32_t)q->k_hi << 32) | q->k_lo) - (int64_t)((uint32_t)acc & 0x80000000u);
         const int64_t t = k + (int64_t)acc * (int64_t)q->mult;
@@ -136,6 +142,48 @@ TDN_INLINE int8_t tdn_rq_s8(int32_t acc, const tdn_rq *q, int32_t out_offset, in
 {
     /* offset added after the clamp, as in tdn_requantize_s8 (no overflow) */
     return (int8_t)(tdn_clamp(tdn_rq_apply(acc, q), act_min - out_offset, act_max - out_offset) + out_offset);
+}
+
+/* The common layer: every channel shifts right (multipliers below 0.5) and the activation range is
+ * the whole int8 range. Then the requantized value is at most 2^30 in magnitude, so adding the
+ * output offset cannot overflow and one saturation (SSAT #8 with the DSP extension) is the clamp:
+ * tdn_rq_s8_full(acc, q, off) == tdn_rq_s8(acc, q, off, -128, 127) whenever q->r1 >= 0. Kernels
+ * test tdn_rq_full_layer once per call and run a copy of their loops with this form. */
+TDN_INLINE int8_t tdn_rq_s8_full(int32_t acc, const tdn_rq *q, int32_t out_offset)
+{
+    const int64_t k = (int64_t)(((uint64_t)(uint32_t)q->k_hi << 32) | q->k_lo) - (int64_t)((uint32_t)acc & 0x80000000u);
+    const int64_t t = k + (int64_t)acc * (int64_t)q->mult;
+    const int32_t v = ((int32_t)(t >> 32) >> q->r1) + out_offset;
+#if defined(__ARM_FEATURE_SAT)
+    return (int8_t)__builtin_arm_ssat(v, 8);
+#else
+    return (int8_t)tdn_clamp(v, -128, 127);
+#endif
+}
+
+/* Whether a layer's outputs may use tdn_rq_s8_full: all shifts < 0 and act range [-128, 127]. */
+TDN_INLINE int tdn_rq_full_layer(const int32_t *shift, int32_t n, int32_t act_min, int32_t act_max)
+{
+    if (act_min != -128 || act_max != 127)
+    {
+        return 0;
+    }
+    for (int32_t i = 0; i < n; i++)
+    {
+        if (shift[i] >= 0)
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* An int8 output through tdn_rq_s8_full when `full` (a constant in the always-inlined kernel
+ * copies), else tdn_rq_s8. */
+TDN_INLINE int8_t tdn_rq_s8_sel(int32_t acc, const tdn_rq *q, int32_t out_offset, int32_t act_min, int32_t act_max,
+                                const int full)
+{
+    return full ? tdn_rq_s8_full(acc, q, out_offset) : tdn_rq_s8(acc, q, out_offset, act_min, act_max);
 }
 
 #ifdef __cplusplus

@@ -318,9 +318,9 @@ TDN_INLINE void tdn_dot_2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0
     a[3] = (int32_t)u11;
 }
 
-static void tdn_conv_1x1(const tdn_1x1 *g, const int8_t *weights, int32_t cout, const int32_t *bias,
-                         const cmsis_nn_per_channel_quant_params *q, int32_t in_off, int32_t out_offset,
-                         int32_t act_min, int32_t act_max, int8_t *out)
+TDN_INLINE void tdn_conv_1x1_body(const tdn_1x1 *g, const int8_t *weights, int32_t cout, const int32_t *bias,
+                                  const cmsis_nn_per_channel_quant_params *q, int32_t in_off, int32_t out_offset,
+                                  int32_t act_min, int32_t act_max, int8_t *out, const int full)
 {
     const int32_t k = g->k, npix = g->npix;
     for (int32_t oc = 0; oc < cout; oc += 2)
@@ -342,21 +342,36 @@ static void tdn_conv_1x1(const tdn_1x1 *g, const int8_t *weights, int32_t cout, 
             x = tdn_1x1_next(g, x1, &ox);
             int32_t a[4] = {b0, b0, b1, b1};
             tdn_dot_2x2(x0, x1, w0, w1, k, a);
-            o[0] = tdn_rq_s8(a[0], &q0, out_offset, act_min, act_max);
+            o[0] = tdn_rq_s8_sel(a[0], &q0, out_offset, act_min, act_max, full);
             if (oc1 != oc)
             {
-                o[1] = tdn_rq_s8(a[2], &q1, out_offset, act_min, act_max);
+                o[1] = tdn_rq_s8_sel(a[2], &q1, out_offset, act_min, act_max, full);
             }
             if (p1 != p)
             {
-                o[cout] = tdn_rq_s8(a[1], &q0, out_offset, act_min, act_max);
+                o[cout] = tdn_rq_s8_sel(a[1], &q0, out_offset, act_min, act_max, full);
                 if (oc1 != oc)
                 {
-                    o[cout + 1] = tdn_rq_s8(a[3], &q1, out_offset, act_min, act_max);
+                    o[cout + 1] = tdn_rq_s8_sel(a[3], &q1, out_offset, act_min, act_max, full);
                 }
             }
             o += 2 * cout;
         }
+    }
+}
+
+/* Two copies of the loops: the common layer's one-saturate requantization, or the general one. */
+static void tdn_conv_1x1(const tdn_1x1 *g, const int8_t *weights, int32_t cout, const int32_t *bias,
+                         const cmsis_nn_per_channel_quant_params *q, int32_t in_off, int32_t out_offset,
+                         int32_t act_min, int32_t act_max, int8_t *out)
+{
+    if (tdn_rq_full_layer(q->shift, cout, act_min, act_max))
+    {
+        tdn_conv_1x1_body(g, weights, cout, bias, q, in_off, out_offset, -128, 127, out, 1);
+    }
+    else
+    {
+        tdn_conv_1x1_body(g, weights, cout, bias, q, in_off, out_offset, act_min, act_max, out, 0);
     }
 }
 

@@ -61,9 +61,11 @@ typedef struct
     int32_t ch;
 } tdn_dw1;
 
-void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsis_nn_dims *in_d, const int8_t *img,
-                     const cmsis_nn_dims *f_d, const cmsis_nn_dims *out_d)
+void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsis_nn_per_channel_quant_params *q,
+                     const cmsis_nn_dims *in_d, const int8_t *img, const cmsis_nn_dims *f_d,
+                     const cmsis_nn_dims *out_d)
 {
+    g->full = tdn_rq_full_layer(q->shift, out_d->c, p->activation.min, p->activation.max);
     g->img = img;
     g->ih = in_d->h;
     g->iw = in_d->w;
@@ -161,8 +163,10 @@ static void tdn_dw4_border(const tdn_dw_geo *g, const tdn_dw4 *b, tdn_window ky,
     o[3] = tdn_rq_s8(a3, &b->rq[3], g->ooff, g->amin, g->amax);
 }
 
-/* Output row oy of a 4-channel block; output pixel ox goes to o + ox * opix (4 bytes). */
-static void tdn_dw4_row(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
+/* Output row oy of a 4-channel block; output pixel ox goes to o + ox * opix (4 bytes). `full`
+ * (constant in each copy): the layer qualifies for tdn_rq_s8_full (g->full). */
+TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix,
+                                 const int full)
 {
     const tdn_window ky = tdn_window_at(oy, g->sh, g->ph, g->kh, g->ih);
     const int32_t ow = g->ow, full_rows = ky.lo == 0 && ky.hi == g->kh;
@@ -195,10 +199,10 @@ static void tdn_dw4_row(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_
                 TDN_DW_TAP(6, r2);
                 TDN_DW_TAP(7, r2 + c);
                 TDN_DW_TAP(8, r2 + 2 * c);
-                out[0] = tdn_rq_s8(a0, &b->rq[0], ooff, amin, amax);
-                out[1] = tdn_rq_s8(a1, &b->rq[1], ooff, amin, amax);
-                out[2] = tdn_rq_s8(a2, &b->rq[2], ooff, amin, amax);
-                out[3] = tdn_rq_s8(a3, &b->rq[3], ooff, amin, amax);
+                out[0] = tdn_rq_s8_sel(a0, &b->rq[0], ooff, amin, amax, full);
+                out[1] = tdn_rq_s8_sel(a1, &b->rq[1], ooff, amin, amax, full);
+                out[2] = tdn_rq_s8_sel(a2, &b->rq[2], ooff, amin, amax, full);
+                out[3] = tdn_rq_s8_sel(a3, &b->rq[3], ooff, amin, amax, full);
                 src += step;
                 out += opix;
             }
@@ -218,10 +222,10 @@ static void tdn_dw4_row(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_
                     }
                     s += row;
                 }
-                out[0] = tdn_rq_s8(a0, &b->rq[0], ooff, amin, amax);
-                out[1] = tdn_rq_s8(a1, &b->rq[1], ooff, amin, amax);
-                out[2] = tdn_rq_s8(a2, &b->rq[2], ooff, amin, amax);
-                out[3] = tdn_rq_s8(a3, &b->rq[3], ooff, amin, amax);
+                out[0] = tdn_rq_s8_sel(a0, &b->rq[0], ooff, amin, amax, full);
+                out[1] = tdn_rq_s8_sel(a1, &b->rq[1], ooff, amin, amax, full);
+                out[2] = tdn_rq_s8_sel(a2, &b->rq[2], ooff, amin, amax, full);
+                out[3] = tdn_rq_s8_sel(a3, &b->rq[3], ooff, amin, amax, full);
                 src += step;
                 out += opix;
             }
@@ -230,6 +234,18 @@ static void tdn_dw4_row(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_
     for (; ox < ow; ox++)
     {
         tdn_dw4_border(g, b, ky, tdn_window_at(ox, g->sw, g->pw, g->kw, g->iw), o + ox * opix);
+    }
+}
+
+static void tdn_dw4_row(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
+{
+    if (g->full)
+    {
+        tdn_dw4_row_body(g, b, oy, o, opix, 1);
+    }
+    else
+    {
+        tdn_dw4_row_body(g, b, oy, o, opix, 0);
     }
 }
 
@@ -363,7 +379,7 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
         return ARM_CMSIS_NN_ARG_ERROR;
     }
     tdn_dw_geo g;
-    tdn_dw_geometry(&g, p, in_d, inout, f_d, out_d);
+    tdn_dw_geometry(&g, p, q, in_d, inout, f_d, out_d);
     const int32_t depth = tdn_inplace_depth(&g);
     if (ctx->size < depth * ow)
     {

@@ -35,7 +35,7 @@ arm_cmsis_nn_status arm_depthwise_conv_s8(const cmsis_nn_context *ctx,
     for (int32_t b = 0; b < in_d->n; b++)
     {
         tdn_dw_geo g;
-        tdn_dw_geometry(&g, p, in_d, in + b * in_image, f_d, out_d);
+        tdn_dw_geometry(&g, p, q, in_d, in + b * in_image, f_d, out_d);
         tdn_dw_fast(&g, w, bias, q, out + b * out_image);
     }
     return ARM_CMSIS_NN_SUCCESS;

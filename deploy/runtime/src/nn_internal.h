@@ -134,10 +134,12 @@ typedef struct
     int32_t ih, iw, c, kh, kw, sh, sw, ph, pw, oh, ow;
     int32_t off, ooff, amin, amax;
     int32_t ox_lo, ox_hi;
+    int32_t full; /* tdn_rq_full_layer: the one-saturate requantization applies */
 } tdn_dw_geo;
 
-void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsis_nn_dims *in_d, const int8_t *img,
-                     const cmsis_nn_dims *f_d, const cmsis_nn_dims *out_d);
+void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsis_nn_per_channel_quant_params *q,
+                     const cmsis_nn_dims *in_d, const int8_t *img, const cmsis_nn_dims *f_d,
+                     const cmsis_nn_dims *out_d);
 
 /* One image of a depthwise layer into out ([oh, ow, c]) through the fast rows. */
 void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
