@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tinydet.errors import TinydetError
+
 KINDS = ("conv", "dwconv", "dwconv_inplace", "add", "other")
 
 _DEFAULT_CPI = {"conv": 0.80, "dwconv": 0.90, "dwconv_inplace": 0.90, "add": 1.00, "other": 1.10}
@@ -62,9 +64,9 @@ class KernelCount:
 def kernel_cycles(k: KernelCount, core: CoreModel = STM32F746) -> float:
     """Estimated cycles of one kernel call on ``core`` (see the module docstring for the model)."""
     if k.kind not in core.cpi:
-        raise ValueError(f"kernel kind {k.kind!r}: expected one of {sorted(core.cpi)}")
+        raise TinydetError(f"kernel kind {k.kind!r}: expected one of {sorted(core.cpi)}")
     if k.instructions < 0 or k.weight_bytes < 0:
-        raise ValueError(f"kernel counts must be >= 0, got instructions={k.instructions}, "
+        raise TinydetError(f"kernel counts must be >= 0, got instructions={k.instructions}, "
                          f"weight_bytes={k.weight_bytes}")
     lines = -(-k.weight_bytes // core.line_bytes)
     return k.instructions * core.cpi[k.kind] + lines * core.flash_line_wait

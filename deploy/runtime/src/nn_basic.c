@@ -24,10 +24,20 @@ arm_cmsis_nn_status arm_elementwise_add_s8(const int8_t *input_1_vect,
     /* the three requantizations' shift splits once per call (tdn_add_s8 is the per-element oracle) */
     const tdn_rq q1 = tdn_rq_make(input_1_mult, input_1_shift), q2 = tdn_rq_make(input_2_mult, input_2_shift);
     const tdn_rq qo = tdn_rq_make(out_mult, out_shift);
+    if (tdn_rq_full_layer(&out_shift, 1, out_activation_min, out_activation_max))
+    {
+        /* the common case: one saturate for the output (tdn_rq_s8_full) */
+        for (int32_t i = 0; i < block_size; i++)
+        {
+            output[i] = tdn_add_rq_s8(input_1_vect[i], input_2_vect[i], input_1_offset, &q1, input_2_offset, &q2,
+                                      left_shift, out_offset, &qo, -128, 127, 1);
+        }
+        return ARM_CMSIS_NN_SUCCESS;
+    }
     for (int32_t i = 0; i < block_size; i++)
     {
         output[i] = tdn_add_rq_s8(input_1_vect[i], input_2_vect[i], input_1_offset, &q1, input_2_offset, &q2,
-                                  left_shift, out_offset, &qo, out_activation_min, out_activation_max);
+                                  left_shift, out_offset, &qo, out_activation_min, out_activation_max, 0);
     }
     return ARM_CMSIS_NN_SUCCESS;
 }

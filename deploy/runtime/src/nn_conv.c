@@ -112,12 +112,13 @@ static void tdn_fill_column(const tdn_im2col *g, int32_t oy, int32_t ox, int16_t
 #endif
 }
 
-/* Two output pixels (columns col0, col1) x all output channels. out1 may be NULL (odd tail). */
-static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
-                          const int16_t *col0, const int16_t *col1,
-                          const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                          int32_t out_offset, int32_t act_min, int32_t act_max,
-                          int8_t *out0, int8_t *out1)
+/* Two output pixels (columns col0, col1) x all output channels. out1 may be NULL (odd tail).
+ * `full` (constant in each copy): the layer qualifies for tdn_rq_s8_full. */
+TDN_INLINE void tdn_conv_cols_body(const int8_t *weights, int32_t cout, int32_t k,
+                                   const int16_t *col0, const int16_t *col1,
+                                   const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                   int32_t out_offset, int32_t act_min, int32_t act_max,
+                                   int8_t *out0, int8_t *out1, const int full)
 {
     int32_t oc = 0;
     if (col1 == NULL)
@@ -164,12 +165,12 @@ static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
         }
         /* each channel's shift split once for both pixels */
         const tdn_rq q0 = tdn_rq_make(mult[oc], shift[oc]), q1 = tdn_rq_make(mult[oc + 1], shift[oc + 1]);
-        out0[oc] = tdn_rq_s8(a00, &q0, out_offset, act_min, act_max);
-        out0[oc + 1] = tdn_rq_s8(a10, &q1, out_offset, act_min, act_max);
+        out0[oc] = tdn_rq_s8_sel(a00, &q0, out_offset, act_min, act_max, full);
+        out0[oc + 1] = tdn_rq_s8_sel(a10, &q1, out_offset, act_min, act_max, full);
         if (out1)
         {
-            out1[oc] = tdn_rq_s8(a01, &q0, out_offset, act_min, act_max);
-            out1[oc + 1] = tdn_rq_s8(a11, &q1, out_offset, act_min, act_max);
+            out1[oc] = tdn_rq_s8_sel(a01, &q0, out_offset, act_min, act_max, full);
+            out1[oc + 1] = tdn_rq_s8_sel(a11, &q1, out_offset, act_min, act_max, full);
         }
     }
     if (oc < cout)
@@ -192,11 +193,26 @@ static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k,
             a1 += w0[i] * col1[i];
         }
         const tdn_rq q0 = tdn_rq_make(mult[oc], shift[oc]);
-        out0[oc] = tdn_rq_s8(a0, &q0, out_offset, act_min, act_max);
+        out0[oc] = tdn_rq_s8_sel(a0, &q0, out_offset, act_min, act_max, full);
         if (out1)
         {
-            out1[oc] = tdn_rq_s8(a1, &q0, out_offset, act_min, act_max);
+            out1[oc] = tdn_rq_s8_sel(a1, &q0, out_offset, act_min, act_max, full);
         }
+    }
+}
+
+static void tdn_conv_cols(const int8_t *weights, int32_t cout, int32_t k, const int16_t *col0, const int16_t *col1,
+                          const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                          int32_t act_min, int32_t act_max, int8_t *out0, int8_t *out1, int full)
+{
+    if (full)
+    {
+        tdn_conv_cols_body(weights, cout, k, col0, col1, bias, mult, shift, out_offset, -128, 127, out0, out1, 1);
+    }
+    else
+    {
+        tdn_conv_cols_body(weights, cout, k, col0, col1, bias, mult, shift, out_offset, act_min, act_max, out0, out1,
+                           0);
     }
 }
 
@@ -449,6 +465,7 @@ static arm_cmsis_nn_status tdn_convolve(const cmsis_nn_context *ctx,
     int16_t *col1 = col0 + aligned;
     const int32_t cout = output_dims->c;
     const int32_t npix = output_dims->h * output_dims->w;
+    const int full = tdn_rq_full_layer(q->shift, cout, p->activation.min, p->activation.max);
     for (int32_t b = 0; b < input_dims->n; b++)
     {
         g.in = input_data + b * g.in_h * g.in_w * g.in_c;
@@ -459,14 +476,14 @@ static arm_cmsis_nn_status tdn_convolve(const cmsis_nn_context *ctx,
             tdn_fill_column(&g, pix / g.out_w, pix % g.out_w, col0);
             tdn_fill_column(&g, (pix + 1) / g.out_w, (pix + 1) % g.out_w, col1);
             tdn_conv_cols(filter_data, cout, g.rhs_cols, col0, col1, bias_data, q->multiplier, q->shift,
-                          p->output_offset, p->activation.min, p->activation.max, out, out + cout);
+                          p->output_offset, p->activation.min, p->activation.max, out, out + cout, full);
             out += 2 * cout;
         }
         if (pix < npix)
         {
             tdn_fill_column(&g, pix / g.out_w, pix % g.out_w, col0);
             tdn_conv_cols(filter_data, cout, g.rhs_cols, col0, NULL, bias_data, q->multiplier, q->shift,
-                          p->output_offset, p->activation.min, p->activation.max, out, NULL);
+                          p->output_offset, p->activation.min, p->activation.max, out, NULL, full);
         }
     }
     return ARM_CMSIS_NN_SUCCESS;
