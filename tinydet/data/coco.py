@@ -14,7 +14,6 @@ Record ``image_id`` = the COCO image id as a string (COCO results files use the 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 from tinydet.data.records import BadInput, ImageRecord, clip_box
 from tinydet.data.voc import image_size
 from tinydet.errors import TinydetError, closest
+from tinydet.io.jsonfile import read_json
 
 
 @dataclass
@@ -51,15 +51,7 @@ def coco_split(root: str, entry: Any, where: str = "data") -> CocoSplit:
 
 def read_coco_json(path: str) -> dict:
     """The instances JSON at ``path`` with its top-level structure checked (one-line errors)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise TinydetError(f"{path}: COCO annotation file does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise TinydetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TinydetError(f"{path}: unreadable COCO annotation file ({exc})") from None
+    data = read_json(path, "COCO annotation file")
     if not isinstance(data, dict):
         raise TinydetError(f"{path}: expected a JSON object with images, annotations, categories")
     for key in ("images", "annotations", "categories"):

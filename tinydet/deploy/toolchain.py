@@ -13,7 +13,6 @@ memory sizes); ``host`` is the machine's own C compiler.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -24,6 +23,7 @@ from typing import Iterable, Sequence
 
 from tinydet.errors import TinydetError, closest
 from tinydet.io.atomic import atomic_path
+from tinydet.io.jsonfile import read_json
 from tinydet.resources import resource_path
 
 # package data (tinydet.resources): deploy/runtime and deploy/targets in a checkout, the same files in a wheel
@@ -73,10 +73,7 @@ def get_target(name: str) -> Target:
     if not path.is_file():
         raise TinydetError(f"target '{name}': no {path}; expected one of "
                            f"{', '.join(list_targets())}{closest(name, list_targets())}")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TinydetError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from None
+    d = read_json(path, "target description")
     base = path.parent
     return Target(
         name=name, kind=d["kind"], cflags=tuple(d["cflags"]), ldflags=tuple(d.get("ldflags", ())),

@@ -29,6 +29,7 @@ from tinydet.errors import TinydetError, closest
 from tinydet.eval.boxes import Detections, as_detection_arrays
 from tinydet.eval.voc import ClassDetections
 from tinydet.io.atomic import atomic_write_text
+from tinydet.io.jsonfile import read_json
 
 VOC_FILE_RE = re.compile(r"^(comp\d+)_det_([^_]+)_(.+)\.txt$")
 
@@ -191,11 +192,7 @@ def read_coco_results(path: str, image_ids: Sequence[str], n_classes: int,
     """
     label_of = {c: i for i, c in enumerate(category_ids)} if category_ids is not None else \
         {c: c - 1 for c in range(1, n_classes + 1)}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise TinydetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    data = read_json(path, "COCO results file")
     if not isinstance(data, list):
         raise TinydetError(f"{path}: expected a JSON list of {{image_id, category_id, bbox, score}}, "
                            f"got a {type(data).__name__}")

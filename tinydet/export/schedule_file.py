@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from tinydet.errors import TinydetError
 from tinydet.geometry import Pads
 from tinydet.io.atomic import atomic_write_bytes, atomic_write_json
+from tinydet.io.jsonfile import read_json
 from tinydet.schedule.planner import FORMAT_VERSION as PLAN_FORMAT_VERSION
 
 FORMAT_VERSION = 2
@@ -103,10 +104,7 @@ def load_export(folder: "str | Path", verify: bool = True) -> ExportFolder:
     sched_path = root / SCHEDULE
     if not sched_path.is_file():
         raise TinydetError(f"{root}: schedule.json is missing; expected an export folder written by `tinydet export`")
-    try:
-        schedule = json.loads(sched_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TinydetError(f"{sched_path}: malformed JSON ({exc}); the file was modified after export") from None
+    schedule = read_json(sched_path, "schedule.json", hint="the file was modified after export")
     if not isinstance(schedule, dict):
         raise TinydetError(f"{sched_path}: expected a JSON object, got {type(schedule).__name__}")
     version = schedule.get("format_version")

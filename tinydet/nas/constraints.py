@@ -9,7 +9,6 @@ For a candidate: lower its detector graph (backbone + head, ``tinydet.arch.lower
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from tinydet.arch.graph import Graph, Op, lower
 from tinydet.arch.spec import HeadSpec
 from tinydet.errors import TinydetError
+from tinydet.io.jsonfile import read_json
 from tinydet.nas.space import Candidate, SearchSpace
 from tinydet.schedule.profile import op_flash_bytes, parse_bytes
 
@@ -71,12 +71,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: "str | Path") -> "LatencyTable":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise TinydetError(f"{path}: cannot read latency table ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise TinydetError(f"{path}: line {exc.lineno}: malformed JSON: {exc.msg}") from None
+        data = read_json(path, "latency table")
         layers = data.get("layers") if isinstance(data, dict) else data
         if isinstance(data, dict) and isinstance(data.get("per_layer_instructions"), dict) and isinstance(layers, list):
             counts = data["per_layer_instructions"]

@@ -103,18 +103,24 @@ def requantize(acc, mult, shift) -> np.ndarray:
     return rdbpot(high, right)
 
 
+def _broadcast_params(scale, zero_point, ndim: int, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(scale float32, zero point int64), per-channel 1-D arrays shaped to broadcast along ``axis``."""
+    scale = np.asarray(scale, dtype=np.float32)
+    zp = np.asarray(zero_point, dtype=np.int64)
+    if axis is not None and scale.ndim == 1:
+        shape = [1] * ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return scale, zp
+
+
 def quantize(x, scale, zero_point, axis: int | None = None, qmin: int = QMIN, qmax: int = QMAX) -> np.ndarray:
     """Float -> int8 as ONNX ``QuantizeLinear``: ``clip(round_half_even(x / scale) + zp)``.
 
     ``axis`` selects the channel axis for per-channel ``scale``/``zero_point`` (1-D arrays).
     """
     x = np.asarray(x, dtype=np.float32)
-    scale = np.asarray(scale, dtype=np.float32)
-    zp = np.asarray(zero_point, dtype=np.int64)
-    if axis is not None and scale.ndim == 1:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    scale, zp = _broadcast_params(scale, zero_point, x.ndim, axis)
     # ONNX divides in float32 and rounds half to even (np.rint)
     q = np.rint(x / scale).astype(np.int64) + zp
     return np.clip(q, qmin, qmax).astype(np.int8)
@@ -123,10 +129,5 @@ def quantize(x, scale, zero_point, axis: int | None = None, qmin: int = QMIN, qm
 def dequantize(q, scale, zero_point, axis: int | None = None) -> np.ndarray:
     """int8 -> float32 as ONNX ``DequantizeLinear``: ``(q - zp) * scale``."""
     q = np.asarray(q, dtype=np.int64)
-    scale = np.asarray(scale, dtype=np.float32)
-    zp = np.asarray(zero_point, dtype=np.int64)
-    if axis is not None and scale.ndim == 1:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    scale, zp = _broadcast_params(scale, zero_point, q.ndim, axis)
     return ((q - zp).astype(np.float32) * scale).astype(np.float32)

@@ -301,6 +301,28 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
                                           [out], name=f"{name}/dequantize/{consumer}"))
         return out
 
+    def emit_weight_and_bias(node, nname: str, label: str, w: np.ndarray, ws: np.ndarray) -> tuple[str, str]:
+        """int8 per-output-channel weight (axis 0) and int32 bias (scale in_scale * w_scale) of a
+        Conv/Gemm as initializers + DequantizeLinear; returns the two dequantized names."""
+        p_in = params[node.input[0]]
+        wname = node.input[1]
+        _init(inits, f"{wname}/q", quantize_weight(w, ws))
+        _init(inits, f"{wname}/scale", ws)
+        _init(inits, f"{wname}/zero_point", np.zeros(w.shape[0], np.int8))
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{wname}/q", f"{wname}/scale", f"{wname}/zero_point"],
+                                          [f"{wname}/dq"], name=f"{wname}/dequantize", axis=0))
+        has_bias = len(node.input) > 2 and bool(node.input[2])
+        b = view.const(node.input[2]) if has_bias else np.zeros(w.shape[0], np.float32)
+        if b is None:
+            raise TinydetError(f"{where}: {label}: the bias must be a constant")
+        bname = node.input[2] if has_bias else f"{nname}.bias"
+        _init(inits, f"{bname}/q", quantize_bias(b, p_in.scale, ws))
+        _init(inits, f"{bname}/scale", bias_scales(p_in.scale, ws))
+        _init(inits, f"{bname}/zero_point", np.zeros(w.shape[0], np.int32))
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{bname}/q", f"{bname}/scale", f"{bname}/zero_point"],
+                                          [f"{bname}/dq"], name=f"{bname}/dequantize", axis=0))
+        return f"{wname}/dq", f"{bname}/dq"
+
     for name in view.float_inputs:
         emit_q(name, name, need(name))
 
@@ -316,28 +338,9 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
         if node.op_type == "Conv":
             if node.input[0] not in activations or len(node.input) < 2 or view.const(node.input[1]) is None:
                 raise TinydetError(f"{where}: {label}: expected Conv(activation, constant weight[, constant bias])")
-            p_in = params[node.input[0]]
             w = view.const(node.input[1]).astype(np.float32)
-            ws = weight_scales(w)
-            wq = quantize_weight(w, ws)
-            wname = node.input[1]
-            _init(inits, f"{wname}/q", wq)
-            _init(inits, f"{wname}/scale", ws)
-            _init(inits, f"{wname}/zero_point", np.zeros(w.shape[0], np.int8))
-            new_nodes.append(helper.make_node("DequantizeLinear", [f"{wname}/q", f"{wname}/scale", f"{wname}/zero_point"],
-                                              [f"{wname}/dq"], name=f"{wname}/dequantize", axis=0))
-            ins = [dq_for(node.input[0], nname), f"{wname}/dq"]
-            b = view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0], np.float32)
-            if b is None:
-                raise TinydetError(f"{where}: {label}: the bias must be a constant")
-            bname = node.input[2] if len(node.input) > 2 and node.input[2] else f"{nname}.bias"
-            _init(inits, f"{bname}/q", quantize_bias(b, p_in.scale, ws))
-            _init(inits, f"{bname}/scale", bias_scales(p_in.scale, ws))
-            _init(inits, f"{bname}/zero_point", np.zeros(w.shape[0], np.int32))
-            new_nodes.append(helper.make_node("DequantizeLinear", [f"{bname}/q", f"{bname}/scale", f"{bname}/zero_point"],
-                                              [f"{bname}/dq"], name=f"{bname}/dequantize", axis=0))
-            ins.append(f"{bname}/dq")
-            conv = helper.make_node("Conv", ins, [f"{out}/raw"], name=nname)
+            wdq, bdq = emit_weight_and_bias(node, nname, label, w, weight_scales(w))
+            conv = helper.make_node("Conv", [dq_for(node.input[0], nname), wdq, bdq], [f"{out}/raw"], name=nname)
             conv.attribute.extend(node.attribute)
             new_nodes.append(conv)
             emit_q(out, f"{out}/raw", need(out))
@@ -375,25 +378,12 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
             if w is None or attrs.get("transB", 0) != 1 or attrs.get("transA", 0) != 0 \
                     or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
                 raise TinydetError(f"{where}: {label}: expected Gemm(x, constant W[out, in], bias) with transB=1")
-            p_in = params[node.input[0]]
             w = w.astype(np.float32)
             # per-tensor weight scale: arm_fully_connected_s8 requantizes with one multiplier
+            # (Gemm's B is [out, in] with transB: the output channel is axis 0, as for Conv)
             ws = np.full(w.shape[0], weight_scales(w.reshape(1, -1))[0], np.float32)
-            wname = node.input[1]
-            _init(inits, f"{wname}/q", quantize_weight(w, ws))
-            _init(inits, f"{wname}/scale", ws)
-            _init(inits, f"{wname}/zero_point", np.zeros(w.shape[0], np.int8))
-            # Gemm's B is [out, in] with transB: the output channel is axis 0
-            new_nodes.append(helper.make_node("DequantizeLinear", [f"{wname}/q", f"{wname}/scale", f"{wname}/zero_point"],
-                                              [f"{wname}/dq"], name=f"{wname}/dequantize", axis=0))
-            b = view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0], np.float32)
-            bname = node.input[2] if len(node.input) > 2 and node.input[2] else f"{nname}.bias"
-            _init(inits, f"{bname}/q", quantize_bias(b, p_in.scale, ws))
-            _init(inits, f"{bname}/scale", bias_scales(p_in.scale, ws))
-            _init(inits, f"{bname}/zero_point", np.zeros(w.shape[0], np.int32))
-            new_nodes.append(helper.make_node("DequantizeLinear", [f"{bname}/q", f"{bname}/scale", f"{bname}/zero_point"],
-                                              [f"{bname}/dq"], name=f"{bname}/dequantize", axis=0))
-            new_nodes.append(helper.make_node("Gemm", [dq_for(node.input[0], nname), f"{wname}/dq", f"{bname}/dq"],
+            wdq, bdq = emit_weight_and_bias(node, nname, label, w, ws)
+            new_nodes.append(helper.make_node("Gemm", [dq_for(node.input[0], nname), wdq, bdq],
                                               [f"{out}/raw"], name=nname, transB=1))
             emit_q(out, f"{out}/raw", need(out))
         else:

@@ -9,12 +9,12 @@ paths those configs build: ``first_conv.conv``, ``blocks.i.<conv key>.inverted_b
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tinydet.arch.spec import BlockSpec
 from tinydet.errors import TinydetError
+from tinydet.io.jsonfile import read_json
 from tinydet.zoo.convert import SourceBlock, SourceLayer, SourceNet
 
 MCUNET_MEAN = (0.5, 0.5, 0.5)
@@ -26,12 +26,7 @@ ZERO = ("ZeroLayer",)
 
 def read_net_config(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise TinydetError(f"{path}: cannot read net config ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise TinydetError(f"{path}: line {exc.lineno}: malformed JSON: {exc.msg}") from None
+    data = read_json(path, "net config")
     if not isinstance(data, dict) or not isinstance(data.get("blocks"), list) or "first_conv" not in data:
         raise TinydetError(f"{path}: expected a ProxylessNAS/OFA net config with 'first_conv' and 'blocks'")
     return data
