@@ -19,7 +19,13 @@ def tiny_spec(width: float = 1.0, num_classes: int = 0) -> ArchSpec:
 def random_network(spec: ArchSpec, head: HeadSpec | None = HEAD, seed: int = 0):
     """A built network with randomised BN statistics and affine parameters (so folding matters), in eval mode."""
     torch.manual_seed(seed)
-    model = build(spec, head=head)
+    return randomise_batchnorm(build(spec, head=head), seed)
+
+
+def randomise_batchnorm(model, seed: int = 0):
+    """Random BN statistics and affine parameters (and conv biases) in place, in eval mode: the
+    state a trained or imported network is in, where folding and weight mapping matter."""
+    torch.manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

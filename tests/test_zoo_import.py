@@ -13,20 +13,14 @@ from tinydet.cli import main
 from tinydet.errors import TinydetError
 from tinydet.zoo import import_network, import_torch_module, write_import
 
+from test_export_utils import randomise_batchnorm
+
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
 
 
 def random_bn(model, seed=0):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.3, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.3, 0.3)
-    return model.eval().double()
+    return randomise_batchnorm(model, seed).double()
 
 
 def tinydet_net(imported):

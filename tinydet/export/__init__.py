@@ -9,7 +9,7 @@ Names are resolved lazily so ``import tinydet.export`` stays cheap (no torch / o
 """
 from __future__ import annotations
 
-import importlib
+from tinydet.lazy import lazy_getattr
 
 _API = {
     "FoldedGraph": "fold", "FoldedOp": "fold", "fold_network": "fold", "run_folded": "fold",
@@ -26,7 +26,4 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(importlib.import_module(f"tinydet.export.{_API[name]}"), name)
-    raise AttributeError(f"module 'tinydet.export' has no attribute '{name}'")
+__getattr__ = lazy_getattr(__name__, _API)

@@ -13,7 +13,7 @@ folder, which images and which files: the pipeline (:mod:`tinydet.pipeline.quant
 """
 from __future__ import annotations
 
-import importlib
+from tinydet.lazy import lazy_getattr
 
 _API = {
     "calibrate": "calibrate", "METHODS": "calibrate",
@@ -29,7 +29,4 @@ _API = {
 __all__ = sorted(_API)
 
 
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(importlib.import_module(f"tinydet.quant.{_API[name]}"), name)
-    raise AttributeError(f"module 'tinydet.quant' has no attribute '{name}'")
+__getattr__ = lazy_getattr(__name__, _API)
