@@ -26,11 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--onnx", default=None, help="ONNX model to evaluate (onnxruntime)")
     model.add_argument("--export", default=None, metavar="DIR", help="export folder out/<name> to evaluate")
     parser.add_argument("--int8", action="store_true", help="with --export: run the quantized *.int8.onnx models")
-    parser.add_argument("--engine", choices=["reference", "onnxruntime", "litert"], default=None,
+    parser.add_argument("--engine", choices=["reference", "onnxruntime", "litert", "qemu"], default=None,
                         help="with --export --int8: the numpy int8 reference the firmware matches bit for bit "
-                             "(default), the QDQ models in onnxruntime, or full.int8.tflite in LiteRT")
+                             "(default), the QDQ models in onnxruntime, full.int8.tflite in LiteRT, or the "
+                             "firmware itself on QEMU mps2-an500 (built once; its raw int8 outputs are decoded "
+                             "in Python like the others')")
     parser.add_argument("--patched", action="store_true",
-                        help="with --export: run stage1 tile by tile, stitch, then stage2 (patch-based)")
+                        help="with --export: run stage1 tile by tile, stitch, then stage2 (patch-based; with "
+                             "--engine qemu: the patch-mode firmware, else the per-layer one)")
     parser.add_argument("--dets", default=None, metavar="FILE_OR_DIR",
                         help="score a detections file: VOC comp4_det_<set>_<class>.txt folder, COCO results "
                              ".json, or WIDER <event>/<image>.txt submission folder")
@@ -96,7 +99,13 @@ def _fmt(value: Any) -> str:
 
 def render(result: dict) -> None:
     """A readable table: per-class AP and the means (VOC), or the three subsets (WIDER)."""
-    print(f"{result['format']} {result.get('split', '')}: {result['n_images']} images, {result['source']}")
+    print(f"{result['format']} {result.get('split', '')}: {result['n_images']} images, {result['source']}"
+          + (f", engine {result['engine']}" if "engine" in result else ""))
+    if "device" in result:
+        dev = result["device"]
+        per = dev["instructions_per_inference"]
+        print(f"firmware on {dev['target']} ({dev['mode']} mode): {dev['images']} images"
+              + (f", {per:,} instructions per inference" if per else "") + f"; {dev['decode']}")
     if "per_class" in result:
         width = max([5] + [len(n) for n in result["per_class"]])
         print(f"{'class':<{width}}  AP50(07)  AP50(area)  n_gt  n_det")

@@ -47,6 +47,16 @@ def quantize_images(images: np.ndarray, inp: dict) -> list[np.ndarray]:
     return [np.ascontiguousarray(x.transpose(1, 2, 0)) for x in q]
 
 
+def output_maps(outputs: list[list[np.ndarray]], rows: list[dict]) -> list[np.ndarray]:
+    """Per-image int8 NHWC output tensors (:attr:`RunResult.outputs`, or the reference's in the same
+    order) -> per output, the float NCHW batch [K, C, H, W], dequantized as the int8 graph's
+    DequantizeLinear does: what the onnxruntime and numpy reference runners return."""
+    from tinydet.quant.arith import dequantize
+
+    return [dequantize(np.concatenate([img[k] for img in outputs]), r["scale"], r["zp"]).transpose(0, 3, 1, 2).copy()
+            for k, r in enumerate(rows)]
+
+
 def _read_dets(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
     if not rows:

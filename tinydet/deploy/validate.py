@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinydet.deploy.run import RunResult
+from tinydet.deploy.run import RunResult, output_maps
 from tinydet.errors import TinydetError
 
 
@@ -64,7 +64,6 @@ def validate_run(info: dict, run: RunResult, images: np.ndarray, schedule: dict)
               "output_mismatches_vs_reference": mismatches}
     if schedule.get("detector"):
         from tinydet.models.decode import postprocess
-        from tinydet.quant.arith import dequantize
 
         ort = ort_detections(export_dir, mode, images, schedule, info["conf"])
         matches = [detections_match(a, b) for a, b in zip(run.detections, ort)]
@@ -74,7 +73,7 @@ def validate_run(info: dict, run: RunResult, images: np.ndarray, schedule: dict)
         _, h, w = schedule["input"]["shape"]
         same = []
         for got, exp_img in zip(run.detections, expected):
-            maps = [dequantize(t, o["scale"], o["zp"]).transpose(0, 3, 1, 2) for t, o in zip(exp_img, info["outputs"])]
+            maps = output_maps([exp_img], info["outputs"])
             py = postprocess(maps, anchors=det["anchors"], strides=det["strides"], input_size=(h, w),
                              conf_thresh=info["conf"], nms_iou=float(det.get("nms_iou", 0.6)),
                              max_det=int(det.get("max_det", 100)))[0]

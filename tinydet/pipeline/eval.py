@@ -211,13 +211,76 @@ def evaluate_detections(dets: str, *, data: str | None = None, config: str | Non
 
 
 #: How ``tinydet eval --export DIR --int8`` runs the int8 model: the numpy int8 reference (the
-#: firmware's arithmetic, bit for bit; default), the QDQ models in onnxruntime, or full.int8.tflite
-#: in LiteRT's reference kernels (bit exact with the reference).
-ENGINES = ("reference", "onnxruntime", "litert")
+#: firmware's arithmetic, bit for bit; default), the QDQ models in onnxruntime, full.int8.tflite in
+#: LiteRT's reference kernels (bit exact with the reference), or the firmware itself on QEMU.
+ENGINES = ("reference", "onnxruntime", "litert", "qemu")
+QEMU_TARGET = "qemu-mps2-an500"
+#: images per QEMU process for ``--engine qemu`` (one firmware start, then image after image)
+QEMU_BATCH = 32
+
+
+class FirmwareRunner:
+    """``--engine qemu``: the export folder's firmware (deploy/demo/main.c + the generated model),
+    built once into a temporary folder for ``target`` in ``layer`` mode (full.int8.onnx) or
+    ``patch`` mode (stage 1 tile by tile, then stage 2). Each call runs its images in one QEMU
+    process and returns the firmware's raw int8 outputs dequantized (float NCHW, like the other
+    engines), so the same Python decode + NMS makes the detections as for the reference; the
+    firmware's own C decode is checked against that decode by ``tinydet deploy --validate``.
+
+    :meth:`close` removes the folder, except after a failed build or run: the error names the log
+    kept there."""
+
+    def __init__(self, export: str, mode: str = "layer", target: str = QEMU_TARGET) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from tinydet.deploy.build import build_firmware
+
+        self.mode, self.target = mode, target
+        self.folder = Path(tempfile.mkdtemp(prefix="tinydet-eval-qemu-"))
+        self._keep = False
+        self.images_run = 0
+        self._instructions: list[float] = []
+        try:
+            self.info = build_firmware(export, target, self.folder / "build", mode=mode)
+        except TinydetError:
+            self._keep = any(self.folder.iterdir())  # nothing written: the toolchain check refused
+            self.close()
+            raise
+        _log(f"--engine qemu: built {self.info['elf']} ({mode} mode, {self.info['sram_arena_bytes']} B arena)")
+
+    def __call__(self, images: Any) -> list:
+        from tinydet.deploy.run import output_maps, quantize_images, run_firmware
+
+        batch = quantize_images(images, self.info["input"])
+        try:
+            # generous: the demo detector runs ~160M instructions in under a second of QEMU
+            res = run_firmware(self.info, batch, self.folder / "run", timeout_s=60.0 + 20.0 * len(batch))
+        except TinydetError:
+            self._keep = True
+            raise
+        self.images_run += len(batch)
+        if res.instructions_per_tick > 0:
+            self._instructions.extend(t * res.instructions_per_tick for t in res.ticks)
+        return output_maps(res.outputs, self.info["outputs"])
+
+    def figures(self) -> dict:
+        """What ran: target, mode, images, mean instructions per inference (QEMU -icount)."""
+        mean = round(sum(self._instructions) / len(self._instructions)) if self._instructions else None
+        return {"target": self.target, "mode": self.mode, "images": self.images_run,
+                "instructions_per_inference": mean,
+                "decode": "firmware's raw int8 outputs, decoded by tinydet.models.decode (as every engine)"}
+
+    def close(self) -> None:
+        import shutil
+
+        if not self._keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def int8_runner(export: str, engine: str = "reference", patched: bool = False) -> Any:
-    """``callable(images) -> float NCHW outputs`` of the export folder's int8 model on ``engine``."""
+    """``callable(images) -> float NCHW outputs`` of the export folder's int8 model on ``engine``
+    (``qemu``: a :class:`FirmwareRunner`, to be closed)."""
     if engine not in ENGINES:
         raise TinydetError(f"--engine '{engine}': expected one of {', '.join(ENGINES)}")
     if engine == "onnxruntime":
@@ -230,6 +293,8 @@ def int8_runner(export: str, engine: str = "reference", patched: bool = False) -
         if patched:
             raise TinydetError("--engine litert runs full.int8.tflite, the full model; drop --patched")
         return litert_runner(export)
+    if engine == "qemu":
+        return FirmwareRunner(export, "patch" if patched else "layer")
     from tinydet.export import load_export
     from tinydet.quant.reference import Int8Reference
 
@@ -288,11 +353,19 @@ def evaluate_model(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None
     data_cfg = resolve_data_cfg(to_dict(cfg["data"]), getattr(cfg, "source", None))
     runner, source = model_runner(cfg, ckpt=ckpt, onnx=onnx, export=export, int8=int8, patched=patched,
                                   engine=engine)
-    _log(f"predicting {data_cfg['format']} split '{split}' with {source}")
-    detections, records = predict(cfg, runner, split)
+    firmware = runner if isinstance(runner, FirmwareRunner) else None
+    _log(f"predicting {data_cfg['format']} split '{split}' with {source}" +
+         (f" on {firmware.target} ({firmware.mode}-mode firmware)" if firmware else ""))
+    try:
+        detections, records = predict(cfg, runner, split, batch_size=QEMU_BATCH if firmware else 8)
+    finally:
+        if firmware:
+            firmware.close()
     result: dict = {"source": source, "data": data_cfg["root"], "format": data_cfg["format"], "split": split}
     if int8:
         result["engine"] = engine
+    if firmware:
+        result["device"] = firmware.figures()
     if save_dets:
         save_detections(save_dets, data_cfg["format"], detections, records, data_cfg["classes"], split)
     if data_cfg["format"] == "wider":
