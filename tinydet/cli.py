@@ -31,6 +31,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "validate": ("tinydet.commands.validate", "check an export folder in onnxruntime and the int8 reference"),
     "tflite": ("tinydet.commands.tflite", "write the int8 TFLite model of an export folder and check it in LiteRT"),
     "deploy": ("tinydet.commands.deploy", "generate C, build firmware, run and validate it"),
+    "board": ("tinydet.commands.board", "stream images or a webcam to a board over its serial link (board protocol)"),
     "import": ("tinydet.commands.import_model", "import an MCUNet/torchvision/timm network as spec + weights"),
 }
 

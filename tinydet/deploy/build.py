@@ -130,7 +130,7 @@ def build_board_demo(export_dir: "str | Path", image, out: "str | Path", target:
         from tinydet.deploy import load_images
 
         image = load_images([image], (h, w))[0][0]
-    zp_scale = _input_params(export)
+    zp_scale = input_params(export)
     q = quantize_images(np.asarray(image, np.float32)[None], {"c": c, "h": h, "w": w, **zp_scale})[0]
     out = Path(out)
     write_image_header(q, out / "demo_image.h")
@@ -138,9 +138,20 @@ def build_board_demo(export_dir: "str | Path", image, out: "str | Path", target:
                           export=export, **kw)
 
 
-def _input_params(export) -> dict:
+def input_params(export) -> dict:
     """Scale and zero point of the int8 model input (its QuantizeLinear)."""
     from tinydet.quant.qgraph import load_qgraph
 
     q = next(op for op in load_qgraph(export.path("stage1_patch.int8.onnx")).ops if op.kind == "quantize")
     return {"scale": float(q.out_scale), "zp": int(q.out_zp)}
+
+
+def build_serve_firmware(export_dir: "str | Path", target: str, out: "str | Path", mode: str = "patch",
+                         conf: float = lower.DEFAULT_CONF, **kw) -> dict:
+    """The serve firmware (``deploy/demo/serve_main.c``): the model behind the board protocol on the
+    target's serial link (docs/board_protocol.md; host side: ``tinydet board run``). QEMU and board
+    targets only: the host build has no UART."""
+    if toolchain.get_target(target).kind == "host":
+        raise TinydetError(f"target {target}: the serve firmware needs a serial link; expected "
+                           f"qemu-mps2-an500 or a board ({', '.join(toolchain.list_targets()[1:])})")
+    return build_firmware(export_dir, target, out, mode=mode, conf=conf, main=DEMO_DIR / "serve_main.c", **kw)

@@ -19,9 +19,20 @@ def draw_detections(image_path: "str | Path", boxes: np.ndarray, scores: np.ndar
 
     Ground truth, when given, is drawn thin and white under the predictions.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    image = Image.open(image_path).convert("RGB")
+    image = annotate(Image.open(image_path).convert("RGB"), boxes, scores, labels, class_names, gt_boxes, min_score)
+    out_path = Path(out_path)
+    with atomic_open(out_path, "wb") as fh:
+        image.save(fh, format="PNG")
+    return out_path
+
+
+def annotate(image, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+             gt_boxes: np.ndarray | None = None, min_score: float = 0.3):
+    """Draw on an RGB PIL image in place and return it (see :func:`draw_detections`)."""
+    from PIL import ImageDraw
+
     draw = ImageDraw.Draw(image)
     width = max(1, round(max(image.size) / 200))
     for box in [] if gt_boxes is None else np.asarray(gt_boxes).reshape(-1, 4):
@@ -34,7 +45,4 @@ def draw_detections(image_path: "str | Path", boxes: np.ndarray, scores: np.ndar
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
         name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
         draw.text((x0 + 2, max(0.0, y0 - 11)), f"{name} {score:.2f}", fill=colour)
-    out_path = Path(out_path)
-    with atomic_open(out_path, "wb") as fh:
-        image.save(fh, format="PNG")
-    return out_path
+    return image

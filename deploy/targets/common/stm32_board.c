@@ -1,7 +1,8 @@
 /*
  * Board glue shared by the STM32 Cortex-M7 targets (register level, no HAL).
  * Runs at the reset clock (HSI, no PLL setup: nothing clock-dependent but the UART divisor).
- * Console: one USART's TX pin in its alternate function, 115200 8N1 (the ST-LINK virtual COM port).
+ * Console: one USART's TX pin in its alternate function, 115200 8N1 (the ST-LINK virtual COM port);
+ * its RX pin too, for the board protocol's serial link (tinydet_board_serial_*, serve_main.c).
  * Counter: DWT CYCCNT (CPU cycles; real hardware, so not an instruction count).
  *
  * What differs between boards (RCC enable registers, GPIO port and pin, USART, HSI frequency) comes
@@ -21,11 +22,17 @@
 #define GPIO_MODER REG(STM32_GPIO_BASE + 0x00u)
 #define GPIO_AFR REG(STM32_GPIO_BASE + 0x20u + 4u * (STM32_TX_PIN / 8u)) /* AFRL for pins 0-7, AFRH 8-15 */
 #define AFR_SHIFT (4u * (STM32_TX_PIN % 8u))
+#define GPIO_AFR_RX REG(STM32_GPIO_BASE + 0x20u + 4u * (STM32_RX_PIN / 8u))
+#define AFR_SHIFT_RX (4u * (STM32_RX_PIN % 8u))
 #define USART_CR1 REG(STM32_USART_BASE + 0x00u)
 #define USART_BRR REG(STM32_USART_BASE + 0x0Cu)
 #define USART_ISR REG(STM32_USART_BASE + 0x1Cu)
+#define USART_ICR REG(STM32_USART_BASE + 0x20u)
+#define USART_RDR REG(STM32_USART_BASE + 0x24u)
 #define USART_TDR REG(STM32_USART_BASE + 0x28u)
 #define USART_ISR_TXE (1u << 7)
+#define USART_ISR_RXNE (1u << 5)
+#define USART_ISR_ORE (1u << 3)
 #define BAUD 115200u
 
 #define DEMCR REG(0xE000EDFCu)
@@ -40,8 +47,10 @@ void tinydet_board_init(void)
     (void)REG(STM32_RCC_USART_ENR); /* read back: the clock must be running before the peripheral is touched */
     GPIO_MODER = (GPIO_MODER & ~(3u << (2u * STM32_TX_PIN))) | (2u << (2u * STM32_TX_PIN)); /* alternate function */
     GPIO_AFR = (GPIO_AFR & ~(0xFu << AFR_SHIFT)) | ((uint32_t)STM32_TX_AF << AFR_SHIFT);
+    GPIO_MODER = (GPIO_MODER & ~(3u << (2u * STM32_RX_PIN))) | (2u << (2u * STM32_RX_PIN));
+    GPIO_AFR_RX = (GPIO_AFR_RX & ~(0xFu << AFR_SHIFT_RX)) | ((uint32_t)STM32_TX_AF << AFR_SHIFT_RX);
     USART_BRR = (STM32_HSI_HZ + BAUD / 2) / BAUD;
-    USART_CR1 = (1u << 3) | (1u << 0); /* TE, UE */
+    USART_CR1 = (1u << 3) | (1u << 2) | (1u << 0); /* TE, RE, UE */
 
     DEMCR |= 1u << 24; /* TRCENA */
     DWT_LAR = 0xC5ACCE55u;
@@ -73,6 +82,30 @@ void tinydet_board_puts(const char *s)
             uart_send('\r');
         }
         uart_send(*s);
+    }
+}
+
+int tinydet_board_serial_read(void)
+{
+    for (;;)
+    {
+        const uint32_t isr = USART_ISR;
+        if (isr & USART_ISR_RXNE)
+        {
+            return (int)(USART_RDR & 0xFFu);
+        }
+        if (isr & USART_ISR_ORE)
+        {
+            USART_ICR = USART_ISR_ORE; /* a lost byte shows up as a CRC error frame; keep receiving */
+        }
+    }
+}
+
+void tinydet_board_serial_write(const uint8_t *data, uint32_t size)
+{
+    for (uint32_t i = 0; i < size; i++)
+    {
+        uart_send((char)data[i]); /* raw bytes: no newline translation on the link */
     }
 }
 

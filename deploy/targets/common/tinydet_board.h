@@ -22,6 +22,11 @@ int tinydet_board_args(char ***argv);
 /* Console output (semihosting on QEMU, UART on boards); no buffering, usable from fault handlers. */
 void tinydet_board_puts(const char *s);
 
+/* Serial link of the board protocol (docs/board_protocol.md, deploy/demo/serve_main.c), blocking:
+ * QEMU: CMSDK UART0 (QEMU's first -serial); STM32: the console USART (ST-LINK virtual COM port). */
+int tinydet_board_serial_read(void); /* the next received byte, 0..255 */
+void tinydet_board_serial_write(const uint8_t *data, uint32_t size);
+
 /* Monotonic 32-bit counter for per-layer measurements and its meaning:
  * tinydet_board_counter_name() says the source, tinydet_board_instructions_per_tick() (x1000, as
  * an integer to keep floats out) how to convert ticks into instructions where that is exact

@@ -2,6 +2,7 @@
  * Board glue for QEMU's mps2-an500 (Cortex-M7):
  *   console and file I/O: ARM semihosting (newlib + librdimon, plus direct calls below);
  *   exit status: SYS_EXIT_EXTENDED, so the status reaches the host as QEMU's exit code;
+ *   serial link (board protocol): CMSDK APB UART0 (0x40004000), QEMU's first -serial;
  *   counter: CMSDK APB TIMER0 (0x40000000), a 32-bit down counter clocked at the board's 25 MHz
  *   SYSCLK. Under -icount shift=0 each instruction advances virtual time by exactly 1 ns, so one
  *   tick = 40 instructions (measured by tests/test_c_kernels.py::test_qemu_counter_calibration).
@@ -18,6 +19,13 @@
 #define TIMER0_CTRL (*(volatile uint32_t *)0x40000000u)
 #define TIMER0_VALUE (*(volatile uint32_t *)0x40000004u)
 #define TIMER0_RELOAD (*(volatile uint32_t *)0x40000008u)
+
+#define UART0_DATA (*(volatile uint32_t *)0x40004000u)
+#define UART0_STATE (*(volatile uint32_t *)0x40004004u)
+#define UART0_CTRL (*(volatile uint32_t *)0x40004008u)
+#define UART0_BAUDDIV (*(volatile uint32_t *)0x40004010u)
+#define UART_STATE_TXFULL 1u
+#define UART_STATE_RXFULL 2u
 
 #ifndef TINYDET_QEMU_SYSCLK_HZ
 #define TINYDET_QEMU_SYSCLK_HZ 25000000u
@@ -40,6 +48,27 @@ void tinydet_board_init(void)
     TIMER0_RELOAD = 0xFFFFFFFFu;
     TIMER0_VALUE = 0xFFFFFFFFu;
     TIMER0_CTRL = 1u; /* enable, PCLK source, no interrupt */
+    UART0_BAUDDIV = TINYDET_QEMU_SYSCLK_HZ / 115200u; /* QEMU ignores the rate but needs a valid divisor */
+    UART0_CTRL = 3u;                                    /* TX and RX enable, no interrupts */
+}
+
+int tinydet_board_serial_read(void)
+{
+    while (!(UART0_STATE & UART_STATE_RXFULL))
+    {
+    }
+    return (int)(UART0_DATA & 0xFFu);
+}
+
+void tinydet_board_serial_write(const uint8_t *data, uint32_t size)
+{
+    for (uint32_t i = 0; i < size; i++)
+    {
+        while (UART0_STATE & UART_STATE_TXFULL)
+        {
+        }
+        UART0_DATA = data[i];
+    }
 }
 
 int tinydet_board_args(char ***argv)

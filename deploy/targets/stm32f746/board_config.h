@@ -8,6 +8,7 @@
 #define STM32_RCC_USART_BIT 4           /* ... USART1EN */
 #define STM32_GPIO_BASE 0x40020000u     /* GPIOA */
 #define STM32_TX_PIN 9u                 /* PA9 */
+#define STM32_RX_PIN 10u                /* PA10 (same port and AF as TX) */
 #define STM32_TX_AF 7u                  /* AF7 = USART1 */
 #define STM32_USART_BASE 0x40011000u    /* USART1 */
 #define STM32_HSI_HZ 16000000u

@@ -9,6 +9,7 @@
 #define STM32_RCC_USART_BIT 18          /* ... USART3EN */
 #define STM32_GPIO_BASE 0x58020C00u     /* GPIOD */
 #define STM32_TX_PIN 8u                 /* PD8 */
+#define STM32_RX_PIN 9u                /* PD9 (same port and AF as TX) */
 #define STM32_TX_AF 7u                  /* AF7 = USART3 */
 #define STM32_USART_BASE 0x40004800u    /* USART3 */
 #define STM32_HSI_HZ 64000000u
