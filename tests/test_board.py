@@ -12,6 +12,7 @@ from tinydet.errors import TinydetError
 
 from fixtures import calib_images, make_export
 
+needs_arm = pytest.mark.skipif(not shutil.which("arm-none-eabi-gcc"), reason="arm-none-eabi-gcc not installed")
 needs_qemu = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
                                 reason="arm-none-eabi-gcc / qemu-system-arm not installed")
 
@@ -119,6 +120,11 @@ def test_board_run_cli_streams_a_folder_through_qemu(served, tmp_path, capsys):
     from tinydet.cli import main
 
     export, info, _ = served
+    build = tmp_path / "serve"
+    assert main(["deploy", str(export), "--target", "qemu-mps2-an500", "--app", "serve", "--out", str(build),
+                 "--conf", "0.1", "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["elf"] == str(build / "firmware.elf") and built["sram_arena_bytes"] == info["sram_arena_bytes"]
     src = tmp_path / "images"
     src.mkdir()
     rng = np.random.default_rng(1)
@@ -126,7 +132,7 @@ def test_board_run_cli_streams_a_folder_through_qemu(served, tmp_path, capsys):
         Image.fromarray(rng.integers(0, 256, (60 + 10 * k, 80, 3), dtype=np.uint8)).save(src / f"{k}.png")
     (src / "notes.txt").write_text("not an image")
     out = tmp_path / "drawn"
-    assert main(["board", "run", "--port", f"qemu:{info['elf']}", "--export", str(export), "--images", str(src),
+    assert main(["board", "run", "--port", f"qemu:{built['elf']}", "--export", str(export), "--images", str(src),
                  "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 3 and report["fps"] > 0 and report["latency_ms"]["mean"] > 0
@@ -135,13 +141,31 @@ def test_board_run_cli_streams_a_folder_through_qemu(served, tmp_path, capsys):
     assert Image.open(out / "1.png").size == (80, 70)  # drawn on the original image
 
 
+@needs_arm
+@pytest.mark.parametrize("target", ["stm32f746", "stm32h743"])
+def test_serve_firmware_builds_for_the_stm32_boards(served, tmp_path, target):
+    from tinydet.deploy.build import build_serve_firmware, symbol_size
+
+    export, _, _ = served
+    info = build_serve_firmware(export, target, tmp_path / target)
+    elf = info["elf"]
+    # the serve loop and the UART receive path are linked in (not garbage-collected away)
+    assert symbol_size(elf, "tinydet_board_serial_read") > 0 and symbol_size(elf, "tinydet_serial_read_frame") > 0
+    assert info["bin"] and (tmp_path / target / "firmware.bin").stat().st_size > 0
+
+
+def test_serve_firmware_refuses_the_host_target(tmp_path):
+    from tinydet.deploy.build import build_serve_firmware
+
+    with pytest.raises(TinydetError, match="serial link"):
+        build_serve_firmware(tmp_path, "host", tmp_path / "h")
+
+
 def test_board_run_refuses_bad_arguments(tmp_path):
     from tinydet.cli import main
 
     with pytest.raises(SystemExit):
         main(["board", "run", "--port", "unix:/nonexistent", "--export", str(tmp_path)])  # neither source
-    empty = tmp_path / "empty"
-    empty.mkdir()
     with pytest.raises(TinydetError, match="cannot connect"):
         from tinydet.board.link import open_link
 

@@ -1,6 +1,7 @@
 """``tinydet deploy``: export folder -> generated C -> firmware; optionally run and validate it.
 
-    tinydet deploy out/NAME --target T --out build/NAME [--mode patch|layer|both] [--run] [--validate]
+    tinydet deploy out/NAME --target T --out build/NAME [--mode patch|layer|both] [--app validate|serve]
+                   [--run] [--validate]
                    [--images K] [--data-config X.yaml | --images-dir DIR] [--timeout S] [--json]
 
 Prints one JSON object: ``flash_bytes``, ``sram_arena_bytes`` (the linked arena, equal to
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="build folder (default build/<export folder name>)")
     parser.add_argument("--mode", default="patch", help="patch (the export's tile schedule), layer (per layer) "
                         "or both (default patch)")
+    parser.add_argument("--app", choices=("validate", "serve"), default="validate",
+                        help="validate: the file-based validation firmware (deploy/demo/main.c, default); serve: the "
+                        "board-protocol firmware for `tinydet board run` (deploy/demo/serve_main.c, no --run)")
     parser.add_argument("--run", action="store_true", help="run the firmware (QEMU or host) on --images images")
     parser.add_argument("--validate", action="store_true", help="run and check outputs against the int8 reference "
                         "and detections against onnxruntime")
@@ -84,6 +88,9 @@ def run(args: argparse.Namespace):
     export = load_export(folder)
     out = Path(args.out) if args.out else Path("build") / folder.name
     running = args.run or args.validate
+    if args.app == "serve" and running:
+        raise TinydetError("--app serve: the serve firmware answers on its serial link; run it with "
+                           "`tinydet board run --port ...` instead of --run / --validate")
     images, source = _images(args, export) if running else (None, None)
     modes = ("patch", "layer") if args.mode == "both" else (args.mode,)
     results = {}
@@ -93,6 +100,13 @@ def run(args: argparse.Namespace):
         if args.profile:
             p = Path(args.profile)
             profile = p.with_name(f"{p.stem}_{mode}{p.suffix}") if len(modes) > 1 else p
+        if args.app == "serve":
+            from tinydet.deploy.build import build_serve_firmware
+
+            info = build_serve_firmware(folder, args.target, out / mode if len(modes) > 1 else out, mode=mode,
+                                        conf=args.conf, sram=args.sram, flash=args.flash, export=export)
+            results[mode] = {k: v for k, v in info.items() if k not in ("layers", "outputs", "input", "detector")}
+            continue
         r = deploy(folder, args.target, out / mode if len(modes) > 1 else out, mode=mode, run=args.run,
                    validate=args.validate, images=images if running else 1, conf=args.conf, timeout_s=args.timeout,
                    sram=args.sram, flash=args.flash, profile=profile)
