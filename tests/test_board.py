@@ -139,6 +139,13 @@ def test_board_run_cli_streams_a_folder_through_qemu(served, tmp_path, capsys):
     assert report["device"]["layers"] == len(info["layers"]) and report["device"]["ticks_mean"] > 0
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "2.png"]
     assert Image.open(out / "1.png").size == (80, 70)  # drawn on the original image
+    assert [f["name"] for f in report["per_frame"]] == ["0", "1", "2"]
+    # the text summary names FPS and latency
+    assert main(["board", "run", "--port", f"qemu:{built['elf']}", "--export", str(export), "--images", str(src),
+                 "--out", str(tmp_path / "again"), "--frames", "2"]) == 0
+    text = capsys.readouterr()
+    assert "fps" in text.out and "latency_ms mean/p50/max" in text.out and "frames                       2" in text.out
+    assert text.err.count("latency") == 2
 
 
 @needs_arm
@@ -161,8 +168,34 @@ def test_serve_firmware_refuses_the_host_target(tmp_path):
         build_serve_firmware(tmp_path, "host", tmp_path / "h")
 
 
-def test_board_run_refuses_bad_arguments(tmp_path):
+def test_board_run_refuses_bad_arguments(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    from tinydet.board.run import WindowSink, camera_frames
     from tinydet.cli import main
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if __import__("sys").platform.startswith("linux"):
+        with pytest.raises(TinydetError, match="--out DIR"):
+            WindowSink([])
+    real_import = builtins.__import__
+
+    def no_cv2(name, *a, **kw):
+        if name == "cv2":
+            raise ImportError(name)
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_cv2)
+    with pytest.raises(TinydetError, match="pip install opencv-python"):
+        next(camera_frames(0))
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    from tinydet.board.run import folder_frames
+
+    with pytest.raises(TinydetError, match="--images .*no image files"):
+        next(folder_frames(empty))
 
     with pytest.raises(SystemExit):
         main(["board", "run", "--port", "unix:/nonexistent", "--export", str(tmp_path)])  # neither source

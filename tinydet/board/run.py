@@ -61,23 +61,10 @@ def _cv2(what: str):
 
 def folder_frames(folder: "str | Path") -> Iterator[FrameIn]:
     """The image files of ``folder``, sorted by name (other files are ignored)."""
-    from PIL import Image
+    from tinydet.deploy import images_in_dir, read_rgb
 
-    from tinydet.deploy import IMAGE_SUFFIXES
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TinydetError(f"--images {folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise TinydetError(f"--images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    for p in files:
-        try:
-            with Image.open(p) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise TinydetError(f"{p}: cannot read image ({exc})") from None
-        yield FrameIn(p.stem, rgb)
+    for p in images_in_dir(folder, None, option="--images"):
+        yield FrameIn(p.stem, read_rgb(p))
 
 
 def camera_frames(index: int) -> Iterator[FrameIn]:

@@ -55,3 +55,18 @@ def run(args: argparse.Namespace):
     if not args.json:
         result.pop("per_frame")
     return result
+
+
+def render(result: dict) -> None:
+    """The summary as text (``--json`` prints it as one JSON object, with every frame)."""
+    lat, dev = result["latency_ms"], result["device"]
+    print(f"  {'port':<28} {result['port']}")
+    print(f"  {'frames':<28} {result['frames']} ({result['detections']} detections)")
+    print(f"  {'fps':<28} {result['fps']}")
+    print(f"  {'latency_ms mean/p50/max':<28} {lat['mean']} / {lat['p50']} / {lat['max']}")
+    for key in ("counter", "mode", "ticks_mean", "detect_ticks_mean", "instructions_per_inference_mean",
+                "arena_bytes", "stack_used_bytes_max", "sram_high_water_bytes_max"):
+        if dev.get(key) is not None:
+            print(f"  {key:<28} {dev[key]}")
+    if result.get("out"):
+        print(f"  {'drawn':<28} {result['out']}")

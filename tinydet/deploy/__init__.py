@@ -34,18 +34,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm")
 def load_images(paths: Sequence["str | Path"], size: tuple[int, int]) -> tuple[np.ndarray, list[dict]]:
     """Image files -> letterboxed float NCHW [K, 3, H, W] in [0, 1] (the eval transform) and the
     letterbox metadata to map boxes back to original pixels."""
-    from PIL import Image
-
     from tinydet.data.transforms import letterbox_image
 
     arrays, metas = [], []
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise TinydetError(f"{p}: cannot read image ({exc})") from None
-        x, meta = letterbox_image(rgb, size)
+        x, meta = letterbox_image(read_rgb(p), size)
         arrays.append(x)
         metas.append(meta)
     if not arrays:
@@ -53,14 +46,25 @@ def load_images(paths: Sequence["str | Path"], size: tuple[int, int]) -> tuple[n
     return np.stack(arrays), metas
 
 
-def images_in_dir(folder: "str | Path", count: int) -> list[Path]:
-    """The first ``count`` image files of ``folder`` (sorted by name)."""
+def read_rgb(path: "str | Path") -> np.ndarray:
+    """An image file as RGB uint8 [H, W, 3] (one-line error naming the file when unreadable)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except OSError as exc:
+        raise TinydetError(f"{path}: cannot read image ({exc})") from None
+
+
+def images_in_dir(folder: "str | Path", count: int | None, option: str = "--images-dir") -> list[Path]:
+    """The first ``count`` (None: all) image files of ``folder`` (sorted by name); errors name ``option``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise TinydetError(f"--images-dir {folder}: not a folder")
+        raise TinydetError(f"{option} {folder}: not a folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise TinydetError(f"--images-dir {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise TinydetError(f"{option} {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     return files[:count]
 
 
