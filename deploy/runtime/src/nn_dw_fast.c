@@ -47,6 +47,9 @@ typedef struct
     int32_t wpk[TDN_DW_WPK_PER_TAP * TDN_DW_MAX_TAPS];
     int32_t bias[4];     /* border windows: the bias itself (offset added per tap) */
     int32_t interior[4]; /* interior windows: bias + off * sum of the channel's weights */
+    int32_t wrow[4 * TDN_DW_MAX_K]; /* per kernel row and channel: the sum of that row's weights
+                                     * (kernels of up to TDN_DW_MAX_K rows; taller ones use the
+                                     * border path for cut rows) */
     tdn_rq rq[4];
     const int8_t *w; /* the filter at this block's first channel: w[t * c + j] */
     int32_t ch;
@@ -96,12 +99,17 @@ static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, co
 {
     const int32_t taps = g->kh * g->kw, c = g->c;
     int32_t ws[4] = {0, 0, 0, 0};
+    memset(b->wrow, 0, sizeof(b->wrow));
     for (int32_t t = 0; t < taps; t++)
     {
         const int8_t *wt = w + t * c + ch;
         for (int32_t j = 0; j < 4; j++)
         {
             ws[j] += wt[j];
+            if (g->kh <= TDN_DW_MAX_K)
+            {
+                b->wrow[4 * (t / g->kw) + j] += wt[j];
+            }
         }
 #if TDN_DSP
         const tdn_s16x4 wv = tdn_widen_s8x4(tdn_read_u32(wt));
@@ -170,11 +178,49 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
 {
     const tdn_window ky = tdn_window_at(oy, g->sh, g->ph, g->kh, g->ih);
     const int32_t ow = g->ow, full_rows = ky.lo == 0 && ky.hi == g->kh;
-    const int32_t lo = full_rows ? g->ox_lo : ow, hi = full_rows ? g->ox_hi : ow;
+    /* rows cut by the top/bottom padding still have interior columns: their taps are the window's
+     * rows inside the input (the bias takes off * those rows' weight sums) */
+    const int32_t split = full_rows || (ky.hi > ky.lo && g->kh <= TDN_DW_MAX_K);
+    const int32_t lo = split ? g->ox_lo : ow, hi = split ? g->ox_hi : ow;
     int32_t ox = 0;
     for (; ox < lo; ox++)
     {
         tdn_dw4_border(g, b, ky, tdn_window_at(ox, g->sw, g->pw, g->kw, g->iw), o + ox * opix);
+    }
+    if (ox < hi && !full_rows)
+    {
+        const int32_t c = g->c, row = g->iw * c, step = g->sw * c, kw = g->kw, off = g->off;
+        int32_t p0 = b->bias[0], p1 = b->bias[1], p2 = b->bias[2], p3 = b->bias[3];
+        for (int32_t ty = ky.lo; ty < ky.hi; ty++)
+        {
+            p0 += off * b->wrow[4 * ty];
+            p1 += off * b->wrow[4 * ty + 1];
+            p2 += off * b->wrow[4 * ty + 2];
+            p3 += off * b->wrow[4 * ty + 3];
+        }
+        const int32_t ooff = g->ooff, amin = g->amin, amax = g->amax;
+        const int32_t *wp = b->wpk;
+        const int8_t *src = g->img + ((ky.start + ky.lo) * g->iw + ox * g->sw - g->pw) * c + b->ch;
+        int8_t *out = o + ox * opix;
+        for (; ox < hi; ox++)
+        {
+            int32_t a0 = p0, a1 = p1, a2 = p2, a3 = p3;
+            const int8_t *s = src;
+            for (int32_t ty = ky.lo; ty < ky.hi; ty++)
+            {
+                for (int32_t tx = 0; tx < kw; tx++)
+                {
+                    TDN_DW_TAP(ty * kw + tx, s + tx * c);
+                }
+                s += row;
+            }
+            out[0] = tdn_rq_s8_sel(a0, &b->rq[0], ooff, amin, amax, full);
+            out[1] = tdn_rq_s8_sel(a1, &b->rq[1], ooff, amin, amax, full);
+            out[2] = tdn_rq_s8_sel(a2, &b->rq[2], ooff, amin, amax, full);
+            out[3] = tdn_rq_s8_sel(a3, &b->rq[3], ooff, amin, amax, full);
+            src += step;
+            out += opix;
+        }
     }
     if (ox < hi)
     {

@@ -125,6 +125,7 @@ arm_cmsis_nn_status tdn_dw_plain(const cmsis_nn_context *ctx, const cmsis_nn_dw_
 /* The fast depthwise path (nn_dw_fast.c): ch_mult 1, no dilation, at most TDN_DW_MAX_TAPS taps
  * (9x9, the in-place kernel's limit TINYDET_DW_INPLACE_MAX_TAPS). */
 #define TDN_DW_MAX_TAPS 81
+#define TDN_DW_MAX_K 9 /* kernel rows (9x9) */
 
 /* A depthwise layer's geometry and output quantization, with its interior columns [ox_lo, ox_hi)
  * (the window lies inside the input horizontally) computed once. */
