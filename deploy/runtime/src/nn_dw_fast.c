@@ -171,6 +171,16 @@ static void tdn_dw4_border(const tdn_dw_geo *g, const tdn_dw4 *b, tdn_window ky,
     o[3] = tdn_rq_s8(a3, &b->rq[3], g->ooff, g->amin, g->amax);
 }
 
+/* The 4 int8 outputs of a block's window (see tdn_rq_s8_sel for `full`). */
+TDN_INLINE void tdn_dw4_store(int8_t *out, int32_t a0, int32_t a1, int32_t a2, int32_t a3, const tdn_dw4 *b,
+                              int32_t ooff, int32_t amin, int32_t amax, const int full)
+{
+    out[0] = tdn_rq_s8_sel(a0, &b->rq[0], ooff, amin, amax, full);
+    out[1] = tdn_rq_s8_sel(a1, &b->rq[1], ooff, amin, amax, full);
+    out[2] = tdn_rq_s8_sel(a2, &b->rq[2], ooff, amin, amax, full);
+    out[3] = tdn_rq_s8_sel(a3, &b->rq[3], ooff, amin, amax, full);
+}
+
 /* Output row oy of a 4-channel block; output pixel ox goes to o + ox * opix (4 bytes). `full`
  * (constant in each copy): the layer qualifies for tdn_rq_s8_full (g->full). */
 TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix,
@@ -214,10 +224,7 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
                 }
                 s += row;
             }
-            out[0] = tdn_rq_s8_sel(a0, &b->rq[0], ooff, amin, amax, full);
-            out[1] = tdn_rq_s8_sel(a1, &b->rq[1], ooff, amin, amax, full);
-            out[2] = tdn_rq_s8_sel(a2, &b->rq[2], ooff, amin, amax, full);
-            out[3] = tdn_rq_s8_sel(a3, &b->rq[3], ooff, amin, amax, full);
+            tdn_dw4_store(out, a0, a1, a2, a3, b, ooff, amin, amax, full);
             src += step;
             out += opix;
         }
@@ -245,10 +252,7 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
                 TDN_DW_TAP(6, r2);
                 TDN_DW_TAP(7, r2 + c);
                 TDN_DW_TAP(8, r2 + 2 * c);
-                out[0] = tdn_rq_s8_sel(a0, &b->rq[0], ooff, amin, amax, full);
-                out[1] = tdn_rq_s8_sel(a1, &b->rq[1], ooff, amin, amax, full);
-                out[2] = tdn_rq_s8_sel(a2, &b->rq[2], ooff, amin, amax, full);
-                out[3] = tdn_rq_s8_sel(a3, &b->rq[3], ooff, amin, amax, full);
+                tdn_dw4_store(out, a0, a1, a2, a3, b, ooff, amin, amax, full);
                 src += step;
                 out += opix;
             }
@@ -268,10 +272,7 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
                     }
                     s += row;
                 }
-                out[0] = tdn_rq_s8_sel(a0, &b->rq[0], ooff, amin, amax, full);
-                out[1] = tdn_rq_s8_sel(a1, &b->rq[1], ooff, amin, amax, full);
-                out[2] = tdn_rq_s8_sel(a2, &b->rq[2], ooff, amin, amax, full);
-                out[3] = tdn_rq_s8_sel(a3, &b->rq[3], ooff, amin, amax, full);
+                tdn_dw4_store(out, a0, a1, a2, a3, b, ooff, amin, amax, full);
                 src += step;
                 out += opix;
             }
