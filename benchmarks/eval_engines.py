@@ -13,33 +13,20 @@ Prints one JSON line; ``qemu_equals_reference`` is the device check (the figures
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 import time
-from contextlib import redirect_stdout
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from export_synth import cli  # noqa: E402  (benchmarks/ is the script's folder: a tinydet verb in-process)
+
 ENGINES = ("reference", "qemu", "litert", "onnxruntime")
 WIDER_KEYS = ("easy", "medium", "hard")
 VOC_KEYS = ("map50", "map50_area", "map_coco")
-
-
-def cli(argv: list[str]) -> dict:
-    """Run a tinydet verb in-process with --json; its JSON object (progress stays on stderr)."""
-    from tinydet.cli import main
-
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        rc = main(argv + ["--json"])
-    out = buf.getvalue().strip()
-    if rc != 0:
-        raise SystemExit(f"tinydet {' '.join(argv)} failed with status {rc}: {out[-500:]}")
-    return json.loads(out.splitlines()[-1])
 
 
 def main(argv=None) -> dict:
