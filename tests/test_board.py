@@ -114,6 +114,29 @@ def test_serve_firmware_on_qemu_answers_images_and_error_frames(served, tmp_path
 
 
 @needs_qemu
+def test_serve_firmware_through_a_pty_and_pyserial(served):
+    """QEMU's -serial pty: the path a real board's /dev/ttyACM0 takes (pyserial's SerialLink)."""
+    from tinydet.board.link import BoardClient, SerialLink, open_link
+    from tinydet.board.qemu import start_serve_pty
+    from tinydet.deploy.run import quantize_images
+
+    export, info, _ = served
+    qemu, pty = start_serve_pty(info["elf"])
+    try:
+        link = open_link(pty)
+        assert isinstance(link, SerialLink)
+        with BoardClient(link, timeout_s=60) as client:
+            assert client.hello().layers == tuple(info["layers"])
+            img = quantize_images(np.random.default_rng(2).random((1, 3, 48, 64), dtype=np.float32), info["input"])[0]
+            garbage = client.exchange(b"TD\x02\x01\x00\x00\x00\x00\xde\xad\xbe\xef")  # a 1-byte image, bad CRC
+            assert proto.decode_error(garbage.payload).name == "bad-crc"
+            r = client.infer(img)
+            assert len(r.layer_ticks) == len(info["layers"]) and r.ticks > 0
+    finally:
+        qemu.close()
+
+
+@needs_qemu
 def test_board_run_cli_streams_a_folder_through_qemu(served, tmp_path, capsys):
     from PIL import Image
 
