@@ -211,14 +211,14 @@ def test_board_run_refuses_bad_arguments(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(builtins, "__import__", no_cv2)
     with pytest.raises(TinydetError, match="pip install opencv-python"):
-        next(camera_frames(0))
+        camera_frames(0)  # at the call, before any frame is asked for
     monkeypatch.setattr(builtins, "__import__", real_import)
     empty = tmp_path / "empty"
     empty.mkdir()
     from tinydet.board.run import folder_frames
 
     with pytest.raises(TinydetError, match="--images .*no image files"):
-        next(folder_frames(empty))
+        folder_frames(empty)
 
     with pytest.raises(SystemExit):
         main(["board", "run", "--port", "unix:/nonexistent", "--export", str(tmp_path)])  # neither source

@@ -60,19 +60,25 @@ def _cv2(what: str):
 
 
 def folder_frames(folder: "str | Path") -> Iterator[FrameIn]:
-    """The image files of ``folder``, sorted by name (other files are ignored)."""
+    """The image files of ``folder``, sorted by name (other files are ignored); the folder is listed
+    at the call, each image read when its frame is asked for."""
     from tinydet.deploy import images_in_dir, read_rgb
 
-    for p in images_in_dir(folder, None, option="--images"):
-        yield FrameIn(p.stem, read_rgb(p))
+    files = images_in_dir(folder, None, option="--images")
+    return (FrameIn(p.stem, read_rgb(p)) for p in files)
 
 
 def camera_frames(index: int) -> Iterator[FrameIn]:
-    """Frames of webcam ``index`` through OpenCV, until the camera stops."""
+    """Frames of webcam ``index`` through OpenCV, until the camera stops (checked at once: a missing
+    OpenCV or camera is reported before anything connects to the device)."""
     cv2 = _cv2(f"--camera {index}")
     cap = cv2.VideoCapture(index)
     if not cap.isOpened():
         raise TinydetError(f"--camera {index}: OpenCV cannot open this camera")
+    return _camera_loop(cap, index)
+
+
+def _camera_loop(cap, index: int) -> Iterator[FrameIn]:
     try:
         k = 0
         while True:
@@ -170,8 +176,6 @@ def stream(client: BoardClient, export, frames: Iterable[FrameIn], sink=None, li
     latencies, results, per_frame = [], [], []
     start = time.perf_counter()
     for frame in frames:
-        if limit is not None and len(results) >= limit:
-            break
         x, meta = letterbox_image(frame.rgb, (h, w))
         q = quantize_images(x[None], inp)[0]
         t0 = time.perf_counter()
@@ -185,6 +189,8 @@ def stream(client: BoardClient, export, frames: Iterable[FrameIn], sink=None, li
               f"fps {len(results) / (time.perf_counter() - start):.2f}", file=log)
         if sink is not None and not sink.show(frame, boxes, r.scores, r.labels):
             break
+        if limit is not None and len(results) >= limit:
+            break  # before taking the next frame: a camera is not read once more
     elapsed = time.perf_counter() - start
     if not results:
         raise TinydetError("board run: no frame was sent")
