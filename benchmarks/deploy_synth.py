@@ -69,31 +69,15 @@ def kernel_comparison(export_dir: Path, work: Path) -> dict:
     import driver as drv
 
     from tinydet.deploy import toolchain
-    from tinydet.export.schedule_file import load_export
-    from tinydet.quant.qgraph import load_qgraph
 
-    export = load_export(export_dir)
-    ops = {o["name"]: o for o in export.schedule["ops"]}
-    qg = load_qgraph(export.path("full.int8.onnx"))
-    rng = np.random.default_rng(0)
     recs, names = [], []
-    for op in qg.ops:
-        if op.kind not in ("conv", "dwconv"):
-            continue
-        c, h, w = ops[op.name]["in_shape"]
-        _, oh, ow = ops[op.name]["out_shape"]
-        x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
-        kw = dict(input_offset=-op.in_zp[0], output_offset=op.add["conv_zp"] if op.add else op.out_zp,
-                  stride=op.stride, padding=(op.padding.top, op.padding.left), dilation=(1, 1), out_hw=(oh, ow),
-                  act_min=op.act_min, act_max=op.act_max)
+    for lay in drv.export_layers(export_dir, np.random.default_rng(0)):
         for variant in ("bundled", "ref"):
-            if op.kind == "conv":
-                v = drv.CONV_WRAPPER if variant == "bundled" else drv.CONV_REF
-                recs.append(drv.conv_record(x, op.weight, op.bias, op.mult, op.shift, variant=v, **kw))
+            if lay.kind == "conv":
+                recs.append(lay.record(drv.CONV_WRAPPER if variant == "bundled" else drv.CONV_REF))
             else:
-                v = drv.DW_WRAPPER if variant == "bundled" else drv.DW_REF
-                recs.append(drv.dw_record(x, op.weight, op.bias, op.mult, op.shift, variant=v, **kw))
-            names.append((op.name, variant))
+                recs.append(lay.record(drv.DW_WRAPPER if variant == "bundled" else drv.DW_REF))
+            names.append((lay.name, variant))
     elf = toolchain.compile([drv.DRIVER_SOURCE], "qemu-mps2-an500", work / "kernels" / "driver.elf", ref_kernels=True,
                             defines={"TINYDET_BOARD": 1, "ARENA_BYTES": 3 * 1024 * 1024})
     run = work / "kernels" / "run"

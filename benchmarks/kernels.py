@@ -66,32 +66,14 @@ def arm_path(kind: str, k: tuple[int, int], stride: tuple[int, int], pad: tuple[
 
 
 def _export_layers(export_dir: Path, rng) -> list[tuple[str, str, bytes, int, str, tuple]]:
-    from tinydet.export.schedule_file import load_export
-    from tinydet.quant.qgraph import load_qgraph
-
-    export = load_export(export_dir)
-    ops = {o["name"]: o for o in export.schedule["ops"]}
-    qg = load_qgraph(export.path("full.int8.onnx"))
     rows = []
-    for op in qg.ops:
-        if op.kind not in ("conv", "dwconv"):
-            continue
-        c, h, w = ops[op.name]["in_shape"]
-        cout, oh, ow = ops[op.name]["out_shape"]
-        x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
-        kw = dict(input_offset=-op.in_zp[0], output_offset=op.add["conv_zp"] if op.add else op.out_zp,
-                  stride=tuple(op.stride), padding=(op.padding.top, op.padding.left), dilation=(1, 1), out_hw=(oh, ow),
-                  act_min=op.act_min, act_max=op.act_max)
-        kh, kwid = op.kernel
-        if op.kind == "conv":
-            rec = drv.conv_record(x, op.weight, op.bias, op.mult, op.shift, variant=drv.CONV_WRAPPER, **kw)
-            macs = oh * ow * cout * kh * kwid * c
-        else:
-            rec = drv.dw_record(x, op.weight, op.bias, op.mult, op.shift, variant=drv.DW_WRAPPER, **kw)
-            macs = oh * ow * c * kh * kwid
-        shape = f"{kh}x{kwid} s{op.stride[0]} {h}x{w} {c}->{cout}"
-        rows.append((op.name, op.kind, rec, macs, shape, ((kh, kwid), tuple(op.stride), (op.padding.top, op.padding.left),
-                                                           (h, w, c))))
+    for lay in drv.export_layers(export_dir, rng):
+        rec = lay.record(drv.CONV_WRAPPER if lay.kind == "conv" else drv.DW_WRAPPER)
+        _, h, w, c = lay.x.shape
+        k = tuple(lay.op.kernel)
+        cout = lay.op.weight.shape[0] if lay.kind == "conv" else c
+        shape = f"{k[0]}x{k[1]} s{lay.geo['stride'][0]} {h}x{w} {c}->{cout}"
+        rows.append((lay.name, lay.kind, rec, lay.macs, shape, (k, lay.geo["stride"], lay.geo["padding"], (h, w, c))))
     return rows
 
 

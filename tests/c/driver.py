@@ -5,6 +5,7 @@ Shared by tests/test_c_kernels.py and benchmarks that time kernels under QEMU.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +84,42 @@ def dw_record(x, w, bias, mult, shift, *, input_offset, output_offset, stride, p
     return record(OP_DW, params, [x.astype(np.int8), w.astype(np.int8),
                                   None if bias is None else np.asarray(bias, np.int32),
                                   np.asarray(mult, np.int32), np.asarray(shift, np.int32)])
+
+
+@dataclass
+class ExportLayer:
+    """One conv / depthwise layer of an export at its layer-mode shape, with a random int8 input."""
+    name: str
+    kind: str          # "conv" | "dwconv"
+    op: object         # the tinydet.quant.qgraph op (weights, bias, quantization)
+    x: np.ndarray      # [1, H, W, C] int8
+    geo: dict          # conv_record / dw_record keyword arguments
+    macs: int
+
+    def record(self, variant: int) -> bytes:
+        """The layer's kernel_driver record for ``variant`` (CONV_* for conv, DW_* for depthwise)."""
+        make = conv_record if self.kind == "conv" else dw_record
+        return make(self.x, self.op.weight, self.op.bias, self.op.mult, self.op.shift, variant=variant, **self.geo)
+
+
+def export_layers(export_dir, rng) -> list[ExportLayer]:
+    """Every conv / depthwise layer of an export folder (schedule.json shapes, full.int8.onnx ops)."""
+    from tinydet.export.schedule_file import load_export
+    from tinydet.quant.qgraph import load_qgraph
+
+    export = load_export(export_dir)
+    ops = {o["name"]: o for o in export.schedule["ops"]}
+    layers = []
+    for op in load_qgraph(export.path("full.int8.onnx")).ops:
+        if op.kind not in ("conv", "dwconv"):
+            continue
+        c, h, w = ops[op.name]["in_shape"]
+        cout, oh, ow = ops[op.name]["out_shape"]
+        geo = dict(input_offset=-op.in_zp[0], output_offset=op.add["conv_zp"] if op.add else op.out_zp,
+                   stride=tuple(op.stride), padding=(op.padding.top, op.padding.left), dilation=(1, 1),
+                   out_hw=(oh, ow), act_min=op.act_min, act_max=op.act_max)
+        kh, kw = op.kernel
+        macs = oh * ow * kh * kw * (cout * c if op.kind == "conv" else c)
+        layers.append(ExportLayer(op.name, op.kind, op, rng.integers(-128, 128, (1, h, w, c), dtype=np.int8), geo,
+                                  macs))
+    return layers
