@@ -129,3 +129,36 @@ def test_resolution_errors():
 def test_spec_from_dict_json_round_trip():
     spec = get_spec("mcunetv2-m4")
     assert spec_from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_named_feature_taps():
+    """Every preset names its maps by total stride (the deepest block at each); head_from takes the
+    names; an unknown name is a one-line error with the closest name."""
+    from tinydet.arch.spec import feature_taps
+
+    spec = get_spec("mbv2-w1.0")
+    # stride 32 ends with torchvision's last 1x1 conv (block 18); the preset's detector taps the
+    # inverted residual before it (block 17, 320 channels) to keep the head small
+    assert spec.taps == {"stride2": 1, "stride4": 3, "stride8": 6, "stride16": 13, "stride32": 18}
+    assert spec.head_from == (spec.taps["stride16"], 17)
+    for name in ("mcunet-in2", "mcunet-vww1", "mcunetv2-m4"):
+        zoo = get_spec(name)
+        # the preset's detector taps are named maps (stride 16, and the deepest block)
+        assert zoo.head_from[0] == zoo.taps["stride16"]
+    data = get_spec("mbv2-w0.35").to_dict()
+    data["head_from"] = ["stride8", "stride16"]
+    named = spec_from_dict(data)
+    assert named.head_from == (6, 13)
+    assert spec_from_dict(named.to_dict()) == named  # written back as indices, same spec
+    data["head_from"] = ["stride61"]
+    with pytest.raises(TinydetError, match=r"head_from: unknown tap 'stride61'.*stride16"):
+        spec_from_dict(data, "my.yaml")
+    assert feature_taps(get_spec("mbv2-w1.0").blocks[:4]) == {"stride2": 1, "stride4": 3}
+
+
+def test_profile_reports_taps(capsys):
+    from tinydet.cli import main
+
+    assert main(["profile", "--arch", "mcunet-in1", "--resolution", "96", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["taps"] == get_spec("mcunet-in1").taps and out["head_from"] == list(get_spec("mcunet-in1").head_from)

@@ -24,7 +24,7 @@ last stride-16 block and the last stride-32 block before the classifier's 1x1 mi
 from __future__ import annotations
 
 from tinydet.arch.registry import register
-from tinydet.arch.spec import ArchSpec, BlockSpec
+from tinydet.arch.spec import ArchSpec, BlockSpec, feature_taps
 
 # torchvision's inverted_residual_setting: expand t, channels c, repeats n, stride s
 MBV2_SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -174,11 +174,7 @@ MCUNET_ZOO: dict[str, dict] = {
 
 def detection_taps(blocks: "tuple[BlockSpec, ...] | list[BlockSpec]", last: int) -> tuple[int, ...]:
     """The last block at total stride 16 and block ``last`` (stride 32): the detector's taps."""
-    stride, at16 = 1, None
-    for i, block in enumerate(blocks[: last + 1]):
-        stride *= block.stride
-        if stride == 16:
-            at16 = i
+    at16 = feature_taps(blocks[: last + 1]).get("stride16")
     return (at16, last) if at16 is not None else (last,)
 
 

@@ -59,6 +59,17 @@ class HeadSpec:
         return self.num_anchors * (5 + self.num_classes)
 
 
+def feature_taps(blocks: "tuple[BlockSpec, ...] | list[BlockSpec]") -> dict[str, int]:
+    """Named feature maps of a block list: ``strideN`` = the last block whose output has total
+    stride N (the deepest map at that resolution, where detectors tap), in stride order."""
+    taps: dict[str, int] = {}
+    stride = 1
+    for i, block in enumerate(blocks):
+        stride *= block.stride
+        taps[f"stride{stride}"] = i
+    return taps
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """A whole backbone: blocks, width multiplier, rounding, and the maps that feed the head."""
@@ -107,6 +118,11 @@ class ArchSpec:
     def hidden_channels(self, index: int) -> int:
         """Channels after the expansion conv (torchvision: round(in * expand))."""
         return int(round(self.in_channels_of(index) * self.blocks[index].expand))
+
+    @property
+    def taps(self) -> dict[str, int]:
+        """The named feature maps a head or neck can read (:func:`feature_taps`)."""
+        return feature_taps(self.blocks)
 
     @property
     def total_stride(self) -> int:
@@ -200,8 +216,15 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
     if width <= 0:
         raise TinydetError(f"{source}: width_mult: expected a positive number, got {width}")
     head_from = data.get("head_from", [])
-    if not isinstance(head_from, (list, tuple)) or not all(isinstance(i, int) for i in head_from):
-        raise TinydetError(f"{source}: head_from: expected a list of block indices, got {head_from!r}")
+    if not isinstance(head_from, (list, tuple)) or not all(isinstance(i, (int, str)) for i in head_from):
+        raise TinydetError(f"{source}: head_from: expected a list of block indices or tap names "
+                           f"(e.g. stride16), got {head_from!r}")
+    taps = feature_taps(blocks)
+    for i in head_from:
+        if isinstance(i, str) and i not in taps:
+            raise TinydetError(f"{source}: head_from: unknown tap '{i}'; expected a block index or one of "
+                               f"{', '.join(taps)}{closest(i, list(taps))}")
+    head_from = [taps[i] if isinstance(i, str) else i for i in head_from]
     for i in head_from:
         if not -len(blocks) <= i < len(blocks):
             raise TinydetError(f"{source}: head_from: block index {i} out of range (0..{len(blocks) - 1})")

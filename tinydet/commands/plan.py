@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> dict:
     from tinydet.schedule import allocate, check_split, parse_grid, plot_memory, search_plans
     from tinydet.schedule.profile import kb, parse_bytes
 
-    graph, rules = load_graph(args)
+    _, graph, rules = load_graph(args)
     budget = parse_bytes(args.sram_budget, "--sram-budget") if args.sram_budget is not None else None
     if args.max_overhead is not None and args.max_overhead < 0:
         raise TinydetError(f"--max-overhead: expected a fraction >= 0 (0.1 = +10%), got {args.max_overhead}")

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_graph(args: argparse.Namespace):
-    """(graph, rules) from the common arguments; every user error is a one-line TinydetError."""
+    """(spec, graph, rules) from the common arguments; every user error is a one-line TinydetError."""
     from tinydet.arch import HeadSpec, get_spec, lower
     from tinydet.errors import TinydetError
     from tinydet.schedule import MemoryRules
@@ -53,7 +53,7 @@ def load_graph(args: argparse.Namespace):
             raise TinydetError(f"--anchors: expected a positive number, got {args.anchors}")
         head = HeadSpec(num_classes=args.head_classes, num_anchors=args.anchors)
     graph = lower(spec, args.resolution, head=head)
-    return graph, MemoryRules(inplace_dw=not args.no_inplace_dw, fused_residual=not args.no_fused_residual)
+    return spec, graph, MemoryRules(inplace_dw=not args.no_inplace_dw, fused_residual=not args.no_fused_residual)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
     from tinydet.schedule import allocate, max_split, parse_grid, plan_patches
     from tinydet.schedule.profile import profile_graph
 
-    graph, rules = load_graph(args)
+    spec, graph, rules = load_graph(args)
     plan = None
     if args.patches is not None or args.grid is not None:
         grid = parse_grid(args.grid if args.grid is not None else args.patches)
@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> dict:
         raise TinydetError("--split: only meaningful with --patches N or --grid RxC")
     result = profile_graph(graph, rules, plan)
     result["arena_bytes"] = allocate(graph, plan, rules).arena_bytes
+    result["taps"] = spec.taps  # named feature maps (usable in head_from)
+    result["head_from"] = list(spec.head_from)
     return result
 
 
