@@ -21,8 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, clip_box
-from tinydet.data.voc import image_size
+from tinydet.data.records import BadInput, ImageRecord, clip_box, listed_image_size
 from tinydet.errors import TinydetError, closest
 from tinydet.io.jsonfile import read_json
 
@@ -151,13 +150,9 @@ def parse_coco(path: str, image_dir: str, classes: Sequence[str], bad: BadInput,
         file_path = os.path.join(image_dir, img["file_name"])
         width, height = img["width"], img["height"]
         if require_images:
-            if not os.path.isfile(file_path):
-                bad("missing_image", f"{path}: image id {image_id}: file_name names {file_path}, which does not exist")
-                continue
-            try:
-                size = image_size(file_path)
-            except OSError as exc:
-                bad("unreadable_image", f"{file_path}: unreadable image ({exc}); image id {image_id} of {path}")
+            size = listed_image_size(file_path, bad, f"{path}: image id {image_id}: file_name names {file_path}, "
+                                                     "which does not exist", f"image id {image_id} of {path}")
+            if size is None:
                 continue
             if size != (width, height):
                 bad("size_mismatch", f"{path}: image id {image_id}: width x height says {width}x{height} "

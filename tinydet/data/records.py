@@ -8,6 +8,7 @@ with ``skip_bad: true``, skipped and counted in a :class:`BadInputSummary` logge
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -127,6 +128,28 @@ class BadInputSummary:
         print(f"tinydet: {what}: skipped {self.total} bad input(s) (data.skip_bad: true):", file=stream)
         for reason in sorted(self.counts):
             print(f"  {reason}: {self.counts[reason]}, e.g. {self.examples[reason][0]}", file=stream)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) from the image header only (no decoding); raises OSError if unreadable."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return int(im.width), int(im.height)
+
+
+def listed_image_size(path: str, bad: "BadInput", missing: str, listed_at: str = "") -> tuple[int, int] | None:
+    """(width, height) of an image a loader's annotation lists, or None once it is reported as bad:
+    ``missing`` (the loader's own sentence, naming where it is listed) when the file does not
+    exist, ``PATH: unreadable image (...)`` + ``; listed_at`` when its header cannot be read."""
+    if not os.path.isfile(path):
+        bad("missing_image", missing)
+        return None
+    try:
+        return image_size(path)
+    except OSError as exc:
+        bad("unreadable_image", f"{path}: unreadable image ({exc})" + (f"; {listed_at}" if listed_at else ""))
+        return None
 
 
 def clip_box(x1: float, y1: float, x2: float, y2: float, width: float, height: float,

@@ -12,16 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, clip_box
+from tinydet.data.records import BadInput, ImageRecord, clip_box, listed_image_size
 from tinydet.errors import closest
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """(width, height) from the image header only (no decoding); raises OSError if unreadable."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return int(im.width), int(im.height)
 
 
 def _text(node: ET.Element, tag: str) -> str | None:
@@ -40,14 +32,11 @@ def parse_voc_xml(ann: str, image_dir: str, classes: Sequence[str], bad: BadInpu
         return None
     filename = _text(root, "filename") or f"{image_id}.jpg"
     path = os.path.join(image_dir, filename)
-    if not os.path.isfile(path):
-        bad("missing_image", f"{ann}: field filename names image {path}, which does not exist")
+    size = listed_image_size(path, bad, f"{ann}: field filename names image {path}, which does not exist",
+                             f"annotation {ann}")
+    if size is None:
         return None
-    try:
-        width, height = image_size(path)
-    except OSError as exc:
-        bad("unreadable_image", f"{path}: unreadable image ({exc}); annotation {ann}")
-        return None
+    width, height = size
     size = root.find("size")
     if size is not None:
         try:

@@ -12,8 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord
-from tinydet.data.voc import image_size
+from tinydet.data.records import BadInput, ImageRecord, listed_image_size
 
 ATTRS = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 INVALID = 4 + ATTRS.index("invalid")  # column of the invalid flag in a face line
@@ -112,14 +111,11 @@ def load_wider(root: str, splits: Sequence[str], bad: BadInput, min_size: float 
         image_dir = os.path.join(root, f"WIDER_{split}", "images")
         for name, line, faces in entries:
             path = os.path.join(image_dir, name)
-            if not os.path.isfile(path):
-                bad("missing_image", f"{gt_file}:{line}: image {path} does not exist")
+            size = listed_image_size(path, bad, f"{gt_file}:{line}: image {path} does not exist",
+                                     f"listed at {gt_file}:{line}")
+            if size is None:
                 continue
-            try:
-                width, height = image_size(path)
-            except OSError as exc:
-                bad("unreadable_image", f"{path}: unreadable image ({exc}); listed at {gt_file}:{line}")
-                continue
+            width, height = size
             keep = []
             for k, (x, y, w, h) in enumerate(faces[:, :4]):
                 where = f"{gt_file}:{line + 2 + k}"

@@ -20,8 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, clip_box
-from tinydet.data.voc import image_size
+from tinydet.data.records import BadInput, ImageRecord, clip_box, listed_image_size
 from tinydet.errors import TinydetError, closest
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -175,14 +174,10 @@ def load_yolo(root: str, entries: Sequence[str], classes: Sequence[str], bad: Ba
                 image_id = os.path.splitext(os.path.relpath(image, data.root))[0].replace(os.sep, "/")
                 if image_id in seen:
                     continue  # listed twice (e.g. a folder and a list file): one record
-                if not os.path.isfile(image):
-                    bad("missing_image", f"{source}: lists image {image}, which does not exist")
+                size = listed_image_size(image, bad, f"{source}: lists image {image}, which does not exist")
+                if size is None:
                     continue
-                try:
-                    width, height = image_size(image)
-                except OSError as exc:
-                    bad("unreadable_image", f"{image}: unreadable image ({exc})")
-                    continue
+                width, height = size
                 labels = parse_yolo_labels(label_path(image), width, height, data.names, classes, bad, tolerance)
                 if labels is None:
                     continue
