@@ -54,3 +54,22 @@ def run_cli(capsys, argv):
     rc = main(list(argv))
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def make_eval_export(tmp):
+    """The tiny training config's detector (mbv2-w0.35, 64 px, 5 classes, 4 test images of a
+    generated VOC set) with random weights, exported with a 2x2 grid and quantized: a folder that
+    ``tinydet eval --export`` can score. Returns (config path, export folder)."""
+    from tinydet.arch.presets import mbv2_w035
+    from tinydet.pipeline.quantize import quantize_export
+    from tinydet.quant.calibrate import calibrate
+    from train_helpers import make_voc, tiny_config
+
+    cfg = tiny_config(tmp, make_voc(tmp / "voc"), tmp / "runs")
+    spec, head = mbv2_w035(), HeadSpec(num_classes=5, num_anchors=3, channels=16, kernel=3)
+    out = tmp / "exp"
+    export_network(random_network(spec, head, seed=1), lower(spec, (64, 64), head=head), out, 3, (2, 2))
+    rng = np.random.default_rng(2)
+    quantize_export(out, calibrate(str(out / "full.onnx"), [rng.random((1, 3, 64, 64), dtype=np.float32)
+                                                           for _ in range(3)], "minmax"), {"kind": "ptq"})
+    return cfg, out

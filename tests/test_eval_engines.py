@@ -8,15 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinydet.arch import HeadSpec, lower
 from tinydet.cli import main
 from tinydet.export import load_export
-from tinydet.export.folder import export_network
 from tinydet.pipeline import eval as pipeline_eval
-from tinydet.pipeline.quantize import quantize_export
-from tinydet.quant.calibrate import calibrate
 
-from test_export_utils import random_network
+from fixtures import make_eval_export
 
 needs_qemu = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                                 reason="arm-none-eabi-gcc / qemu-system-arm are not installed")
@@ -24,20 +20,7 @@ needs_qemu = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shu
 
 @pytest.fixture(scope="module")
 def eval_setup(tmp_path_factory):
-    """The tiny training config's detector (mbv2-w0.35, 64 px, 5 classes, 4 test images) with
-    random weights, exported with a 2x2 grid and quantized: a folder ``tinydet eval`` can score."""
-    from tinydet.arch.presets import mbv2_w035
-    from train_helpers import make_voc, tiny_config
-
-    tmp = tmp_path_factory.mktemp("qemu_engine")
-    cfg = tiny_config(tmp, make_voc(tmp / "voc"), tmp / "runs")
-    spec, head = mbv2_w035(), HeadSpec(num_classes=5, num_anchors=3, channels=16, kernel=3)
-    out = tmp / "exp"
-    export_network(random_network(spec, head, seed=1), lower(spec, (64, 64), head=head), out, 3, (2, 2))
-    rng = np.random.default_rng(2)
-    quantize_export(out, calibrate(str(out / "full.onnx"), [rng.random((1, 3, 64, 64), dtype=np.float32)
-                                                           for _ in range(3)], "minmax"), {"kind": "ptq"})
-    return cfg, out
+    return make_eval_export(tmp_path_factory.mktemp("qemu_engine"))
 
 
 @pytest.fixture

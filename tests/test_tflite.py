@@ -17,7 +17,7 @@ from tinydet.pipeline.quantize import quantize_export
 from tinydet.quant.qgraph import QOp, load_qgraph
 
 from test_export_utils import random_network
-from fixtures import RES, calib_images, make_export
+from fixtures import RES, calib_images, make_eval_export, make_export
 
 tflite_schema = pytest.importorskip("tflite", reason="the tflite schema package is not installed")
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="LiteRT (ai-edge-litert) cannot be installed here")
@@ -154,19 +154,8 @@ def test_padding_rule_same_valid_or_explicit():
 
 @pytest.fixture(scope="module")
 def eval_setup(tmp_path_factory):
-    """The tiny training config's detector (mbv2-w0.35, 64 px, 5 classes) with random weights,
-    exported (2x2 grid), quantized and written as .tflite: a folder ``tinydet eval`` can score."""
-    from tinydet.arch.presets import mbv2_w035
-    from train_helpers import make_voc, tiny_config
-
-    tmp = tmp_path_factory.mktemp("engines")
-    cfg = tiny_config(tmp, make_voc(tmp / "voc"), tmp / "runs")
-    spec, head = mbv2_w035(), HeadSpec(num_classes=5, num_anchors=3, channels=16, kernel=3)
-    out = tmp / "exp"
-    export_network(random_network(spec, head, seed=1), lower(spec, (64, 64), head=head), out, 3, (2, 2))
-    rng = np.random.default_rng(2)
-    quantize_export(out, calibrate(str(out / "full.onnx"), [rng.random((1, 3, 64, 64), dtype=np.float32)
-                                                           for _ in range(3)], "minmax"), {"kind": "ptq"})
+    """:func:`fixtures.make_eval_export`, written as .tflite too."""
+    cfg, out = make_eval_export(tmp_path_factory.mktemp("engines"))
     assert main(["tflite", str(out), "--no-check", "--json"]) == 0
     return cfg, out
 
