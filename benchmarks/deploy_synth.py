@@ -38,7 +38,7 @@ def synthetic_export(out: Path, config: Path) -> Path:
     from tinydet.export.folder import export_network
     from tinydet.quant.calibrate import calibrate
     from tinydet.pipeline.quantize import quantize_export
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

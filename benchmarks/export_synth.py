@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
     from tinydet.data.synth import synth_voc
     from tinydet.export import onnx_runner
     from tinydet.io.onnxrt import session
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

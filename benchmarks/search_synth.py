@@ -71,7 +71,7 @@ def scale_anchors(anchors, factor: float):
 def train_and_test(base: dict, name: str, arch: str, resolution: int, anchors, out: Path) -> dict:
     """Train with the normal training config at ``resolution``; map50 on the test split."""
     from tinydet.eval.voc import eval_voc
-    from tinydet.train.config import from_dict
+    from tinydet.config import from_dict
     from tinydet.pipeline.predict import predict, torch_runner
     from tinydet.train.run import train
 

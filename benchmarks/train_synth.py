@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     from tinydet.data.synth import synth_voc
     from tinydet.eval.voc import eval_voc
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
     from tinydet.pipeline.predict import predict, torch_runner
     from tinydet.train.run import train
 

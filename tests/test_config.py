@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from tinydet.errors import TinydetError
-from tinydet.train.config import load_config, parse_override
+from tinydet.config import load_config, parse_override
 
 
 def _write(tmp_path, data, name="exp.yaml"):

@@ -138,7 +138,7 @@ def test_wider_submission_official_mats_and_height_rule_fallback(wider, tmp_path
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
     from tinydet.train.run import train
 
     tmp = tmp_path_factory.mktemp("trained")
@@ -194,7 +194,7 @@ def test_wider_model_eval_and_saved_submission_agree(wider, tmp_path, capsys):
     """A face detector trained one epoch on the WIDER layout: model run == its saved submission."""
     import yaml
 
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
     from tinydet.train.run import train
 
     root, records, _ = wider

@@ -10,7 +10,7 @@ from tinydet.arch.spec import save_spec
 from tinydet.cli import main
 from tinydet.export import load_export, onnx_runner
 from tinydet.models.detector import detector_from_config
-from tinydet.train.config import load_config
+from tinydet.config import load_config
 
 from test_export_utils import tiny_spec
 

@@ -13,7 +13,7 @@ import torch
 
 from tinydet.errors import TinydetError
 from tinydet.io.checkpoint import load_detector, read_checkpoint
-from tinydet.train.config import load_config
+from tinydet.config import load_config
 from tinydet.train.run import train
 
 from train_helpers import make_voc, tiny_config
@@ -73,10 +73,12 @@ def test_load_detector_rejects_a_config_with_another_architecture(trained):
 
 
 def test_loading_a_checkpoint_needs_neither_the_train_package_nor_lightning(trained):
-    # export / eval / quantize read checkpoints through tinydet.io.checkpoint alone
-    _, result = trained
-    code = ("import sys; from tinydet.io.checkpoint import load_detector; "
-            f"m = load_detector(None, {str(result['best_ckpt'])!r}); "
+    # export / eval / quantize read configs (tinydet.config) and checkpoints (tinydet.io.checkpoint)
+    # without the train package
+    cfg_path, result = trained
+    code = ("import sys; from tinydet.io.checkpoint import load_detector; from tinydet.config import load_config; "
+            "import tinydet.pipeline.export, tinydet.pipeline.eval, tinydet.pipeline.quantize; "
+            f"m = load_detector(load_config({str(cfg_path)!r}), {str(result['best_ckpt'])!r}); "
             "print(type(m).__name__, [k for k in sys.modules if k.startswith(('tinydet.train', 'lightning'))])")
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
@@ -221,7 +223,7 @@ def test_synth_voc_class_term_is_not_starved_by_the_few_classes():
     for the 5 synthetic classes left the class term far below box and objectness, and the class
     loss stayed at its trivial level for most of the benchmark's budget. synth_voc.yaml raises it."""
     from tinydet.models.detector import detector_from_config
-    from tinydet.train.config import to_dict
+    from tinydet.config import to_dict
     from tinydet.train.module import DetectorModule
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "synth_voc.yaml")

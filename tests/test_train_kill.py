@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from tinydet.io.checkpoint import read_checkpoint
-from tinydet.train.config import load_config
+from tinydet.config import load_config
 from tinydet.train.run import train
 
 from train_helpers import make_voc, tiny_config

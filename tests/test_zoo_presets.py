@@ -123,7 +123,7 @@ def test_zoo_configs_fit_their_budgets_with_their_patch_plan(name):
     from tinydet.arch.presets import MCUNET_ZOO
     from tinydet.models.detector import detector_from_config
     from tinydet.schedule import plan_patches
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
 
     flash_budget, net_config = ZOO_CONFIGS[name]
     cfg = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml")

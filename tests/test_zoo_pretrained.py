@@ -11,7 +11,7 @@ import yaml
 from tinydet.cli import main
 from tinydet.errors import TinydetError
 from tinydet.models.detector import detector_from_config, load_pretrained
-from tinydet.train.config import from_dict
+from tinydet.config import from_dict
 from tinydet.zoo import import_torch_module, write_import
 
 from test_zoo_import import IMAGENET_MEAN, IMAGENET_STD, random_bn

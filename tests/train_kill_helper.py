@@ -12,7 +12,7 @@ import sys
 
 from lightning.pytorch.callbacks import Callback
 
-from tinydet.train.config import load_config
+from tinydet.config import load_config
 from tinydet.train.run import train
 
 

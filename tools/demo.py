@@ -101,7 +101,7 @@ def main() -> int:
     from tinydet.eval.draw import draw_detections
     from tinydet.eval.wider import eval_wider_detections
     from tinydet.io.atomic import atomic_write_json
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
 
     cfg = load_config(ROOT / CONFIG, [])
     records, class_names, _ = load_records(cfg["data"], "val", CONFIG)

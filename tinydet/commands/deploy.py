@@ -68,7 +68,7 @@ def _images(args, export):
         return arrays, f"{args.images_dir}"
     if args.data_config:
         from tinydet.pipeline.images import split_images
-        from tinydet.train.config import load_config
+        from tinydet.config import load_config
 
         cfg = load_config(args.data_config, [])
         return np.stack(split_images(cfg, args.images, (h, w), args.data_config, split="val")), \

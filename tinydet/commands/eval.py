@@ -63,7 +63,7 @@ def _run_dets(args: argparse.Namespace) -> dict:
 
 def _run_model(args: argparse.Namespace) -> dict:
     from tinydet.pipeline.eval import evaluate_model
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
 
     if args.config is None:
         raise TinydetError("pass --dets FILE_OR_DIR --data DIR, or -c CONFIG with --ckpt, --onnx or --export")

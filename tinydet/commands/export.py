@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from tinydet.pipeline.export import export_checkpoint
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     return export_checkpoint(cfg, args.ckpt, args.out, plan=args.plan, patches=args.patches, grid=args.grid,

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict | None:
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
     from tinydet.train.run import train
 
     cfg = load_config(args.config, args.overrides)

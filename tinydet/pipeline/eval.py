@@ -114,7 +114,7 @@ def evaluate_detections(dets: str, *, data: str | None = None, config: str | Non
     cfg_data = None
     default_split = None
     if config is not None:
-        from tinydet.train.config import load_config, to_dict
+        from tinydet.config import load_config, to_dict
 
         cfg = load_config(config, overrides)
         cfg_data, default_split = to_dict(cfg["data"]), cfg["eval"]["split"]
@@ -344,7 +344,7 @@ def evaluate_model(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None
     writes the detections (:func:`save_detections`)."""
     from tinydet.data.records import resolve_data_cfg
     from tinydet.eval.wider import eval_wider_detections
-    from tinydet.train.config import to_dict
+    from tinydet.config import to_dict
     from tinydet.pipeline.predict import predict
 
     split = split or cfg["eval"]["split"]

@@ -39,7 +39,7 @@ def predict(cfg: Any, runner: Runner, split: str = "val", batch_size: int = 8
     from tinydet.data.transforms import unletterbox
     from tinydet.models.decode import postprocess
     from tinydet.models.detector import head_strides, resolve_spec
-    from tinydet.train.config import to_dict
+    from tinydet.config import to_dict
 
     model_cfg, ev = cfg["model"], cfg["eval"]
     spec = resolve_spec(model_cfg["arch"], model_cfg.get("width_mult"), getattr(cfg, "source", None))

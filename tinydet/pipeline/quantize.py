@@ -17,7 +17,7 @@ from tinydet.errors import TinydetError
 def config_for(folder: Path, schedule: dict, config: str | None, overrides) -> "object":
     """The experiment config: ``-c``, else schedule.json's ``config`` (a path, relative to the
     working directory or to the folder)."""
-    from tinydet.train.config import load_config
+    from tinydet.config import load_config
 
     if config is None:
         stored = schedule.get("config")

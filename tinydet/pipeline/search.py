@@ -30,7 +30,7 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     from tinydet.nas.space import space_from_config
     from tinydet.nas.supernet import Supernet, extract
     from tinydet.schedule import MemoryRules
-    from tinydet.train.config import load_config, to_dict
+    from tinydet.config import load_config, to_dict
 
     cfg = load_config(config, overrides)
     source = cfg.source

@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tinydet.errors import TinydetError
 from tinydet.io.atomic import atomic_torch_save
 from tinydet.io.checkpoint import read_checkpoint
-from tinydet.train.config import Config, to_dict
+from tinydet.config import Config, to_dict
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
