@@ -17,8 +17,13 @@ import yaml
 
 from tinydet.errors import TinydetError
 
+TASKS = ("detect", "classify")
+
 DEFAULTS: dict[str, Any] = {
     "name": "experiment",
+    # detect: boxes (YOLO-style head, mAP); classify: one label per image (global average pool +
+    # fully connected, top-1 / top-5; data.format imagefolder or vww)
+    "task": "detect",
     "model": {
         "arch": "mbv2-w0.35",          # preset name or path to a spec .yaml/.json
         "width_mult": None,            # null = the spec's own
@@ -58,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
         # (training augmentation is data.augment, owned by tinydet.data)
         # YOLOv5-style loss (see tinydet.models.loss)
         "loss": {"box": 0.05, "obj": 1.0, "cls": 0.5, "anchor_t": 4.0, "box_iou": "ciou", "balance": None},
+        # task classify: cross-entropy label smoothing, and knowledge distillation from a teacher
+        # checkpoint (loss = (1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T))
+        "label_smoothing": 0.1,
+        "distill": {"teacher": None, "alpha": 0.5, "temperature": 4.0},
     },
     "eval": {"conf_thresh": 0.001, "nms_iou": 0.6, "max_det": 100, "split": "val"},
     "quant": {"qat": False, "calib": 64, "method": "minmax", "qat_epochs": 1, "qat_lr": 0.0005},
@@ -83,6 +92,7 @@ NULLABLE: dict[str, tuple[type, ...]] = {
     "train.devices": (int, str, list),
     "train.precision": (str, int),
     "train.loss.balance": (list, type(None)),
+    "train.distill.teacher": (str, type(None)),
     "export.grid": (int, list, type(None)),
     "export.split": (int, type(None)),
     "export.sram_budget": (int, type(None)),
@@ -274,6 +284,8 @@ def _check_semantics(tree: dict, source: str) -> None:
     from tinydet.arch.graph import parse_resolution
 
     model, train = tree["model"], tree["train"]
+    if tree["task"] not in TASKS:
+        raise TinydetError(f"{source}: task: expected one of {', '.join(TASKS)}, got {tree['task']!r}")
     parse_resolution(model["resolution"])
     if model["pretrained"] is not None:
         from tinydet.zoo.pretrained import check_value
@@ -307,5 +319,12 @@ def _check_semantics(tree: dict, source: str) -> None:
         resolve_data_cfg = None
     if resolve_data_cfg is not None:
         resolve_data_cfg(tree["data"], source)
+    if not 0 <= train["label_smoothing"] < 1:
+        raise TinydetError(f"{source}: train.label_smoothing: expected a number in [0, 1), got {train['label_smoothing']}")
+    distill = train["distill"]
+    if not 0 <= distill["alpha"] <= 1:
+        raise TinydetError(f"{source}: train.distill.alpha: expected a number in [0, 1], got {distill['alpha']}")
+    if not distill["temperature"] > 0:
+        raise TinydetError(f"{source}: train.distill.temperature: expected a number > 0, got {distill['temperature']}")
     if not 0 < train["ema"]["decay"] < 1:
         raise TinydetError(f"{source}: train.ema.decay: expected a number in (0, 1), got {train['ema']['decay']}")
