@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import onnx
 
 METHODS = ("minmax", "percentile", "entropy")
-RANGE_OPS = ("Conv", "Clip", "Relu", "Add", "GlobalAveragePool", "Gemm")
+RANGE_OPS = ("Conv", "Clip", "Relu", "Add", "GlobalAveragePool", "Gemm", "Concat")
 PERCENTILE_BINS = 4096
 ENTROPY_BINS = 2048
 

@@ -17,6 +17,7 @@ layer sums far fewer than 2**37 of them, so the sum stays below 2**53.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -201,3 +202,81 @@ def global_avgpool_s8(x, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray
     x = _nhwc(x, "input")
     return avgpool_s8(x, (x.shape[1], x.shape[2]), stride=(1, 1), padding=(0, 0), out_hw=(1, 1),
                       act_min=act_min, act_max=act_max)
+
+
+# ---- neck ops (detector necks: tinydet.arch neck nodes) -------------------------------------------------
+
+
+def max_pool_s8(x, kernel: Pair, *, stride: Pair, padding: Pair = (0, 0), out_hw: Pair | None = None,
+                act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
+    """``arm_max_pool_s8``: the largest value over the window's positions inside the input (padding
+    positions are skipped, not read as a value), then the activation clamp; input and output share
+    scale and zero point (TFLite MAX_POOL_2D)."""
+    x = _nhwc(x, "input")
+    k, stride, padding = _pair(kernel, "kernel"), _pair(stride, "stride"), _pair(padding, "padding")
+    if out_hw is None:
+        out_hw = (conv_out_size(x.shape[1], k[0], stride[0], padding[0], padding[0]),
+                  conv_out_size(x.shape[2], k[1], stride[1], padding[1], padding[1]))
+    out_hw = _pair(out_hw, "out_hw")
+    # positions outside the input hold a value below every int8, so they never win
+    best = np.full((x.shape[0], out_hw[0], out_hw[1], x.shape[3]), QMIN - 1, dtype=np.int64)
+    for _, _, win in _taps(x.astype(np.int64) - (QMIN - 1), k, stride, padding, (1, 1), out_hw):
+        best = np.maximum(best, win + (QMIN - 1))
+    if np.any(best < QMIN):
+        raise ValueError("max_pool_s8: an output window lies entirely outside the input")
+    return np.clip(best, act_min, act_max).astype(np.int8)
+
+
+def upsample_nearest_s8(x, scale: Pair = (2, 2)) -> np.ndarray:
+    """Nearest-neighbour upsampling by integer factors: ``out[y, x] = in[y // sh, x // sw]`` (TFLite
+    RESIZE_NEAREST_NEIGHBOR with an integer scale, ONNX Resize nearest); values, scale and zero
+    point unchanged."""
+    x = _nhwc(x, "input")
+    sh, sw = _pair(scale, "scale")
+    if sh < 1 or sw < 1:
+        raise ValueError(f"upsample_nearest_s8: scale must be >= 1, got {(sh, sw)}")
+    return np.repeat(np.repeat(x, sh, axis=1), sw, axis=2)
+
+
+@dataclass(frozen=True)
+class Requant:
+    """int8 -> int8 requantization of one tensor into another's parameters (TFLite QUANTIZE int8 ->
+    int8, ``reference_ops::Requantize``): ``clamp(requantize(q - zp_in, mult, shift) + zp_out)``.
+    ``identity`` when the parameters are equal: the values are copied."""
+
+    input_offset: int  # -zp_in
+    mult: int
+    shift: int
+    output_offset: int  # +zp_out
+    identity: bool
+
+    @classmethod
+    def between(cls, s_in: float, zp_in: int, s_out: float, zp_out: int) -> "Requant":
+        """TFLite's preparation: the effective scale ``s_in / s_out`` in double from the float32
+        scales, through ``QuantizeMultiplier``."""
+        if np.float32(s_in) == np.float32(s_out) and int(zp_in) == int(zp_out):
+            return cls(-int(zp_in), 0, 0, int(zp_out), True)
+        m, s = quantize_multiplier(np.float64(np.float32(s_in)) / np.float64(np.float32(s_out)))
+        return cls(-int(zp_in), int(m), int(s), int(zp_out), False)
+
+
+def requantize_s8(x, rq: Requant, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
+    """Apply :class:`Requant` to an int8 tensor (element-wise)."""
+    x = np.asarray(x)
+    if rq.identity:
+        return np.clip(x.astype(np.int64), act_min, act_max).astype(np.int8)
+    out = requantize(x.astype(np.int64) + rq.input_offset, rq.mult, rq.shift) + rq.output_offset
+    return np.clip(out, act_min, act_max).astype(np.int8)
+
+
+def concat_s8(inputs: Sequence[np.ndarray], requants: Sequence[Requant]) -> np.ndarray:
+    """Channel concatenation of NHWC int8 tensors into the output's parameters: each input is
+    requantized with its :class:`Requant` (a copy where the parameters already agree), as TFLite
+    runs a QUANTIZE in front of each CONCATENATION input whose parameters differ (its int8 kernel
+    requires equal ones)."""
+    if len(inputs) != len(requants) or not inputs:
+        raise ValueError(f"concat_s8: {len(inputs)} inputs and {len(requants)} requantizations")
+    xs = [_nhwc(x, f"input {i}") for i, x in enumerate(inputs)]
+    if len({x.shape[:3] for x in xs}) != 1:
+        raise ValueError(f"concat_s8: inputs differ in N, H, W: {[x.shape for x in xs]}")
+    return np.concatenate([requantize_s8(x, rq) for x, rq in zip(xs, requants)], axis=3)

@@ -8,7 +8,12 @@ Conventions (DESIGN.md "Export folder", TFLite int8):
 * ReLU6 / ReLU folded into the producing convolution: its output range is clipped to [0, 6]
   (TFLite's fused activation), the ``Clip`` node disappears and the conv writes the clip's tensor;
 * the network input is quantized with scale 1/255, zero point -128 (pixels in [0, 1]);
-* a shortcut ``Add`` has its own output scale; the projection conv output (``<op>/conv``) has its own.
+* a shortcut ``Add`` has its own output scale; the projection conv output (``<op>/conv``) has its own;
+* neck ops: ``MaxPool`` and nearest ``Resize`` keep their input's scale and zero point (TFLite
+  MAX_POOL_2D / RESIZE_NEAREST_NEIGHBOR), an ``Add`` of two tensors with different scales and a
+  ``Concat`` get their own output parameters; the int8 arithmetic requantizes each input as TFLite
+  does (ADD's input rescaling, a QUANTIZE in front of every CONCATENATION input whose parameters
+  differ: :mod:`tinydet.quant.kernels`).
 
 Tensor naming in the QDQ graph: every quantized activation ``T`` of the float graph exists as
 ``T/q`` (int8, the output of its ``QuantizeLinear``) and, where the float graph exposes ``T`` as a
@@ -23,7 +28,7 @@ The same activation table (:func:`activation_params`) is applied to ``full``, ``
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -33,7 +38,9 @@ from tinydet.errors import TinydetError
 from tinydet.quant.params import WEIGHT_QMAX, QParams, input_params, params_from_range
 
 # ops whose float output is a quantized activation; Pad inherits its input's parameters
-PRODUCERS = ("Conv", "Add", "GlobalAveragePool", "Gemm")
+PRODUCERS = ("Conv", "Add", "GlobalAveragePool", "Gemm", "Concat", "MaxPool", "Resize")
+#: producers whose output keeps its input's quantization parameters (values are only moved or compared)
+SAME_PARAMS = ("GlobalAveragePool", "MaxPool", "Resize")
 PASS_THROUGH = ("Pad", "Flatten")
 ACTIVATIONS = ("Clip", "Relu")
 
@@ -221,8 +228,9 @@ def activation_params(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, 
     view = _View(fused.graph, where)
     for name in activation_tensors(model, where):
         prod = view.producer.get(name)
-        if prod is not None and prod.op_type == "GlobalAveragePool":
-            # average pooling keeps its input's scale and zero point (TFLite / arm_avgpool_s8)
+        if prod is not None and prod.op_type in SAME_PARAMS:
+            # average / max pooling and nearest upsampling keep their input's scale and zero point
+            # (TFLite, arm_avgpool_s8 / arm_max_pool_s8)
             table[name] = table[prod.input[0]]
             continue
         if name in image_inputs:
@@ -252,7 +260,7 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
     """Rewrite a float export model into QDQ form with the activation ``table``.
 
     Supported float ops: Conv (+ folded Clip/Relu), Add, Pad (constant, zero), GlobalAveragePool,
-    Flatten, Gemm; nodes that do not touch activations (per-tile pad arithmetic) are kept as is.
+    Flatten, Gemm, MaxPool, nearest Resize (integer scale), channel Concat; nodes that do not touch activations (per-tile pad arithmetic) are kept as is.
     Anything else raises a :class:`TinydetError` naming the node and its place.
     """
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -369,6 +377,20 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
         elif node.op_type == "GlobalAveragePool":
             new_nodes.append(helper.make_node("GlobalAveragePool", [dq_for(node.input[0], nname)], [f"{out}/raw"], name=nname))
             emit_q(out, f"{out}/raw", params[node.input[0]])
+        elif node.op_type == "MaxPool":
+            check_max_pool(node, f"{where}: {label}")
+            new_nodes.append(_copy_node(node, [dq_for(node.input[0], nname)], f"{out}/raw"))
+            emit_q(out, f"{out}/raw", params[node.input[0]])
+        elif node.op_type == "Resize":
+            upsample_scale(node, view.const, f"{where}: {label}")
+            new_nodes.append(_copy_node(node, [dq_for(node.input[0], nname), *node.input[1:]], f"{out}/raw"))
+            emit_q(out, f"{out}/raw", params[node.input[0]])
+        elif node.op_type == "Concat":
+            axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), None)
+            if axis not in (1, -3) or len(reads) != len(node.input):
+                raise TinydetError(f"{where}: {label}: expected a channel Concat (axis 1) of activations")
+            new_nodes.append(_copy_node(node, [dq_for(n, nname) for n in node.input], f"{out}/raw"))
+            emit_q(out, f"{out}/raw", need(out))
         elif node.op_type == "Flatten":
             new_nodes.append(helper.make_node("Flatten", [f"{node.input[0]}/q"], [f"{out}/q"], name=nname, axis=1))
             alias_q(out, node.input[0])
@@ -388,7 +410,7 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
             emit_q(out, f"{out}/raw", need(out))
         else:
             raise TinydetError(f"{where}: {label} cannot be quantized; expected Conv, Clip/Relu after a Conv, Add, "
-                               f"Pad, GlobalAveragePool, Flatten or Gemm")
+                               f"Pad, GlobalAveragePool, Flatten, Gemm, MaxPool, nearest Resize or Concat")
         activations.add(out)
 
     used = {n for node in new_nodes for n in node.input}
@@ -402,6 +424,67 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
     helper.set_model_props(out_model, props)
     onnx.checker.check_model(out_model)
     return out_model
+
+
+def _copy_node(node: onnx.NodeProto, inputs: list[str], output: str) -> onnx.NodeProto:
+    """``node`` with new inputs and output (attributes and name kept)."""
+    out = helper.make_node(node.op_type, inputs, [output], name=node.name or node.output[0])
+    out.attribute.extend(node.attribute)
+    return out
+
+
+def check_max_pool(node: onnx.NodeProto, where: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...]]:
+    """(kernel, stride, pads) of a MaxPool that ``arm_max_pool_s8`` runs: 2-D, no dilation, floor mode,
+    one output; anything else is refused naming the node."""
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    kernel = tuple(int(v) for v in a.get("kernel_shape", ()))
+    strides = tuple(int(v) for v in a.get("strides", (1,) * len(kernel)))
+    pads = tuple(int(v) for v in a.get("pads", (0,) * (2 * len(kernel))))
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    if (len(kernel) != 2 or len(node.output) > 1 and node.output[1] or int(a.get("ceil_mode", 0)) != 0
+            or any(int(d) != 1 for d in a.get("dilations", (1, 1))) or auto_pad not in (b"NOTSET", "NOTSET")):
+        raise TinydetError(f"{where}: expected a 2-D MaxPool with explicit pads, floor mode, no dilation and no "
+                           f"indices output (arm_max_pool_s8)")
+    return (kernel[0], kernel[1]), (strides[0], strides[1]), pads
+
+
+def _resize_source(out: int, scale: float, size_in: int, mode: str, nearest: str) -> int:
+    """The input index ONNX Resize (nearest) reads for output index ``out`` on one axis."""
+    size_out = int(np.floor(size_in * scale))
+    if mode == "asymmetric":
+        x = out / scale
+    elif mode in ("half_pixel", "pytorch_half_pixel"):
+        x = (out + 0.5) / scale - 0.5 if (mode == "half_pixel" or size_out > 1) else 0.0
+    elif mode == "align_corners":
+        x = out * (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+    else:
+        return -1
+    rounded = {"floor": np.floor(x), "ceil": np.ceil(x),
+               "round_prefer_floor": np.ceil(x - 0.5), "round_prefer_ceil": np.floor(x + 0.5)}.get(nearest)
+    return -1 if rounded is None else int(min(max(rounded, 0), size_in - 1))
+
+
+def upsample_scale(node: onnx.NodeProto, const: Callable[[str], "np.ndarray | None"], where: str) -> tuple[int, int]:
+    """The integer (h, w) factors of a nearest ``Resize`` that is ``out[y, x] = in[y // sh, x // sw]``
+    (TFLite RESIZE_NEAREST_NEIGHBOR, ``upsample_nearest_s8``), from constant ``scales``; refused
+    otherwise, naming the node. ``const``: a constant's value by name (None if not constant)."""
+    a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
+    text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+    mode, coord = text(a.get("mode", "nearest")), text(a.get("coordinate_transformation_mode", "half_pixel"))
+    nearest = text(a.get("nearest_mode", "round_prefer_floor"))
+    scales = const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if mode != "nearest" or scales is None or len(node.input) > 3 and node.input[3]:
+        raise TinydetError(f"{where}: expected a nearest Resize with constant scales (upsampling)")
+    scales = np.asarray(scales, np.float64).reshape(-1)
+    factors = [int(round(v)) for v in scales]
+    if len(scales) != 4 or factors[:2] != [1, 1] or np.any(scales != factors) or min(factors) < 1:
+        raise TinydetError(f"{where}: Resize scales {scales.tolist()}; expected [1, 1, sh, sw] with integer sh, sw")
+    for f in factors[2:]:
+        # every output index must read index // f, on any input size: checked over a few periods
+        if any(_resize_source(o, float(f), 7, coord, nearest) != o // f for o in range(7 * f)):
+            raise TinydetError(f"{where}: Resize coordinate_transformation_mode '{coord}' with nearest_mode "
+                               f"'{nearest}' does not read input index out // {f}; expected e.g. asymmetric + floor")
+    return factors[2], factors[3]
 
 
 def table_to_json(table: Mapping[str, QParams]) -> dict:

@@ -15,7 +15,11 @@ Op kinds (``QOp.kind``), activations NHWC int8 named like the float graph's tens
   (:class:`tinydet.geometry.Pads`), ``stride`` (h, w); with ``add`` set, the shortcut add that follows the conv is fused:
   the conv result is requantized to ``add.conv_tensor``'s parameters, then added to
   ``add.shortcut`` with :func:`tinydet.quant.kernels.add_params` (``add.params``);
-* ``add``: a stand-alone elementwise add (not after a conv);
+* ``add``: a stand-alone elementwise add (a neck's sum of two branches; inputs of different scales are
+  rescaled as TFLite's ADD does, ``add.params``);
+* ``maxpool`` (``kernel``, ``stride``, ``padding``; keeps scale and zero point), ``upsample`` (nearest,
+  integer factors in ``scale``; keeps them), ``concat`` (channels; ``requant`` = one
+  :class:`tinydet.quant.kernels.Requant` per input into the output's parameters);
 * ``avgpool`` (global, keeps scale and zero point), ``flatten``, ``fc`` (weight ``[C_OUT, D]``);
 * ``dequantize``: int8 -> float NCHW graph output.
 
@@ -35,8 +39,9 @@ from onnx import helper, numpy_helper
 from tinydet.errors import TinydetError
 from tinydet.geometry import Pads
 from tinydet.quant.arith import quantize_multiplier
-from tinydet.quant.kernels import add_params
+from tinydet.quant.kernels import Requant, add_params
 from tinydet.quant.params import QMAX, QMIN
+from tinydet.quant.qdq import check_max_pool, upsample_scale
 
 
 @dataclass
@@ -63,6 +68,8 @@ class QOp:
     padding: Pads = field(default_factory=Pads)
     pads_input: str | None = None
     add: dict[str, Any] | None = None
+    scale: tuple[int, int] = (1, 1)  # upsample factors (h, w)
+    requant: list[Requant] = field(default_factory=list)  # concat: per input
 
     def summary(self) -> dict:
         """JSON-friendly description without the weight arrays."""
@@ -72,6 +79,12 @@ class QOp:
         if self.kind in ("conv", "dwconv"):
             out.update(kernel=list(self.kernel), stride=list(self.stride), padding=self.padding.to_dict(),
                        weight_shape=list(self.weight.shape))
+        if self.kind == "maxpool":
+            out.update(kernel=list(self.kernel), stride=list(self.stride), padding=self.padding.to_dict())
+        if self.kind == "upsample":
+            out["scale"] = list(self.scale)
+        if self.kind == "concat":
+            out["requant"] = [vars(r) for r in self.requant]
         if self.pads_input:
             out["pads_input"] = self.pads_input
         if self.add:
@@ -240,6 +253,28 @@ def load_qgraph(model: "onnx.ModelProto | str | Path") -> QGraph:
             else:
                 op.pads_input = pads_name
             ops.append(op)
+        elif t in ("MaxPool", "Resize"):
+            x = act_in(node, 0)
+            out = out_of(node)
+            s, z = params_of(x)
+            if params_of(out) != (s, z):
+                raise TinydetError(f"{where}: {t} '{node.name}' changes scale/zero point; expected its input's")
+            op = QOp(name=node.name, kind="maxpool" if t == "MaxPool" else "upsample", inputs=[x], output=out,
+                     in_scale=[s], in_zp=[z], out_scale=s, out_zp=z)
+            if t == "MaxPool":
+                op.kernel, op.stride, pads = check_max_pool(node, f"{where}: MaxPool '{node.name}'")
+                op.padding = Pads.from_onnx(pads)
+            else:
+                op.scale = upsample_scale(node, consts.get, f"{where}: Resize '{node.name}'")
+            ops.append(op)
+        elif t == "Concat":
+            ins = [act_in(node, i) for i in range(len(node.input))]
+            out = out_of(node)
+            so, zo = params_of(out)
+            ps = [params_of(x) for x in ins]
+            ops.append(QOp(name=node.name, kind="concat", inputs=ins, output=out, in_scale=[p[0] for p in ps],
+                           in_zp=[p[1] for p in ps], out_scale=so, out_zp=zo,
+                           requant=[Requant.between(s, z, so, zo) for s, z in ps]))
         elif t == "GlobalAveragePool":
             x = act_in(node, 0)
             out = out_of(node)
@@ -271,7 +306,7 @@ def load_qgraph(model: "onnx.ModelProto | str | Path") -> QGraph:
                            weight_scale=ws, mult=mult, shift=shift))
         else:
             raise TinydetError(f"{where}: node '{node.name}' ({t}) is not an int8 op this reader knows; expected "
-                               f"Conv, Add, Pad, GlobalAveragePool, Flatten, Gemm in QDQ form")
+                               f"Conv, Add, Pad, GlobalAveragePool, Flatten, Gemm, MaxPool, Resize, Concat in QDQ form")
     for o in g.output:
         if producers.get(o.name) is None or producers[o.name].op_type != "DequantizeLinear":
             raise TinydetError(f"{where}: graph output '{o.name}' is not a DequantizeLinear of an int8 tensor")
@@ -290,8 +325,10 @@ def load_qgraph(model: "onnx.ModelProto | str | Path") -> QGraph:
 
 def _fuse_shortcut_adds(ops: list[QOp]) -> list[QOp]:
     """Fold ``conv -> add(shortcut)`` into the conv (DESIGN.md fused residual) when nothing else
-    reads the conv's own output. The fused op takes the add's place in the order, after whatever
-    makes the shortcut (stage 1 crops it with a Pad after the conv)."""
+    reads the conv's own output and the add is the conv op's own (it writes the tensor named after
+    the conv, as the exporter's ``<op>/add`` does; a neck's ``add`` node of two branches stays a
+    stand-alone add, where the plan has it). The fused op takes the add's place in the order, after
+    whatever makes the shortcut (stage 1 crops it with a Pad after the conv)."""
     readers: dict[str, int] = {}
     for op in ops:
         for name in op.inputs:
@@ -302,7 +339,8 @@ def _fuse_shortcut_adds(ops: list[QOp]) -> list[QOp]:
         if op.kind != "add":
             continue
         conv = next((by_output[n] for n in op.inputs if n in by_output and by_output[n].kind in ("conv", "dwconv")
-                     and readers.get(n) == 1 and by_output[n] not in fuse.values()), None)
+                     and readers.get(n) == 1 and by_output[n] not in fuse.values()
+                     and op.output == by_output[n].name), None)
         if conv is not None:
             fuse[id(op)] = conv
     fused_convs = {id(c) for c in fuse.values()}

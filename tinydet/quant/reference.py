@@ -80,6 +80,16 @@ def run_op(op: QOp, env: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[i
         return {op.add["conv_tensor"]: y, op.output: _add(op.add["params"], a, b)}
     if op.kind == "add":
         return {op.output: _add(op.add["params"], x, env[op.inputs[1]])}
+    if op.kind == "maxpool":
+        p = op.padding
+        (kh, kw), (sh, sw) = op.kernel, op.stride
+        out_hw = (conv_out_size(x.shape[1], kh, sh, p.top, p.bottom), conv_out_size(x.shape[2], kw, sw, p.left, p.right))
+        return {op.output: kernels.max_pool_s8(x, op.kernel, stride=op.stride, padding=(p.top, p.left), out_hw=out_hw,
+                                               act_min=op.act_min, act_max=op.act_max)}
+    if op.kind == "upsample":
+        return {op.output: kernels.upsample_nearest_s8(x, op.scale)}
+    if op.kind == "concat":
+        return {op.output: kernels.concat_s8([env[n] for n in op.inputs], op.requant)}
     if op.kind == "avgpool":
         return {op.output: kernels.global_avgpool_s8(x)}
     if op.kind == "flatten":
@@ -225,7 +235,7 @@ def layer_lsb_vs_ort(qg: QGraph, model: "onnx.ModelProto", images: np.ndarray,
             continue
         env = {n: ort_vals[n] for n in op.inputs}
         made = run_op(op, env, pads)
-        if op.add:
+        if op.add and op.kind in ("conv", "dwconv"):
             # the sum is compared on onnxruntime's conv result, so each kernel is measured alone
             a, b = ((ort_vals[op.add["conv_tensor"]], ort_vals[op.add["shortcut"]]) if op.add["conv_first"]
                     else (ort_vals[op.add["shortcut"]], ort_vals[op.add["conv_tensor"]]))
