@@ -16,7 +16,8 @@ def test_task_defaults_to_detect_and_accepts_classify(tmp_path):
     cfg = load_config(_write(tmp_path, {}))
     assert cfg.task == "detect"
     assert cfg.train.label_smoothing == 0.1 and cfg.train.distill.teacher is None
-    cfg = load_config(_write(tmp_path, {}), ["task=classify", "train.distill.teacher=t.ckpt"])
+    cfg = load_config(_write(tmp_path, {}), ["task=classify", "train.distill.teacher=t.ckpt",
+                                             "data.format=imagefolder", "data.classes=[a, b]"])
     assert cfg.task == "classify" and cfg.train.distill.teacher == "t.ckpt"
 
 

@@ -317,7 +317,11 @@ def _check_semantics(tree: dict, source: str) -> None:
         from tinydet.data.records import resolve_data_cfg
     except ImportError:
         resolve_data_cfg = None
-    if resolve_data_cfg is not None:
+    if tree["task"] == "classify":
+        from tinydet.data.imagefolder import resolve_classify_data_cfg
+
+        resolve_classify_data_cfg(tree["data"], source)
+    elif resolve_data_cfg is not None:
         resolve_data_cfg(tree["data"], source)
     if not 0 <= train["label_smoothing"] < 1:
         raise TinydetError(f"{source}: train.label_smoothing: expected a number in [0, 1), got {train['label_smoothing']}")

@@ -1,5 +1,6 @@
-"""``tinydet data synth`` (synthetic VOC / WIDER Face / COCO / YOLO sets), ``tinydet data convert``
-(between those layouts) and ``tinydet data anchors`` (k-means)."""
+"""``tinydet data synth`` (synthetic VOC / WIDER Face / COCO / YOLO / ImageFolder sets), ``tinydet data
+convert`` (between the detection layouts), ``tinydet data vww`` (Visual Wake Words split files from
+COCO annotations) and ``tinydet data anchors`` (k-means)."""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +11,17 @@ from tinydet.commands.common import add_json_argument
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="<action>")
     sub.required = True
-    p = sub.add_parser("synth", help="write a synthetic data set in the real VOC, WIDER Face, COCO or YOLO layout")
-    p.add_argument("--format", choices=["voc", "wider", "coco", "yolo"], required=True)
-    p.add_argument("--out", required=True, help="output folder (the VOCdevkit, WIDER, COCO or YOLO root)")
+    p = sub.add_parser("synth", help="write a synthetic data set in the real VOC, WIDER Face, COCO, YOLO or "
+                                     "ImageFolder layout")
+    p.add_argument("--format", choices=["voc", "wider", "coco", "yolo", "imagefolder"], required=True)
+    p.add_argument("--out", required=True,
+                   help="output folder (the VOCdevkit, WIDER, COCO, YOLO or ImageFolder root)")
     p.add_argument("--images", type=int, required=True, help="number of images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=320, help="long side of the images in pixels")
     p.add_argument("--classes", nargs="+", default=None,
-                   help="voc, coco, yolo: shape classes (circle square triangle star cross hexagon ring)")
+                   help="voc, coco, yolo, imagefolder: shape classes (circle square triangle star cross hexagon "
+                        "ring person); person draws human silhouettes (coco + person: a set for tinydet data vww)")
     p.add_argument("--year", type=int, default=2007, help="voc: writes VOC<year>/ (2007 also gets a test split)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     add_json_argument(p)
@@ -36,6 +40,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "COCO categories by id, YOLO names)")
     p.add_argument("--year", default="2007", help="--to voc: writes VOC<year>/")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad source inputs instead of stopping")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_json_argument(p)
+
+    p = sub.add_parser("vww", help="Visual Wake Words split files from COCO instances annotations "
+                                   "(the official visualwakewords rule)")
+    p.add_argument("--coco", required=True,
+                   help="COCO folder: annotations/instances_<split>.json and <split>/ (or images/<split>/) images")
+    p.add_argument("--out", required=True, help="output folder (labels.txt, <split>.txt, official JSON; atomic)")
+    p.add_argument("--splits", nargs="+", default=["train2014", "val2014"],
+                   help="COCO splits to label (default: train2014 val2014 -> train, val)")
+    p.add_argument("--minival-ids", default=None,
+                   help="mscoco_minival_ids.txt: val = those images, train = both splits minus them (the VWW "
+                        "challenge / MCUNet split)")
+    p.add_argument("--threshold", type=float, default=0.005,
+                   help="label 1 iff a person annotation's area / image area is above this (default 0.005)")
+    p.add_argument("--foreground", default="person", help="COCO category name of label 1 (default person)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     add_json_argument(p)
 
@@ -111,6 +131,11 @@ def run(args: argparse.Namespace) -> dict:
         print(f"tinydet: writing {args.images} synthetic {args.format} images to {args.out}", file=sys.stderr)
         if args.format == "voc":
             return synth_voc(args.out, args.images, args.seed, args.size, args.classes, args.year, args.overwrite)
+        if args.format == "imagefolder":
+            from tinydet.data.synth import synth_imagefolder
+
+            return synth_imagefolder(args.out, args.images, args.seed, args.size, args.classes,
+                                     overwrite=args.overwrite)
         if args.format in ("coco", "yolo"):
             from tinydet.data.synth import synth_coco_yolo
 
@@ -121,6 +146,13 @@ def run(args: argparse.Namespace) -> dict:
 
             raise TinydetError("synth: --classes applies to --format voc, coco, yolo (wider has the single class face)")
         return synth_wider(args.out, args.images, args.seed, args.size, overwrite=args.overwrite)
+    if args.action == "vww":
+        from tinydet.data.vww import build_vww
+
+        print(f"tinydet: labelling {' '.join(args.splits)} of {args.coco} (Visual Wake Words) into {args.out}",
+              file=sys.stderr)
+        return build_vww(args.coco, args.out, args.splits, args.minival_ids, args.threshold, args.foreground,
+                         args.overwrite)
     if args.action == "convert":
         from tinydet.data.convert import convert
 

@@ -24,7 +24,7 @@ from tinydet.errors import TinydetError, closest
 from tinydet.io.atomic import replace_dir
 from tinydet.ops.boxes import box_iou
 
-SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon", "ring")
+SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon", "ring", "person")
 DEFAULT_CLASSES = ("circle", "square", "triangle", "star", "cross")
 
 WIDER_EVENTS = ("0--Parade", "1--Handshaking", "2--Demonstration", "3--Riot", "4--Dancing",
@@ -105,6 +105,13 @@ def _unit_polygon(shape: str) -> list[np.ndarray]:
         a = -np.pi / 2 + np.pi * np.arange(10) / 5
         r = np.where(np.arange(10) % 2 == 0, 1.0, 0.42)
         return [np.stack([r * np.cos(a), r * np.sin(a)], 1)]
+    if shape == "person":  # upright silhouette: head, shoulders, arms, legs (y grows downwards)
+        a = np.linspace(np.pi * 0.62, np.pi * 2.38, 20)
+        head = np.stack([0.21 * np.cos(a), -0.76 + 0.21 * np.sin(a)], 1)
+        body = np.array([[0.09, -0.53], [0.42, -0.45], [0.47, 0.12], [0.33, 0.12], [0.3, -0.22], [0.26, 0.12],
+                         [0.29, 1.0], [0.08, 1.0], [0.0, 0.32], [-0.08, 1.0], [-0.29, 1.0], [-0.26, 0.12],
+                         [-0.3, -0.22], [-0.33, 0.12], [-0.47, 0.12], [-0.42, -0.45], [-0.09, -0.53]], float)
+        return [np.concatenate([head, body], 0)]
     if shape == "cross":
         t = 0.33
         return [np.array([[-t, -1], [t, -1], [t, -t], [1, -t], [1, t], [t, t], [t, 1], [-t, 1],
@@ -192,7 +199,8 @@ def render_voc_image(seed: int, index: int, size: int, classes: Sequence[str]
                 break
         else:
             continue
-        max_angle = 0.35 if name == "square" else np.pi  # a square rotated 45° would be a diamond
+        # a square rotated 45° would be a diamond; persons stand roughly upright
+        max_angle = 0.35 if name in ("square", "person") else np.pi
         polys = _place(name, cx, cy, s, aspect, float(rng.uniform(-max_angle, max_angle)))
         mask = np.zeros((h, w), np.uint8)
         _fill(mask, polys)
@@ -622,3 +630,58 @@ def synth_coco_yolo(fmt: str, out: str, images: int, seed: int = 0, size: int = 
         shutil.rmtree(tmp, ignore_errors=True)
     return {"format": fmt, "path": out, "images": images, "classes": voc["classes"], "objects": voc["objects"],
             "difficult": voc["difficult"], "splits": summary["splits"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageFolder: one labelled shape per image (classification)
+# ---------------------------------------------------------------------------------------------
+def render_class_image(seed: int, index: int, size: int, shape: str, others: Sequence[str] = ()
+                       ) -> np.ndarray:
+    """One classification image (RGB uint8, ``size`` x ``size``): a large ``shape`` over clutter,
+    sometimes with a small distractor of another class; a pure function of its arguments."""
+    rng = np.random.default_rng([seed, index, 7])
+    img = _background(rng, size, size)
+    s = float(rng.uniform(0.35, 0.8) * size)
+    cx, cy = (float(rng.uniform(0.5 * s, size - 0.5 * s)) for _ in range(2))
+    max_angle = 0.35 if shape in ("square", "person") else np.pi
+    mask = np.zeros((size, size), np.uint8)
+    _fill(mask, _place(shape, cx, cy, s, float(rng.uniform(0.75, 1.35)), float(rng.uniform(-max_angle, max_angle))))
+    _paint(rng, img, mask)
+    if others and rng.random() < 0.5:
+        other = str(rng.choice(list(others)))
+        d = float(rng.uniform(0.08, 0.16) * size)
+        dm = np.zeros((size, size), np.uint8)
+        _fill(dm, _place(other, float(rng.uniform(d, size - d)), float(rng.uniform(d, size - d)), d, 1.0,
+                         float(rng.uniform(-0.3, 0.3))))
+        _paint(rng, img, dm)
+    noise = rng.normal(0.0, rng.uniform(0, 6), size=img.shape)
+    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def synth_imagefolder(out: str, images: int, seed: int = 0, size: int = 96, classes: Sequence[str] | None = None,
+                      val_fraction: float = 0.25, overwrite: bool = False) -> dict:
+    """Write ``out/train/<class>/*.jpg`` and ``out/val/<class>/*.jpg`` (torchvision's ImageFolder
+    layout): ``images`` images in all, classes in turn, split per class. Returns a summary."""
+    classes = _check_classes(classes)
+    if images < 2 * len(classes):
+        raise TinydetError(f"synth: --images {images} is too few for {len(classes)} classes (need >= {2 * len(classes)})")
+    stage = _Staging(out, ["train", "val"], overwrite)
+    counts = {"train": {c: 0 for c in classes}, "val": {c: 0 for c in classes}}
+    try:
+        for index in range(images):
+            label = index % len(classes)
+            name = classes[label]
+            k = index // len(classes)
+            per_class = (images - label + len(classes) - 1) // len(classes)
+            split = "val" if k >= per_class - max(1, int(round(val_fraction * per_class))) else "train"
+            folder = stage.path(split, name)
+            os.makedirs(folder, exist_ok=True)
+            others = [c for c in classes if c != name]
+            _write_jpeg(os.path.join(folder, f"{name}_{index:06d}.jpg"),
+                        render_class_image(seed, index, size, name, others))
+            counts[split][name] += 1
+        stage.commit()
+    except BaseException:
+        stage.abort()
+        raise
+    return {"format": "imagefolder", "path": out, "images": images, "classes": classes, "splits": counts}

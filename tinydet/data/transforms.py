@@ -105,24 +105,46 @@ def unletterbox(boxes: Any, meta: dict) -> Any:
     return np.clip(out, 0.0, limits).astype(arr.dtype if arr.dtype.kind == "f" else np.float32)
 
 
-def resolve_augment(augment: dict | bool | None, source: str = "config") -> dict:
-    """Merge ``augment`` over :data:`AUGMENT_DEFAULTS`; ``False`` disables augmentation."""
-    cfg = copy.deepcopy(AUGMENT_DEFAULTS)
+#: Classification training augmentation (``data.augment`` of a ``task: classify`` config):
+#: torchvision's ImageNet recipe (RandomResizedCrop, flip, colour jitter) in albumentations.
+CLASSIFY_AUGMENT_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "scale": [0.08, 1.0],       # RandomResizedCrop: crop area as a fraction of the image
+    "ratio": [0.75, 1.3333],    # RandomResizedCrop: crop aspect (w / h) range
+    "hflip": 0.5,
+    "brightness": 0.4,
+    "contrast": 0.4,
+    "saturation": 0.4,
+    "hue": 0.0,
+    "color_p": 0.8,
+}
+#: Classification evaluation: resize so the network input is the central 87.5% of the image
+#: (torchvision's resize-to-size/0.875 then centre crop), the same in float eval, int8 and firmware.
+EVAL_CROP = 0.875
+_PAIR_KEYS = ("scale", "ratio")
+
+
+def resolve_augment(augment: dict | bool | None, source: str = "config",
+                    defaults: dict[str, Any] = AUGMENT_DEFAULTS) -> dict:
+    """Merge ``augment`` over ``defaults`` (detection's :data:`AUGMENT_DEFAULTS`, or
+    :data:`CLASSIFY_AUGMENT_DEFAULTS`); ``False`` disables augmentation."""
+    cfg = copy.deepcopy(defaults)
     if augment is False:
         cfg["enabled"] = False
         return cfg
     for key, value in (augment or {}).items():
-        if key not in AUGMENT_DEFAULTS:
-            raise TinydetError(f"{source}: unknown key data.augment.{key}{closest(key, AUGMENT_DEFAULTS)}")
+        if key not in defaults:
+            raise TinydetError(f"{source}: unknown key data.augment.{key}{closest(key, defaults)}")
         cfg[key] = value
     if not isinstance(cfg["enabled"], bool):
         raise TinydetError(f"{source}: data.augment.enabled must be true or false, got {cfg['enabled']!r}")
-    scale = cfg["scale"]
-    if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and all(_is_number(v) for v in scale)
-            and 0 < scale[0] <= scale[1]):
-        raise TinydetError(f"{source}: data.augment.scale must be [low, high] with 0 < low <= high, got {scale!r}")
+    for key in _PAIR_KEYS:
+        pair = cfg.get(key)
+        if key in cfg and not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_number(v) for v in pair)
+                               and 0 < pair[0] <= pair[1]):
+            raise TinydetError(f"{source}: data.augment.{key} must be [low, high] with 0 < low <= high, got {pair!r}")
     for key, value in cfg.items():
-        if key in ("enabled", "scale"):
+        if key == "enabled" or key in _PAIR_KEYS:
             continue
         upper = 1.0 if key.endswith("_p") or key in ("hflip", "min_visibility", "hue") else \
             (255.0 if key == "pad_value" else float("inf"))
@@ -190,3 +212,38 @@ def prepare_sample(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, diffi
         boxes, labels, difficult = boxes[keep], labels[keep], difficult[keep]
     chw = np.ascontiguousarray(lb.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
     return chw, boxes, labels, difficult, meta
+
+
+def build_classify_transform(augment: dict, size: int | Sequence[int], seed: int | None = None):
+    """The albumentations pipeline of classification training: random resized crop to ``size``,
+    horizontal flip, colour jitter (``augment`` resolved with :data:`CLASSIFY_AUGMENT_DEFAULTS`)."""
+    import albumentations as A
+
+    H, W = as_hw(size)
+    return A.Compose([
+        A.RandomResizedCrop(size=(H, W), scale=tuple(augment["scale"]), ratio=tuple(augment["ratio"])),
+        A.HorizontalFlip(p=augment["hflip"]),
+        A.ColorJitter(brightness=augment["brightness"], contrast=augment["contrast"],
+                      saturation=augment["saturation"], hue=augment["hue"], p=augment["color_p"]),
+    ], seed=seed)
+
+
+def center_crop_uint8(img: np.ndarray, size: int | Sequence[int], crop: float = EVAL_CROP) -> np.ndarray:
+    """Classification eval geometry: scale ``img`` (uint8 HWC) so ``size`` covers ``crop`` of it in
+    both directions, then cut the centre ``size`` window; returns uint8 H x W x C."""
+    H, W = as_hw(size)
+    h, w = img.shape[:2]
+    scale = max(H / h, W / w) / crop
+    nh, nw = max(H, int(round(h * scale))), max(W, int(round(w * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(img, (nw, nh), interpolation=interp).reshape(nh, nw, -1)
+    top, left = (nh - H) // 2, (nw - W) // 2
+    return np.ascontiguousarray(resized[top:top + H, left:left + W])
+
+
+def classify_input(img: np.ndarray, size: int | Sequence[int]) -> np.ndarray:
+    """One RGB uint8 HWC image -> the classifier's input, float32 CHW in [0, 1] (centre crop)."""
+    if img.ndim != 3 or img.dtype != np.uint8:
+        raise ValueError(f"classify_input expects a uint8 HxWxC image, got {img.dtype} {img.shape}")
+    out = center_crop_uint8(img, size)
+    return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
