@@ -84,7 +84,7 @@ def test_profile_patches_paper_configuration(capsys):
                          "--no-inplace-dw", "--no-fused-residual")
     assert rules_off["peak_sram_per_layer"] == 96 * 112 * 112 + 96 * 56 * 56
     assert rules_off["grid"] == [2, 3] and len(rules_off["tiles"]) == 6
-    assert rules_off["rules"] == {"inplace_dw": False, "fused_residual": False}
+    assert rules_off["rules"] == {"inplace_dw": False, "fused_residual": False, "fused_blocks": []}
 
 
 def test_profile_readable_table(capsys):

@@ -9,6 +9,11 @@ with two rules (both on by default, each switchable; the C runtime implements ex
   channel, so its output costs one output channel (``H_out * W_out`` bytes) instead of all of it;
 - fused residual: a projection conv whose shortcut dies with it adds the shortcut as it writes and
   writes into the shortcut's buffer, so its output costs nothing beyond the shortcut.
+
+A third, per-block choice (off by default, so the defaults give MCUNetV2's figures): the blocks in
+``MemoryRules.fused_blocks`` run as fused, row-streamed inverted residuals whose one working set
+:mod:`tinydet.schedule.fusion` derives; their ops get mode ``fused_ir`` (the projection keeps
+``sink`` when it writes the stage-1 output map).
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
 from tinydet.geometry import Rect
+from tinydet.schedule.fusion import FusedBlock, FusedCost, fused_cost, resolve
 
 if TYPE_CHECKING:  # the planner imports this module
     from tinydet.schedule.planner import PatchPlan, Tile
 
 NORMAL, INPLACE_DW, FUSED_RESIDUAL, SINK = "normal", "inplace_dw", "fused_residual", "sink"
+FUSED_IR = "fused_ir"  # an op of a fused, row-streamed inverted residual (tinydet.schedule.fusion)
 
 
 @dataclass(frozen=True)
@@ -31,13 +38,19 @@ class MemoryRules:
 
     inplace_dw: bool = True
     fused_residual: bool = True
+    fused_blocks: tuple[int, ...] = ()  # backbone blocks run as fused inverted residuals
+
+    def __post_init__(self):
+        object.__setattr__(self, "fused_blocks", tuple(sorted({int(b) for b in self.fused_blocks})))
 
     def to_dict(self) -> dict:
-        return {"inplace_dw": self.inplace_dw, "fused_residual": self.fused_residual}
+        return {"inplace_dw": self.inplace_dw, "fused_residual": self.fused_residual,
+                "fused_blocks": list(self.fused_blocks)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "MemoryRules":
-        return cls(bool(data.get("inplace_dw", True)), bool(data.get("fused_residual", True)))
+        return cls(bool(data.get("inplace_dw", True)), bool(data.get("fused_residual", True)),
+                   tuple(data.get("fused_blocks", ())))
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,8 @@ class Stage:
     alive: tuple[tuple[str, ...], ...]
     dies: tuple[tuple[str, ...], ...]
     sink: str | None
+    fused: tuple[FusedBlock, ...] = ()  # the fused blocks of this sequence (op indices into ``ops``)
+    fused_residual: bool = True
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -163,15 +178,56 @@ class Stage:
         """One output channel of op i in ``tile`` (the in-place depthwise temporary)."""
         return lambda i: tile.regions[self.ops[i].name].out_rect.area
 
+    def rects(self, tile: "Tile | None" = None) -> dict[str, Rect]:
+        """The region every tensor's buffer holds: whole maps, or ``tile``'s regions."""
+        if tile is not None:
+            return self.tile_rects(tile)
+        return {name: Rect.full(h, w) for name, (_, h, w) in self.shapes.items()}
+
+    def fused_costs(self, tile: "Tile | None" = None) -> dict[int, FusedCost]:
+        """Per fused block (by block index): its working set and the parts of it."""
+        if not self.fused:
+            return {}
+        rects = self.rects(tile)
+        channels = {name: shape[0] for name, shape in self.shapes.items()}
+        out = {}
+        for fb in self.fused:
+            x = self.ops[fb.first].inputs[0]
+            out[fb.block] = fused_cost(
+                self.ops, fb, rects, channels, self.alive[fb.first],
+                sink=self.modes[fb.project] == SINK, x_dies=self.live.last_use[x] <= fb.project,
+                x_overwritable=self.live.produced[x] >= 0 and x not in self.live.pinned,
+                fused_residual=self.fused_residual)
+        return out
+
+    def working_sets(self, tile: "Tile | None" = None) -> list[int]:
+        """Working set (bytes) of every op on whole maps or in ``tile``; the ops of a fused block
+        all carry the block's one fused working set."""
+        ws = working_sets(self.ops, self.live, self.modes, *self.sizes(tile), self.alive)
+        for fb, cost in zip(self.fused, self.fused_costs(tile).values()):
+            for i in fb.indices:
+                ws[i] = cost.total
+        return ws
+
 
 def _stage(graph: Graph, ops: list[Op], rules: MemoryRules, pinned: tuple[str, ...], sink: str | None) -> Stage:
     live = liveness(ops, graph.input, pinned)
     shapes = {graph.input: tuple(graph.tensors[graph.input].shape)}
     shapes.update({op.output: tuple(op.out_shape) for op in ops})
     n = len(ops)
-    return Stage(graph.input, tuple(ops), shapes, live, tuple(op_modes(ops, live, rules, sink=sink)),
+    modes = op_modes(ops, live, rules, sink=sink)
+    fused = ()
+    if rules.fused_blocks:
+        def read_outside(name: str) -> bool:
+            return name in live.pinned or sum(name in op.inputs or name == op.add for op in ops) > 1
+        fused = resolve(graph, ops, rules.fused_blocks, read_outside)
+        for fb in fused:
+            for i in fb.indices:
+                if modes[i] != SINK:
+                    modes[i] = FUSED_IR
+    return Stage(graph.input, tuple(ops), shapes, live, tuple(modes),
                  tuple(tuple(live.alive_at(i)) for i in range(n)), tuple(tuple(live.dies_at(i)) for i in range(n)),
-                 sink)
+                 sink, fused, rules.fused_residual)
 
 
 def stage1_ops(graph: Graph, split: int) -> list[Op]:
@@ -209,8 +265,7 @@ def per_layer(graph: Graph, rules: MemoryRules) -> Stage:
 def layer_working_sets(graph: Graph, rules: MemoryRules = MemoryRules()) -> list[int]:
     """Per-layer execution: the working set (bytes) of every op of ``graph``; the input image is
     an activation like any other."""
-    st = per_layer(graph, rules)
-    return working_sets(st.ops, st.live, st.modes, *st.sizes(), st.alive)
+    return per_layer(graph, rules).working_sets()
 
 
 def peak_sram_per_layer(graph: Graph, rules: MemoryRules = MemoryRules()) -> int:

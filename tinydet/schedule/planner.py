@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
 from tinydet.geometry import Pads, Rect, parse_size_pair
-from tinydet.schedule.memory import MemoryRules, Stage, layer_working_sets, stage1, working_sets
+from tinydet.schedule.memory import MemoryRules, Stage, layer_working_sets, stage1
 from tinydet.schedule.regions import input_region
 
 FORMAT_VERSION = 2  # 2: pads as named objects {top, left, bottom, right}; from_dict reads 1 too
@@ -245,8 +245,7 @@ def _make_tile(st: Stage, row: int, col: int, ry, cx) -> Tile:
         macs += op.macs * out.area // (op.out_shape[1] * op.out_shape[2])
     in_rect = Rect(*need_y[st.input], *need_x[st.input])
     tile = Tile(row, col, regions[st.ops[-1].name].out_rect, in_rect, regions[st.ops[0].name].pad, regions, (), macs)
-    ws = working_sets(st.ops, st.live, st.modes, *st.sizes(tile), st.alive)
-    return replace(tile, working_sets=tuple(ws))
+    return replace(tile, working_sets=tuple(st.working_sets(tile)))
 
 
 def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
