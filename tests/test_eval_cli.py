@@ -83,7 +83,7 @@ def test_empty_detection_files_score_zero(voc, tmp_path, capsys):
      "image id '424242' is not in the evaluated set"),
     (lambda d: (d / "comp4_det_test_star.txt").write_text(""), ["--split", "nosuchset"],
      r"no VOC<year>/ImageSets/Main/nosuchset.txt"),
-    (lambda d: (d / "comp4_det_test_star.txt").write_text(""), ["--ckpt", "x.ckpt"], "cannot be combined"),
+    (lambda d: (d / "comp4_det_test_star.txt").write_text(""), ["--ckpt", os.devnull], "cannot be combined"),
 ])
 def test_bad_inputs_exit_2_with_one_line(voc, tmp_path, capsys, make, args, match):
     root, _, _ = voc

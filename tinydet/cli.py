@@ -4,14 +4,22 @@ Each verb lives in ``tinydet.commands.<module>`` with ``add_arguments(parser)`` 
 ``run(args) -> dict | None``. Modules import heavy libraries (torch, onnx) inside ``run`` so that
 ``--help`` is instant. With ``--json`` the returned dict is printed as exactly one JSON object on
 stdout; without it the module prints its readable report itself (``render(result)``).
-User errors (:class:`tinydet.errors.TinydetError`) print one line and exit with status 2.
+User errors (:class:`tinydet.errors.TinydetError`) print one line and exit with status 2; so do
+the generic failures every verb can meet (a full disk, a missing input file named by a path
+argument). Ctrl-C exits with 130 and one line (also when Lightning turns it into ``exit(1)``); a
+closed stdout (``tinydet profile ... | head``) ends the command quietly with 141, like other Unix
+tools killed by SIGPIPE.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import json
 import math
+import os
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -78,19 +86,65 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    verb = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(verb if verb in VERBS else "")
-    args = parser.parse_args(argv)
+def check_inputs(args: argparse.Namespace) -> None:
+    """The path arguments a verb declared (``commands.common.input_argument``) exist, checked
+    before the verb imports anything heavy: a mistyped path fails in milliseconds."""
+    from tinydet.commands.common import missing_input
+
+    for dest, flag, kind in getattr(args, "_inputs", ()):
+        message = missing_input(getattr(args, dest, None), flag, kind)
+        if message:
+            raise TinydetError(message)
+
+
+class _Interrupt:
+    """Remembers a Ctrl-C, so that a library catching KeyboardInterrupt and exiting with its own
+    status (Lightning: ``sys.exit(1)``) still ends the command with 130."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self):
+        try:
+            previous = signal.signal(signal.SIGINT, self)
+        except ValueError:  # not the main thread: leave signals alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _stdout_broken() -> bool:
+    """Whether stdout is a pipe whose reader has gone (Linux reports POLLERR on its write end):
+    tells a closed ``| head`` apart from a broken pipe to a child process."""
+    import select
+
     try:
-        result = args._module.run(args)
-    except TinydetError as exc:
-        print(f"tinydet: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("tinydet: interrupted", file=sys.stderr)
-        return 130
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush is silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by a non-file (tests)
+        pass
+
+
+def _deliver(args: argparse.Namespace, result: Any) -> int:
     if isinstance(result, int):
         return result
     if result is not None:
@@ -101,7 +155,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for key, value in result.items():
                 print(f"{key}: {value}")
+        sys.stdout.flush()
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb if verb in VERBS else "")
+    args = parser.parse_args(argv)
+    with _Interrupt().installed() as interrupt:
+        try:
+            check_inputs(args)
+            return _deliver(args, args._module.run(args))
+        except TinydetError as exc:
+            print(f"tinydet: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("tinydet: interrupted", file=sys.stderr)
+            return 130
+        except SystemExit:
+            if interrupt.seen:
+                print("tinydet: interrupted", file=sys.stderr)
+                return 130
+            raise
+        except BrokenPipeError:
+            if not _stdout_broken():
+                raise
+            _quiet_stdout()
+            return 128 + signal.SIGPIPE
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            print(f"tinydet: error: no space left on device writing {exc.filename or 'an output file'}",
+                  file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from tinydet.errors import TinydetError
+from tinydet.errors import TinydetError, closest
 
 TASKS = ("detect", "classify")
 
@@ -104,6 +106,75 @@ NULLABLE: dict[str, tuple[type, ...]] = {
 
 # mappings whose keys are free-form (validated by their owner: tinydet.data checks data.augment)
 FREE_SECTIONS = {"data.augment"}
+
+
+
+@dataclass(frozen=True)
+class Range:
+    """The accepted values of a numeric key: ``lo``/``hi`` bounds (``None`` = unbounded; open
+    bounds exclude the value itself) plus ``also`` (sentinels such as -1 = no limit)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple = ()
+
+    def accepts(self, value: float) -> bool:
+        if value in self.also:
+            return True
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        return not (self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)))
+
+    def describe(self, what: str = "a number") -> str:
+        if self.lo is not None and self.hi is not None:
+            text = f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            text = f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+        else:
+            text = f"{what} {'<' if self.hi_open else '<='} {self.hi:g}"
+        return text + "".join(f" or {v}" for v in self.also)
+
+
+POSITIVE, NON_NEGATIVE, FRACTION = Range(0, lo_open=True), Range(0), Range(0, 1)
+COUNT = Range(1)  # integers >= 1
+
+#: The numeric range of every number in the schema, checked in one place (:func:`check_ranges`)
+#: before anything (Lightning, the model builder, the planner) sees a value. A list-valued key
+#: applies its range to every element. Keys that take null accept it besides their range.
+RANGES: dict[str, Range] = {
+    "model.width_mult": POSITIVE,
+    "model.head.channels": COUNT, "model.head.num_anchors": COUNT, "model.head.kernel": COUNT,
+    "train.epochs": COUNT, "train.max_steps": Range(1, also=(-1,)), "train.batch_size": COUNT,
+    "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.momentum": Range(0, 1, hi_open=True),
+    "train.warmup_epochs": NON_NEGATIVE, "train.final_lr_frac": FRACTION, "train.num_workers": NON_NEGATIVE,
+    "train.seed": Range(0, 2 ** 32 - 1), "train.num_nodes": COUNT,
+    "train.ema.decay": Range(0, 1, lo_open=True, hi_open=True), "train.ema.tau": POSITIVE,
+    "train.check_val_every_n_epoch": COUNT, "train.ckpt_every_n_steps": NON_NEGATIVE,
+    "train.loss.box": NON_NEGATIVE, "train.loss.obj": NON_NEGATIVE, "train.loss.cls": NON_NEGATIVE,
+    "train.loss.anchor_t": POSITIVE, "train.loss.balance": POSITIVE,
+    "train.label_smoothing": Range(0, 1, hi_open=True), "train.distill.alpha": FRACTION,
+    "train.distill.temperature": POSITIVE,
+    "eval.conf_thresh": FRACTION, "eval.nms_iou": FRACTION, "eval.max_det": COUNT,
+    "quant.calib": COUNT, "quant.qat_epochs": COUNT, "quant.qat_lr": POSITIVE,
+    "export.grid": COUNT, "export.split": COUNT, "export.sram_budget": COUNT, "export.max_overhead": NON_NEGATIVE,
+    "deploy.images": COUNT,
+    "search.population": COUNT, "search.generations": COUNT, "search.mutation_prob": FRACTION,
+    "search.crossover_prob": FRACTION, "search.supernet_epochs": COUNT, "search.seed": Range(0, 2 ** 32 - 1),
+    "search.kernels": COUNT, "search.expands": POSITIVE, "search.widths": POSITIVE,
+    "search.resolutions": COUNT, "search.grids": COUNT, "search.max_split_stage": COUNT,
+    "search.min_split": COUNT, "search.n_random": NON_NEGATIVE, "search.recal_batches": NON_NEGATIVE,
+    "search.max_tries": COUNT, "search.parent_ratio": Range(0, 1, lo_open=True),
+    "search.max_val_images": NON_NEGATIVE, "search.supernet_max_steps": Range(1, also=(-1,)),
+}
+
+#: Lightning's precision names (lightning.fabric.connector._PRECISION_INPUT), accepted as given.
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+              "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
                list: "a list", dict: "a mapping", type(None): "null"}
@@ -261,10 +332,12 @@ def _read_yaml(path: Path) -> dict:
 def from_dict(data: dict, source: str = "<config>", overrides: Iterable[str] = ()) -> Config:
     """Validate a config mapping (e.g. stored in a checkpoint) plus overrides."""
     tree = merge(defaults(), data, source)
+    origins: dict[str, str] = {}
     for text in overrides:
         parts, value = parse_override(text)
         tree = merge(tree, _nest(parts, value), f"--set {text}")
-    _check_semantics(tree, source)
+        origins[".".join(parts)] = f"--set {text}"
+    _check_semantics(tree, Origin(source, origins))
     if tree["train"]["out_dir"] is None:
         tree["train"]["out_dir"] = str(Path("runs") / tree["name"])
     cfg = _wrap(tree)
@@ -279,39 +352,123 @@ def load_config(path: "str | Path", overrides: Iterable[str] = ()) -> Config:
     return from_dict(data, str(path), overrides)
 
 
-def _check_semantics(tree: dict, source: str) -> None:
+class Origin:
+    """Names where a key's value came from in error messages: the ``--set`` override that set it
+    (or a section above it), else the config file."""
+
+    def __init__(self, source: str, overrides: dict[str, str]) -> None:
+        self.source, self.overrides = source, overrides
+
+    def __call__(self, path: str) -> str:
+        """The origin of ``path``; for a section, the file plus the overrides inside it."""
+        parts = path.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in self.overrides:
+                return self.overrides[".".join(parts[:n])]
+        inside = [text for key, text in self.overrides.items() if key.startswith(path + ".")]
+        return self.source + "".join(f" with {text}" for text in inside)
+
+
+def _lookup(tree: dict, path: str) -> Any:
+    node: Any = tree
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def check_ranges(tree: dict, where: "Origin | str") -> None:
+    """Every number of :data:`RANGES` within its range (list values element by element); NaN and
+    infinities are out of every range. ``where`` names the file (or override) in the error."""
+    origin = where if isinstance(where, Origin) else Origin(where, {})
+    for path, rng in RANGES.items():
+        value = _lookup(tree, path)
+        values = list(value) if isinstance(value, list) else [value]
+        for v in values:
+            if isinstance(v, list):  # export.grid [rows, cols], nested lists of search choices
+                values.extend(v)
+                continue
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not rng.accepts(v):
+                raise TinydetError(f"{origin(path)}: {path}: expected {rng.describe(_number_kind(path))}, "
+                                   f"got {value!r}")
+
+
+def _number_kind(path: str) -> str:
+    """'an integer' for keys that take only integers, else 'a number' (for range messages)."""
+    default = _lookup(DEFAULTS, path)
+    if isinstance(default, list) and default:
+        default = default[0]
+    kinds = NULLABLE.get(path, (type(default),))
+    return "an integer" if int in kinds and float not in kinds else "a number"
+
+
+def _check_trainer_flags(train: dict, origin: Origin) -> None:
+    """Lightning's own flags, checked here so Lightning never raises on a config value."""
+    if train["precision"] not in PRECISIONS:
+        raise TinydetError(f"{origin('train.precision')}: train.precision: expected one of "
+                           f"{', '.join(dict.fromkeys(str(p) for p in PRECISIONS))}, got {train['precision']!r}"
+                           f"{closest(str(train['precision']), [str(p) for p in PRECISIONS])}")
+    if train["accelerator"] not in ACCELERATORS:
+        raise TinydetError(f"{origin('train.accelerator')}: train.accelerator: expected one of "
+                           f"{', '.join(ACCELERATORS)}, got {train['accelerator']!r}")
+    devices = train["devices"]
+    if isinstance(devices, str) and devices != "auto":
+        items = devices.split(",")
+        ok = all(i.strip().isdigit() for i in items) or devices.strip() == "-1"
+        ok = ok and (len(items) > 1 or devices.strip() == "-1" or int(devices) >= 1)
+    elif isinstance(devices, list):
+        ok = bool(devices) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices) \
+            and len(set(devices)) == len(devices)
+    elif isinstance(devices, int):
+        ok = devices >= 1 or devices == -1
+    else:
+        ok = devices == "auto"
+    if not ok:
+        raise TinydetError(f"{origin('train.devices')}: train.devices: expected auto, a device count >= 1, "
+                           f"-1 (all), or a list of device indices, got {devices!r}")
+
+
+def _check_semantics(tree: dict, origin: Origin) -> None:
     """Checks beyond key/type: values in range and consistent with each other."""
     from tinydet.arch.graph import parse_resolution
 
     model, train = tree["model"], tree["train"]
     if tree["task"] not in TASKS:
-        raise TinydetError(f"{source}: task: expected one of {', '.join(TASKS)}, got {tree['task']!r}")
-    parse_resolution(model["resolution"])
+        raise TinydetError(f"{origin('task')}: task: expected one of {', '.join(TASKS)}, got {tree['task']!r}")
+    check_ranges(tree, origin)
+    _check_trainer_flags(train, origin)
+    if model["head"]["kernel"] % 2 == 0:
+        raise TinydetError(f"{origin('model.head.kernel')}: model.head.kernel: expected an odd kernel size "
+                           f"(the head's depthwise conv keeps the map size), got {model['head']['kernel']}")
+    try:
+        parse_resolution(model["resolution"])
+    except TinydetError as exc:
+        raise TinydetError(f"{origin('model.resolution')}: model.{exc}") from None
     if model["pretrained"] is not None:
         from tinydet.zoo.pretrained import check_value
 
-        check_value(model["pretrained"], f"{source}: model.pretrained")
+        check_value(model["pretrained"], f"{origin('model.pretrained')}: model.pretrained")
     if train["optimizer"] not in ("sgd", "adamw"):
-        raise TinydetError(f"{source}: train.optimizer: expected sgd or adamw, got {train['optimizer']!r}")
+        raise TinydetError(f"{origin('train.optimizer')}: train.optimizer: expected sgd or adamw, got {train['optimizer']!r}")
     if train["loss"]["box_iou"] not in ("ciou", "giou"):
-        raise TinydetError(f"{source}: train.loss.box_iou: expected ciou or giou, got {train['loss']['box_iou']!r}")
-    for key in ("epochs", "batch_size", "num_nodes"):
-        if train[key] < 1:
-            raise TinydetError(f"{source}: train.{key}: expected a positive integer, got {train[key]}")
+        raise TinydetError(f"{origin('train.loss.box_iou')}: train.loss.box_iou: expected ciou or giou, got {train['loss']['box_iou']!r}")
     for logger in train["loggers"]:
         if logger not in ("csv", "tensorboard"):
-            raise TinydetError(f"{source}: train.loggers: expected entries csv or tensorboard, got {logger!r}")
+            raise TinydetError(f"{origin('train.loggers')}: train.loggers: expected entries csv or tensorboard, got {logger!r}")
     anchors = model["anchors"]
     ok = isinstance(anchors, list) and anchors and all(
         isinstance(scale, list) and scale and all(
-            isinstance(a, list) and len(a) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in a)
+            isinstance(a, list) and len(a) == 2 and all(isinstance(v, (int, float)) and 0 < v < math.inf for v in a)
             for a in scale) for scale in anchors)
     if not ok:
-        raise TinydetError(f"{source}: model.anchors: expected per head scale a list of [w, h] pairs "
+        raise TinydetError(f"{origin('model.anchors')}: model.anchors: expected per head scale a list of [w, h] pairs "
                            f"of positive numbers, got {anchors!r}")
     counts = {len(scale) for scale in anchors}
     if counts != {model["head"]["num_anchors"]}:
-        raise TinydetError(f"{source}: model.anchors: every scale needs model.head.num_anchors="
+        raise TinydetError(f"{origin('model.anchors')}: model.anchors: every scale needs model.head.num_anchors="
                            f"{model['head']['num_anchors']} anchors, got {sorted(counts)}")
     try:
         from tinydet.data.records import resolve_data_cfg
@@ -320,15 +477,6 @@ def _check_semantics(tree: dict, source: str) -> None:
     if tree["task"] == "classify":
         from tinydet.data.imagefolder import resolve_classify_data_cfg
 
-        resolve_classify_data_cfg(tree["data"], source)
+        resolve_classify_data_cfg(tree["data"], origin("data"))
     elif resolve_data_cfg is not None:
-        resolve_data_cfg(tree["data"], source)
-    if not 0 <= train["label_smoothing"] < 1:
-        raise TinydetError(f"{source}: train.label_smoothing: expected a number in [0, 1), got {train['label_smoothing']}")
-    distill = train["distill"]
-    if not 0 <= distill["alpha"] <= 1:
-        raise TinydetError(f"{source}: train.distill.alpha: expected a number in [0, 1], got {distill['alpha']}")
-    if not distill["temperature"] > 0:
-        raise TinydetError(f"{source}: train.distill.temperature: expected a number > 0, got {distill['temperature']}")
-    if not 0 < train["ema"]["decay"] < 1:
-        raise TinydetError(f"{source}: train.ema.decay: expected a number in (0, 1), got {train['ema']['decay']}")
+        resolve_data_cfg(tree["data"], origin("data"))

@@ -202,6 +202,22 @@ def block_from_dict(data: Any, where: str) -> list[BlockSpec]:
     return [block] + [replace(block, stride=1) for _ in range(repeat - 1)]
 
 
+def check_spec_values(spec: ArchSpec, source: str) -> None:
+    """The spec's numbers within their ranges (NaN is in none), so that no MAC count, channel
+    rounding or builder ever sees 0 channels, a 0 divisor or a negative class count."""
+    import math
+
+    ranges = (("width_mult", spec.width_mult, 0.0, False, "a positive number"),
+              ("round_to", spec.round_to, 1, True, "a positive integer"),
+              ("in_channels", spec.in_channels, 1, True, "a positive integer"),
+              ("num_classes", spec.num_classes, 0, True, "an integer >= 0 (0 = no classifier)"))
+    for key, value, lo, inclusive, what in ranges:
+        if not math.isfinite(value) or value < lo or (value == lo and not inclusive):
+            raise TinydetError(f"{source}: {key}: expected {what}, got {value!r}")
+    if not (math.isfinite(spec.dropout) and 0 <= spec.dropout < 1):
+        raise TinydetError(f"{source}: dropout: expected a number in [0, 1), got {spec.dropout!r}")
+
+
 def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
     """Validate and build an :class:`ArchSpec`; errors name ``source`` and the field."""
     if not isinstance(data, dict):
@@ -213,8 +229,6 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
     for i, entry in enumerate(data["blocks"]):
         blocks.extend(block_from_dict(entry, f"{source}: blocks[{i}]"))
     width = _typed(data.get("width_mult", 1.0), float, f"{source}: width_mult", "a positive number")
-    if width <= 0:
-        raise TinydetError(f"{source}: width_mult: expected a positive number, got {width}")
     head_from = data.get("head_from", [])
     if not isinstance(head_from, (list, tuple)) or not all(isinstance(i, (int, str)) for i in head_from):
         raise TinydetError(f"{source}: head_from: expected a list of block indices or tap names "
@@ -252,6 +266,7 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
         input_mean=mean,
         input_std=std,
     )
+    check_spec_values(spec, source)
     if spec.blocks[0].type != "conv":
         raise TinydetError(f"{source}: blocks[0].type: the first block must be a 'conv' (the stem), got {spec.blocks[0].type!r}")
     for i, block in enumerate(spec.blocks):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from tinydet.commands.common import add_json_argument
+from tinydet.commands.common import add_json_argument, declare_inputs, positive_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--camera", type=int, metavar="N", help="stream webcam N (OpenCV)")
     p.add_argument("--out", metavar="DIR", help="write each frame with its boxes as DIR/<name>.png (no window)")
     p.add_argument("--frames", type=int, metavar="K", help="stop after K frames")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+    p.add_argument("--timeout", type=positive_number, default=60.0, metavar="S",
                    help="seconds to wait for each answer (default 60)")
     add_json_argument(p)
+    declare_inputs(p, export="dir", images="dir")
 
 
 def run(args: argparse.Namespace):

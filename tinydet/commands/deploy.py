@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinydet.commands.common import add_json_argument
+from tinydet.commands.common import add_json_argument, declare_inputs, positive_number
 from tinydet.errors import TinydetError
 
 
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--data-config", default=None, help="experiment YAML: images from its val split")
     src.add_argument("--images-dir", default=None, help="folder of image files (letterboxed to the input size)")
     parser.add_argument("--conf", type=float, default=0.25, help="detection score threshold (default 0.25)")
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="S",
+    parser.add_argument("--timeout", type=positive_number, default=300.0, metavar="S",
                         help="seconds before a running firmware counts as hung (default 300)")
     parser.add_argument("--sram", default=None, help="override the target's SRAM budget (e.g. 256k, '256 KiB')")
     parser.add_argument("--flash", default=None, help="override the target's Flash budget (e.g. 1M)")
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "instructions/MAC per layer beside the SRAM working set per layer (--mode both: one PNG per "
                         "mode, NAME_patch.png / NAME_layer.png)")
     add_json_argument(parser)
+    declare_inputs(parser, folder="dir", data_config="file", images_dir="dir")
 
 
 def _images(args, export):

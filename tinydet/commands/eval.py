@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tinydet.commands.common import add_config_arguments, add_json_argument
+from tinydet.commands.common import add_config_arguments, add_json_argument, declare_inputs
 from tinydet.errors import TinydetError
 
 
@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with a model: also write its detections (VOC: comp4 folder, or a COCO .json; "
                              "WIDER: submission folder)")
     add_json_argument(parser)
+    declare_inputs(parser, ckpt="file", onnx="file", export="dir", dets="path", data="path")
 
 
 def _run_dets(args: argparse.Namespace) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from tinydet.commands.common import add_config_arguments, add_json_argument
+from tinydet.commands.common import add_config_arguments, add_json_argument, declare_inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="random images for the stitched-vs-full float check (default 2)")
     add_json_argument(parser)
 
+    declare_inputs(parser, ckpt="file")
 
 def run(args: argparse.Namespace) -> dict:
     from tinydet.pipeline.export import export_checkpoint

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from tinydet.commands.common import add_config_arguments, add_json_argument
+from tinydet.commands.common import add_config_arguments, add_json_argument, declare_inputs
 from tinydet.quant.calibrate import METHODS
 
 
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use the activation ranges learned by QAT in this checkpoint instead of calibrating")
     add_json_argument(parser)
 
+    declare_inputs(parser, folder="dir", qat="file")
 
 def run(args: argparse.Namespace) -> dict:
     from tinydet.pipeline.quantize import quantize_folder

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinydet.commands.common import add_config_arguments, add_json_argument
+from tinydet.commands.common import add_config_arguments, add_json_argument, declare_inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="write the file only (no LiteRT run)")
     add_json_argument(parser)
 
+    declare_inputs(parser, folder="dir")
 
 def run(args: argparse.Namespace):
     from tinydet.cli import print_json

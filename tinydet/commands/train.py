@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import argparse
 
+from tinydet.commands.common import add_config_arguments, declare_inputs
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", required=True, help="experiment YAML (configs/*.yaml)")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. --set train.epochs=3 train.accelerator=cpu")
+    add_config_arguments(parser, required=True, help="experiment YAML (configs/*.yaml)")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT|auto",
                         help="continue a run: 'auto' (default) = <out_dir>/last.ckpt, or a checkpoint path")
     parser.add_argument("--ckpt", default=None, metavar="INIT_WEIGHTS",
                         help="initialise the weights from this checkpoint (optimizer and schedule start fresh)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    declare_inputs(parser, ckpt="file")
 
 
 def run(args: argparse.Namespace) -> dict | None:

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tinydet.commands.common import add_config_arguments, add_json_argument
+from tinydet.commands.common import add_config_arguments, add_json_argument, declare_inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random images (no config)")
     add_json_argument(parser)
 
+    declare_inputs(parser, folder="dir")
 
 def run(args: argparse.Namespace):
     from tinydet.cli import print_json

@@ -1,0 +1,180 @@
+"""The hostile-input suite's table: bad inputs a realistic user gives tinydet, each with the
+one-line error it must produce (or the outcome that is accepted instead).
+
+Adding a case is adding a :class:`Case` to :data:`CASES` (``tests/test_hostile.py`` runs them):
+
+- ``argv``: the ``tinydet`` arguments. ``{name}`` fields are paths in the case's own scratch
+  folder (a :class:`Workspace`): ``{voc}`` a generated VOC set, ``{config}`` the tiny training
+  config on it, ``{dir}`` the scratch folder itself, or any file ``prepare`` wrote (``{dir}/x``).
+- ``prepare(ws)``: writes the hostile input (a spec, a corrupted annotation, ...) into the scratch
+  folder before the command runs; it may also rewrite the config (``ws.write_config(...)``).
+- ``error``: a regex searched in the one line ``tinydet: error: ...`` (the last stderr line;
+  ``one_line=True`` demands it is the only one). ``None`` = an accepted outcome, checked by
+  ``accept(outcome, ws)``.
+- ``code``: the expected exit status (2 for every user error; argparse refusals exit 2 too).
+- ``subprocess``: run ``python -m tinydet`` in a child process, for cases where the exit status
+  or what reaches the real stdout/stderr is the point (signals, pipes); else in process (fast).
+- ``writes``: glob patterns (relative to the scratch folder) a case may create or change. Every
+  other file must be byte-identical after the command, and no new file may appear: a refused
+  command writes nothing, not even a temporary file.
+- ``issue``: the issue point the case guards (``17.11``), so a failure says what regressed.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from train_helpers import make_voc, tiny_config
+
+
+@dataclass
+class Outcome:
+    """What a command did: exit status and the text it printed."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    issue: str
+    argv: tuple
+    error: Optional[str] = None
+    prepare: Optional[Callable[["Workspace"], None]] = None
+    accept: Optional[Callable[[Outcome, "Workspace"], None]] = None
+    code: int = 2
+    one_line: bool = True
+    subprocess: bool = False
+    stdout_closed: bool = False
+    writes: tuple = ()
+
+
+class Assets:
+    """Inputs shared by every case, built once per test session on first use (copied into each
+    case's scratch folder, so a case may damage its copy)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._built: dict[str, Path] = {}
+
+    def get(self, name: str) -> Path:
+        if name not in self._built:
+            self._built[name] = getattr(self, f"_build_{name}")()
+        return self._built[name]
+
+    def _build_voc(self) -> Path:
+        return make_voc(self.root / "voc")
+
+
+@dataclass
+class Workspace:
+    """One case's scratch folder; ``{voc}`` and ``{config}`` are materialised on first use."""
+
+    dir: Path
+    assets: Assets
+    config_overrides: dict = field(default_factory=dict)
+
+    @property
+    def voc(self) -> Path:
+        target = self.dir / "voc"
+        if not target.exists():
+            shutil.copytree(self.assets.get("voc"), target)
+        return target
+
+    @property
+    def config(self) -> Path:
+        path = self.dir / "tiny.yaml"
+        if not path.exists():
+            self.write_config()
+        return path
+
+    def write_config(self, **sections) -> Path:
+        """The tiny training config on this workspace's VOC copy, with ``sections`` merged in
+        (``train={"lr": -1}`` sets one key of a section)."""
+        path = tiny_config(self.dir, self.voc, self.dir / "runs")
+        cfg = yaml.safe_load(path.read_text())
+        for section, values in sections.items():
+            if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+                cfg[section].update(values)
+            else:
+                cfg[section] = values
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def fill(self, arg: str) -> str:
+        """``arg`` with its ``{name}`` fields replaced by paths."""
+        return re.sub(r"\{(\w+)\}", lambda m: str(getattr(self, m.group(1))), arg)
+
+
+# ------------------------------------------------------------------------------ helpers for cases
+
+
+def write(relpath: str, text: str) -> Callable[[Workspace], None]:
+    """A ``prepare`` writing ``text`` to ``{dir}/relpath``."""
+    def prepare(ws: Workspace) -> None:
+        path = ws.dir / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return prepare
+
+
+def spec(**fields) -> Callable[[Workspace], None]:
+    """A ``prepare`` writing ``{dir}/spec.yaml``: a two-block net with ``fields`` replaced."""
+    data = {"name": "hostile", "blocks": [{"type": "conv", "out": 16, "stride": 2},
+                                          {"type": "mbconv", "out": 24, "stride": 2, "expand": 4}]}
+    data.update(fields)
+    return write("spec.yaml", yaml.safe_dump(data, sort_keys=False))
+
+
+def quiet(code: int) -> Callable[[Outcome, Workspace], None]:
+    """Accept exit status ``code`` with nothing at all on stderr."""
+    def accept(outcome: Outcome, ws: Workspace) -> None:
+        assert outcome.code == code, (outcome.code, outcome.stderr)
+        assert outcome.stderr == "", outcome.stderr
+    return accept
+
+
+def _train_set(key: str, value: str, issue: str, error: str) -> Case:
+    return Case(f"train-set-{key}={value}", issue, ("train", "-c", "{config}", "--set", f"{key}={value}"),
+                error=rf"^--set {re.escape(key)}={re.escape(value)}: {re.escape(key)}: {error}")
+
+
+CASES: list[Case] = [
+    # ---- config values out of range (17.9, 17.11): one line, naming the override or the file
+    _train_set("train.lr", "-0.01", "17.11", r"expected a number > 0, got -0\.01"),
+    _train_set("train.check_val_every_n_epoch", "0", "17.11", r"expected an integer >= 1, got 0"),
+    _train_set("train.precision", "banana", "17.11", r"expected one of .*32-true.*, got 'banana'"),
+    _train_set("train.devices", "0", "17.11", r"expected auto, a device count >= 1"),
+    _train_set("model.head.channels", "-8", "17.11", r"expected an integer >= 1, got -8"),
+    _train_set("model.head.kernel", "4", "17.9", r"expected an odd kernel size"),
+    _train_set("train.weight_decay", "-0.1", "17.9", r"expected a number >= 0"),
+    _train_set("train.warmup_epochs", "-1", "17.9", r"expected a number >= 0"),
+    _train_set("train.lr", ".nan", "17.8", r"expected a number > 0, got nan"),
+    Case("config-file-value-names-file", "17.12", ("train", "-c", "{config}"),
+         prepare=lambda ws: ws.write_config(train={"weight_decay": -0.5}),
+         error=r"tiny\.yaml: train\.weight_decay: expected a number >= 0, got -0\.5"),
+    # ---- spec values (17.9, 17.11)
+    Case("spec-round_to-0", "17.11", ("profile", "--arch", "{dir}/spec.yaml", "--resolution", "64"),
+         prepare=spec(round_to=0), error=r"spec\.yaml: round_to: expected a positive integer, got 0"),
+    Case("spec-in_channels-0", "17.9", ("profile", "--arch", "{dir}/spec.yaml", "--resolution", "64"),
+         prepare=spec(in_channels=0), error=r"spec\.yaml: in_channels: expected a positive integer, got 0"),
+    Case("spec-num_classes-negative", "17.9", ("profile", "--arch", "{dir}/spec.yaml", "--resolution", "64"),
+         prepare=spec(num_classes=-3), error=r"spec\.yaml: num_classes: expected an integer >= 0"),
+    # ---- command line (17.12)
+    Case("deploy-timeout-negative", "17.12", ("deploy", "{dir}", "--timeout", "-1"),
+         error=r"argument --timeout: expected a number of seconds > 0, got '-1'", one_line=False),
+    Case("train-missing-config", "17", ("train", "-c", "{dir}/missing.yaml"),
+         error=r"--config .*missing\.yaml: no such file"),
+    Case("eval-missing-checkpoint", "17", ("eval", "-c", "{config}", "--ckpt", "{dir}/none.ckpt"),
+         error=r"--ckpt .*none\.ckpt: no such file"),
+    # ---- a closed stdout pipe (17.11): quiet, like other Unix tools
+    Case("profile-stdout-closed", "17.11", ("profile", "--arch", "mbv2-w0.35", "--resolution", "96"),
+         subprocess=True, stdout_closed=True, accept=quiet(141)),
+]
