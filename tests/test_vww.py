@@ -125,7 +125,7 @@ def test_task_classify_config_resolves_its_data_section(tmp_path):
     path.write_text(yaml.safe_dump({"task": "classify", "data": {"format": "imagefolder",
                                                                  "root": str(tmp_path / "shapes")}}))
     assert load_config(path).task == "classify"
-    with pytest.raises(TinydetError, match=r"c\.yaml: data\.format is 'imagefolders'"):
+    with pytest.raises(TinydetError, match=r"^--set data\.format=imagefolders: data\.format is 'imagefolders'"):
         load_config(path, ["data.format=imagefolders"])
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
@@ -368,6 +369,20 @@ class Origin:
         inside = [text for key, text in self.overrides.items() if key.startswith(path + ".")]
         return self.source + "".join(f" with {text}" for text in inside)
 
+    def check_section(self, section: str, check: Callable[[str], Any]) -> Any:
+        """Run a section's own validator (``check(source)``, which names ``source``); an error
+        about a ``section.key`` that an override set is re-attributed to that override."""
+        try:
+            return check(self.source)
+        except TinydetError as exc:
+            message = str(exc)
+            if not message.startswith(self.source + ": "):
+                raise
+            keys = re.findall(rf"\b{re.escape(section)}\.\w+", message)
+            key = next((k for k in keys if self(k) != self.source and not self(k).startswith(self.source)), None)
+            origin = self(key) if key else self(section)
+            raise TinydetError(origin + message[len(self.source):]) from None
+
 
 def _lookup(tree: dict, path: str) -> Any:
     node: Any = tree
@@ -477,6 +492,6 @@ def _check_semantics(tree: dict, origin: Origin) -> None:
     if tree["task"] == "classify":
         from tinydet.data.imagefolder import resolve_classify_data_cfg
 
-        resolve_classify_data_cfg(tree["data"], origin("data"))
+        origin.check_section("data", lambda source: resolve_classify_data_cfg(tree["data"], source))
     elif resolve_data_cfg is not None:
-        resolve_data_cfg(tree["data"], origin("data"))
+        origin.check_section("data", lambda source: resolve_data_cfg(tree["data"], source))
