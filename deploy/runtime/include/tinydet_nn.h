@@ -234,9 +234,63 @@ arm_cmsis_nn_status arm_fully_connected_s8(const cmsis_nn_context *ctx,
                                            int8_t *output_data);
 int32_t arm_fully_connected_s8_get_buffer_size(const cmsis_nn_dims *filter_dims);
 
+/* Max pool (TFLite MAX_POOL_2D): the largest value over the window's positions inside the input
+ * (padding positions are skipped), then the activation clamp; input and output share scale and
+ * zero point. No buffer needed (ctx unused). The input must not overlap the output. A window
+ * entirely in the padding returns ARM_CMSIS_NN_ARG_ERROR (ARM's leaves that output unwritten). */
+arm_cmsis_nn_status arm_max_pool_s8(const cmsis_nn_context *ctx,
+                                    const cmsis_nn_pool_params *pool_params,
+                                    const cmsis_nn_dims *input_dims,
+                                    const int8_t *input_data,
+                                    const cmsis_nn_dims *filter_dims,
+                                    const cmsis_nn_dims *output_dims,
+                                    int8_t *output_data);
+
 #ifdef __cplusplus
 }
 #endif
 
 #endif /* TINYDET_USE_CMSIS_NN */
+
+/* ---- neck kernels with no CMSIS-NN counterpart (bundled in every build, same conventions) --------
+ * nn_upsample.c, nn_concat.c; tinydet.quant.kernels.upsample_nearest_s8 / concat_s8 are their numpy
+ * twins. Inputs and outputs must not overlap. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Nearest-neighbour upsampling by integer factors (TFLite RESIZE_NEAREST_NEIGHBOR, ONNX Resize
+ * nearest): out[y][x] = in[y / scale->h][x / scale->w], values (scale, zero point) unchanged.
+ * output_dims must be {n, h * scale->h, w * scale->w, c}, else ARM_CMSIS_NN_ARG_ERROR. */
+arm_cmsis_nn_status tinydet_upsample_nearest_s8(const cmsis_nn_tile *scale,
+                                                const cmsis_nn_dims *input_dims,
+                                                const int8_t *input_data,
+                                                const cmsis_nn_dims *output_dims,
+                                                int8_t *output_data);
+
+/* One input of a channel concatenation and its requantization into the output's parameters
+ * (tinydet.quant.kernels.Requant): copied when copy != 0, else
+ * clamp(requantize(q + input_offset, mult, shift) + output_offset) -- TFLite's QUANTIZE int8 -> int8,
+ * which the converter puts before every CONCATENATION input whose parameters differ. */
+typedef struct
+{
+    int32_t channels;
+    int32_t input_offset; /* -input zero point */
+    int32_t mult, shift;  /* Q31 multiplier and shift of input scale / output scale */
+    int32_t output_offset; /* +output zero point */
+    int32_t copy;
+} tinydet_concat_part;
+
+/* Channel concatenation of num_inputs NHWC int8 tensors input_data[i] ([n, h, w, parts[i].channels])
+ * into output_dims ([n, h, w, sum of the channels]); ARM_CMSIS_NN_ARG_ERROR when the channels do not
+ * add up. */
+arm_cmsis_nn_status tinydet_concat_s8(int32_t num_inputs,
+                                      const int8_t *const *input_data,
+                                      const tinydet_concat_part *parts,
+                                      const cmsis_nn_dims *output_dims,
+                                      int8_t *output_data);
+
+#ifdef __cplusplus
+}
+#endif
 #endif /* TINYDET_NN_H */
