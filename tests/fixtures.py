@@ -21,23 +21,58 @@ DETECTOR = {"num_classes": 2, "class_names": ["a", "b"], "anchors": [[[8, 8], [2
             "conf_thresh": 0.05, "nms_iou": 0.6, "max_det": 50}
 
 
-def residual_spec():
-    """Blocks 2-4 form one 16-channel stage (3 and 4 residual); block 5 feeds the head."""
+def residual_spec(num_classes=0, last=24):
+    """Blocks 2-4 form one 16-channel stage (3 and 4 residual); block 5 feeds the head, or with
+    ``num_classes`` the classifier (global pool + fully connected); ``last`` = block 5's channels
+    (exact: odd counts exercise the kernels' loop tails)."""
     return spec_from_dict({"name": "qtiny", "blocks": [
         {"type": "conv", "out": 8, "stride": 2},
         {"type": "mbconv", "out": 8, "expand": 1},
         {"type": "mbconv", "out": 16, "stride": 2, "expand": 4},
         {"type": "mbconv", "out": 16, "expand": 4},
         {"type": "mbconv", "out": 16, "expand": 4, "kernel": 5},
-        {"type": "mbconv", "out": 24, "stride": 2, "expand": 4}], "head_from": [5]})
+        {"type": "mbconv", "out": last, "stride": 2, "expand": 4}], "head_from": [5],
+        "num_classes": num_classes, "absolute_channels": last % 8 != 0})
 
 
-def make_export(out, seed=0, grid=GRID, split=SPLIT):
-    """Export the tiny residual detector (seeded random weights) to ``out``; returns (model, graph)."""
-    spec = residual_spec()
-    model = random_network(spec, HEAD, seed=seed)
-    graph = lower(spec, RES, head=HEAD)
-    export_network(model, graph, out, split, grid, detector=DETECTOR)
+def make_export(out, seed=0, grid=GRID, split=SPLIT, num_classes=0, last=24):
+    """Export the tiny residual detector (seeded random weights) to ``out``; returns (model, graph).
+    ``num_classes`` > 0 exports the same backbone as a classifier (``residual_spec``'s ``last``)."""
+    spec = residual_spec(num_classes, last)
+    head = None if num_classes else HEAD
+    model = random_network(spec, head, seed=seed)
+    if num_classes:
+        centre_classifier(model, calib_images())
+    graph = lower(spec, RES, head=head)
+    export_network(model, graph, out, split, grid, detector=None if num_classes else DETECTOR)
+    return model, graph
+
+
+def centre_classifier(model, images):
+    """Make a random classifier's top-1 depend on the image: its fully connected layer centred on
+    the pooled features' mean over ``images`` and scaled by their spread (randomised BN offsets
+    otherwise give one class to every image). In place; returns the model."""
+    import torch
+
+    feats = []
+    hook = model.classifier.fc.register_forward_hook(lambda m, inp, out: feats.append(inp[0]))
+    with torch.no_grad():
+        model(torch.from_numpy(np.concatenate(images)))
+        hook.remove()
+        fc = model.classifier.fc
+        fc.weight /= feats[0].std(0) + 1e-3
+        fc.bias.copy_(-(fc.weight @ feats[0].mean(0)))
+    return model
+
+
+def make_int8_export(out, **kw):
+    """:func:`make_export` quantized with minmax PTQ on :func:`calib_images`; returns (model, graph)."""
+    from tinydet.pipeline.quantize import quantize_export
+    from tinydet.quant.calibrate import calibrate
+
+    model, graph = make_export(out, **kw)
+    quantize_export(out, calibrate(str(out / "full.onnx"), calib_images(), "minmax"),
+                    {"kind": "ptq", "method": "minmax", "images": 6})
     return model, graph
 
 

@@ -274,26 +274,6 @@ def test_cli_data_config_images_on_host(folder, tmp_path, capsys):
     assert r["outputs_bit_exact_vs_reference"] is True
 
 
-def test_classifier_ops_are_refused_naming_the_node(tmp_path):
-    from tinydet.arch import lower
-    from tinydet.arch.spec import spec_from_dict
-    from tinydet.export.folder import export_network
-    from tinydet.quant.calibrate import calibrate
-    from tinydet.pipeline.quantize import quantize_export
-
-    from test_export_utils import random_network
-
-    spec = spec_from_dict({"name": "cls", "num_classes": 3, "blocks": [
-        {"type": "conv", "out": 8, "stride": 2}, {"type": "mbconv", "out": 8, "expand": 1},
-        {"type": "mbconv", "out": 16, "stride": 2, "expand": 2}]})
-    out = tmp_path / "cls"
-    export_network(random_network(spec, None), lower(spec, (48, 64)), out, 2, (2, 2))
-    quantize_export(out, calibrate(str(out / "full.onnx"), calib_images(), "minmax"), {"kind": "ptq"})
-    with pytest.raises(TinydetError, match=r"node 'classifier.pool' \(avgpool\) is not supported"):
-        build_firmware(out, "host", tmp_path / "b", mode="layer")
-    assert not (tmp_path / "b" / "model.c").exists()
-
-
 @pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
 @pytest.mark.parametrize("mode", ["patch", "layer"])
 def test_deploy_with_cmsis_nn_root_builds_arm_kernels_and_stays_bit_exact(folder, tmp_path, mode):

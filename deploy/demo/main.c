@@ -5,10 +5,12 @@
  * the image (int8 NHWC, quantized by the host) is streamed into the model tile by tile through a
  * tinydet_source that seeks and reads rows of the file, so the full image never sits in SRAM in
  * patch mode. Writes out_<i>.bin (every output tensor, int8 NHWC, in order) and det_<i>.txt
- * (x1 y1 x2 y2 score label per line, network-input pixels), and prints the counters:
+ * (x1 y1 x2 y2 score label per line, network-input pixels) -- for a classifier cls_<i>.txt instead
+ * (class int8_logit score per line, score = the dequantized logit) --, and prints the counters:
  *
  *   tinydet mode=<m> arena=<bytes> layers=<n> counter=<name> instructions_per_tick_x1000=<k>
  *   image <i> rc=<status> ticks=<total> input_ticks=<t> detections=<n> detect_ticks=<decode + NMS>
+ *   class <i> top1=<class> logit=<int8> score=<float>   (classifiers; detect_ticks: the scores)
  *   layer <i> <name> <ticks>              (image 0 only)
  *   stack_used <bytes> of <bytes>         (M7 targets: stack painting)
  *
@@ -38,6 +40,28 @@ static int read_rows(void *user, int32_t y, int32_t x, int32_t w, int8_t *dst)
 }
 
 static tinydet_detection dets[TINYDET_MAX_DET > 0 ? TINYDET_MAX_DET : 1];
+static float scores[TINYDET_NUM_CLASSES > 0 ? TINYDET_NUM_CLASSES : 1];
+
+/* A classifier's scores into cls_<i>.txt and its top-1 on stdout; returns -1 when unwritable. */
+static int write_scores(int i, int top1)
+{
+    char name[32];
+    snprintf(name, sizeof(name), "cls_%d.txt", i);
+    FILE *c = fopen(name, "w");
+    const int8_t *logits = tinydet_output(TINYDET_MODEL, 0);
+    for (int k = 0; c != NULL && k < TINYDET_NUM_CLASSES; k++)
+    {
+        /* %.9g: the float32 value round-trips exactly */
+        fprintf(c, "%d %d %.9g\n", k, (int)logits[k], (double)scores[k]);
+    }
+    if (c == NULL || fclose(c) != 0)
+    {
+        printf("image %d: cannot write %s\n", i, name);
+        return -1;
+    }
+    printf("class %d top1=%d logit=%d score=%.9g\n", i, top1, (int)logits[top1], (double)scores[top1]);
+    return 0;
+}
 
 int main(void)
 {
@@ -95,7 +119,12 @@ int main(void)
         }
         const uint32_t d0 = tinydet_board_counter();
         const int n = tinydet_model_detect(TINYDET_MODEL, dets, TINYDET_MAX_DET);
+        const int top1 = TINYDET_IS_CLASSIFIER ? tinydet_model_classify(TINYDET_MODEL, scores, TINYDET_NUM_CLASSES) : -1;
         const uint32_t d1 = tinydet_board_counter();
+        if (TINYDET_IS_CLASSIFIER && (top1 < 0 || write_scores(i, top1) != 0))
+        {
+            return 3;
+        }
         snprintf(name, sizeof(name), "det_%d.txt", i);
         FILE *d = fopen(name, "w");
         for (int k = 0; d != NULL && k < n; k++)

@@ -10,7 +10,9 @@ Prints one JSON object: ``flash_bytes``, ``sram_arena_bytes`` (the linked arena,
 figures (``instructions_per_inference``, ``instructions_decode``, ``per_layer_instructions`` and
 ``per_layer`` with instructions/MAC and the working set per layer on QEMU; ``--profile PNG`` draws
 them) and with
-``--validate`` ``outputs_bit_exact_vs_reference`` and ``detections_match_fraction_vs_onnxruntime``.
+``--validate`` ``outputs_bit_exact_vs_reference`` and ``detections_match_fraction_vs_onnxruntime``
+(a classifier: ``top1_agreement_vs_reference``, ``top1_agreement_vs_onnxruntime``,
+``logits_bit_exact_vs_reference``, ``scores_equal_dequantized_reference``, ``top1_per_image``).
 ``--mode both`` builds (and runs) both modes and reports ``arena_saved_bytes``. The exit status is
 1 when validation finds the firmware's outputs differ from the reference.
 """
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace):
 _KEYS = ("target", "mode", "elf", "flash_bytes", "sram_arena_bytes", "planned_peak_bytes", "sram_static_bytes",
          "scratch_bytes", "stack_bytes", "instructions_per_inference", "instructions_per_mac", "instructions_decode",
          "outputs_bit_exact_vs_reference",
-         "detections_match_fraction_vs_onnxruntime")
+         "detections_match_fraction_vs_onnxruntime", "top1_agreement_vs_reference", "top1_agreement_vs_onnxruntime")
 
 
 def render(result: dict) -> None:

@@ -91,6 +91,7 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
         "peak_sram_patch": mem.get("peak_sram_patch"), "peak_sram_per_layer": mem.get("peak_sram_per_layer"),
         "budget": fit, "layers": low.layer_names, "outputs": [asdict(o) for o in low.outputs],
         "input": asdict(low.input), "detector": low.detector_config, "conf": conf,
+        "classifier": asdict(low.classifier) if low.classifier else None,
     }
     write_bytes_atomic(out / "build.json", (json.dumps(info, indent=1) + "\n").encode())
     return info

@@ -21,6 +21,7 @@ from tinydet.errors import TinydetError
 
 _STEP_MODE_C = {"normal": "TINYDET_STEP_NORMAL", "inplace_dw": "TINYDET_STEP_INPLACE_DW",
                 "fused_residual": "TINYDET_STEP_FUSED_RESIDUAL", "sink": "TINYDET_STEP_SINK"}
+_LAYER_OP_C = {"conv": "TINYDET_OP_CONV", "avgpool": "TINYDET_OP_AVGPOOL", "fc": "TINYDET_OP_FC"}
 
 
 @dataclass
@@ -61,7 +62,9 @@ def _pads(p) -> str:
 
 
 def _layer_data(i: int, layer: lw.LayerRow) -> str:
-    kind = "dwconv" if layer.depthwise else "conv"
+    if layer.op == "avgpool":
+        return f"/* {layer.name}: global average pool {layer.kernel[0]}x{layer.kernel[1]}x{layer.in_channels} */\n"
+    kind = "fc" if layer.op == "fc" else "dwconv" if layer.depthwise else "conv"
     text = (f"/* {layer.name}: {kind} {layer.kernel[0]}x{layer.kernel[1]}/{layer.stride[0]} "
             f"{layer.in_channels}->{layer.out_channels} */\n"
             + c_array("int8_t", f"td_w{i}", layer.weights) + c_array("int32_t", f"td_b{i}", layer.bias)
@@ -77,13 +80,17 @@ def _layer_data(i: int, layer: lw.LayerRow) -> str:
 
 
 def _layer(i: int, layer: lw.LayerRow) -> str:
+    data = layer.op != "avgpool"  # a global pool has no const arrays
     return "    " + c_struct([
-        ("name", c_string(layer.name)), ("weights", f"td_w{i}"), ("bias", f"td_b{i}"), ("mult", f"td_m{i}"),
-        ("shift", f"td_s{i}"), ("in_channels", layer.in_channels), ("out_channels", layer.out_channels),
+        ("name", c_string(layer.name)), ("weights", f"td_w{i}" if data else "NULL"),
+        ("bias", f"td_b{i}" if data else "NULL"), ("mult", f"td_m{i}" if data else "NULL"),
+        ("shift", f"td_s{i}" if data else "NULL"), ("in_channels", layer.in_channels),
+        ("out_channels", layer.out_channels),
         ("kernel_h", layer.kernel[0]), ("kernel_w", layer.kernel[1]), ("stride_h", layer.stride[0]),
         ("stride_w", layer.stride[1]), ("input_offset", layer.input_offset), ("output_offset", layer.output_offset),
         ("act_min", layer.act_min), ("act_max", layer.act_max), ("depthwise", int(layer.depthwise)),
-        ("add", f"&td_add{i}" if layer.add else "NULL"), ("conv_first", int(layer.conv_first))])
+        ("add", f"&td_add{i}" if layer.add else "NULL"), ("conv_first", int(layer.conv_first)),
+        ("op", _LAYER_OP_C[layer.op])])
 
 
 def _step(s: lw.StepRow) -> str:
@@ -191,11 +198,14 @@ def model_h(m: lw.Lowered) -> str:
 #define TINYDET_INPUT_C {m.input.c}
 #define TINYDET_INPUT_ZP {m.input.zp}
 #define TINYDET_IS_DETECTOR {1 if det else 0}
+#define TINYDET_IS_CLASSIFIER {1 if m.classifier else 0}
+#define TINYDET_NUM_CLASSES {m.classifier.num_classes if m.classifier else 0}
 #define TINYDET_MAX_DET {det.max_det if det else 0}
 #define TINYDET_NUM_ANCHOR_SLOTS {slots}
 
 /* the generated model: tinydet_run(TINYDET_MODEL, &src), tinydet_output(TINYDET_MODEL, i),
- * tinydet_model_detect(TINYDET_MODEL, dets, TINYDET_MAX_DET) */
+ * tinydet_model_detect(TINYDET_MODEL, dets, TINYDET_MAX_DET),
+ * tinydet_model_classify(TINYDET_MODEL, scores, TINYDET_NUM_CLASSES) */
 extern const tinydet_model tinydet_model_tables;
 #define TINYDET_MODEL (&tinydet_model_tables)
 

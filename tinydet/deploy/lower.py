@@ -5,7 +5,9 @@ unit-tested as data; :mod:`tinydet.deploy.emit_c` only prints these rows as C99 
 initializers of the structs in ``deploy/runtime/include/tinydet_executor.h``.
 
 * :class:`LayerRow` -- one conv / depthwise layer's int8 weights, int32 biases, per-channel
-  ``(mult, shift)`` and its fused residual add (:class:`AddRow`), once for all tiles;
+  ``(mult, shift)`` and its fused residual add (:class:`AddRow`), once for all tiles; a classifier's
+  global average pool (no const data) and fully connected layer (weights ``[C_out, depth]``, one
+  per-tensor ``(mult, shift)``: ``arm_fully_connected_s8``) are rows too (``op``);
 * :class:`StepRow` -- one layer execution: arena offsets (the allocator's, ``schedule.json: arena``
   for patch mode and ``arena_layer`` for layer mode),
   the input size and its pads (:class:`tinydet.geometry.Pads`), the output row pitch and where the
@@ -13,7 +15,8 @@ initializers of the structs in ``deploy/runtime/include/tinydet_executor.h``.
   then the stage-2 steps, layer mode the steps of every layer on the full map;
 * :class:`OutputRow`, :class:`DetectorRow` -- the int8 outputs and the decode tables: one
   256-entry sigmoid table per head map (the Python decode's own function on every int8 value) and
-  the int8 objectness threshold equivalent to the score threshold.
+  the int8 objectness threshold equivalent to the score threshold; :class:`ClassifierRow` -- a
+  classifier's logits output (``tinydet_model_classify``).
 """
 from __future__ import annotations
 
@@ -33,7 +36,9 @@ MAX_CANDIDATES = 3000  # tinydet.models.decode.postprocess's default
 # sizes of the runtime's structs the budget counts (model.c checks them against sizeof at compile time)
 CANDIDATE_BYTES = 12  # tinydet_candidate {float score; int32 index, label}
 DETECTION_BYTES = 24  # tinydet_detection {float x1, y1, x2, y2, score; int32 label}
-_SUPPORTED = ("conv", "dwconv")
+_SUPPORTED = ("conv", "dwconv", "avgpool", "fc")
+_DATA_ONLY = ("quantize", "dequantize", "pad", "flatten")  # no step of their own (flatten: a 1x1 map's bytes)
+LAYER_OPS = ("conv", "avgpool", "fc")  # LayerRow.op: tinydet_executor.h TINYDET_OP_*
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,12 @@ class LayerRow:
     act_max: int
     add: AddRow | None = None
     conv_first: bool = False
+    op: str = "conv"  # conv (conv / depthwise) | avgpool (global, no const data) | fc (per-tensor mult/shift)
 
     @property
     def const_bytes(self) -> int:
-        """Flash of its data: int8 weights + int32 bias, multiplier and shift per output channel."""
-        return int(self.weights.size) + 12 * self.out_channels
+        """Flash of its data: int8 weights + the int32 bias, multiplier and shift arrays."""
+        return int(self.weights.size) + 4 * (self.bias.size + self.mult.size + self.shift.size)
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,17 @@ class DetectorRow:
         return CANDIDATE_BYTES * self.max_candidates + DETECTION_BYTES * self.max_det
 
 
+@dataclass(frozen=True)
+class ClassifierRow:
+    """A classifier's logits: the one output (int8, ``num_classes`` values) that
+    ``tinydet_model_classify`` dequantizes and ranks."""
+
+    output: int
+    num_classes: int
+    scale: float
+    zp: int
+
+
 @dataclass(eq=False)
 class Lowered:
     """Everything the C tables hold for one mode, plus the figures the build reports."""
@@ -191,6 +208,7 @@ class Lowered:
     layer_names: list[str]
     detector_config: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    classifier: ClassifierRow | None = None
 
     @property
     def const_bytes(self) -> int:
@@ -204,7 +222,8 @@ class Lowered:
         """The figures as JSON-ready values (model.json, build.json)."""
         return {"mode": self.mode, "arena_bytes": self.arena_bytes, "planned_peak_bytes": self.planned_peak_bytes,
                 "scratch_bytes": self.scratch_bytes, "const_bytes": self.const_bytes, "layers": self.layer_names,
-                "outputs": [asdict(o) for o in self.outputs], "input": asdict(self.input), "tiles": len(self.tiles)}
+                "outputs": [asdict(o) for o in self.outputs], "input": asdict(self.input), "tiles": len(self.tiles),
+                "classifier": asdict(self.classifier) if self.classifier else None}
 
 
 # ---- detector tables --------------------------------------------------------------------------------
@@ -263,11 +282,12 @@ def detector_row(det: Mapping[str, Any], outputs: list[OutputRow], input_hw: tup
 
 def _check_supported(qg, where: str) -> None:
     for op in qg.ops:
-        if op.kind in ("quantize", "dequantize", "pad"):
+        if op.kind in _DATA_ONLY:
             continue
         if op.kind not in _SUPPORTED:
             raise TinydetError(f"{where}: node '{op.name}' ({op.kind}) is not supported by the C code generator; "
-                               f"expected Conv, depthwise Conv (optionally followed by a residual Add) in QDQ form")
+                               f"expected Conv, depthwise Conv (optionally followed by a residual Add), "
+                               f"GlobalAveragePool, Flatten, Gemm in QDQ form")
 
 
 def _shape_of(schedule: Mapping[str, Any], tensor: str) -> tuple[int, int, int]:
@@ -287,8 +307,11 @@ def _int32(values: Any, what: str) -> np.ndarray:
     return a.astype(np.int32)
 
 
-def layer_row(qop) -> LayerRow:
-    """The table row of an int8 conv / depthwise op of :mod:`tinydet.quant.qgraph`."""
+def layer_row(qop, in_shape: tuple[int, int, int] | None = None) -> LayerRow:
+    """The table row of an int8 conv / depthwise / global pool / fully connected op of
+    :mod:`tinydet.quant.qgraph`; ``in_shape`` (C, H, W of its input) sizes a global pool's window."""
+    if qop.kind in ("avgpool", "fc"):
+        return classifier_row(qop, in_shape)
     w = np.asarray(qop.weight, np.int8)
     depthwise = qop.kind == "dwconv"
     add = None
@@ -307,10 +330,39 @@ def layer_row(qop) -> LayerRow:
                     conv_first=bool(qop.add and qop.add["conv_first"]))
 
 
+def classifier_row(qop, in_shape: tuple[int, int, int] | None) -> LayerRow:
+    """The row of a global average pool (kernel = the whole input map, no const data; the int8 graph
+    keeps the input's scale and zero point) or of a fully connected layer (weights ``[C_out, depth]``,
+    ``arm_fully_connected_s8``'s one per-tensor multiplier)."""
+    none = np.zeros(0, np.int32)
+    if qop.kind == "avgpool":
+        if in_shape is None:
+            raise TinydetError(f"global pool '{qop.name}': no input shape in schedule.json")
+        c, h, w = (int(v) for v in in_shape)
+        return LayerRow(name=qop.name, depthwise=False, weights=np.zeros(0, np.int8), bias=none, mult=none,
+                        shift=none, in_channels=c, out_channels=c, kernel=(h, w), stride=(1, 1), input_offset=0,
+                        output_offset=0, act_min=int(qop.act_min), act_max=int(qop.act_max), op="avgpool")
+    w = np.asarray(qop.weight, np.int8)
+    mult, shift = np.asarray(qop.mult).reshape(-1), np.asarray(qop.shift).reshape(-1)
+    if w.ndim != 2 or mult.size != 1 or shift.size != 1:
+        raise TinydetError(f"fully connected '{qop.name}': expected weights [C_out, depth] and one per-tensor "
+                           f"multiplier (arm_fully_connected_s8), got weights {list(w.shape)} and {mult.size} "
+                           f"multipliers")
+    return LayerRow(name=qop.name, depthwise=False, weights=w, bias=_int32(qop.bias, f"{qop.name}: bias"),
+                    mult=_int32(mult, f"{qop.name}: mult"), shift=_int32(shift, f"{qop.name}: shift"),
+                    in_channels=int(w.shape[1]), out_channels=int(w.shape[0]), kernel=(1, 1), stride=(1, 1),
+                    input_offset=-int(qop.in_zp[0]), output_offset=int(qop.out_zp), act_min=int(qop.act_min),
+                    act_max=int(qop.act_max), op="fc")
+
+
 def scratch_bytes(layer: LayerRow, out_w: int) -> int:
     """Kernel scratch of a layer: im2col columns (int16, two output pixels) of the conv kernels, then a
     conv row and a shortcut row of the row-wise residual (tinydet_conv_rows_get_buffer_size; the
-    runtime checks every call against the kernels' own *_get_buffer_size)."""
+    runtime checks every call against the kernels' own *_get_buffer_size). A global pool: C int32
+    sums (arm_avgpool_s8_get_buffer_size on DSP cores); a fully connected layer: C_out int32 row
+    sums (arm_fully_connected_s8_get_buffer_size on Helium cores; 0 elsewhere)."""
+    if layer.op != "conv":
+        return 4 * layer.out_channels
     kh, kw = layer.kernel
     col = 2 * ((kh * kw * layer.in_channels + 3) & ~3) * 2
     return col + 2 * ((out_w * layer.out_channels + 3) & ~3) + 16
@@ -324,11 +376,12 @@ class _Layers:
         self.index: dict[str, int] = {}
         self.scratch = 0
         self.out_w = {op["name"]: int(op["out_shape"][2]) for op in schedule["ops"]}
+        self.in_shape = {op["name"]: tuple(int(v) for v in op["in_shape"]) for op in schedule["ops"]}
 
     def of(self, qop) -> int:
         if qop.name not in self.index:
             self.index[qop.name] = len(self.rows)
-            self.rows.append(layer_row(qop))
+            self.rows.append(layer_row(qop, self.in_shape.get(qop.name)))
             # sized for the full map's rows, so one scratch serves every tile
             self.scratch = max(self.scratch, scratch_bytes(self.rows[-1], self.out_w[qop.name]))
         return self.index[qop.name]
@@ -499,10 +552,21 @@ def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF
     inp = InputRow(name=q_in.inputs[0], c=c_in, h=h_in, w=w_in, scale=float(q_in.out_scale), zp=int(q_in.out_zp))
     det = sched.get("detector")
     detector = detector_row(det, outputs, (h_in, w_in), conf, f"{where}/schedule.json") if det else None
+    classifier = None if det else classifier_output(graph, outputs)
     return Lowered(mode=mode, arch=str(sched["arch"]["name"]), arena_bytes=int(arena["arena_bytes"]),
                    planned_peak_bytes=planned, scratch_bytes=layers.scratch, layers=layers.rows, steps=steps,
                    tile_steps=tile_steps, tiles=tiles, input_offset=_offset(arena.get("input")), outputs=outputs,
-                   input=inp, detector=detector, layer_names=names, detector_config=det, extra={"conf": conf})
+                   input=inp, detector=detector, layer_names=names, detector_config=det, extra={"conf": conf},
+                   classifier=classifier)
+
+
+def classifier_output(graph, outputs: list[OutputRow]) -> ClassifierRow | None:
+    """The logits row of a graph that ends in a fully connected layer with one output; else None."""
+    layers = [op for op in graph.ops if op.kind in _SUPPORTED]
+    if not layers or layers[-1].kind != "fc" or len(outputs) != 1:
+        return None
+    o = outputs[0]
+    return ClassifierRow(output=0, num_classes=o.c * o.h * o.w, scale=o.scale, zp=o.zp)
 
 
 def load_models(export) -> tuple[Any, Any, Any]:

@@ -6,6 +6,7 @@ on every tile + stitching + ``stage2.int8.onnx`` -- what the firmware computes.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from tinydet.errors import TinydetError
 
 
 def reference_outputs(export_dir: "str | Path", mode: str, images: np.ndarray, schedule: dict) -> list[list[np.ndarray]]:
-    """int8 NHWC output tensors of the numpy reference, per image, in ``schedule['outputs']`` order."""
+    """int8 NHWC output tensors of the numpy reference, per image, in ``schedule['outputs']`` order
+    (a classifier's logits ``[1, C]`` as the firmware's ``[1, 1, 1, C]``)."""
     from tinydet.quant import reference as ref
 
     r = ref.Int8Reference(export_dir, schedule)
@@ -30,8 +32,12 @@ def reference_outputs(export_dir: "str | Path", mode: str, images: np.ndarray, s
             env, _ = ref.run(r.stage2, {}, int8_feeds={schedule["split_tensor"]: split})
             graph = r.stage2
         src = {op.output: op.inputs[0] for op in graph.ops if op.kind == "dequantize"}
-        result.append([env[src[name]] for name in schedule["outputs"]])
+        result.append([_nhwc(env[src[name]]) for name in schedule["outputs"]])
     return result
+
+
+def _nhwc(t: np.ndarray) -> np.ndarray:
+    return t.reshape(t.shape[0], 1, 1, t.shape[1]) if t.ndim == 2 else t
 
 
 def ort_detections(export_dir: "str | Path", mode: str, images: np.ndarray, schedule: dict, conf: float):
@@ -82,7 +88,49 @@ def validate_run(info: dict, run: RunResult, images: np.ndarray, schedule: dict)
         report["detections_per_image"] = [int(len(d[0])) for d in run.detections]
     else:
         report["detections_match_fraction_vs_onnxruntime"] = None
+    if info.get("classifier"):
+        report.update(classification_figures(info, run, images, expected))
     return report
+
+
+def read_class_scores(workdir: "str | Path", count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image, the firmware's ``cls_<i>.txt`` (``deploy/demo/main.c``): int8 logits and float32 scores."""
+    out = []
+    for i in range(count):
+        path = Path(workdir) / f"cls_{i}.txt"
+        if not path.is_file():
+            raise TinydetError(f"{path}: missing; the classifier firmware writes one score file per image")
+        rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+        if any(len(r) != 3 or int(r[0]) != k for k, r in enumerate(rows)):
+            raise TinydetError(f"{path}: expected lines 'class int8_logit score' for classes 0, 1, ...")
+        out.append((np.asarray([int(r[1]) for r in rows], np.int8), np.asarray([float(r[2]) for r in rows], np.float32)))
+    return out
+
+
+def classification_figures(info: dict, run: RunResult, images: np.ndarray, expected: list[list[np.ndarray]]) -> dict:
+    """A classifier run's checks: the firmware's top-1 against the int8 reference's (and the
+    onnxruntime int8 model's), its logits bit for bit and its dequantized scores exactly as the
+    int8 graph's DequantizeLinear on the reference logits."""
+    from tinydet.export.runtime import onnx_runner
+    from tinydet.quant.arith import dequantize
+
+    row = info["classifier"]
+    scores = read_class_scores(Path(run.log).parent, len(run.outputs))
+    # the top-1 the firmware itself returned (tinydet_model_classify), one line per image
+    firmware_top1 = np.asarray([int(v) for v in re.findall(r"^class \d+ top1=(\d+)", run.stdout, re.M)])
+    if firmware_top1.size != len(run.outputs):
+        raise TinydetError(f"firmware printed {firmware_top1.size} 'class' lines for {len(run.outputs)} images; "
+                           f"log kept: {run.log}")
+    ref_logits = np.stack([exp[row["output"]].reshape(-1) for exp in expected])
+    ort = onnx_runner(info["export"], int8=True, patched=info["mode"] == "patch")(np.asarray(images, np.float32))
+    ort_top1 = np.argmax(np.asarray(ort[row["output"]]).reshape(len(images), -1), axis=1)
+    ref_top1 = np.argmax(ref_logits, axis=1)
+    return {"top1_agreement_vs_reference": float(np.mean(firmware_top1 == ref_top1)),
+            "top1_agreement_vs_onnxruntime": float(np.mean(firmware_top1 == ort_top1)),
+            "logits_bit_exact_vs_reference": bool(np.array_equal(np.stack([q for q, _ in scores]), ref_logits)),
+            "scores_equal_dequantized_reference": bool(np.array_equal(
+                np.stack([s for _, s in scores]), dequantize(ref_logits, row["scale"], row["zp"]))),
+            "top1_per_image": firmware_top1.tolist()}
 
 
 def device_figures(run: RunResult) -> dict:

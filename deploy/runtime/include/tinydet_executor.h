@@ -29,7 +29,18 @@ typedef struct
     int32_t depthwise;
     const tinydet_add_params *add; /* residual add after the convolution, or NULL */
     int32_t conv_first;            /* the add's first operand is the convolution */
+    int32_t op;                    /* TINYDET_OP_*; 0 (the default of designated initializers): convolution */
 } tinydet_layer;
+
+/* What a layer computes (tinydet.deploy.lower.LayerRow.op). A global average pool has no const data
+ * (NULL arrays) and in_channels = out_channels; a fully connected layer has weights [C_out][depth]
+ * (in_channels = depth) and one multiplier/shift (per tensor). */
+enum
+{
+    TINYDET_OP_CONV = 0,    /* convolution or depthwise convolution (+ residual add) */
+    TINYDET_OP_AVGPOOL = 1, /* global average pool of the step's input map (arm_avgpool_s8) */
+    TINYDET_OP_FC = 2       /* fully connected on the step's input (arm_fully_connected_s8) */
+};
 
 /* How a step stores its output (tinydet/schedule/arena.py: ArenaStep.mode). */
 enum
@@ -103,6 +114,11 @@ const int8_t *tinydet_output(const tinydet_model *m, int i);
 
 /* tinydet_detect on the model's outputs (0 detections for a model without a detector). */
 int tinydet_model_detect(const tinydet_model *m, tinydet_detection *dets, int max);
+
+/* A classifier's scores: output 0 (its int8 logits) dequantized, scores[k] = (q[k] - zp) * scale
+ * for k < max (the int8 graph's DequantizeLinear, in float32); returns the top-1 class (the first of
+ * the largest int8 logits), or -1 for a model that is a detector or has not exactly one output. */
+int tinydet_model_classify(const tinydet_model *m, float *scores, int max);
 
 #ifdef __cplusplus
 }

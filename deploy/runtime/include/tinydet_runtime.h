@@ -200,6 +200,29 @@ int tinydet_tile_geometry(int32_t in_h, int32_t in_w, int32_t k_h, int32_t k_w, 
                           cmsis_nn_dims *output_dims);
 
 
+/* ---- classifier layers (src/nn_avgpool.c, src/nn_fc.c) --------------------------------------------
+ * The global average pool ([1, H, W, C] -> [1, 1, 1, C] through arm_avgpool_s8, ctx->buf of
+ * tinydet_global_avgpool_s8_get_buffer_size(C) bytes) and the fully connected layer ([depth] ->
+ * [C_out] through arm_fully_connected_s8, per-tensor multiplier, ctx->buf of
+ * tinydet_fully_connected_s8_get_buffer_size(depth, C_out) bytes; with ARM's library the buffer is
+ * filled by arm_vector_sum_s8 where ARM's kernel needs it). */
+int32_t tinydet_global_avgpool_s8_get_buffer_size(int32_t channels);
+arm_cmsis_nn_status tinydet_global_avgpool_s8(const cmsis_nn_context *ctx,
+                                              const cmsis_nn_dims *input_dims,
+                                              const int8_t *input_data,
+                                              const cmsis_nn_activation *activation,
+                                              int8_t *output_data);
+int32_t tinydet_fully_connected_s8_get_buffer_size(int32_t depth, int32_t out_channels);
+arm_cmsis_nn_status tinydet_fully_connected_s8(const cmsis_nn_context *ctx,
+                                               const cmsis_nn_fc_params *fc_params,
+                                               const cmsis_nn_per_tensor_quant_params *quant_params,
+                                               int32_t depth,
+                                               int32_t out_channels,
+                                               const int8_t *input_data,
+                                               const int8_t *filter_data,
+                                               const int32_t *bias_data,
+                                               int8_t *output_data);
+
 #ifdef __cplusplus
 }
 #endif

@@ -51,10 +51,44 @@ static tinydet_rows tde_rows(const tinydet_model *m, const tinydet_layer *L, con
     return r;
 }
 
+/* The classifier's global average pool: the step's whole input map -> C values. */
+static arm_cmsis_nn_status tde_avgpool(const tinydet_model *m, const tinydet_layer *L, const tinydet_step *S)
+{
+    const cmsis_nn_context ctx = {m->scratch, m->scratch_bytes};
+    const cmsis_nn_dims in = {1, S->in_h, S->in_w, L->in_channels};
+    const cmsis_nn_activation act = {L->act_min, L->act_max};
+    return tinydet_global_avgpool_s8(&ctx, &in, m->arena + S->input, &act, m->arena + S->output);
+}
+
+/* The classifier's fully connected layer on the step's input (depth = its pixels x channels). */
+static arm_cmsis_nn_status tde_fc(const tinydet_model *m, const tinydet_layer *L, const tinydet_step *S)
+{
+    const cmsis_nn_context ctx = {m->scratch, m->scratch_bytes};
+    const cmsis_nn_fc_params p = {L->input_offset, 0, L->output_offset, {L->act_min, L->act_max}};
+    const cmsis_nn_per_tensor_quant_params q = {L->mult[0], L->shift[0]};
+    if (S->in_h * S->in_w != 1)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR; /* the lowering only feeds it a pooled 1x1 map */
+    }
+    return tinydet_fully_connected_s8(&ctx, &p, &q, L->in_channels, L->out_channels, m->arena + S->input, L->weights,
+                                      L->bias, m->arena + S->output);
+}
+
 static arm_cmsis_nn_status tde_step(const tinydet_model *m, const tinydet_step *S)
 {
     const tinydet_layer *L = &m->layers[S->layer];
     int8_t *arena = m->arena;
+    switch (L->op)
+    {
+    case TINYDET_OP_CONV:
+        break;
+    case TINYDET_OP_AVGPOOL:
+        return tde_avgpool(m, L, S);
+    case TINYDET_OP_FC:
+        return tde_fc(m, L, S);
+    default:
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
     tinydet_conv_args a;
     if (tde_conv_args(L, S, &a) != 0 || (L->add != NULL && S->shortcut < 0))
     {
@@ -158,4 +192,28 @@ const int8_t *tinydet_output(const tinydet_model *m, int i)
 int tinydet_model_detect(const tinydet_model *m, tinydet_detection *dets, int max)
 {
     return m->detector != NULL ? tinydet_detect(m->detector, m->arena, dets, max) : 0;
+}
+
+int tinydet_model_classify(const tinydet_model *m, float *scores, int max)
+{
+    if (m->detector != NULL || m->num_outputs != 1)
+    {
+        return -1;
+    }
+    const tinydet_output_info *o = &m->outputs[0];
+    const int8_t *q = m->arena + o->offset;
+    const int32_t n = o->h * o->w * o->c;
+    int best = 0;
+    for (int32_t k = 0; k < n; k++)
+    {
+        if (k < max)
+        {
+            scores[k] = (float)(q[k] - o->zp) * o->scale;
+        }
+        if (q[k] > q[best])
+        {
+            best = (int)k;
+        }
+    }
+    return best;
 }

@@ -1,0 +1,141 @@
+"""Classifiers through the deploy chain: global average pool + fully connected in the lowering, the
+generated tables and the firmware (arm_avgpool_s8 / arm_fully_connected_s8 API), bit exact against
+the numpy int8 reference on the host and on QEMU in patch and layer mode, with the firmware's
+class scores and top-1.
+
+The export is fixtures.make_export's residual backbone as a 7-class classifier whose last block has
+13 channels (odd: the kernels' loop tails), its fully connected layer centred so that the top-1
+changes with the image; 3x3 tiles, split after block 4.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tinydet.deploy import deploy
+from tinydet.deploy.emit_c import generate
+from tinydet.export import load_export
+
+from fixtures import RES, make_int8_export, run_cli
+
+CLASSES, LAST = 7, 13
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cls") / "tinycls"
+    make_int8_export(out, num_classes=CLASSES, last=LAST)
+    return out
+
+
+def images():
+    """Random and flat images: the reference's top-1 is not the same class for all of them."""
+    rng = np.random.default_rng(5)
+    flat = np.stack([np.full((3,) + RES, v, np.float32) for v in (0.0, 0.3)])
+    return np.concatenate([rng.random((2, 3) + RES, dtype=np.float32), flat])
+
+
+def test_lowering_has_pool_and_fc_rows_and_the_c_tables(folder, tmp_path):
+    sched = load_export(folder).schedule
+    for mode in ("patch", "layer"):
+        gen = generate(folder, tmp_path / mode, mode=mode)
+        low = gen.lowered
+        pool, fc = low.layers[-2], low.layers[-1]
+        assert (pool.op, pool.name, pool.in_channels, pool.out_channels) == ("avgpool", "classifier.pool", LAST, LAST)
+        _, h, w = next(op for op in sched["ops"] if op["name"] == "classifier.pool")["in_shape"]
+        assert pool.kernel == (h, w) and pool.weights.size == 0 and pool.const_bytes == 0
+        assert (fc.op, fc.weights.shape, fc.mult.size, fc.shift.size) == ("fc", (CLASSES, LAST), 1, 1)
+        assert fc.const_bytes == CLASSES * LAST + 4 * CLASSES + 8
+        # the pool's C int32 sums and the FC's row sums fit the scratch (ARM's buffer sizes)
+        assert low.scratch_bytes >= 4 * max(LAST, CLASSES)
+        assert low.classifier is not None and low.classifier.num_classes == CLASSES and low.detector is None
+        src, hdr = gen.model_c.read_text(), gen.model_h.read_text()
+        assert ".op = TINYDET_OP_AVGPOOL" in src and ".op = TINYDET_OP_FC" in src
+        assert '{.name = "classifier.pool", .weights = NULL, .bias = NULL, .mult = NULL, .shift = NULL' in src
+        assert "#define TINYDET_IS_CLASSIFIER 1" in hdr and f"#define TINYDET_NUM_CLASSES {CLASSES}" in hdr
+        # the planner's working sets of the pool and the FC are what the arena steps allocate
+        arena = sched["arena" if mode == "patch" else "arena_layer"]
+        ws = sched["memory"]["layer_working_sets"]
+        for step in arena["steps"][-2:]:
+            assert step["input_bytes"] + step["output_bytes"] == ws[step["op"]]
+        assert low.steps[-1].out_h == low.steps[-1].out_w == 1
+
+
+@pytest.mark.parametrize("mode", ["patch", "layer"])
+def test_host_firmware_is_bit_exact_with_the_planned_arena_and_top1(folder, tmp_path, mode):
+    imgs = images()
+    r = deploy(folder, "host", tmp_path / mode, mode=mode, validate=True, images=imgs)
+    planned = load_export(folder).schedule["memory"]["peak_sram_patch" if mode == "patch" else "peak_sram_per_layer"]
+    assert r["sram_arena_bytes"] == r["planned_peak_bytes"] == planned
+    assert r["outputs_bit_exact_vs_reference"] is True and r["logits_bit_exact_vs_reference"] is True
+    assert r["scores_equal_dequantized_reference"] is True
+    assert r["top1_agreement_vs_reference"] == 1.0
+    # onnxruntime requantizes in float (1 LSB per layer): close logits may rank differently
+    assert 0.0 <= r["top1_agreement_vs_onnxruntime"] <= 1.0
+    assert len(set(r["top1_per_image"])) > 1  # the agreement is not one class for every image
+    assert r["classifier"]["num_classes"] == CLASSES and r["detections_match_fraction_vs_onnxruntime"] is None
+    lines = (tmp_path / mode / "run" / "cls_0.txt").read_text().splitlines()
+    assert [int(ln.split()[0]) for ln in lines] == list(range(CLASSES))
+
+
+def test_qemu_cli_both_modes_bit_exact_with_top1(folder, tmp_path, capsys):
+    rc, out, err = run_cli(capsys, ["deploy", str(folder), "--target", "qemu-mps2-an500", "--out", str(tmp_path / "q"),
+                                    "--mode", "both", "--run", "--validate", "--images", "3", "--json"])
+    assert rc == 0, err
+    r = json.loads(out)
+    sched = load_export(folder).schedule
+    for mode, peak in (("patch", "peak_sram_patch"), ("layer", "peak_sram_per_layer")):
+        m = r[mode]
+        assert m["sram_arena_bytes"] == sched["memory"][peak]
+        assert m["outputs_bit_exact_vs_reference"] is True and m["logits_bit_exact_vs_reference"] is True
+        assert m["top1_agreement_vs_reference"] == 1.0 and m["scores_equal_dequantized_reference"] is True
+        layers = {f["name"]: f for f in m["per_layer"]}
+        assert layers["classifier.pool"]["instructions"] > 0 and layers["classifier.fc"]["instructions"] > 0
+    assert r["arena_saved_bytes"] == sched["memory"]["peak_sram_per_layer"] - sched["memory"]["peak_sram_patch"] > 0
+
+
+def test_a_wrong_avgpool_rounding_is_caught(folder, tmp_path, monkeypatch):
+    """Negative control: a reference whose global pool truncates instead of rounding (half away
+    from zero, as arm_avgpool_s8) no longer matches the firmware."""
+    from tinydet.quant import kernels
+
+    def truncating(x, act_min=-128, act_max=127):
+        s = x.astype(np.int64).sum(axis=(1, 2), keepdims=True)
+        q = np.trunc(s / (x.shape[1] * x.shape[2])).astype(np.int64)
+        return np.clip(q, act_min, act_max).astype(np.int8)
+
+    monkeypatch.setattr(kernels, "global_avgpool_s8", truncating)
+    r = deploy(folder, "host", tmp_path / "neg", mode="layer", validate=True, images=images())
+    assert r["outputs_bit_exact_vs_reference"] is False and r["logits_bit_exact_vs_reference"] is False
+
+
+def test_int8_reference_pool_and_fc_within_one_lsb_of_onnxruntime(folder):
+    import onnx
+
+    from tinydet.quant.qgraph import load_qgraph
+    from tinydet.quant.reference import layer_lsb_vs_ort
+
+    model = onnx.load(str(folder / "full.int8.onnx"))
+    lsb = layer_lsb_vs_ort(load_qgraph(folder / "full.int8.onnx"), model, images())
+    assert lsb["classifier.pool"] <= 1 and lsb["classifier.fc"] <= 1
+
+
+@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@pytest.mark.parametrize("mode", ["patch", "layer"])
+def test_arm_cmsis_nn_pool_and_fc_on_qemu_are_bit_exact(folder, tmp_path, mode):
+    r = deploy(folder, "qemu-mps2-an500", tmp_path / mode, mode=mode, validate=True, images=images()[:2])
+    assert r["kernels"].startswith("cmsis-nn")
+    assert r["logits_bit_exact_vs_reference"] is True and r["top1_agreement_vs_reference"] == 1.0
+
+
+def test_other_int8_ops_are_still_refused_naming_the_node():
+    from types import SimpleNamespace
+
+    from tinydet.deploy import lower
+    from tinydet.errors import TinydetError
+
+    graph = SimpleNamespace(ops=[SimpleNamespace(name="classifier.pool", kind="avgpool"),
+                                 SimpleNamespace(name="up", kind="resize")])
+    with pytest.raises(TinydetError, match=r"x.onnx: node 'up' \(resize\) is not supported by the C code generator"):
+        lower._check_supported(graph, "x.onnx")
