@@ -72,6 +72,12 @@ class Assets:
     def _build_voc(self) -> Path:
         return make_voc(self.root / "voc")
 
+    def _build_wider(self) -> Path:
+        from tinydet.data.synth import synth_wider
+
+        synth_wider(str(self.root / "wider"), 8, seed=1, size=96)
+        return self.root / "wider"
+
 
 @dataclass
 class Workspace:
@@ -86,6 +92,13 @@ class Workspace:
         target = self.dir / "voc"
         if not target.exists():
             shutil.copytree(self.assets.get("voc"), target)
+        return target
+
+    @property
+    def wider(self) -> Path:
+        target = self.dir / "wider"
+        if not target.exists():
+            shutil.copytree(self.assets.get("wider"), target)
         return target
 
     @property
@@ -141,6 +154,82 @@ def quiet(code: int) -> Callable[[Outcome, Workspace], None]:
     return accept
 
 
+def voc_train_ids(ws: Workspace) -> list[str]:
+    text = (ws.voc / "VOC2007" / "ImageSets" / "Main" / "train.txt").read_text()
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
+
+
+def voc_edit_first_box(field: str, value: str) -> Callable[[Workspace], None]:
+    """A ``prepare`` setting ``field`` (xmin, ...) of the first object of a training image."""
+    def prepare(ws: Workspace) -> None:
+        import xml.etree.ElementTree as ET
+
+        for image_id in voc_train_ids(ws):
+            ann = ws.voc / "VOC2007" / "Annotations" / f"{image_id}.xml"
+            tree = ET.parse(ann)
+            obj = tree.getroot().find("object")
+            if obj is not None:
+                obj.find(f"bndbox/{field}").text = value
+                tree.write(ann)
+                return
+        raise AssertionError("no training image with an object")
+    return prepare
+
+
+def voc_first_image(ws: Workspace) -> Path:
+    return ws.voc / "VOC2007" / "JPEGImages" / f"{voc_train_ids(ws)[0]}.jpg"
+
+
+def truncate_first_image(ws: Workspace) -> None:
+    path = voc_first_image(ws)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])  # a download cut short: no EOI marker
+
+
+def png_bomb_first_image(ws: Workspace) -> None:
+    """Replace the first training image by a PNG whose header claims 20000 x 20000 pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    voc_first_image(ws).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def bom_first_line(relpath_of: Callable[[Workspace], Path]) -> Callable[[Workspace], None]:
+    def prepare(ws: Workspace) -> None:
+        path = relpath_of(ws)
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    return prepare
+
+
+def wider_edit_first_face(column: int, value: str) -> Callable[[Workspace], None]:
+    """A ``prepare`` setting ``column`` (0 x, 1 y, 2 w, 3 h) of the first face in the train gt."""
+    def prepare(ws: Workspace) -> None:
+        gt = ws.wider / "wider_face_split" / "wider_face_train_bbx_gt.txt"
+        lines = gt.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.strip().endswith(".jpg") and int(lines[i + 1]) > 0:
+                fields = lines[i + 2].split()
+                fields[column] = value
+                lines[i + 2] = " ".join(fields)
+                gt.write_text("\n".join(lines) + "\n")
+                return
+        raise AssertionError("no training image with a face")
+    return prepare
+
+
+def exit_ok(outcome: Outcome, ws: Workspace) -> None:
+    assert outcome.code == 0, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+
+
+ANCHORS_VOC = ("data", "anchors", "--data-config", "{config}", "--k", "3", "--scales", "1", "--json")
+ANCHORS_WIDER = ("data", "anchors", "--root", "{wider}", "--format", "wider", "--k", "3", "--scales", "1", "--json")
+
+
 def _train_set(key: str, value: str, issue: str, error: str) -> Case:
     return Case(f"train-set-{key}={value}", issue, ("train", "-c", "{config}", "--set", f"{key}={value}"),
                 error=rf"^--set {re.escape(key)}={re.escape(value)}: {re.escape(key)}: {error}")
@@ -167,6 +256,21 @@ CASES: list[Case] = [
          prepare=spec(in_channels=0), error=r"spec\.yaml: in_channels: expected a positive integer, got 0"),
     Case("spec-num_classes-negative", "17.9", ("profile", "--arch", "{dir}/spec.yaml", "--resolution", "64"),
          prepare=spec(num_classes=-3), error=r"spec\.yaml: num_classes: expected an integer >= 0"),
+    # ---- data (17.8, 17.11, 17.12)
+    Case("voc-xmin-nan", "17.8", ANCHORS_VOC, prepare=voc_edit_first_box("xmin", "nan"),
+         error=r"object\[0\]/bndbox: expected numeric xmin, ymin, xmax, ymax \(finite numbers\), got nan"),
+    Case("voc-xmax-inf", "17.8", ANCHORS_VOC, prepare=voc_edit_first_box("xmax", "inf"),
+         error=r"object\[0\]/bndbox: expected numeric .*got .*inf"),
+    Case("wider-w-nan", "17.8", ANCHORS_WIDER, prepare=wider_edit_first_face(2, "nan"),
+         error=r"wider_face_train_bbx_gt\.txt:\d+: expected 10 finite numbers"),
+    Case("voc-truncated-jpeg", "17.8", ANCHORS_VOC, prepare=truncate_first_image,
+         error=r"\.jpg: unreadable image \(image file is truncated"),
+    Case("voc-png-decompression-bomb", "17.11", ANCHORS_VOC, prepare=png_bomb_first_image,
+         error=r"\.jpg: unreadable image \(the header claims more pixels than PIL decodes safely"),
+    Case("voc-imageset-bom", "17.12", ANCHORS_VOC, accept=exit_ok,
+         prepare=bom_first_line(lambda ws: ws.voc / "VOC2007" / "ImageSets" / "Main" / "train.txt")),
+    Case("wider-gt-bom", "17.12", ANCHORS_WIDER, accept=exit_ok,
+         prepare=bom_first_line(lambda ws: ws.wider / "wider_face_split" / "wider_face_train_bbx_gt.txt")),
     # ---- command line (17.12)
     Case("deploy-timeout-negative", "17.12", ("deploy", "{dir}", "--timeout", "-1"),
          error=r"argument --timeout: expected a number of seconds > 0, got '-1'", one_line=False),

@@ -146,6 +146,39 @@ def test_image_corrupted_after_loading_fails_in_the_dataset(voc):
     assert ds[1]["image"].shape == (3, 64, 64)
 
 
+def _truncate(path):
+    with open(path, "rb") as fh:
+        data = fh.read()
+    with open(path, "wb") as fh:  # a download cut short: no EOI marker, the last rows missing
+        fh.write(data[: len(data) * 2 // 3])
+
+
+def test_truncated_jpeg_is_unreadable_and_counted_with_skip_bad(voc, capsys):
+    image_id = train_ids(voc)[2]
+    jpg = os.path.join(voc, "VOC2007", "JPEGImages", f"{image_id}.jpg")
+    _truncate(jpg)
+    records = expect(cfg(voc), re.escape(f"{jpg}: unreadable image (image file is truncated"), "unreadable_image",
+                     n_images=len(train_ids(voc)) - 1, capsys=capsys)
+    assert image_id not in {r.image_id for r in records}
+
+
+def test_jpeg_truncated_after_loading_fails_in_the_dataset(voc):
+    """OpenCV decodes a truncated JPEG (half grey) with only a warning: __getitem__ must refuse it."""
+    records, _, _ = load_records(cfg(voc), "train")
+    ds = DetectionDataset(records, 64, train=False, augment=resolve_augment({}))
+    _truncate(records[0].path)
+    with pytest.raises(TinydetError, match=re.escape(f"{records[0].path}: unreadable image (image file is truncated")):
+        ds[0]
+    assert ds[1]["image"].shape == (3, 64, 64)
+
+
+def test_nan_box_counted_with_skip_bad(voc):
+    ann, tree, _ = first_with_objects(voc)
+    tree.getroot().find("object/bndbox/ymax").text = "NaN"
+    tree.write(ann)
+    expect(cfg(voc), re.escape(f"{ann}: object[0]/bndbox: expected numeric"), "malformed_xml")
+
+
 def test_empty_and_missing_split(voc):
     list_file = os.path.join(voc, "VOC2007", "ImageSets", "Main", "train.txt")
     open(list_file, "w").close()

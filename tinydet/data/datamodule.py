@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tinydet.data.records import ImageRecord, load_records, resolve_data_cfg
+from tinydet.data.records import ImageRecord, check_image_complete, load_records, resolve_data_cfg
 from tinydet.data.transforms import as_hw, build_train_transform, prepare_sample, resolve_augment
 from tinydet.errors import TinydetError
 
@@ -33,6 +33,10 @@ def read_rgb(path: str) -> np.ndarray:
     img = cv2.imread(path, flags) if os.path.isfile(path) else None
     if img is None:
         raise TinydetError(f"{path}: unreadable image (missing or cannot be decoded)")
+    try:  # OpenCV decodes a truncated JPEG into a half-grey image with only a warning
+        check_image_complete(path)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise TinydetError(f"{path}: unreadable image ({exc})") from None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

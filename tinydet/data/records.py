@@ -8,6 +8,7 @@ with ``skip_bad: true``, skipped and counted in a :class:`BadInputSummary` logge
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -130,12 +131,67 @@ class BadInputSummary:
             print(f"  {reason}: {self.counts[reason]}, e.g. {self.examples[reason][0]}", file=stream)
 
 
+def read_text_lines(path: str, what: str = "text file") -> list[str]:
+    """The lines of a UTF-8 text list (image sets, ground-truth and detection text files), with a
+    leading byte-order mark removed (Windows editors write one; it must not become part of the
+    first image id). Raises OSError when unreadable; non-UTF-8 bytes are a one-line TinydetError."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            return fh.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise TinydetError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: "
+                           f"{exc.object[exc.start:exc.start + 1]!r})") from None
+
+
+def finite(text: "str | float") -> float:
+    """``float(text)``, refusing NaN and infinities like any other non-number (ValueError):
+    every range check downstream is False for NaN, so it must stop at parsing."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+#: Bytes an image file of each kind ends with when it is complete (trailing NUL padding aside).
+_END_MARKERS = {b"\xff\xd8": b"\xff\xd9", b"\x89PNG": b"IEND\xaeB`\x82"}
+
+
+def _ends_complete(path: str) -> bool:
+    """Cheap completeness test: a JPEG ends with its EOI marker, a PNG with its IEND chunk."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - 64))
+        tail = fh.read().rstrip(b"\x00")
+    return any(head.startswith(magic) and tail.endswith(end) for magic, end in _END_MARKERS.items())
+
+
+def check_image_complete(path: str) -> None:
+    """Raise OSError when the image's data stops before the image ends (a truncated download:
+    decoders fill the rest with grey and train on it). Files that do not end with their format's
+    end marker are decoded fully to decide."""
+    if _ends_complete(path):
+        return
+    from PIL import Image, ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # somebody allowed truncation globally: not here
+        raise OSError("image file does not end with its end marker (truncated?)")
+    with Image.open(path) as im:
+        im.load()
+
+
 def image_size(path: str) -> tuple[int, int]:
-    """(width, height) from the image header only (no decoding); raises OSError if unreadable."""
+    """(width, height) of a complete image (header + :func:`check_image_complete`); raises OSError
+    when unreadable, truncated, or when the header claims more pixels than PIL decodes safely."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        return int(im.width), int(im.height)
+    try:
+        with Image.open(path) as im:
+            size = int(im.width), int(im.height)
+    except Image.DecompressionBombError as exc:
+        raise OSError(f"the header claims more pixels than PIL decodes safely: {exc}") from None
+    check_image_complete(path)
+    return size
 
 
 def listed_image_size(path: str, bad: "BadInput", missing: str, listed_at: str = "") -> tuple[int, int] | None:
@@ -147,7 +203,7 @@ def listed_image_size(path: str, bad: "BadInput", missing: str, listed_at: str =
         return None
     try:
         return image_size(path)
-    except OSError as exc:
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises SyntaxError for some corrupt headers
         bad("unreadable_image", f"{path}: unreadable image ({exc})" + (f"; {listed_at}" if listed_at else ""))
         return None
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, clip_box, listed_image_size
+from tinydet.data.records import BadInput, ImageRecord, clip_box, finite, listed_image_size, read_text_lines
 from tinydet.errors import closest
 
 
@@ -40,7 +40,7 @@ def parse_voc_xml(ann: str, image_dir: str, classes: Sequence[str], bad: BadInpu
     size = root.find("size")
     if size is not None:
         try:
-            w_xml, h_xml = int(float(_text(size, "width") or 0)), int(float(_text(size, "height") or 0))
+            w_xml, h_xml = int(finite(_text(size, "width") or 0)), int(finite(_text(size, "height") or 0))
         except ValueError:
             bad("malformed_xml", f"{ann}: field size/width or size/height is not a number")
             return None
@@ -60,9 +60,11 @@ def parse_voc_xml(ann: str, image_dir: str, classes: Sequence[str], bad: BadInpu
         try:
             if bndbox is None:
                 raise ValueError("bndbox")
-            xmin, ymin, xmax, ymax = (float(_text(bndbox, t) or "x") for t in ("xmin", "ymin", "xmax", "ymax"))
+            xmin, ymin, xmax, ymax = (finite(_text(bndbox, t) or "x") for t in ("xmin", "ymin", "xmax", "ymax"))
         except ValueError:
-            bad("malformed_xml", f"{where}/bndbox: expected numeric xmin, ymin, xmax, ymax")
+            bad("malformed_xml", f"{where}/bndbox: expected numeric xmin, ymin, xmax, ymax (finite numbers), got "
+                                 + ",".join(str(_text(bndbox, t)) for t in ("xmin", "ymin", "xmax", "ymax"))
+                                 if bndbox is not None else f"{where}: no bndbox")
             continue
         if xmax < xmin or ymax < ymin:
             bad("box_inverted", f"{where}/bndbox: xmax < xmin or ymax < ymin "
@@ -100,8 +102,7 @@ def load_voc(root: str, sets: Sequence[Sequence], classes: Sequence[str], bad: B
         base = os.path.join(root, f"VOC{year}")
         list_file = os.path.join(base, "ImageSets", "Main", f"{imageset}.txt")
         try:
-            with open(list_file, encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
+            lines = read_text_lines(list_file, "VOC image set file")
         except OSError:
             bad("empty_split", f"{list_file}: image set file of {field} entry [{year}, {imageset}] "
                                f"(from {source}) does not exist")

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, listed_image_size
+from tinydet.data.records import BadInput, ImageRecord, finite, listed_image_size, read_text_lines
 
 ATTRS = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 INVALID = 4 + ATTRS.index("invalid")  # column of the invalid flag in a face line
@@ -34,8 +34,7 @@ def parse_wider_gt(gt_file: str, bad: BadInput) -> list[tuple[str, int, np.ndarr
     first) is a 'truncated_gt' bad input naming the file and the count line.
     """
     try:
-        with open(gt_file, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        lines = read_text_lines(gt_file, "WIDER ground-truth file")
     except OSError:
         bad("empty_split", f"{gt_file}: WIDER ground-truth file does not exist")
         return []
@@ -80,11 +79,11 @@ def parse_wider_gt(gt_file: str, bad: BadInput) -> list[tuple[str, int, np.ndarr
             values = lines[j].split()
             j += 1
             try:
-                row = [float(v) for v in values[:10]]
+                row = [finite(v) for v in values[:10]]
                 if len(row) != 10:
                     raise ValueError
             except ValueError:
-                bad("malformed_gt", f"{gt_file}:{j}: expected 10 numbers "
+                bad("malformed_gt", f"{gt_file}:{j}: expected 10 finite numbers "
                                     "'x y w h blur expression illumination invalid occlusion pose'")
                 continue
             faces.append(row)

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, clip_box, listed_image_size
+from tinydet.data.records import BadInput, ImageRecord, clip_box, listed_image_size, read_text_lines
 from tinydet.errors import TinydetError, closest
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -96,8 +96,7 @@ def label_path(image_path: str) -> str:
 def _split_images(source: str, bad: BadInput, where: str) -> list[str]:
     if source.endswith(".txt"):
         try:
-            with open(source, encoding="utf-8") as fh:
-                lines = [ln.strip() for ln in fh.read().splitlines() if ln.strip()]
+            lines = [ln.strip() for ln in read_text_lines(source, "YOLO image list") if ln.strip()]
         except OSError:
             bad("empty_split", f"{source}: image list of {where} does not exist")
             return []
@@ -119,10 +118,12 @@ def parse_yolo_labels(path: str, width: int, height: int, names: Sequence[str], 
     if not os.path.isfile(path):
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
     try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        lines = read_text_lines(path, "YOLO label file")
+    except OSError as exc:
         bad("malformed_label", f"{path}: unreadable label file ({exc})")
+        return None
+    except TinydetError as exc:  # not UTF-8
+        bad("malformed_label", str(exc))
         return None
     boxes, labels = [], []
     for n, line in enumerate(lines, 1):
