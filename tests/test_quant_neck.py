@@ -96,7 +96,7 @@ def neck_model(seed=0, coord="asymmetric", nearest="floor"):
     cat = g.concat("cat", td, p3)                                 # 16 x 12 x 14, inputs requantized
     bu = g.conv("bu", g.maxpool("pool", cat), 12)                 # 12 x 6 x 7
     n4 = g.add("n4", bu, p4)
-    pool3 = g.maxpool("pool3", n4, k=3, s=2, p=1)                 # padded max pool: 12 x 3 x 4
+    pool3 = g.maxpool("pool3", n4, k=3, s=1, p=1)                 # padded max pool (TFLite SAME): 12 x 6 x 7
     return g.model([g.conv("out0", cat, 6, relu6=False), g.conv("out1", n4, 6, relu6=False),
                     g.conv("out2", pool3, 6, relu6=False)])
 
@@ -219,3 +219,18 @@ def test_numpy_kernels_by_hand():
     assert same.identity and not half.identity
     assert kernels.concat_s8([a, b], [same, half]).reshape(-1).tolist() == [10, -20, -1]
     assert kernels.requantize_s8(np.array([8, 2, -128], np.int8), half).tolist() == [1, -2, -67]
+
+
+def test_litert_runs_the_neck_bit_exact(quantized):
+    """TFLite's own kernels (LiteRT reference kernels: MAX_POOL_2D, RESIZE_NEAREST_NEIGHBOR, ADD with
+    input rescaling, QUANTIZE + CONCATENATION) give the numpy reference's integers bit for bit."""
+    pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is not installed")
+    from tinydet.export.tflite import build_tflite, compare_litert, tflite_op_counts
+
+    _, _, qmodel = quantized
+    qg = load_qgraph(qmodel)
+    counts = tflite_op_counts(qg, (3, H, W))
+    assert counts["QUANTIZE"] == 1 and counts["CONCATENATION"] == 1 and counts["MAX_POOL_2D"] == 2
+    assert counts["RESIZE_NEAREST_NEIGHBOR"] == 1 and counts["ADD"] == 2
+    result = compare_litert(build_tflite(qg, (3, H, W)), qg, np.concatenate(images(3, seed=13)))
+    assert result["bit_exact_images"] == 3, result

@@ -12,7 +12,11 @@ derives each layer's ``(multiplier, shift)`` from those float32 scales in double
 Graph: input int8 NHWC ``[1, H, W, 3]`` (the float input's scale and zero point: real pixels are
 ``scale * (q - zero_point)``), outputs the int8 NHWC head maps in ``schedule.json: outputs`` order
 (the quantize / dequantize ends of the ONNX model are left to the application, as in the firmware).
-Ops, all in TFLite Micro's builtin set: CONV_2D, DEPTHWISE_CONV_2D, ADD, PAD. A conv whose padding
+Ops, all in TFLite Micro's builtin set: CONV_2D, DEPTHWISE_CONV_2D, ADD, PAD, and for necks MAX_POOL_2D,
+RESIZE_NEAREST_NEIGHBOR (integer factors, no half-pixel centres: ``in = out // factor``) and
+CONCATENATION, whose int8 kernel needs every input in the output's parameters: an input whose
+parameters differ gets a QUANTIZE (int8 -> int8 requantization) first, the arithmetic the reference's
+concat does (:class:`tinydet.quant.kernels.Requant`). A conv whose padding
 TFLite's ``SAME`` rule cannot express (stride 2 with symmetric padding puts TFLite's extra row at the
 bottom only) gets an explicit PAD (which pads int8 with the zero point, i.e. real 0) and ``VALID``.
 A fused residual (``QOp.add``) becomes CONV_2D into the conv tensor's own parameters, then ADD in
@@ -51,7 +55,8 @@ TFLITE_FILE = "full.int8.tflite"
 LITERT_PACKAGE = "ai-edge-litert"
 #: TFLite schema version and the op versions whose kernels take int8 per-channel models.
 SCHEMA_VERSION = 3
-OP_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "PAD": 2}
+OP_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "PAD": 2, "MAX_POOL_2D": 2,
+               "RESIZE_NEAREST_NEIGHBOR": 2, "CONCATENATION": 2, "QUANTIZE": 2}
 
 
 def _schema():
@@ -179,6 +184,34 @@ class _GraphBuilder:
         ins = [self.activation(n) for n in op.inputs]
         self.ops.append(_Op("ADD", ins, [self.activation(op.output)], {"activation": "NONE"}))
 
+    def max_pool(self, op: QOp) -> None:
+        in_shape = self.shapes[op.inputs[0]]
+        mode = conv_padding((in_shape[1], in_shape[2]), op)
+        if mode is None:
+            raise TinydetError(f"tflite: MaxPool '{op.name}' pads {op.padding.to_dict()}, which neither SAME nor "
+                               f"VALID expresses (a PAD would be read as values)")
+        scale, zp = self.params[op.output]
+        options = {"padding": mode, "stride": op.stride, "filter": op.kernel,
+                   "activation": fused_activation(op, scale, zp)}
+        self.ops.append(_Op("MAX_POOL_2D", [self.activation(op.inputs[0])], [self.activation(op.output)], options))
+
+    def upsample(self, op: QOp) -> None:
+        _, h, w, _ = self.shapes[op.output]
+        size = self.constant(_Tensor(f"{op.name}/size", (2,), "int32", [], [], data=np.array([h, w], "<i4").tobytes()))
+        self.ops.append(_Op("RESIZE_NEAREST_NEIGHBOR", [self.activation(op.inputs[0]), size],
+                            [self.activation(op.output)]))
+
+    def concat(self, op: QOp) -> None:
+        ins = []
+        for name, rq in zip(op.inputs, op.requant):
+            if not rq.identity:  # TFLite's int8 CONCATENATION requires the output's parameters
+                moved = f"{op.name}/{name}/requantized"
+                self.shapes[moved], self.params[moved] = self.shapes[name], (op.out_scale, op.out_zp)
+                self.ops.append(_Op("QUANTIZE", [self.activation(name)], [self.activation(moved)]))
+                name = moved
+            ins.append(self.activation(name))
+        self.ops.append(_Op("CONCATENATION", ins, [self.activation(op.output)], {"axis": 3, "activation": "NONE"}))
+
     def pad(self, op: QOp) -> None:
         if op.pads_input is not None:
             raise TinydetError(f"tflite: Pad '{op.name}' takes per-tile amounts; only the full model is exported")
@@ -209,9 +242,15 @@ def tflite_graph(qg: QGraph, shapes: dict[str, tuple[int, ...]]
             g.add_op(op)
         elif op.kind == "pad":
             g.pad(op)
+        elif op.kind == "maxpool":
+            g.max_pool(op)
+        elif op.kind == "upsample":
+            g.upsample(op)
+        elif op.kind == "concat":
+            g.concat(op)
         else:
             raise TinydetError(f"tflite: op '{op.name}' ({op.kind}) is not exported; the detector graph has "
-                               "conv, depthwise conv, add and pad only")
+                               "conv, depthwise conv, add, pad, max pool, upsample and concat only")
     return g.tensors, g.ops, inputs, [index for _, index in sorted(outputs)]
 
 
@@ -301,6 +340,28 @@ def _serialise(tensors: Sequence[_Tensor], ops: Sequence[_Op], inputs: Sequence[
             tfl.AddOptionsStart(b)
             tfl.AddOptionsAddFusedActivationFunction(b, act[o["activation"]])
             options, kind = tfl.AddOptionsEnd(b), BuiltinOptions.AddOptions
+        elif op.code == "MAX_POOL_2D":
+            tfl.Pool2DOptionsStart(b)
+            tfl.Pool2DOptionsAddPadding(b, getattr(Padding, o["padding"]))
+            tfl.Pool2DOptionsAddStrideH(b, int(o["stride"][0]))
+            tfl.Pool2DOptionsAddStrideW(b, int(o["stride"][1]))
+            tfl.Pool2DOptionsAddFilterHeight(b, int(o["filter"][0]))
+            tfl.Pool2DOptionsAddFilterWidth(b, int(o["filter"][1]))
+            tfl.Pool2DOptionsAddFusedActivationFunction(b, act[o["activation"]])
+            options, kind = tfl.Pool2DOptionsEnd(b), BuiltinOptions.Pool2DOptions
+        elif op.code == "RESIZE_NEAREST_NEIGHBOR":
+            tfl.ResizeNearestNeighborOptionsStart(b)
+            tfl.ResizeNearestNeighborOptionsAddAlignCorners(b, False)
+            tfl.ResizeNearestNeighborOptionsAddHalfPixelCenters(b, False)
+            options, kind = tfl.ResizeNearestNeighborOptionsEnd(b), BuiltinOptions.ResizeNearestNeighborOptions
+        elif op.code == "CONCATENATION":
+            tfl.ConcatenationOptionsStart(b)
+            tfl.ConcatenationOptionsAddAxis(b, int(o["axis"]))
+            tfl.ConcatenationOptionsAddFusedActivationFunction(b, act[o["activation"]])
+            options, kind = tfl.ConcatenationOptionsEnd(b), BuiltinOptions.ConcatenationOptions
+        elif op.code == "QUANTIZE":
+            tfl.QuantizeOptionsStart(b)
+            options, kind = tfl.QuantizeOptionsEnd(b), BuiltinOptions.QuantizeOptions
         else:
             tfl.PadOptionsStart(b)
             options, kind = tfl.PadOptionsEnd(b), BuiltinOptions.PadOptions
