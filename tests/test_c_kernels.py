@@ -110,6 +110,12 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True, avgpool_nul
     for off, lo, hi in [(0, -128, 127), (-128, -128, 127), (127, -128, 127), (-5, -5, 100), (3, -128, -100)]:
         add(drv.record(drv.OP_ARITH, [4, off, lo, hi], blobs), np.clip(want + off, lo, hi).astype(np.int32),
             f"rq_s8 off {off} [{lo}, {hi}]")
+    # the 1x1 kernel's form for right shifts >= 2 (every shift in [-31, -2], every edge accumulator)
+    r2 = s_all <= -2
+    blobs2 = [b_[r2] for b_ in blobs]
+    for off in (0, -128, 127, -7):
+        add(drv.record(drv.OP_ARITH, [5, off], blobs2), np.clip(want[r2] + off, -128, 127).astype(np.int32),
+            f"rq_s8_r2 off {off}")
 
     for i in range(n_conv):
         case = _conv_case(rng, k=[1, 3, 5, 7][i % 4], extreme=(i % 5 == 4))
@@ -352,6 +358,30 @@ def _tails_batch(seed: int):
                 recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
                 expect.append(want.tobytes())
                 labels.append(f"tails conv {c}->{cout} {h}x{w} k{k} s{st} v{v}")
+    # the unit-stride 1x1 (widened pixel pairs x channel pairs): depths with an even / odd number of
+    # groups of 4 and 1..3 leftover depths, odd channel counts (the last channel paired with itself),
+    # odd pixel counts (the last pixel widened twice), with the one-saturate requantization (every
+    # shift <= -2, shift -2 and -31 included, full range) and without it (a channel at shift -1, a
+    # clipping range); biases near the int32 limit
+    for i, (c, cout, npix) in enumerate([(4, 2, 2), (8, 48, 9), (12, 5, 3), (16, 7, 4), (24, 3, 5), (5, 4, 3),
+                                         (9, 2, 2), (6, 3, 1), (7, 9, 7), (33, 6, 2), (48, 8, 3), (2, 1, 1)]):
+        x = rng.integers(-128, 128, (1, 1, npix, c), dtype=np.int8)
+        wt = rng.integers(-128, 128, (cout, 1, 1, c), dtype=np.int8)
+        bias = rng.integers(-(2**16), 2**16, cout).astype(np.int32)
+        m, s = arith.quantize_multiplier(rng.uniform(2**-14, 2**-3, cout))
+        m[0], s[0] = 2**31 - 1, -2 if i % 2 else -31
+        if i % 4 == 3:
+            s[-1] = -1  # one channel outside the fast form: the whole layer takes the general one
+        if i % 5 == 4:
+            bias[0] = I32_MAX - 2**20
+        geo = dict(input_offset=int(rng.integers(-127, 129)), output_offset=int(rng.integers(-128, 128)),
+                   stride=(1, 1), padding=(0, 0), dilation=(1, 1), out_hw=(1, npix),
+                   act_min=-100 if i % 6 == 5 else -128, act_max=127)
+        want = kernels.conv_s8(x, wt, bias, mult=m, shift=s, **geo)
+        for v in (drv.CONV_WRAPPER, drv.CONV_1X1):
+            recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
+            expect.append(want.tobytes())
+            labels.append(f"tails 1x1 {c}->{cout} {npix} px shift {s.min()}..{s.max()} v{v}")
     for n in [1, 2, 3, 4, 5, 7, 8, 9, 31, 64]:
         x1 = rng.integers(-128, 128, n, dtype=np.int8)
         x2 = rng.integers(-128, 128, n, dtype=np.int8)

@@ -8,7 +8,7 @@
  *            then per blob: nbytes, bytes (zero padded to a multiple of 4)
  * kout.bin : per record: status, ticks, nbytes, bytes (padded to 4)
  * OP_ARITH params: p0 = 0 srdhm(a, b), 1 rdbpot(a, b), 2 requantize(a, b, c), 3 tdn_rq_apply(a, rq(b, c)),
- *                  4 tdn_rq_s8(a, rq(b, c), p1, p2, p3) (int32 results)
+ *                  4 tdn_rq_s8(a, rq(b, c), p1, p2, p3), 5 tdn_rq_s8_r2(a, b, -c - 1, 2^(-c-2), p1) (int32 results)
  * ticks is the board counter around the kernel call (0 on the host).
  */
 #include <stdint.h>
@@ -317,6 +317,9 @@ int main(int argc, char **argv)
                     r[i] = tdn_rdbpot(a[i], b[i]);
                 else if (p[0] == 2)
                     r[i] = tdn_requantize(a[i], b[i], c[i]);
+                else if (p[0] == 5)
+                    /* the right-shift-by->=2 form of the 1x1 kernel: c = shift <= -2, p1 = offset */
+                    r[i] = tdn_rq_s8_r2(a[i], b[i], ~c[i], (int32_t)(1u << (~c[i] - 1)), p[1]);
                 else
                 {
                     /* the kernels' precomputed form: 3 = tdn_rq_apply, 4 = tdn_rq_s8 (p1..p3: offset, min, max) */

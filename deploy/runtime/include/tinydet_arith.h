@@ -161,6 +161,25 @@ TDN_INLINE int8_t tdn_rq_s8_full(int32_t acc, const tdn_rq *q, int32_t out_offse
 #endif
 }
 
+/* tdn_rq_s8_full for a channel that shifts right by R >= 2, from the raw multiplier: r1 = R - 1
+ * and khi = 2^(R-2) (K's high word; its low word is 2^30). K - [acc < 0] * 2^31 is then the pair
+ * (khi + (acc >> 31), 2^30 | (acc & 2^31)) with no carry to propagate (2^30 - 2^31 borrows exactly
+ * one from the high word), so an output is AND, ORR, ADD, SMLAL, ASR, ADD and SSAT: 7
+ * instructions, none of them a register copy. Equal to tdn_rq_s8_full(acc, tdn_rq_make(mult,
+ * -R), out_offset) for every acc (tests/test_c_kernels.py, "rq_s8_r2"). */
+TDN_INLINE int8_t tdn_rq_s8_r2(int32_t acc, int32_t mult, int32_t r1, int32_t khi, int32_t out_offset)
+{
+    uint32_t lo = ((uint32_t)acc & 0x80000000u) | 0x40000000u;
+    int32_t hi = khi + (acc >> 31); /* arithmetic, see tdn_rdbpot */
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SAT)
+    __asm("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(acc), "r"(mult));
+    return (int8_t)__builtin_arm_ssat((hi >> r1) + out_offset, 8);
+#else
+    const int64_t t = (int64_t)(((uint64_t)(uint32_t)hi << 32) | lo) + (int64_t)acc * (int64_t)mult;
+    return (int8_t)tdn_clamp(((int32_t)(t >> 32) >> r1) + out_offset, -128, 127);
+#endif
+}
+
 /* Whether a layer's outputs may use tdn_rq_s8_full: all shifts < 0 and act range [-128, 127]. */
 TDN_INLINE int tdn_rq_full_layer(const int32_t *shift, int32_t n, int32_t act_min, int32_t act_max)
 {

@@ -391,6 +391,228 @@ static void tdn_conv_1x1(const tdn_1x1 *g, const int8_t *weights, int32_t cout, 
     }
 }
 
+/* ---- 1x1, stride 1: pixel pairs against channel pairs over pre-widened columns -------------------
+ * With the DSP extension and a word-aligned buffer of 4 * k bytes (the kernels' two im2col
+ * columns), the unit-stride 1x1 runs as a matrix product: each pair of input pixels is widened
+ * once (int16, input offset added) into one interleaved column (tdn_1x1_widen_pair), then every pair
+ * of output channels is 4 accumulators over the depth. Per 4 depths: 2 LDRD (both pixels), 2 LDR
+ * (both channels' weights), 4 SXTB16 and 8 SMLAD = 16 instructions for 16 MACs (the loop runs two
+ * groups per pass). The widening costs ~1.5 instructions per depth per pixel, shared by all output
+ * channels. Requantization: tdn_rq_s8_r2 (8 instructions an output) where every channel shifts right
+ * by at least 2 and the activation range is full, else tdn_rq_s8 per channel. */
+#if TDN_DSP
+
+/* One group of 4 depths: columns (p0 even, p0 odd, p1 even, p1 odd) by LDRD, the first channel's
+ * weights at [pw] (post-incremented), the second's at [pw, dk] (dk = k - 4: pw already moved). */
+#define TDN_1X1_GROUP                                    \
+    "ldrd %[c0e], %[c0o], [%[pc]], #8\n\t"               \
+    "ldrd %[c1e], %[c1o], [%[pc]], #8\n\t"               \
+    "ldr %[w], [%[pw]], #4\n\t"                          \
+    "sxtb16 %[t], %[w]\n\t"                              \
+    "sxtb16 %[w], %[w], ror #8\n\t"                      \
+    "smlad %[a00], %[c0e], %[t], %[a00]\n\t"             \
+    "smlad %[a00], %[c0o], %[w], %[a00]\n\t"             \
+    "smlad %[a01], %[c1e], %[t], %[a01]\n\t"             \
+    "smlad %[a01], %[c1o], %[w], %[a01]\n\t"             \
+    "ldr %[w], [%[pw], %[dk]]\n\t"                       \
+    "sxtb16 %[t], %[w]\n\t"                              \
+    "sxtb16 %[w], %[w], ror #8\n\t"                      \
+    "smlad %[a10], %[c0e], %[t], %[a10]\n\t"             \
+    "smlad %[a10], %[c0o], %[w], %[a10]\n\t"             \
+    "smlad %[a11], %[c1e], %[t], %[a11]\n\t"             \
+    "smlad %[a11], %[c1o], %[w], %[a11]\n\t"
+
+/* The 4 accumulators of two pixels x two channels (a<channel><pixel>). */
+typedef struct
+{
+    int32_t a00, a01, a10, a11;
+} tdn_acc4;
+
+/* acc += the groups [0, g) of column col (tdn_1x1_widen_pair layout) against the channel rows w0 and
+ * w0 + w_dist. One asm statement (an odd group first, then two per pass) so that the accumulators
+ * stay in the same registers (gcc shuffles them between separate statements); 14 registers: 4 accumulators, 4 column words, the weight word and its
+ * even lanes, 2 pointers, the end and the distance. */
+TDN_INLINE tdn_acc4 tdn_1x1_groups(const uint32_t *col, const int8_t *w0, int32_t w_dist, int32_t g, tdn_acc4 acc)
+{
+    const uint32_t *pc = col;
+    const int8_t *pw = w0;
+    const int8_t *const end = w0 + 4 * g;
+    const int32_t dk = w_dist - 4;
+    uint32_t c0e, c0o, c1e, c1o, w, t;
+    /* an odd group count: (end - pw) = 4 g has bit 2 set */
+    __asm volatile("sub %[t], %[end], %[pw]\n\t"
+                   "tst %[t], #4\n\t"
+                   "beq 2f\n\t" TDN_1X1_GROUP
+                   "2:\n\t"
+                   "cmp %[pw], %[end]\n\t"
+                   "beq 3f\n"
+                   "1:\n\t" TDN_1X1_GROUP TDN_1X1_GROUP
+                   "cmp %[pw], %[end]\n\t"
+                   "bne 1b\n"
+                   "3:"
+                   : [a00] "+r"(acc.a00), [a01] "+r"(acc.a01), [a10] "+r"(acc.a10), [a11] "+r"(acc.a11),
+                     [pc] "+r"(pc), [pw] "+r"(pw), [c0e] "=&r"(c0e), [c0o] "=&r"(c0o), [c1e] "=&r"(c1e),
+                     [c1o] "=&r"(c1o), [w] "=&r"(w), [t] "=&r"(t)
+                   : [dk] "r"(dk), [end] "r"(end)
+                   : "cc", "memory");
+    return acc;
+}
+
+/* Pixels x0 and x1 (k depths each) widened with the input offset into col: per group of 4 depths
+ * the words p0 (x0, x2), p0 (x1, x3), p1 (x0, x2), p1 (x1, x3) (the lanes SXTB16 gives the
+ * weights); the last k % 4 depths follow as int16 pairs (p0, p1). */
+static void tdn_1x1_widen_pair(const int8_t *x0, const int8_t *x1, int32_t k, int32_t offset, uint32_t *col)
+{
+    const uint32_t off2 = ((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16);
+    for (int32_t g = k >> 2; g > 0; g--)
+    {
+        const uint32_t a = tdn_read_u32(x0), b = tdn_read_u32(x1);
+        x0 += 4;
+        x1 += 4;
+        col[0] = __sadd16(__sxtb16(a), off2);
+        col[1] = __sadd16(tdn_sxtb16_ror8(a), off2);
+        col[2] = __sadd16(__sxtb16(b), off2);
+        col[3] = __sadd16(tdn_sxtb16_ror8(b), off2);
+        col += 4;
+    }
+    int16_t *tail = (int16_t *)col;
+    for (int32_t i = 0; i < (k & 3); i++)
+    {
+        tail[2 * i] = (int16_t)(x0[i] + offset);
+        tail[2 * i + 1] = (int16_t)(x1[i] + offset);
+    }
+}
+
+/* Output channels oc and oc + d (d = 1, or 0 for an odd last channel paired with itself) of two
+ * pixels (one widened column, tdn_1x1_widen_pair) into out0 / out1 (the same pixel when the column
+ * holds one pixel twice: the second store rewrites the same value). `fast` (constant in each copy):
+ * every shift <= -2 and the activation range is [-128, 127] (tdn_rq_s8_r2). */
+TDN_INLINE void tdn_1x1_s1_pair(const uint32_t *col, int32_t k, const int8_t *weights, int32_t oc, int32_t d,
+                                const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                                int32_t act_min, int32_t act_max, int8_t *out0, int8_t *out1, const int fast)
+{
+    const int32_t g = k >> 2, r = k & 3;
+    const int8_t *w0 = weights + oc * k;
+    const int32_t w_dist = d * k;
+    const int32_t b0 = bias ? bias[oc] : 0, b1 = bias ? bias[oc + d] : 0;
+    tdn_acc4 a = {b0, b0, b1, b1};
+    a = tdn_1x1_groups(col, w0, w_dist, g, a);
+    if (r)
+    {
+        const int16_t *tail = (const int16_t *)(col + 4 * g);
+        for (int32_t i = 0; i < r; i++)
+        {
+            /* unsigned: an extreme bias may take a partial sum outside int32 although the total fits */
+            const int32_t wa = w0[4 * g + i], wb = w0[w_dist + 4 * g + i];
+            const int32_t x0 = tail[2 * i], x1 = tail[2 * i + 1];
+            a.a00 = (int32_t)((uint32_t)a.a00 + (uint32_t)(wa * x0));
+            a.a01 = (int32_t)((uint32_t)a.a01 + (uint32_t)(wa * x1));
+            a.a10 = (int32_t)((uint32_t)a.a10 + (uint32_t)(wb * x0));
+            a.a11 = (int32_t)((uint32_t)a.a11 + (uint32_t)(wb * x1));
+        }
+    }
+    /* channel oc + d first: for the odd last channel (d == 0) channel oc's stores then win (same value) */
+    if (fast)
+    {
+        const int32_t r1b = ~shift[oc + d]; /* R - 1 = -shift - 1 */
+        const int32_t kb = (int32_t)(1u << (r1b - 1)), mb = mult[oc + d];
+        out0[oc + d] = tdn_rq_s8_r2(a.a10, mb, r1b, kb, out_offset);
+        out1[oc + d] = tdn_rq_s8_r2(a.a11, mb, r1b, kb, out_offset);
+        const int32_t r1a = ~shift[oc];
+        const int32_t ka = (int32_t)(1u << (r1a - 1)), ma = mult[oc];
+        out0[oc] = tdn_rq_s8_r2(a.a00, ma, r1a, ka, out_offset);
+        out1[oc] = tdn_rq_s8_r2(a.a01, ma, r1a, ka, out_offset);
+    }
+    else
+    {
+        const tdn_rq q0 = tdn_rq_make(mult[oc], shift[oc]), q1 = tdn_rq_make(mult[oc + d], shift[oc + d]);
+        out0[oc + d] = tdn_rq_s8(a.a10, &q1, out_offset, act_min, act_max);
+        out1[oc + d] = tdn_rq_s8(a.a11, &q1, out_offset, act_min, act_max);
+        out0[oc] = tdn_rq_s8(a.a00, &q0, out_offset, act_min, act_max);
+        out1[oc] = tdn_rq_s8(a.a01, &q0, out_offset, act_min, act_max);
+    }
+}
+
+/* All output channels of two pixels (see tdn_1x1_s1_pair). */
+TDN_INLINE void tdn_1x1_s1_cols(const uint32_t *col, int32_t k, const int8_t *weights, int32_t cout,
+                                const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t out_offset,
+                                int32_t act_min, int32_t act_max, int8_t *out0, int8_t *out1, const int fast)
+{
+    int32_t oc = 0;
+    for (; oc + 2 <= cout; oc += 2)
+    {
+        tdn_1x1_s1_pair(col, k, weights, oc, 1, bias, mult, shift, out_offset, act_min, act_max, out0, out1, fast);
+    }
+    if (oc < cout)
+    {
+        tdn_1x1_s1_pair(col, k, weights, oc, 0, bias, mult, shift, out_offset, act_min, act_max, out0, out1, fast);
+    }
+}
+
+TDN_INLINE void tdn_1x1_s1_body(const int8_t *in, int32_t npix, int32_t k, const int8_t *weights, int32_t cout,
+                                const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t in_off,
+                                int32_t out_offset, int32_t act_min, int32_t act_max, uint32_t *col, int8_t *out,
+                                const int fast)
+{
+    int32_t p = 0;
+    for (; p + 2 <= npix; p += 2)
+    {
+        tdn_1x1_widen_pair(in, in + k, k, in_off, col);
+        tdn_1x1_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, act_min, act_max, out, out + cout,
+                        fast);
+        in += 2 * k;
+        out += 2 * cout;
+    }
+    if (p < npix)
+    {
+        tdn_1x1_widen_pair(in, in, k, in_off, col);
+        tdn_1x1_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, act_min, act_max, out, out, fast);
+    }
+}
+
+/* Whether every channel shifts right by at least 2 (tdn_rq_s8_r2's condition with a full range). */
+static int tdn_rq_r2_layer(const int32_t *shift, int32_t n, int32_t act_min, int32_t act_max)
+{
+    if (act_min != -128 || act_max != 127)
+    {
+        return 0;
+    }
+    for (int32_t i = 0; i < n; i++)
+    {
+        if (shift[i] > -2)
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The unit-stride 1x1 through the widened columns; 0 when the buffer does not allow it (the caller
+ * then runs tdn_conv_1x1). */
+static int tdn_conv_1x1_s1(const cmsis_nn_context *ctx, const int8_t *in, int32_t npix, int32_t k,
+                           const int8_t *weights, int32_t cout, const int32_t *bias,
+                           const cmsis_nn_per_channel_quant_params *q, int32_t in_off, int32_t out_offset,
+                           int32_t act_min, int32_t act_max, int8_t *out)
+{
+    if (ctx == NULL || ctx->buf == NULL || ((uintptr_t)ctx->buf & 3u) != 0 || ctx->size < 4 * k)
+    {
+        return 0;
+    }
+    uint32_t *col = (uint32_t *)ctx->buf;
+    if (tdn_rq_r2_layer(q->shift, cout, act_min, act_max))
+    {
+        tdn_1x1_s1_body(in, npix, k, weights, cout, bias, q->multiplier, q->shift, in_off, out_offset, -128, 127,
+                        col, out, 1);
+    }
+    else
+    {
+        tdn_1x1_s1_body(in, npix, k, weights, cout, bias, q->multiplier, q->shift, in_off, out_offset, act_min,
+                        act_max, col, out, 0);
+    }
+    return 1;
+}
+#endif /* TDN_DSP */
+
 /* 1x1, no padding, no dilation: the im2col-free path. */
 static int tdn_is_1x1(const cmsis_nn_conv_params *p, const cmsis_nn_dims *f)
 {
@@ -398,7 +620,8 @@ static int tdn_is_1x1(const cmsis_nn_conv_params *p, const cmsis_nn_dims *f)
            tdn_dilation(p->dilation.w) == 1;
 }
 
-static arm_cmsis_nn_status tdn_convolve_1x1(const cmsis_nn_conv_params *p,
+static arm_cmsis_nn_status tdn_convolve_1x1(const cmsis_nn_context *ctx,
+                                            const cmsis_nn_conv_params *p,
                                             const cmsis_nn_per_channel_quant_params *q,
                                             const cmsis_nn_dims *input_dims,
                                             const int8_t *input_data,
@@ -424,6 +647,16 @@ static arm_cmsis_nn_status tdn_convolve_1x1(const cmsis_nn_conv_params *p,
     for (int32_t b = 0; b < input_dims->n; b++)
     {
         g.in = input_data + b * in_image;
+#if TDN_DSP
+        if (g.sh == 1 && g.sw == 1 &&
+            tdn_conv_1x1_s1(ctx, g.in, g.npix, g.k, filter_data, output_dims->c, bias_data, q, p->input_offset,
+                            p->output_offset, p->activation.min, p->activation.max, output_data + b * out_image))
+        {
+            continue;
+        }
+#else
+        (void)ctx;
+#endif
         tdn_conv_1x1(&g, filter_data, output_dims->c, bias_data, q, p->input_offset, p->output_offset,
                      p->activation.min, p->activation.max, output_data + b * out_image);
     }
@@ -529,8 +762,7 @@ arm_cmsis_nn_status arm_convolve_1x1_s8_fast(const cmsis_nn_context *ctx,
     {
         return ARM_CMSIS_NN_ARG_ERROR;
     }
-    (void)ctx;
-    return tdn_convolve_1x1(conv_params, quant_params, input_dims, input_data, filter_dims, filter_data, bias_data,
+    return tdn_convolve_1x1(ctx, conv_params, quant_params, input_dims, input_data, filter_dims, filter_data, bias_data,
                             output_dims, output_data);
 }
 
@@ -548,7 +780,7 @@ arm_cmsis_nn_status arm_convolve_wrapper_s8(const cmsis_nn_context *ctx,
 {
     if (tdn_is_1x1(conv_params, filter_dims))
     {
-        return tdn_convolve_1x1(conv_params, quant_params, input_dims, input_data, filter_dims, filter_data,
+        return tdn_convolve_1x1(ctx, conv_params, quant_params, input_dims, input_data, filter_dims, filter_data,
                                 bias_data, output_dims, output_data);
     }
     return arm_convolve_s8(ctx, conv_params, quant_params, input_dims, input_data, filter_dims, filter_data,
