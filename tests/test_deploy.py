@@ -182,6 +182,7 @@ def test_board_demo_with_embedded_image_prints_the_same_detections(folder, tmp_p
     f746 = build_board_demo(folder, image, tmp_path / "f746", target="stm32f746", conf=0.1)
     assert f746["sram_arena_bytes"] == f746["planned_peak_bytes"] and os.path.isfile(f746["bin"])
     assert "tinydet_demo_image[9216]" in (tmp_path / "f746" / "demo_image.h").read_text()
+    assert os.path.isfile(build_board_demo(folder, image, tmp_path / "h743", target="stm32h743", conf=0.1)["bin"])
     # the same board firmware on the emulated M7: console lines vs the file-based firmware's detections
     q = build_board_demo(folder, image, tmp_path / "q", target="qemu-mps2-an500", conf=0.1)
     code, _, log = toolchain.run_qemu(q["elf"], tmp_path / "run", timeout_s=60)
@@ -192,6 +193,12 @@ def test_board_demo_with_embedded_image_prints_the_same_detections(folder, tmp_p
     first = lines[0].split()  # det 0 label=L score=S box=x1,y1,x2,y2
     assert first[2] == "label=%d" % ref[2][0]
     assert first[4] == "box=" + ",".join(str(int(v + 0.5)) for v in ref[0][0])
+    # per-layer counters (DWT cycles on the STM32 targets; instructions here), as cycles.parse_board_log reads them
+    from tinydet.deploy import cycles
+    board = cycles.parse_board_log(log.read_text(), str(log))
+    assert len(board.layer_ticks) == sum(1 for ln in log.read_text().splitlines() if ln.startswith("layer ")) > 3
+    assert all(t > 0 for t in board.layer_ticks.values())
+    assert sum(board.layer_ticks.values()) + board.input_ticks <= board.total_ticks and board.detect_ticks > 0
 
 
 @pytest.mark.parametrize("grid,split", [((2, 2), 1), ((4, 4), 5)])
