@@ -61,6 +61,38 @@ def _pads(p) -> str:
     return c_struct([("top", p.top), ("left", p.left), ("bottom", p.bottom), ("right", p.right)])
 
 
+_NECK_KIND_C = {"maxpool": "TINYDET_NECK_MAXPOOL", "upsample": "TINYDET_NECK_UPSAMPLE",
+                "concat": "TINYDET_NECK_CONCAT", "add": "TINYDET_NECK_ADD"}
+
+
+def _add_params(name: str, a: lw.AddRow) -> str:
+    """A ``static const tinydet_add_params`` definition."""
+    return f"static const tinydet_add_params {name} = " + c_struct(
+        [(k, getattr(a, k)) for k in ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset",
+                                      "input_2_mult", "input_2_shift", "left_shift", "out_offset", "out_mult",
+                                      "out_shift")]
+        + [("activation", c_struct([("min", a.act_min), ("max", a.act_max)]))]) + ";\n"
+
+
+def _neck_data(i: int, n: lw.NeckRow, step: lw.StepRow) -> str:
+    """A neck op's row (``td_neck<i>``), its add parameters / concat parts and its step's input offsets."""
+    text = f"/* {n.name}: {n.kind} -> {n.channels} channels */\n"
+    text += c_array("int32_t", f"td_nin{i}", step.inputs)
+    if n.add:
+        text += _add_params(f"td_nadd{i}", n.add)
+    if n.parts:
+        text += f"static const tinydet_concat_part td_parts{i}[{len(n.parts)}] = {{\n" + ",\n".join(
+            "    " + c_struct([("channels", q.channels), ("input_offset", q.input_offset), ("mult", q.mult),
+                               ("shift", q.shift), ("output_offset", q.output_offset), ("copy", int(q.copy))])
+            for q in n.parts) + "\n};\n"
+    return text + f"static const tinydet_neck_op td_neck{i} = " + c_struct([
+        ("name", c_string(n.name)), ("kind", _NECK_KIND_C[n.kind]), ("channels", n.channels),
+        ("kernel_h", n.kernel[0]), ("kernel_w", n.kernel[1]), ("stride_h", n.stride[0]), ("stride_w", n.stride[1]),
+        ("factor_h", n.factor[0]), ("factor_w", n.factor[1]), ("act_min", n.act_min), ("act_max", n.act_max),
+        ("add", f"&td_nadd{i}" if n.add else "NULL"), ("parts", f"td_parts{i}" if n.parts else "NULL"),
+        ("num_inputs", n.num_inputs)]) + ";\n"
+
+
 def _layer_data(i: int, layer: lw.LayerRow) -> str:
     if layer.op == "avgpool":
         return f"/* {layer.name}: global average pool {layer.kernel[0]}x{layer.kernel[1]}x{layer.in_channels} */\n"
@@ -70,12 +102,7 @@ def _layer_data(i: int, layer: lw.LayerRow) -> str:
             + c_array("int8_t", f"td_w{i}", layer.weights) + c_array("int32_t", f"td_b{i}", layer.bias)
             + c_array("int32_t", f"td_m{i}", layer.mult) + c_array("int32_t", f"td_s{i}", layer.shift))
     if layer.add:
-        a = layer.add
-        text += f"static const tinydet_add_params td_add{i} = " + c_struct(
-            [(k, getattr(a, k)) for k in ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset",
-                                          "input_2_mult", "input_2_shift", "left_shift", "out_offset", "out_mult",
-                                          "out_shift")]
-            + [("activation", c_struct([("min", a.act_min), ("max", a.act_max)]))]) + ";\n"
+        text += _add_params(f"td_add{i}", layer.add)
     return text
 
 
@@ -98,7 +125,9 @@ def _step(s: lw.StepRow) -> str:
         ("layer", s.layer), ("counter", s.counter), ("mode", _STEP_MODE_C[s.mode]), ("reverse", int(s.reverse)),
         ("in_h", s.in_h), ("in_w", s.in_w), ("pad", _pads(s.pad)), ("out_pitch", s.out_pitch),
         ("shortcut_crop", _pads(s.shortcut_crop)), ("input", s.input), ("output", s.output), ("temp", s.temp),
-        ("shortcut", s.shortcut), ("result", s.result)]) + f", /* {s.op}: {s.out_h}x{s.out_w} */"
+        ("shortcut", s.shortcut), ("result", s.result)]
+        + ([("neck", f"&td_neck{s.neck}"), ("inputs", f"td_nin{s.neck}")] if s.neck >= 0 else [])
+    ) + f", /* {s.op}: {s.out_h}x{s.out_w} */"
 
 
 def _table(ctype: str, name: str, rows: list[str]) -> str:
@@ -150,6 +179,8 @@ def model_c(m: lw.Lowered) -> str:
              + ", ".join(c_string(n) for n in m.layer_names) + "};\n\n"]
     parts.extend(_layer_data(i, layer) for i, layer in enumerate(m.layers))
     parts.append(_table("tinydet_layer", "td_layers", [_layer(i, layer) for i, layer in enumerate(m.layers)]))
+    neck_steps = {s.neck: s for s in m.steps if s.neck >= 0}
+    parts.extend(_neck_data(i, n, neck_steps[i]) for i, n in enumerate(m.necks))
     if m.tiles:
         parts.append("/* stage 1, once per tile */\n")
         parts.append(_table("tinydet_step", "td_tile_steps", [_step(s) for s in m.tile_steps]))

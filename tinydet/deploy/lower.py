@@ -13,6 +13,8 @@ initializers of the structs in ``deploy/runtime/include/tinydet_executor.h``.
   the input size and its pads (:class:`tinydet.geometry.Pads`), the output row pitch and where the
   output sits in its shortcut region; patch mode has each tile's stage-1 steps (:class:`TileRow`)
   then the stage-2 steps, layer mode the steps of every layer on the full map;
+* :class:`NeckRow` -- a weightless neck op (max pool, nearest upsample, concat, add of two branches):
+  its kernel's parameters; its steps (stage 2 / layer mode only) carry every input's arena offset;
 * :class:`OutputRow`, :class:`DetectorRow` -- the int8 outputs and the decode tables: one
   256-entry sigmoid table per head map (the Python decode's own function on every int8 value) and
   the int8 objectness threshold equivalent to the score threshold; :class:`ClassifierRow` -- a
@@ -39,6 +41,7 @@ DETECTION_BYTES = 24  # tinydet_detection {float x1, y1, x2, y2, score; int32 la
 _SUPPORTED = ("conv", "dwconv", "avgpool", "fc")
 _DATA_ONLY = ("quantize", "dequantize", "pad", "flatten")  # no step of their own (flatten: a 1x1 map's bytes)
 LAYER_OPS = ("conv", "avgpool", "fc")  # LayerRow.op: tinydet_executor.h TINYDET_OP_*
+NECK_KINDS = ("maxpool", "upsample", "concat", "add")  # int8 ops of tinydet.quant.qgraph without weights
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,37 @@ class StepRow:
     temp: int = -1
     shortcut: int = -1
     result: int = -1
+    neck: int = -1  # index into the neck rows (then ``layer`` is unused)
+    inputs: tuple[int, ...] = ()  # neck op: arena offsets of all its inputs
+
+
+@dataclass(frozen=True)
+class ConcatPartRow:
+    """``tinydet_concat_part``: one concat input and its requantization into the output's parameters."""
+
+    channels: int
+    input_offset: int
+    mult: int
+    shift: int
+    output_offset: int
+    copy: bool
+
+
+@dataclass(frozen=True)
+class NeckRow:
+    """``tinydet_neck_op``: a weightless neck op and its kernel's parameters."""
+
+    name: str
+    kind: str  # one of NECK_KINDS
+    channels: int  # output channels
+    kernel: tuple[int, int] = (1, 1)  # max pool
+    stride: tuple[int, int] = (1, 1)
+    factor: tuple[int, int] = (1, 1)  # upsample
+    act_min: int = QMIN
+    act_max: int = QMAX
+    add: AddRow | None = None
+    parts: tuple[ConcatPartRow, ...] = ()
+    num_inputs: int = 1
 
 
 @dataclass(frozen=True)
@@ -209,6 +243,7 @@ class Lowered:
     detector_config: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     classifier: ClassifierRow | None = None
+    necks: list[NeckRow] = field(default_factory=list)
 
     @property
     def const_bytes(self) -> int:
@@ -280,14 +315,17 @@ def detector_row(det: Mapping[str, Any], outputs: list[OutputRow], input_hw: tup
 # ---- layers and steps -------------------------------------------------------------------------------
 
 
-def _check_supported(qg, where: str) -> None:
+def _check_supported(qg, where: str, stage1: bool = False) -> None:
     for op in qg.ops:
         if op.kind in _DATA_ONLY:
             continue
-        if op.kind not in _SUPPORTED:
+        if op.kind in NECK_KINDS and stage1:
+            raise TinydetError(f"{where}: node '{op.name}' ({op.kind}) runs per tile; the firmware runs neck ops "
+                               f"on whole maps only (stage 2): expected a split inside the backbone")
+        if op.kind not in _SUPPORTED + NECK_KINDS:
             raise TinydetError(f"{where}: node '{op.name}' ({op.kind}) is not supported by the C code generator; "
                                f"expected Conv, depthwise Conv (optionally followed by a residual Add), "
-                               f"GlobalAveragePool, Flatten, Gemm in QDQ form")
+                               f"GlobalAveragePool, Flatten, Gemm, MaxPool, nearest Resize, Concat, Add in QDQ form")
 
 
 def _shape_of(schedule: Mapping[str, Any], tensor: str) -> tuple[int, int, int]:
@@ -314,12 +352,7 @@ def layer_row(qop, in_shape: tuple[int, int, int] | None = None) -> LayerRow:
         return classifier_row(qop, in_shape)
     w = np.asarray(qop.weight, np.int8)
     depthwise = qop.kind == "dwconv"
-    add = None
-    if qop.add:
-        p = qop.add["params"]
-        add = AddRow(**{k: int(p[k]) for k in ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset",
-                                                "input_2_mult", "input_2_shift", "left_shift", "out_offset",
-                                                "out_mult", "out_shift")})
+    add = add_row(qop.add["params"]) if qop.add else None
     # OHWI conv filters, [1, KH, KW, C] depthwise filters: the last axis is the input channels
     return LayerRow(name=qop.name, depthwise=depthwise, weights=w, bias=_int32(qop.bias, f"{qop.name}: bias"),
                     mult=_int32(qop.mult, f"{qop.name}: mult"), shift=_int32(qop.shift, f"{qop.name}: shift"),
@@ -368,12 +401,35 @@ def scratch_bytes(layer: LayerRow, out_w: int) -> int:
     return col + 2 * ((out_w * layer.out_channels + 3) & ~3) + 16
 
 
+def add_row(params: Mapping[str, int]) -> AddRow:
+    """The :class:`AddRow` of :func:`tinydet.quant.kernels.add_params`'s arguments."""
+    return AddRow(**{k: int(params[k]) for k in ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset",
+                                                 "input_2_mult", "input_2_shift", "left_shift", "out_offset",
+                                                 "out_mult", "out_shift")})
+
+
+def neck_row(qop, channels: int, in_channels: list[int]) -> NeckRow:
+    """The table row of an int8 neck op (``NECK_KINDS``) of :mod:`tinydet.quant.qgraph`; ``channels``
+    of its output, ``in_channels`` of each input."""
+    if qop.kind == "maxpool":
+        return NeckRow(name=qop.name, kind="maxpool", channels=channels, kernel=tuple(qop.kernel),
+                       stride=tuple(qop.stride), act_min=int(qop.act_min), act_max=int(qop.act_max))
+    if qop.kind == "upsample":
+        return NeckRow(name=qop.name, kind="upsample", channels=channels, factor=tuple(qop.scale))
+    if qop.kind == "add":
+        return NeckRow(name=qop.name, kind="add", channels=channels, add=add_row(qop.add["params"]), num_inputs=2)
+    return NeckRow(name=qop.name, kind="concat", channels=channels, num_inputs=len(qop.inputs), parts=tuple(
+        ConcatPartRow(channels=int(c), input_offset=r.input_offset, mult=r.mult, shift=r.shift,
+                      output_offset=r.output_offset, copy=r.identity) for r, c in zip(qop.requant, in_channels)))
+
+
 class _Layers:
     """Layer rows in first-use order, each written once for all tiles."""
 
     def __init__(self, schedule: Mapping[str, Any]):
         self.rows: list[LayerRow] = []
         self.index: dict[str, int] = {}
+        self.necks: list[NeckRow] = []
         self.scratch = 0
         self.out_w = {op["name"]: int(op["out_shape"][2]) for op in schedule["ops"]}
         self.in_shape = {op["name"]: tuple(int(v) for v in op["in_shape"]) for op in schedule["ops"]}
@@ -480,18 +536,55 @@ def _patch_steps(sched, stage1, layers: _Layers, counter_of, arena, where) -> tu
     return steps, tiles
 
 
-def _layer_steps(sched, graph, layers: _Layers, counter_of, arena_steps, where) -> list[StepRow]:
+def _neck_step(layers: _Layers, qop, step: Mapping[str, Any], counter: int, sched_op: Mapping[str, Any],
+               in_channels: list[int], offsets: Mapping[str, int], where: str) -> StepRow:
+    """The step of a neck op on whole maps: every input's offset from the arena step (``inputs``)
+    or, where the plan lists only the first, from where its producer left it (``offsets``)."""
+    c_out, oh, ow = (int(v) for v in sched_op["out_shape"])
+    _, ih, iw = (int(v) for v in sched_op["in_shape"])
+    listed = step.get("inputs")
+    try:
+        inputs = tuple(int(v) for v in listed) if listed is not None else tuple(offsets[n] for n in qop.inputs)
+    except KeyError as exc:
+        raise TinydetError(f"{where}: arena step '{qop.name}': no arena offset for its input {exc}") from None
+    if len(inputs) != len(qop.inputs) or inputs[0] != int(step["input"]):
+        raise TinydetError(f"{where}: arena step '{qop.name}': input offsets {list(inputs)} do not match its "
+                           f"{len(qop.inputs)} inputs (first at {step['input']})")
+    row = neck_row(qop, c_out, in_channels)
+    pads = qop.padding if row.kind == "maxpool" else Pads()
+    got = {"maxpool": (conv_out_size(ih, row.kernel[0], row.stride[0], pads.top, pads.bottom),
+                       conv_out_size(iw, row.kernel[1], row.stride[1], pads.left, pads.right)),
+           "upsample": (ih * row.factor[0], iw * row.factor[1])}.get(row.kind, (ih, iw))
+    if got != (oh, ow):
+        raise TinydetError(f"{where}: op '{qop.name}' ({row.kind}) on a {ih}x{iw} map gives {got[0]}x{got[1]}, "
+                           f"the plan says {oh}x{ow}")
+    layers.necks.append(row)
+    return StepRow(op=qop.name, layer=-1, counter=counter, mode=step["mode"], reverse=False, in_h=ih, in_w=iw,
+                   pad=pads, out_h=oh, out_w=ow, out_pitch=ow, shortcut_crop=Pads(), input=inputs[0],
+                   output=int(step["output"]), result=_offset(step.get("result")), neck=len(layers.necks) - 1,
+                   inputs=inputs)
+
+
+def _layer_steps(sched, graph, layers: _Layers, counter_of, arena_steps, where,
+                 offsets: dict[str, int]) -> list[StepRow]:
+    """The per-layer steps (layer mode, or stage 2); ``offsets``: where the tensors alive at the
+    start are (the image, the stage-1 map), extended by every step's result."""
     ops = {op["name"]: op for op in sched["ops"]}
-    qops = [op for op in graph.ops if op.kind in _SUPPORTED]
+    qops = [op for op in graph.ops if op.kind in _SUPPORTED + NECK_KINDS]
     if [op.name for op in qops] != [s["op"] for s in arena_steps]:
         raise TinydetError(f"{where}: int8 layers {[o.name for o in qops]} differ from the arena steps "
                            f"{[s['op'] for s in arena_steps]}")
     steps = []
     for qop, step in zip(qops, arena_steps):
-        _, ih, iw = ops[qop.name]["in_shape"]
-        _, oh, ow = ops[qop.name]["out_shape"]
-        steps.append(_step(layers, qop, step, counter_of[qop.name], (int(ih), int(iw)), qop.padding,
-                           (int(oh), int(ow)), int(ow), int(step["output"]), Pads(), where))
+        if qop.kind in NECK_KINDS:
+            chans = [_shape_of(sched, name)[0] for name in qop.inputs]
+            steps.append(_neck_step(layers, qop, step, counter_of[qop.name], ops[qop.name], chans, offsets, where))
+        else:
+            _, ih, iw = ops[qop.name]["in_shape"]
+            _, oh, ow = ops[qop.name]["out_shape"]
+            steps.append(_step(layers, qop, step, counter_of[qop.name], (int(ih), int(iw)), qop.padding,
+                               (int(oh), int(ow)), int(ow), int(step["output"]), Pads(), where))
+        offsets[qop.output] = int(step["result"] if step.get("result") is not None else step["output"])
     return steps
 
 
@@ -510,7 +603,7 @@ def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF
     used = {"full.int8.onnx": full} if mode == "layer" else {"stage1_patch.int8.onnx": stage1,
                                                                "stage2.int8.onnx": stage2}
     for name, g in used.items():
-        _check_supported(g, f"{where}/{name}")
+        _check_supported(g, f"{where}/{name}", stage1=name.startswith("stage1"))
     names = [op["name"] for op in sched["ops"]]
     counter_of = {name: i for i, name in enumerate(names)}
     mem = sched["memory"]
@@ -531,7 +624,10 @@ def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF
         arena = sched["arena_layer"]
         planned = int(mem["peak_sram_per_layer"])
         graph = full
-    steps = _layer_steps(sched, graph, layers, counter_of, arena["steps"], where)
+    # where the tensors alive before the per-layer steps are: the image (layer mode) or the stage-1 map
+    offsets = ({sched["split_tensor"]: int(arena["stage1_buffer"])} if mode == "patch"
+               else {full.inputs[0]: _offset(arena.get("input"))})
+    steps = _layer_steps(sched, graph, layers, counter_of, arena["steps"], where, offsets)
     if int(arena["arena_bytes"]) != planned:
         raise TinydetError(f"{where}: the arena plan needs {arena['arena_bytes']} bytes but the planner's {mode} peak "
                            f"is {planned}; re-export the folder")
@@ -557,7 +653,7 @@ def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF
                    planned_peak_bytes=planned, scratch_bytes=layers.scratch, layers=layers.rows, steps=steps,
                    tile_steps=tile_steps, tiles=tiles, input_offset=_offset(arena.get("input")), outputs=outputs,
                    input=inp, detector=detector, layer_names=names, detector_config=det, extra={"conf": conf},
-                   classifier=classifier)
+                   classifier=classifier, necks=layers.necks)
 
 
 def classifier_output(graph, outputs: list[OutputRow]) -> ClassifierRow | None:

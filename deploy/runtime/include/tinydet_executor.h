@@ -42,6 +42,30 @@ enum
     TINYDET_OP_FC = 2       /* fully connected on the step's input (arm_fully_connected_s8) */
 };
 
+/* A weightless op of a detector neck (tinydet.deploy.lower.NeckRow): its kernel and parameters. */
+enum
+{
+    TINYDET_NECK_MAXPOOL = 1,  /* arm_max_pool_s8; padding from the step's pad */
+    TINYDET_NECK_UPSAMPLE = 2, /* tinydet_upsample_nearest_s8 by (factor_h, factor_w) */
+    TINYDET_NECK_CONCAT = 3,   /* tinydet_concat_s8 of num_inputs tensors (parts) */
+    TINYDET_NECK_ADD = 4       /* arm_elementwise_add_s8 of two tensors (add: TFLite ADD rescaling) */
+};
+
+#define TINYDET_NECK_MAX_INPUTS 8 /* inputs of one concat */
+
+typedef struct
+{
+    const char *name;
+    int32_t kind;     /* TINYDET_NECK_* */
+    int32_t channels; /* of the output (max pool, upsample, add: also of the input) */
+    int32_t kernel_h, kernel_w, stride_h, stride_w; /* max pool */
+    int32_t factor_h, factor_w;                     /* upsample */
+    int32_t act_min, act_max;                       /* max pool clamp */
+    const tinydet_add_params *add;                  /* add */
+    const tinydet_concat_part *parts;               /* concat: one per input, in order */
+    int32_t num_inputs;
+} tinydet_neck_op;
+
 /* How a step stores its output (tinydet/schedule/arena.py: ArenaStep.mode). */
 enum
 {
@@ -63,6 +87,8 @@ typedef struct
     int32_t out_pitch;         /* pixels between output rows (the stage-1 map width for a sink) */
     tinydet_pad shortcut_crop; /* where the output sits in the shortcut region (top/left) and its excess */
     int32_t input, output, temp, shortcut, result; /* arena byte offsets; -1: none */
+    const tinydet_neck_op *neck; /* a neck op (layer unused), or NULL */
+    const int32_t *inputs;       /* neck op: arena offsets of its num_inputs inputs (inputs[0] == input) */
 } tinydet_step;
 
 typedef struct

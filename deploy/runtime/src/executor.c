@@ -74,8 +74,93 @@ static arm_cmsis_nn_status tde_fc(const tinydet_model *m, const tinydet_layer *L
                                       L->bias, m->arena + S->output);
 }
 
+/* [a, a + na) and [b, b + nb) do not overlap (neck kernels read and write separate buffers). */
+static int tde_disjoint(int32_t a, int32_t na, int32_t b, int32_t nb)
+{
+    return a + na <= b || b + nb <= a;
+}
+
+/* A neck op on the whole map: the in_h x in_w inputs at S->inputs, the output at S->output. Buffers
+ * that the plan makes overlap where the kernel needs them apart are refused (ARM_CMSIS_NN_ARG_ERROR)
+ * rather than run into garbage. */
+static arm_cmsis_nn_status tde_neck_step(const tinydet_model *m, const tinydet_step *S)
+{
+    const tinydet_neck_op *N = S->neck;
+    int8_t *arena = m->arena;
+    const int32_t c = N->channels, in_px = S->in_h * S->in_w;
+    cmsis_nn_dims in = {1, S->in_h, S->in_w, c}, out = {1, S->in_h, S->in_w, c};
+    switch (N->kind)
+    {
+    case TINYDET_NECK_MAXPOOL:
+    {
+        const cmsis_nn_tile stride = {N->stride_w, N->stride_h};
+        cmsis_nn_pool_params p = {stride, {0, 0}, {N->act_min, N->act_max}};
+        const cmsis_nn_dims filter = {1, N->kernel_h, N->kernel_w, 1};
+        const cmsis_nn_context ctx = {NULL, 0};
+        if (tinydet_tile_geometry(S->in_h, S->in_w, N->kernel_h, N->kernel_w, &stride, NULL, &S->pad, &p.padding,
+                                  &out) != 0 ||
+            !tde_disjoint(S->input, in_px * c, S->output, out.h * out.w * c))
+        {
+            return ARM_CMSIS_NN_ARG_ERROR;
+        }
+        return arm_max_pool_s8(&ctx, &p, &in, arena + S->input, &filter, &out, arena + S->output);
+    }
+    case TINYDET_NECK_UPSAMPLE:
+    {
+        const cmsis_nn_tile factor = {N->factor_w, N->factor_h};
+        out.h = S->in_h * N->factor_h;
+        out.w = S->in_w * N->factor_w;
+        if (!tde_disjoint(S->input, in_px * c, S->output, out.h * out.w * c))
+        {
+            return ARM_CMSIS_NN_ARG_ERROR;
+        }
+        return tinydet_upsample_nearest_s8(&factor, &in, arena + S->input, &out, arena + S->output);
+    }
+    case TINYDET_NECK_ADD:
+    {
+        /* element by element: the output may be either input's buffer (in place), or apart */
+        const tinydet_add_params *a = N->add;
+        const int32_t n = in_px * c;
+        for (int32_t i = 0; i < 2; i++)
+        {
+            if (S->inputs[i] != S->output && !tde_disjoint(S->inputs[i], n, S->output, n))
+            {
+                return ARM_CMSIS_NN_ARG_ERROR;
+            }
+        }
+        return arm_elementwise_add_s8(arena + S->inputs[0], arena + S->inputs[1], a->input_1_offset, a->input_1_mult,
+                                      a->input_1_shift, a->input_2_offset, a->input_2_mult, a->input_2_shift,
+                                      a->left_shift, arena + S->output, a->out_offset, a->out_mult, a->out_shift,
+                                      a->activation.min, a->activation.max, n);
+    }
+    case TINYDET_NECK_CONCAT:
+    {
+        const int8_t *src[TINYDET_NECK_MAX_INPUTS];
+        if (N->num_inputs < 1 || N->num_inputs > TINYDET_NECK_MAX_INPUTS)
+        {
+            return ARM_CMSIS_NN_ARG_ERROR;
+        }
+        for (int32_t i = 0; i < N->num_inputs; i++)
+        {
+            if (!tde_disjoint(S->inputs[i], in_px * N->parts[i].channels, S->output, in_px * c))
+            {
+                return ARM_CMSIS_NN_ARG_ERROR;
+            }
+            src[i] = arena + S->inputs[i];
+        }
+        return tinydet_concat_s8(N->num_inputs, src, N->parts, &out, arena + S->output);
+    }
+    default:
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+}
+
 static arm_cmsis_nn_status tde_step(const tinydet_model *m, const tinydet_step *S)
 {
+    if (S->neck != NULL)
+    {
+        return tde_neck_step(m, S);
+    }
     const tinydet_layer *L = &m->layers[S->layer];
     int8_t *arena = m->arena;
     switch (L->op)
