@@ -544,7 +544,7 @@ def _neck_step(layers: _Layers, qop, step: Mapping[str, Any], counter: int, sche
     _, ih, iw = (int(v) for v in sched_op["in_shape"])
     listed = step.get("inputs")
     try:
-        inputs = tuple(int(v) for v in listed) if listed is not None else tuple(offsets[n] for n in qop.inputs)
+        inputs = tuple(int(v) for v in listed) if listed else tuple(offsets[n] for n in qop.inputs)
     except KeyError as exc:
         raise TinydetError(f"{where}: arena step '{qop.name}': no arena offset for its input {exc}") from None
     if len(inputs) != len(qop.inputs) or inputs[0] != int(step["input"]):
