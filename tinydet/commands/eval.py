@@ -76,6 +76,13 @@ def _run_model(args: argparse.Namespace) -> dict:
         raise TinydetError("--engine chooses how the int8 model runs; add --int8 (with --export)")
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
     cfg = load_config(args.config, overrides)
+    if cfg.task == "classify":
+        from tinydet.pipeline.eval_classify import evaluate_classifier
+
+        if args.save_dets:
+            raise TinydetError("--save-dets writes detections; it does not apply to a task: classify config")
+        return evaluate_classifier(cfg, ckpt=args.ckpt, onnx=args.onnx, export=args.export, int8=args.int8,
+                                   patched=args.patched, split=args.split, engine=args.engine or "reference")
     return evaluate_model(cfg, ckpt=args.ckpt, onnx=args.onnx, export=args.export, int8=args.int8,
                           patched=args.patched, split=args.split, save_dets=args.save_dets,
                           engine=args.engine or "reference")
@@ -99,7 +106,11 @@ def _fmt(value: Any) -> str:
 
 
 def render(result: dict) -> None:
-    """A readable table: per-class AP and the means (VOC), or the three subsets (WIDER)."""
+    """A readable table: per-class AP and the means (VOC), the three subsets (WIDER), or the
+    classifier's accuracies."""
+    if result.get("task") == "classify":
+        _render_classify(result)
+        return
     print(f"{result['format']} {result.get('split', '')}: {result['n_images']} images, {result['source']}"
           + (f", engine {result['engine']}" if "engine" in result else ""))
     if "device" in result:
@@ -120,3 +131,14 @@ def render(result: dict) -> None:
         for s in ("easy", "medium", "hard"):
             print(f"{s:<7} AP {_fmt(result[s])}  ({result['n_faces'][s]} faces)")
         print(f"subsets: {result['difficulty_rule']}")
+
+
+def _render_classify(result: dict) -> None:
+    print(f"{result['format']} {result['split']}: {result['n_images']} images, {result['source']}"
+          + (f", engine {result['engine']}" if "engine" in result else ""))
+    width = max([5] + [len(n) for n in result["per_class"]])
+    print(f"{'class':<{width}}  accuracy  images")
+    for name, c in result["per_class"].items():
+        print(f"{name:<{width}}  {_fmt(c['accuracy']):>8}  {c['images']:>6}")
+    print(f"top-1 {_fmt(result['top1'])}   top-5 {_fmt(result['top5'])}   "
+          f"mean class accuracy {_fmt(result['mean_class_accuracy'])}")

@@ -27,10 +27,11 @@ def run(args: argparse.Namespace) -> dict | None:
 
 
 def render(result: dict) -> None:
-    best = result["best_map50"]
+    figure = "top1" if result.get("task") == "classify" else "map50"
+    best = result[f"best_{figure}"]
     print(f"trained {result['name']}: {result['epochs']} epochs, {result['global_step']} steps, "
           f"{result['train_images_per_s']:.1f} train images/s")
-    val = result["val_map50"]
-    print(f"val map50: {val:.4f}" if val is not None else "val map50: n/a",
+    val = result[f"val_{figure}"]
+    print(f"val {figure}: {val:.4f}" if val is not None else f"val {figure}: n/a",
           f"(best {best:.4f})" if best is not None else "")
     print(f"checkpoints: {result['last_ckpt']}, {result['best_ckpt']}")

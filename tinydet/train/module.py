@@ -1,4 +1,6 @@
-"""LightningModule of the detector: loss, optimizer/schedule, EMA, and val map50.
+"""LightningModules: the shared base (optimizer, warm-up + cosine schedule, EMA, checkpoint entry),
+the detector's (YOLO loss, val map50) and the classifier's (label-smoothed cross-entropy, optional
+knowledge distillation from a teacher checkpoint, val top-1).
 
 Validation under DDP: every rank decodes its share of the val set, then the per-image detections
 are all-gathered (``torch.distributed.all_gather_object``) so every rank holds all of them and
@@ -72,10 +74,14 @@ def map50_of(data_cfg: dict, detections: dict, records: Sequence[Any], class_nam
     return float(value) if value is not None else 0.0
 
 
-class DetectorModule(pl.LightningModule):
-    """Trains a :class:`Detector`; ``cfg`` is the resolved config (a plain nested dict)."""
+class TrainModule(pl.LightningModule):
+    """What every tinydet training shares: the model and its EMA copy, the optimizer with its
+    warm-up + cosine schedule, and the ``checkpoint["tinydet"]`` entry. Subclasses add the loss,
+    the validation figure and ``monitor``, the name of the metric that picks best.ckpt."""
 
-    def __init__(self, cfg: dict, model: Detector, class_names: Sequence[str], arch: dict):
+    monitor = "val/map50"
+
+    def __init__(self, cfg: dict, model: nn.Module, class_names: Sequence[str], arch: dict):
         super().__init__()
         self.cfg = cfg
         self.model = model
@@ -83,25 +89,9 @@ class DetectorModule(pl.LightningModule):
         self.arch = arch
         train = cfg["train"]
         self.ema = ModelEMA(model, train["ema"]["decay"], train["ema"]["tau"]) if train["ema"]["enabled"] else None
-        loss = train["loss"]
-        self.loss_fn = YoloLoss(model.anchors, model.strides.tolist(), model.num_classes, model.input_size,
-                                box=loss["box"], obj=loss["obj"], cls=loss["cls"], anchor_t=loss["anchor_t"],
-                                box_iou=loss["box_iou"], balance=loss["balance"])
-        self._val_dets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.val_records: Sequence[Any] | None = None  # set by the runner (the data module's val records)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.model(images)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        outputs = self.model(batch["images"])
-        loss, parts = self.loss_fn(outputs, batch["targets"])
-        bs = batch["images"].shape[0]
-        self.log("train/loss", loss / bs, prog_bar=True, batch_size=bs)
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=bs)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False, batch_size=bs)
-        return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
@@ -110,32 +100,16 @@ class DetectorModule(pl.LightningModule):
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_dets = {}
+    def log_lr(self, batch_size: int) -> None:
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False, batch_size=batch_size)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        from tinydet.data.transforms import unletterbox
-
-        model = self.eval_model()
-        ev = self.cfg["eval"]
-        outputs = model(batch["images"])
-        dets = postprocess(outputs, model.anchors, model.strides.tolist(), batch["images"].shape[-2:],
-                           ev["conf_thresh"], ev["nms_iou"], ev["max_det"])
-        for (boxes, scores, labels), meta in zip(dets, batch["meta"]):
-            boxes = unletterbox(boxes.float().cpu().numpy(), meta)
-            self._val_dets[str(meta["image_id"])] = (boxes, scores.float().cpu().numpy(), labels.cpu().numpy())
-
-    def on_validation_epoch_end(self) -> None:
-        dets = self._val_dets
+    def all_ranks(self, part: dict) -> dict:
+        """Under DDP, the union of every rank's ``part`` (all_gather_object); else ``part``."""
         if torch.distributed.is_available() and torch.distributed.is_initialized() and self.trainer.world_size > 1:
             gathered: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, dets)
-            dets = {k: v for part in gathered for k, v in part.items()}
-        records = self.val_records if self.val_records is not None else self.trainer.datamodule.val_records
-        covered = [r for r in records if r.image_id in dets]
-        value = map50_of(self.cfg["data"], dets, covered, self.class_names) if covered else 0.0
-        self.log("val/map50", value, prog_bar=True, sync_dist=False, rank_zero_only=False)
-        self._val_dets = {}
+            torch.distributed.all_gather_object(gathered, part)
+            return {k: v for piece in gathered for k, v in piece.items()}
+        return part
 
     def configure_optimizers(self):
         train = self.cfg["train"]
@@ -159,6 +133,125 @@ class DetectorModule(pl.LightningModule):
 
         checkpoint["tinydet"] = {"config": self.cfg, "arch": self.arch, "class_names": self.class_names,
                                  "format_version": FORMAT_VERSION}
+
+
+class DetectorModule(TrainModule):
+    """Trains a :class:`Detector`; ``cfg`` is the resolved config (a plain nested dict)."""
+
+    def __init__(self, cfg: dict, model: Detector, class_names: Sequence[str], arch: dict):
+        super().__init__(cfg, model, class_names, arch)
+        loss = cfg["train"]["loss"]
+        self.loss_fn = YoloLoss(model.anchors, model.strides.tolist(), model.num_classes, model.input_size,
+                                box=loss["box"], obj=loss["obj"], cls=loss["cls"], anchor_t=loss["anchor_t"],
+                                box_iou=loss["box_iou"], balance=loss["balance"])
+        self._val_dets: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.val_records: Sequence[Any] | None = None  # set by the runner (the data module's val records)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.model(batch["images"])
+        loss, parts = self.loss_fn(outputs, batch["targets"])
+        bs = batch["images"].shape[0]
+        self.log("train/loss", loss / bs, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        self.log_lr(bs)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_dets = {}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        from tinydet.data.transforms import unletterbox
+
+        model = self.eval_model()
+        ev = self.cfg["eval"]
+        outputs = model(batch["images"])
+        dets = postprocess(outputs, model.anchors, model.strides.tolist(), batch["images"].shape[-2:],
+                           ev["conf_thresh"], ev["nms_iou"], ev["max_det"])
+        for (boxes, scores, labels), meta in zip(dets, batch["meta"]):
+            boxes = unletterbox(boxes.float().cpu().numpy(), meta)
+            self._val_dets[str(meta["image_id"])] = (boxes, scores.float().cpu().numpy(), labels.cpu().numpy())
+
+    def on_validation_epoch_end(self) -> None:
+        dets = self.all_ranks(self._val_dets)
+        records = self.val_records if self.val_records is not None else self.trainer.datamodule.val_records
+        covered = [r for r in records if r.image_id in dets]
+        value = map50_of(self.cfg["data"], dets, covered, self.class_names) if covered else 0.0
+        self.log("val/map50", value, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self._val_dets = {}
+
+
+class ClassifierModule(TrainModule):
+    """Trains a classifier (:func:`tinydet.models.classifier.classifier_from_config`).
+
+    Loss: cross-entropy with ``train.label_smoothing``; with ``train.distill.teacher`` (a classifier
+    checkpoint with the same classes) ``(1 - alpha) * CE + alpha * T^2 * KL(teacher_T || student_T)``
+    (Hinton et al.; the T^2 keeps the soft term's gradients on the CE scale). The teacher is frozen,
+    runs in eval mode and is not part of the checkpoint. Validation: top-1 of the EMA model, every
+    rank's predictions gathered (deduplicated by sample index) so all ranks log the same value.
+    """
+
+    monitor = "val/top1"
+
+    def __init__(self, cfg: dict, model: nn.Module, class_names: Sequence[str], arch: dict,
+                 teacher: nn.Module | None = None):
+        super().__init__(cfg, model, class_names, arch)
+        train = cfg["train"]
+        self.label_smoothing = float(train["label_smoothing"])
+        self.alpha = float(train["distill"]["alpha"]) if teacher is not None else 0.0
+        self.temperature = float(train["distill"]["temperature"])
+        if teacher is not None:
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        object.__setattr__(self, "teacher", teacher)  # not a submodule: kept out of state_dict and optimizer
+        self._val: dict[int, tuple[list[int], int]] = {}
+
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        import torch.nn.functional as F
+
+        ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        if self.teacher is None or self.alpha == 0.0:
+            return ce, {"ce": ce.detach()}
+        with torch.no_grad():
+            soft = F.softmax(self.teacher(images)[-1] / self.temperature, dim=1)
+        kd = F.kl_div(F.log_softmax(logits / self.temperature, dim=1), soft, reduction="batchmean")
+        kd = kd * self.temperature ** 2
+        return (1 - self.alpha) * ce + self.alpha * kd, {"ce": ce.detach(), "kd": kd.detach()}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        images = batch["images"]
+        logits = self.model(images)[-1]
+        loss, parts = self.loss(logits, batch["labels"], images)
+        bs = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        self.log_lr(bs)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self.eval_model()(batch["images"])[-1].float()
+        k = min(5, logits.shape[1])
+        top = torch.topk(logits, k, dim=1).indices.cpu().tolist()
+        for index, ranked, label in zip(batch["index"].tolist(), top, batch["labels"].tolist()):
+            self._val[index] = (ranked, label)
+
+    def on_validation_epoch_end(self) -> None:
+        val = self.all_ranks(self._val)
+        top1 = sum(ranked[0] == label for ranked, label in val.values()) / len(val) if val else 0.0
+        top5 = sum(label in ranked for ranked, label in val.values()) / len(val) if val else 0.0
+        self.log("val/top1", float(top1), prog_bar=True, sync_dist=False, rank_zero_only=False)
+        if len(self.class_names) > 5:
+            self.log("val/top5", float(top5), sync_dist=False, rank_zero_only=False)
+        self._val = {}
 
 
 class WarmupCosine:

@@ -88,9 +88,18 @@ def resolve_resume(resume: str | None, out_dir: Path) -> str | None:
 
 def _check_resume_matches(cfg: Config, ckpt_path: str) -> None:
     """Resuming a run with a different architecture would fail deep inside torch: say it here."""
+    load_trained(cfg, ckpt_path)
+
+
+def load_trained(cfg: Config, ckpt_path: str):
+    """The trained network of ``ckpt_path`` for ``cfg``'s task (detector or classifier)."""
+    if cfg.task == "classify":
+        from tinydet.models.classifier import load_classifier
+
+        return load_classifier(cfg, ckpt_path)
     from tinydet.io.checkpoint import load_detector
 
-    load_detector(cfg, ckpt_path)
+    return load_detector(cfg, ckpt_path)
 
 
 def _loggers(cfg: Config, out_dir: Path) -> list:
@@ -105,14 +114,15 @@ def _loggers(cfg: Config, out_dir: Path) -> list:
     return made
 
 
-def build_trainer(cfg: Config, callbacks: Sequence[Callback] = ()) -> tuple[pl.Trainer, Throughput]:
-    """The Trainer for ``cfg``: atomic checkpoints, last/best, loggers, DDP from config."""
+def build_trainer(cfg: Config, callbacks: Sequence[Callback] = (), monitor: str = "val/map50"
+                  ) -> tuple[pl.Trainer, Throughput]:
+    """The Trainer for ``cfg``: atomic checkpoints, last/best (highest ``monitor``), loggers, DDP from config."""
     train = cfg.train
     out_dir = Path(train.out_dir)
     # the EMA copy is in eval mode on purpose; Lightning's generic warning about it only confuses
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     throughput = Throughput()
-    best = ModelCheckpoint(dirpath=str(out_dir), filename="best", monitor="val/map50", mode="max",
+    best = ModelCheckpoint(dirpath=str(out_dir), filename="best", monitor=monitor, mode="max",
                            save_top_k=1, save_last=False, auto_insert_metric_name=False,
                            enable_version_counter=False, save_on_train_epoch_end=False)
     all_callbacks = [LastCheckpoint(out_dir / "last.ckpt", train.ckpt_every_n_steps), throughput,
@@ -133,16 +143,13 @@ def build_trainer(cfg: Config, callbacks: Sequence[Callback] = ()) -> tuple[pl.T
 
 def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
           callbacks: Sequence[Callback] = ()) -> dict:
-    """Train the detector ``cfg`` describes; returns a summary (paths, best map50, throughput).
+    """Train the detector (or, ``task: classify``, the classifier) ``cfg`` describes; returns a
+    summary (paths, best map50 or top1, throughput).
 
     ``resume``: None | 'auto' | checkpoint path (restores weights, EMA, optimizer, epoch, step).
     ``init_ckpt``: start from a checkpoint's weights only (fine-tuning), the rest fresh.
     ``callbacks``: extra Lightning callbacks (tests inject faults here).
     """
-    from tinydet.data.datamodule import DetectionDataModule
-    from tinydet.models.detector import detector_from_config, load_pretrained
-    from tinydet.train.module import DetectorModule
-
     train_cfg = cfg.train
     out_dir = Path(train_cfg.out_dir)
     _cpu_threads(train_cfg)
@@ -152,36 +159,24 @@ def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
     if ckpt_path is not None:
         _check_resume_matches(cfg, ckpt_path)
         resumed_step = checkpoint_step(ckpt_path)
-    dm = DetectionDataModule(to_dict(cfg.data), cfg.model.resolution, batch_size=train_cfg.batch_size,
-                             num_workers=train_cfg.num_workers, seed=train_cfg.seed, source=cfg.source)
-    model = detector_from_config(cfg, len(dm.class_names))
-    if init_ckpt is None and ckpt_path is None:
-        load_pretrained(model, cfg)  # model.pretrained (a resumed or fine-tuned run has its own weights)
-    if init_ckpt is not None:
-        from tinydet.io.checkpoint import load_detector
-
-        model.load_state_dict(load_detector(cfg, init_ckpt).state_dict())
-    if cfg.quant.qat:
-        # QAT fine-tunes (usually from --ckpt float weights) for quant.qat_epochs at quant.qat_lr;
-        # the model is prepared before the module exists so the EMA copy has the same layers
-        model = _prepare_qat(model, cfg)
-        cfg = copy.deepcopy(cfg)
-        cfg.train.epochs, cfg.train.lr, cfg.train.warmup_epochs = cfg.quant.qat_epochs, cfg.quant.qat_lr, 0.0
-    module = DetectorModule(to_dict(cfg), model, dm.class_names, model.spec.to_dict())
-    trainer, throughput = build_trainer(cfg, callbacks)
+    build = _classifier_parts if cfg.task == "classify" else _detector_parts
+    module, dm, cfg = build(cfg, init_ckpt, fresh=init_ckpt is None and ckpt_path is None)
+    trainer, throughput = build_trainer(cfg, callbacks, module.monitor)
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     wall = time.perf_counter() - t0
     best_cb = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
     score = best_cb.best_model_score
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if hasattr(v, "item") and v.numel() == 1}
+    figure = module.monitor.split("/")[-1]  # map50 (detect) or top1 (classify)
     return {
         "name": cfg.name,
+        "task": cfg.task,
         "out_dir": str(out_dir),
         "last_ckpt": str(out_dir / "last.ckpt"),
         "best_ckpt": best_cb.best_model_path or None,
-        "best_map50": float(score) if score is not None else None,
-        "val_map50": metrics.get("val/map50"),
+        f"best_{figure}": float(score) if score is not None else None,
+        f"val_{figure}": metrics.get(module.monitor),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "resumed_from": ckpt_path,
@@ -190,6 +185,59 @@ def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
         "wall_s": wall,
         "global_rank": trainer.global_rank,
     }
+
+
+def _detector_parts(cfg: Config, init_ckpt: str | None, fresh: bool):
+    """DetectorModule + DetectionDataModule, the weights from ``init_ckpt`` or (``fresh``: neither
+    resumed nor initialised) ``model.pretrained``; returns (module, datamodule, cfg as adjusted for QAT)."""
+    from tinydet.data.datamodule import DetectionDataModule
+    from tinydet.models.detector import detector_from_config, load_pretrained
+    from tinydet.train.module import DetectorModule
+
+    train_cfg = cfg.train
+    dm = DetectionDataModule(to_dict(cfg.data), cfg.model.resolution, batch_size=train_cfg.batch_size,
+                             num_workers=train_cfg.num_workers, seed=train_cfg.seed, source=cfg.source)
+    model = detector_from_config(cfg, len(dm.class_names))
+    if fresh:
+        load_pretrained(model, cfg)  # model.pretrained (a resumed or fine-tuned run has its own weights)
+    if init_ckpt is not None:
+        model.load_state_dict(load_trained(cfg, init_ckpt).state_dict())
+    if cfg.quant.qat:
+        # QAT fine-tunes (usually from --ckpt float weights) for quant.qat_epochs at quant.qat_lr;
+        # the model is prepared before the module exists so the EMA copy has the same layers
+        model = _prepare_qat(model, cfg)
+        cfg = copy.deepcopy(cfg)
+        cfg.train.epochs, cfg.train.lr, cfg.train.warmup_epochs = cfg.quant.qat_epochs, cfg.quant.qat_lr, 0.0
+    return DetectorModule(to_dict(cfg), model, dm.class_names, model.spec.to_dict()), dm, cfg
+
+
+def _classifier_parts(cfg: Config, init_ckpt: str | None, fresh: bool):
+    """ClassifierModule (+ its distillation teacher) + ClassificationDataModule."""
+    from tinydet.data.datamodule import ClassificationDataModule
+    from tinydet.models.classifier import classifier_from_config, load_classifier
+    from tinydet.train.module import ClassifierModule
+
+    if cfg.quant.qat:
+        raise TinydetError(f"{cfg.source}: quant.qat applies to task detect; classifiers are quantized after "
+                           "training (tinydet quantize)")
+    train_cfg = cfg.train
+    dm = ClassificationDataModule(to_dict(cfg.data), cfg.model.resolution, batch_size=train_cfg.batch_size,
+                                  num_workers=train_cfg.num_workers, seed=train_cfg.seed, source=cfg.source)
+    model = classifier_from_config(cfg, len(dm.class_names))
+    if fresh and cfg.model.pretrained:
+        from tinydet.zoo.pretrained import load_into, resolve
+
+        load_into(model, resolve(cfg.model.pretrained, cfg.source))
+    if init_ckpt is not None:
+        model.load_state_dict(load_trained(cfg, init_ckpt).state_dict())
+    teacher = None
+    if train_cfg.distill.teacher:
+        teacher = load_classifier(None, train_cfg.distill.teacher)
+        if list(teacher.class_names) != list(dm.class_names):
+            raise TinydetError(f"{cfg.source}: train.distill.teacher {train_cfg.distill.teacher} has classes "
+                               f"{teacher.class_names}, the data set {dm.class_names}")
+    module = ClassifierModule(to_dict(cfg), model, dm.class_names, model.spec.to_dict(), teacher)
+    return module, dm, cfg
 
 
 def _cpu_threads(train_cfg) -> None:

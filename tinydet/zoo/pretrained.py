@@ -107,9 +107,10 @@ def _backbone(spec: ArchSpec, upto: int) -> list[tuple]:
             for i, b in enumerate(spec.blocks[: upto + 1])]
 
 
-def check_same_backbone(source: ArchSpec, target: ArchSpec, origin: str) -> None:
-    """The source network must compute the detector's backbone (up to its last tapped block)."""
-    upto = max(target.head_from)
+def check_same_backbone(source: ArchSpec, target: ArchSpec, origin: str, upto: int | None = None) -> None:
+    """The source network must compute the target's backbone: up to block ``upto`` (default: the
+    detector's last tapped block; a classifier passes its last block)."""
+    upto = max(target.head_from) if upto is None else upto
     mine, theirs = _backbone(target, upto), _backbone(source, upto)
     names = ("type", "out channels", "in channels", "kernel", "stride", "expand", "shortcut")
     for i, (a, b) in enumerate(zip(mine, theirs)):
@@ -128,22 +129,48 @@ def check_same_backbone(source: ArchSpec, target: ArchSpec, origin: str) -> None
                                f"source's spec (tinydet import ... --out DIR, then model.arch: DIR)")
 
 
-def load_into(model, pretrained: Pretrained) -> int:
-    """Load the backbone tensors of ``pretrained`` into the detector ``model``; returns how many.
+@dataclass
+class LoadReport:
+    """What :func:`load_into` did: tensor names loaded, source tensors left out, target tensors fresh."""
 
-    Raises unless every backbone tensor of the detector is loaded (only head tensors and the
-    anchors may be missing) and every source tensor left over belongs to blocks the detector
-    does not use or to the classifier.
+    loaded: list[str]
+    skipped: list[str]
+    fresh: list[str]
+
+    def summary(self, origin: str, used_blocks: int, backbone: int) -> str:
+        def names(keys: list[str]) -> str:
+            groups: dict[str, int] = {}
+            for k in keys:
+                part = k.split(".")
+                group = f"blocks.{part[1]}+" if part[0] == "blocks" else ".".join(part[:2])
+                groups[group] = groups.get(group, 0) + 1
+            return ", ".join(f"{g} ({n})" for g, n in groups.items()) or "none"
+
+        return (f"tinydet: model.pretrained {origin}: loaded {backbone} backbone tensors (blocks 0.."
+                f"{used_blocks - 1}){' + ' + str(len(self.loaded) - backbone) + ' classifier' if len(self.loaded) > backbone else ''}; skipped {len(self.skipped)} source tensors: {names(self.skipped)}; "
+                f"{len(self.fresh)} tensors start fresh: {names(self.fresh)}")
+
+
+def load_into(model, pretrained: Pretrained) -> int:
+    """Load the backbone tensors of ``pretrained`` into ``model`` (a detector, or a classifier of
+    ``task: classify``); returns how many; logs what was loaded, skipped and left fresh.
+
+    Raises unless every backbone tensor of the target is loaded. Only the detector's head (and
+    anchors) and a classifier's ``classifier.*`` may start fresh; a classifier takes the source's
+    ``classifier.fc`` too when its shape fits (same number of classes). Every source tensor left
+    over must belong to blocks the target does not use or to the source's classifier.
     """
-    check_same_backbone(pretrained.spec, model.spec, pretrained.origin)
-    target = model.state_dict()
     used = len(model.blocks)
-    take = {k: v for k, v in pretrained.state_dict.items() if k in target and not k.startswith(DETECTOR_ONLY)}
+    is_classifier = getattr(model, "classifier", None) is not None
+    check_same_backbone(pretrained.spec, model.spec, pretrained.origin, used - 1 if is_classifier else None)
+    target = model.state_dict()
+    own = DETECTOR_ONLY + (("classifier.",) if is_classifier else ())
+    take = {k: v for k, v in pretrained.state_dict.items() if k in target and not k.startswith(own)}
     for key, value in take.items():
         if tuple(value.shape) != tuple(target[key].shape):
             raise TinydetError(f"model.pretrained {pretrained.origin}: tensor '{key}' has shape {tuple(value.shape)}, "
-                               f"the detector's is {tuple(target[key].shape)}")
-    missing = [k for k in target if k not in take and not k.startswith(DETECTOR_ONLY)]
+                               f"the target's is {tuple(target[key].shape)}")
+    missing = [k for k in target if k not in take and not k.startswith(own)]
     if missing:
         raise TinydetError(f"model.pretrained {pretrained.origin}: {len(missing)} backbone tensors are missing in the "
                            f"source (first: '{missing[0]}'); the weights do not match model.arch")
@@ -152,8 +179,14 @@ def load_into(model, pretrained: Pretrained) -> int:
         or (k.startswith("blocks.") and int(k.split(".")[1]) >= used))]
     if extra:
         raise TinydetError(f"model.pretrained {pretrained.origin}: source tensor '{extra[0]}' has no place in the "
-                           f"detector; the weights do not match model.arch")
+                           f"target; the weights do not match model.arch")
+    backbone = len(take)
+    if is_classifier:  # the source's classifier when it has this many classes
+        head = {k: v for k, v in pretrained.state_dict.items() if k.startswith("classifier.") and k in target}
+        if head and all(tuple(v.shape) == tuple(target[k].shape) for k, v in head.items()):
+            take.update(head)
     model.load_state_dict(take, strict=False)
-    print(f"tinydet: model.pretrained {pretrained.origin}: loaded {len(take)} backbone tensors "
-          f"({sum(1 for k in target if k.startswith('heads.'))} head tensors start fresh)", file=sys.stderr)
-    return len(take)
+    report = LoadReport(loaded=list(take), skipped=[k for k in pretrained.state_dict if k not in take],
+                        fresh=[k for k in target if k not in take and not k.startswith(("anchors", "strides"))])
+    print(report.summary(pretrained.origin, used, backbone), file=sys.stderr)
+    return backbone
