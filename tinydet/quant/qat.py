@@ -9,7 +9,11 @@ that contains one) in place so that its forward simulates exactly the int8 graph
   during QAT: gamma and beta still learn), the folded weights fake-quantized per output channel
   (symmetric, [-127, 127]), the activation (ReLU6 clip included) fake-quantized per tensor with an
   EMA min/max observer;
-* a residual block fake-quantizes its projection's output and the sum separately.
+* a residual block fake-quantizes its projection's output and the sum separately;
+* a neck's ``add`` / ``concat`` results get their own observer (``neck_fq.<node>``), applied where
+  the result is read (the next conv / inverted residual / head: the int8 graph quantizes the sum and
+  the concatenation, and requantizes a concat's inputs into its parameters); upsampling and max
+  pooling keep their input's parameters, so they need none.
 
 Gradients use the straight-through estimator (zero outside the clipping range of activations).
 The modules keep the attribute names ``conv``, ``bn``, ``act`` of
@@ -37,6 +41,8 @@ from tinydet.quant.params import QMAX, QMIN, WEIGHT_QMAX, params_from_range
 EMA_MOMENTUM = 0.01  # weight of a new batch in the running min/max (PyTorch's moving-average observer)
 OBSERVER = "out_fq"
 ADD_OBSERVER = "add_fq"
+NECK_OBSERVERS = "neck_fq"  # a ModuleDict of the neck's add / concat observers, by node name
+NECK_QUANTIZED = ("add", "concat")  # weightless neck ops whose result has its own int8 parameters
 
 
 def _qparams(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +167,43 @@ def _input_hook(net: nn.Module, args: tuple) -> tuple:
     return (net.input_fq(args[0]),) + tuple(args[1:])
 
 
+def _prepare_neck(net: nn.Module) -> None:
+    """Observers for the neck's add / concat results, applied by forward pre-hooks on the modules
+    that read them (each such result is read by conv-like nodes or heads only; a weightless reader
+    would see the unquantized value, so it is refused, naming the node)."""
+    from functools import partial
+
+    neck_spec = getattr(net.spec, "neck", None)
+    if getattr(net, "neck", None) is None or neck_spec is None:
+        return
+    quantized = [n.name for n in neck_spec.nodes if n.type in NECK_QUANTIZED]
+    if not quantized:
+        return
+    readers: dict[str, list[nn.Module]] = {name: [] for name in quantized}
+    for node in neck_spec.nodes:
+        for src in node.inputs:
+            if src in readers:
+                if node.name not in net.neck:
+                    raise TinydetError(f"prepare_qat: neck node '{node.name}' ({node.type}) reads '{src}' "
+                                       f"({next(n.type for n in neck_spec.nodes if n.name == src)}); QAT expects "
+                                       f"an add / concat result to be read by conv or mbconv nodes or a head")
+                readers[src].append(net.neck[node.name])
+    for j, name in enumerate(neck_spec.outputs):
+        if name in readers:
+            if net.heads is None:
+                raise TinydetError(f"prepare_qat: neck output '{name}' is an add / concat with no head to read it")
+            readers[name].append(net.heads[j])
+    observers = nn.ModuleDict({name: ActFakeQuant() for name in quantized})
+    net.add_module(NECK_OBSERVERS, observers)
+    for name, modules in readers.items():
+        for module in modules:
+            module.register_forward_pre_hook(partial(_neck_input_hook, observers[name]))
+
+
+def _neck_input_hook(observer: nn.Module, module: nn.Module, args: tuple) -> tuple:
+    return (observer(args[0]),) + tuple(args[1:])
+
+
 def prepare_qat(model: nn.Module, cfg: Mapping | None = None) -> nn.Module:
     """Insert fake quantization into ``model`` (in place; returned for chaining).
 
@@ -186,6 +229,7 @@ def prepare_qat(model: nn.Module, cfg: Mapping | None = None) -> nn.Module:
         if isinstance(module, InvertedResidual) and module.use_res:
             module.add_module(ADD_OBSERVER, ActFakeQuant())
             module.register_forward_hook(_add_hook)
+    _prepare_neck(net)
     p = input_params()
     net.input_fq = ActFakeQuant(fixed=(p.scale, p.zero_point))
     net.register_forward_pre_hook(_input_hook)
@@ -198,15 +242,17 @@ def ranges_from_state_dict(state: Mapping[str, torch.Tensor], where: str = "stat
     """Map the QAT observers of a state dict to export tensor names: ``{tensor: (lo, hi)}``.
 
     ``<layer>.out_fq`` is the layer's output, except a projection followed by a shortcut add,
-    whose own output is ``<layer>/conv`` and whose block's ``add_fq`` is ``<layer>`` (the sum).
-    Any prefix before the Network (``model.``, ``net.``) is dropped.
+    whose own output is ``<layer>/conv`` and whose block's ``add_fq`` is ``<layer>`` (the sum);
+    ``neck_fq.<node>`` is the neck node's result ``neck.<node>``. Any prefix before the Network
+    (``model.``, ``net.``) is dropped.
     """
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     init: dict[str, bool] = {}
     for key, value in state.items():
         for suffix, store in ((".lo", lo), (".hi", hi), (".initialized", init)):
-            if key.endswith(suffix) and (f".{OBSERVER}" in key or f".{ADD_OBSERVER}" in key):
+            if key.endswith(suffix) and (f".{OBSERVER}" in key or f".{ADD_OBSERVER}" in key
+                                         or key.startswith(f"{NECK_OBSERVERS}.") or f".{NECK_OBSERVERS}." in key):
                 path = key[: -len(suffix)]
                 store[path] = float(value) if suffix != ".initialized" else bool(value)
     if not lo:
@@ -219,7 +265,9 @@ def ranges_from_state_dict(state: Mapping[str, torch.Tensor], where: str = "stat
             continue
         module, _, kind = path.rpartition(".")
         module = _strip_prefix(module)
-        if kind == ADD_OBSERVER:
+        if module == NECK_OBSERVERS:
+            ranges[f"neck.{kind}"] = (lo[path], hi[path])
+        elif kind == ADD_OBSERVER:
             adds[module] = (lo[path], hi[path])
         else:
             ranges[module] = (lo[path], hi[path])
@@ -233,10 +281,10 @@ def ranges_from_state_dict(state: Mapping[str, torch.Tensor], where: str = "stat
 
 
 def _strip_prefix(path: str) -> str:
-    """``model.net.blocks.3.dw`` -> ``blocks.3.dw`` (op names start at blocks/heads/classifier)."""
+    """``model.net.blocks.3.dw`` -> ``blocks.3.dw`` (op names start at blocks/neck/heads/classifier)."""
     parts = path.split(".")
     for i, part in enumerate(parts):
-        if part in ("blocks", "heads", "classifier"):
+        if part in ("blocks", "neck", NECK_OBSERVERS, "heads", "classifier"):
             return ".".join(parts[i:])
     return path
 
