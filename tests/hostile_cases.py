@@ -221,6 +221,44 @@ def wider_edit_first_face(column: int, value: str) -> Callable[[Workspace], None
     return prepare
 
 
+def wider_images(ws: Workspace, split: str) -> list[str]:
+    """``event/stem`` of every image listed in ``split``'s ground truth."""
+    text = (ws.wider / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt").read_text()
+    return [line.strip()[:-4] for line in text.splitlines() if line.strip().endswith(".jpg")]
+
+
+def wider_submission(split: str, keep: slice = slice(None), extra: tuple = ()) -> Callable[[Workspace], None]:
+    """A ``prepare`` writing ``{dir}/sub``: one box per image of ``split`` (those in ``keep``),
+    plus files for the ``extra`` images (event/stem names the set does not have)."""
+    def prepare(ws: Workspace) -> None:
+        for name in wider_images(ws, split)[keep] + list(extra):
+            path = ws.dir / "sub" / f"{name}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{name.split('/')[1]}\n1\n10 10 20 20 0.9\n")
+    return prepare
+
+
+def warns(*patterns: str) -> Callable[[Outcome, "Workspace"], None]:
+    """Accept exit 0 with each of ``patterns`` on a ``tinydet: warning:`` line of stderr."""
+    def accept(outcome: Outcome, ws: Workspace) -> None:
+        assert outcome.code == 0, outcome.stderr
+        warnings = [line for line in outcome.stderr.splitlines() if line.startswith("tinydet: warning: ")]
+        for pattern in patterns:
+            assert any(re.search(pattern, w) for w in warnings), (pattern, outcome.stderr)
+    return accept
+
+
+NOT_UTF8 = b"\xff\xfe0\x00 \x00"  # UTF-16 with a BOM, as some Windows tools write
+
+
+def write_bytes(relpath: str, data: bytes) -> Callable[[Workspace], None]:
+    def prepare(ws: Workspace) -> None:
+        path = ws.dir / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return prepare
+
+
 def exit_ok(outcome: Outcome, ws: Workspace) -> None:
     assert outcome.code == 0, outcome.stderr
     assert "Traceback" not in outcome.stderr
@@ -271,6 +309,22 @@ CASES: list[Case] = [
          prepare=bom_first_line(lambda ws: ws.voc / "VOC2007" / "ImageSets" / "Main" / "train.txt")),
     Case("wider-gt-bom", "17.12", ANCHORS_WIDER, accept=exit_ok,
          prepare=bom_first_line(lambda ws: ws.wider / "wider_face_split" / "wider_face_train_bbx_gt.txt")),
+    # ---- detection files (17.10, 17.11)
+    Case("wider-submission-wrong-split", "17.10", ("eval", "--dets", "{dir}/sub", "--data", "{wider}", "--json"),
+         prepare=wider_submission("train"), error=r"sub: no prediction matched any image of the evaluated set "
+                                                   r"\(2 images; the detections name 6 other images", one_line=False),
+    Case("wider-submission-partial", "17.10", ("eval", "--dets", "{dir}/sub", "--data", "{wider}", "--json"),
+         prepare=wider_submission("val", slice(0, 1), extra=("0--Parade/0_Parade_not_in_set",)),
+         accept=warns(r"1 of 2 images of the evaluated set have no prediction",
+                      r"predictions for 1 images that the evaluated set does not have were ignored")),
+    Case("voc-dets-not-utf8", "17.11", ("eval", "--dets", "{dir}/dets", "--data", "{voc}", "--json"),
+         prepare=write_bytes("dets/comp4_det_test_circle.txt", NOT_UTF8),
+         error=r"comp4_det_test_circle\.txt: VOC detection file is not UTF-8 text \(byte 0", one_line=False),
+    Case("wider-dets-not-utf8", "17.11", ("eval", "--dets", "{dir}/sub", "--data", "{wider}", "--json"),
+         prepare=write_bytes("sub/4--Dancing/4_Dancing_dancing_4_4.txt", NOT_UTF8),
+         error=r"4_Dancing_dancing_4_4\.txt: WIDER prediction file is not UTF-8 text \(byte 0", one_line=False),
+    Case("coco-dets-not-utf8", "17.11", ("eval", "--dets", "{dir}/r.json", "--data", "{voc}", "--json"),
+         prepare=write_bytes("r.json", NOT_UTF8), error=r"r\.json: COCO results file is not UTF-8 text", one_line=False),
     # ---- command line (17.12)
     Case("deploy-timeout-negative", "17.12", ("deploy", "{dir}", "--timeout", "-1"),
          error=r"argument --timeout: expected a number of seconds > 0, got '-1'", one_line=False),

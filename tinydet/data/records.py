@@ -131,18 +131,6 @@ class BadInputSummary:
             print(f"  {reason}: {self.counts[reason]}, e.g. {self.examples[reason][0]}", file=stream)
 
 
-def read_text_lines(path: str, what: str = "text file") -> list[str]:
-    """The lines of a UTF-8 text list (image sets, ground-truth and detection text files), with a
-    leading byte-order mark removed (Windows editors write one; it must not become part of the
-    first image id). Raises OSError when unreadable; non-UTF-8 bytes are a one-line TinydetError."""
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            return fh.read().splitlines()
-    except UnicodeDecodeError as exc:
-        raise TinydetError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: "
-                           f"{exc.object[exc.start:exc.start + 1]!r})") from None
-
-
 def finite(text: "str | float") -> float:
     """``float(text)``, refusing NaN and infinities like any other non-number (ValueError):
     every range check downstream is False for NaN, so it must stop at parsing."""

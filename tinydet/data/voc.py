@@ -12,8 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, clip_box, finite, listed_image_size, read_text_lines
+from tinydet.data.records import BadInput, ImageRecord, clip_box, finite, listed_image_size
 from tinydet.errors import closest
+from tinydet.io.textfile import read_text_lines
 
 
 def _text(node: ET.Element, tag: str) -> str | None:

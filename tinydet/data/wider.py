@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, finite, listed_image_size, read_text_lines
+from tinydet.data.records import BadInput, ImageRecord, finite, listed_image_size
+from tinydet.io.textfile import read_text_lines
 
 ATTRS = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 INVALID = 4 + ATTRS.index("invalid")  # column of the invalid flag in a face line

@@ -20,8 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tinydet.data.records import BadInput, ImageRecord, clip_box, listed_image_size, read_text_lines
+from tinydet.data.records import BadInput, ImageRecord, clip_box, listed_image_size
 from tinydet.errors import TinydetError, closest
+from tinydet.io.textfile import read_text_lines
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SPLIT_KEYS = ("train", "val", "test")

@@ -30,6 +30,7 @@ from tinydet.eval.boxes import Detections, as_detection_arrays
 from tinydet.eval.voc import ClassDetections
 from tinydet.io.atomic import atomic_write_text
 from tinydet.io.jsonfile import read_json
+from tinydet.io.textfile import read_text_lines
 
 VOC_FILE_RE = re.compile(r"^(comp\d+)_det_([^_]+)_(.+)\.txt$")
 
@@ -123,24 +124,27 @@ def read_voc_dets(folder: str, class_names: Sequence[str], image_ids: Iterable[s
         rows: list[list[float]] = []
         path = files.get(name)
         if path is not None:
-            with open(path, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    fields = line.split()
-                    if not fields:
-                        continue
-                    where = f"{path}:{lineno}"
-                    if len(fields) != 6:
-                        raise TinydetError(f"{where}: expected 'image_id score xmin ymin xmax ymax' "
-                                           f"(6 fields), got {len(fields)}")
-                    score, xmin, ymin, xmax, ymax = _parse_floats(fields[1:], where, "score xmin ymin xmax ymax")
-                    if xmax < xmin - 1 or ymax < ymin - 1:
-                        raise TinydetError(f"{where}: box ({xmin:g},{ymin:g},{xmax:g},{ymax:g}) has "
-                                           "xmax < xmin - 1 or ymax < ymin - 1")
-                    if known is not None and fields[0] not in known:
-                        raise TinydetError(f"{where}: image id '{fields[0]}' is not in the evaluated set"
-                                           f"{closest(fields[0], known)}")
-                    ids.append(fields[0])
-                    rows.append([score, xmin - 1, ymin - 1, xmax, ymax])
+            try:
+                lines = read_text_lines(path, "VOC detection file")
+            except OSError as exc:
+                raise TinydetError(f"{path}: cannot read VOC detection file ({exc.strerror})") from None
+            for lineno, line in enumerate(lines, 1):
+                fields = line.split()
+                if not fields:
+                    continue
+                where = f"{path}:{lineno}"
+                if len(fields) != 6:
+                    raise TinydetError(f"{where}: expected 'image_id score xmin ymin xmax ymax' "
+                                       f"(6 fields), got {len(fields)}")
+                score, xmin, ymin, xmax, ymax = _parse_floats(fields[1:], where, "score xmin ymin xmax ymax")
+                if xmax < xmin - 1 or ymax < ymin - 1:
+                    raise TinydetError(f"{where}: box ({xmin:g},{ymin:g},{xmax:g},{ymax:g}) has "
+                                       "xmax < xmin - 1 or ymax < ymin - 1")
+                if known is not None and fields[0] not in known:
+                    raise TinydetError(f"{where}: image id '{fields[0]}' is not in the evaluated set"
+                                       f"{closest(fields[0], known)}")
+                ids.append(fields[0])
+                rows.append([score, xmin - 1, ymin - 1, xmax, ymax])
         arr = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
         out.append((ids, arr[:, 0], arr[:, 1:]))
     return out
@@ -265,8 +269,10 @@ def _read_wider_file(path: str) -> np.ndarray:
         warnings.warn(f"{path}: empty prediction file, scored as an image without predictions "
                       "(as the official read_pred.m does)", stacklevel=3)
         return np.zeros((0, 5), dtype=np.float64)
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    try:
+        lines = read_text_lines(path, "WIDER prediction file")
+    except OSError as exc:
+        raise TinydetError(f"{path}: cannot read WIDER prediction file ({exc.strerror})") from None
     while lines and not lines[-1].strip():
         lines.pop()
     if len(lines) < 2:
@@ -305,6 +311,38 @@ def read_wider_dets(folder: str) -> dict[str, dict[str, np.ndarray]]:
     if not out:
         raise TinydetError(f"{folder}: no WIDER prediction files (expected <event>/<image>.txt)")
     return out
+
+
+# ------------------------------------------------------------------------------- coverage
+
+
+def check_coverage(dets: str, set_ids: Iterable, predicted_ids: Iterable, stream=None) -> dict:
+    """Compare the images a detections file names (``predicted_ids``, each with a prediction entry,
+    possibly empty) with the evaluated set (``set_ids``): a warning on stderr with the count of set
+    images without predictions (scored as detecting nothing) and of predicted images the set does
+    not have (ignored, as the official tools do); an error when predictions exist but none names
+    an image of the set (the wrong split or data set). Returns the two counts."""
+    import sys
+
+    known, named = set(set_ids), set(predicted_ids)
+    without, unknown = known - named, named - known
+    if named and not named & known:
+        raise TinydetError(f"{dets}: no prediction matched any image of the evaluated set ({len(known)} images; "
+                           f"the detections name {len(unknown)} other images, e.g. {_example(unknown)}): "
+                           "scored against the wrong split or data set?")
+    stream = stream or sys.stderr
+    if without:
+        print(f"tinydet: warning: {dets}: {len(without)} of {len(known)} images of the evaluated set have no "
+              f"prediction (scored as detecting nothing), e.g. {_example(without)}", file=stream)
+    if unknown:
+        print(f"tinydet: warning: {dets}: predictions for {len(unknown)} images that the evaluated set does not "
+              f"have were ignored, e.g. {_example(unknown)}", file=stream)
+    return {"n_images_without_predictions": len(without), "n_unmatched_predictions": len(unknown)}
+
+
+def _example(ids: set) -> str:
+    first = sorted(ids, key=str)[0]
+    return "/".join(first) if isinstance(first, tuple) else str(first)
 
 
 # -------------------------------------------------------------------------------- detection

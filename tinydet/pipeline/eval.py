@@ -105,7 +105,8 @@ def evaluate_detections(dets: str, *, data: str | None = None, config: str | Non
     config, else the VOC image set / WIDER split; ``class_names`` are comma-separated VOC names in
     label order (without a config)."""
     from tinydet.eval import formats
-    from tinydet.eval.wider import detections_to_wider, eval_wider, find_wider_mats
+    from tinydet.eval.wider import (detections_to_wider, eval_wider, find_wider_mats, load_wider_mat,
+                                    wider_gt_from_records)
 
     if class_names and config:
         raise TinydetError("--classes applies without -c; with -c the config's data.classes are used")
@@ -137,7 +138,8 @@ def evaluate_detections(dets: str, *, data: str | None = None, config: str | Non
         _log(f"{len(records)} images, {len(classes)} classes; reading COCO results {dets}")
         detections = formats.read_coco_results(dets, [r.image_id for r in records], len(classes),
                                                label_category_ids(records, classes))
-        result.update(split=os.path.basename(data), **score_voc(detections, records, classes))
+        coverage = formats.check_coverage(dets, [r.image_id for r in records], detections)
+        result.update(split=os.path.basename(data), **score_voc(detections, records, classes), **coverage)
         return result
     if data_fmt in ("coco", "yolo"):
         from tinydet.data.coco import label_category_ids
@@ -151,10 +153,12 @@ def evaluate_detections(dets: str, *, data: str | None = None, config: str | Non
         ids = [r.image_id for r in records]
         if dets_fmt == "voc":
             lists = formats.read_voc_dets(dets, classes, ids)
-            result.update(score_voc(formats.class_detections_to_detections(lists), records, classes, lists))
+            detections = formats.class_detections_to_detections(lists)
+            result.update(score_voc(detections, records, classes, lists))
         else:
             detections = formats.read_coco_results(dets, ids, len(classes), label_category_ids(records, classes))
             result.update(score_voc(detections, records, classes))
+        result.update(formats.check_coverage(dets, ids, detections))
         return result
     if data_fmt == "voc":
         if cfg_data is not None:
@@ -179,6 +183,7 @@ def evaluate_detections(dets: str, *, data: str | None = None, config: str | Non
         else:
             detections = formats.read_coco_results(dets, ids, len(classes))
             result.update(score_voc(detections, records, classes))
+        result.update(formats.check_coverage(dets, ids, detections))
         return result
 
     if cfg_data is not None:  # --split names a config split, whose entries are WIDER splits
@@ -199,14 +204,18 @@ def evaluate_detections(dets: str, *, data: str | None = None, config: str | Non
         records, _ = _load(data_cfg, load_split, source)
     if dets_fmt == "wider":
         pred = formats.read_wider_dets(dets)
+        gt = load_wider_mat(data) if official else wider_gt_from_records(records)
+        formats.check_coverage(dets, [(e, f) for i, e in enumerate(gt.events) for f in gt.files[i]],
+                               [(e, f) for e, images in pred.items() for f in images])
+        result.update(eval_wider(pred, gt=gt, records=records))
+        return result
+    ids = [r.image_id for r in records]
+    if dets_fmt == "voc":
+        detections = formats.class_detections_to_detections(formats.read_voc_dets(dets, ["face"], ids))
     else:
-        ids = [r.image_id for r in records]
-        if dets_fmt == "voc":
-            detections = formats.class_detections_to_detections(formats.read_voc_dets(dets, ["face"], ids))
-        else:
-            detections = formats.read_coco_results(dets, ids, 1)
-        pred = detections_to_wider(detections, records)
-    result.update(eval_wider(pred, data if official else None, records=records))
+        detections = formats.read_coco_results(dets, ids, 1)
+    formats.check_coverage(dets, ids, detections)
+    result.update(eval_wider(detections_to_wider(detections, records), data if official else None, records=records))
     return result
 
 
