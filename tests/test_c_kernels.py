@@ -382,6 +382,16 @@ def _tails_batch(seed: int):
             recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
             expect.append(want.tobytes())
             labels.append(f"tails 1x1 {c}->{cout} {npix} px shift {s.min()}..{s.max()} v{v}")
+    # tinydet_move (the in-place depthwise tile output moved within the arena): both directions,
+    # overlapping by less than / more than one 8-byte step, lengths with every tail 0..7
+    for n, dst, src in [(0, 3, 0), (1, 0, 1), (7, 5, 0), (8, 0, 3), (15, 9, 2), (64, 1, 0), (64, 0, 1), (67, 13, 4),
+                        (100, 0, 60), (100, 60, 0), (33, 2, 2)]:
+        buf = rng.integers(-128, 128, 192, dtype=np.int8)
+        want = buf.copy()
+        want[dst:dst + n] = buf[src:src + n]
+        recs.append(drv.record(drv.OP_MOVE, [n, dst, src], [buf]))
+        expect.append(want.tobytes())
+        labels.append(f"tails move n{n} dst{dst} src{src}")
     for n in [1, 2, 3, 4, 5, 7, 8, 9, 31, 64]:
         x1 = rng.integers(-128, 128, n, dtype=np.int8)
         x2 = rng.integers(-128, 128, n, dtype=np.int8)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-OP_CONV, OP_DW, OP_ADD, OP_AVGPOOL, OP_FC, OP_CONV_ADD, OP_ARITH, OP_TILE, OP_GEOMETRY = range(1, 10)
+OP_CONV, OP_DW, OP_ADD, OP_AVGPOOL, OP_FC, OP_CONV_ADD, OP_ARITH, OP_TILE, OP_GEOMETRY, OP_MOVE = range(1, 11)
 CONV_ARM, CONV_1X1, CONV_WRAPPER, CONV_REF = range(4)
 DW_ARM, DW_WRAPPER, DW_REF, DW_INPLACE = range(4)
 DRIVER_SOURCE = Path(__file__).with_name("kernel_driver.c")

@@ -9,6 +9,7 @@
  * kout.bin : per record: status, ticks, nbytes, bytes (padded to 4)
  * OP_ARITH params: p0 = 0 srdhm(a, b), 1 rdbpot(a, b), 2 requantize(a, b, c), 3 tdn_rq_apply(a, rq(b, c)),
  *                  4 tdn_rq_s8(a, rq(b, c), p1, p2, p3), 5 tdn_rq_s8_r2(a, b, -c - 1, 2^(-c-2), p1) (int32 results)
+ * OP_MOVE params: n, dst, src: tinydet_move of n bytes within blob 0 (offsets dst, src); output the blob.
  * ticks is the board counter around the kernel call (0 on the host).
  */
 #include <stdint.h>
@@ -45,7 +46,8 @@ enum
     OP_CONV_ADD = 6,
     OP_ARITH = 7,
     OP_TILE = 8,
-    OP_GEOMETRY = 9
+    OP_GEOMETRY = 9,
+    OP_MOVE = 10
 };
 
 static int read_i32(FILE *f, int32_t *v)
@@ -364,6 +366,13 @@ int main(int argc, char **argv)
             r[3] = od.h;
             r[4] = od.w;
             out_n = 20;
+            status = 0;
+        }
+        else if (op == OP_MOVE)
+        {
+            memcpy(out_p, blob[0], (size_t)blen[0]);
+            tinydet_move(out_p + p[1], out_p + p[2], (size_t)p[0]);
+            out_n = blen[0];
             status = 0;
         }
         write_out(out, status, t1 - t0, out_p, out_n);

@@ -13,6 +13,7 @@
 #ifndef TINYDET_RUNTIME_H
 #define TINYDET_RUNTIME_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tinydet_nn.h"
@@ -177,6 +178,12 @@ typedef struct
     void *user;
     int32_t h, w, c; /* full extent of the source */
 } tinydet_source;
+
+/* memmove for overlapping copies in the arena (an in-place depthwise tile's output moved to its
+ * slot's far end): 8 bytes per step with unaligned word loads/stores, backwards when dst lies above
+ * src. newlib-nano's memmove (built for size) copies one byte per ~6 instructions; this takes about
+ * one instruction per byte (its memcpy is word-wise already: non-overlapping copies keep it). */
+void tinydet_move(void *dst, const void *src, size_t n);
 
 /* A source backed by an NHWC array in memory (use tinydet_read_memory as the read callback). */
 typedef struct

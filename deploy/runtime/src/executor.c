@@ -194,7 +194,7 @@ static arm_cmsis_nn_status tde_step(const tinydet_model *m, const tinydet_step *
         if (st == ARM_CMSIS_NN_SUCCESS && S->output != S->input)
         {
             /* the plan keeps the output at the slot's far end (slot stacked from the arena top) */
-            memmove(arena + S->output, arena + S->input,
+            tinydet_move(arena + S->output, arena + S->input,
                     (size_t)a.output_dims.h * (size_t)a.output_dims.w * (size_t)L->out_channels);
         }
         return st;

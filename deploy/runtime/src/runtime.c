@@ -256,6 +256,52 @@ arm_cmsis_nn_status tinydet_conv_add_region_s8(const cmsis_nn_context *ctx,
     return tinydet_conv_rows(ctx, &conv, input_data, &rows);
 }
 
+#if defined(__GNUC__) && !defined(__clang__)
+/* keep gcc from turning the loops back into a memmove call */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+void tinydet_move(void *dst, const void *src, size_t n)
+{
+    uint8_t *d = (uint8_t *)dst;
+    const uint8_t *s = (const uint8_t *)src;
+    uint32_t a, b;
+    if (d < s)
+    {
+        /* forward: each step loads its 8 bytes before storing, and stores only below what is unread */
+        const uint8_t *const words_end = s + (n & ~(size_t)7);
+        for (; s != words_end; d += 8, s += 8)
+        {
+            memcpy(&a, s, 4);
+            memcpy(&b, s + 4, 4);
+            memcpy(d, &a, 4);
+            memcpy(d + 4, &b, 4);
+        }
+        for (n &= 7; n > 0; n--)
+        {
+            *d++ = *s++;
+        }
+    }
+    else if (d > s)
+    {
+        /* backward, mirrored */
+        d += n;
+        s += n;
+        for (; n >= 8; n -= 8)
+        {
+            d -= 8;
+            s -= 8;
+            memcpy(&a, s, 4);
+            memcpy(&b, s + 4, 4);
+            memcpy(d, &a, 4);
+            memcpy(d + 4, &b, 4);
+        }
+        while (n-- > 0)
+        {
+            *--d = *--s;
+        }
+    }
+}
+
 int tinydet_read_memory(void *user, int32_t y, int32_t x, int32_t w, int8_t *dst)
 {
     const tinydet_memory_image *im = (const tinydet_memory_image *)user;
