@@ -68,12 +68,10 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
 typedef struct
 {
     int32_t depthwise;
-    int32_t input_offset;  /* -input zero point */
-    int32_t output_offset; /* +output zero point */
-    cmsis_nn_tile stride;
-    cmsis_nn_tile padding; /* top (h) / left (w); bottom/right are implied by output_dims */
-    cmsis_nn_tile dilation;
-    cmsis_nn_activation activation;
+    /* the CMSIS parameters themselves (passed to the conv kernels as they are; the depthwise ones add
+     * ch_mult 1): input_offset = -input zero point, output_offset = +output zero point, stride,
+     * padding top (h) / left (w) (bottom/right are implied by output_dims), dilation, activation */
+    cmsis_nn_conv_params conv;
     cmsis_nn_per_channel_quant_params quant;
     cmsis_nn_dims input_dims, filter_dims, output_dims;
     const int8_t *filter;

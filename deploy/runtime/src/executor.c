@@ -7,14 +7,14 @@
 static int tde_conv_args(const tinydet_layer *L, const tinydet_step *S, tinydet_conv_args *a)
 {
     a->depthwise = L->depthwise;
-    a->input_offset = L->input_offset;
-    a->output_offset = L->output_offset;
-    a->stride.w = L->stride_w;
-    a->stride.h = L->stride_h;
-    a->dilation.w = 1;
-    a->dilation.h = 1;
-    a->activation.min = L->act_min;
-    a->activation.max = L->act_max;
+    a->conv.input_offset = L->input_offset;
+    a->conv.output_offset = L->output_offset;
+    a->conv.stride.w = L->stride_w;
+    a->conv.stride.h = L->stride_h;
+    a->conv.dilation.w = 1;
+    a->conv.dilation.h = 1;
+    a->conv.activation.min = L->act_min;
+    a->conv.activation.max = L->act_max;
     a->quant.multiplier = (int32_t *)L->mult;
     a->quant.shift = (int32_t *)L->shift;
     a->input_dims.n = 1;
@@ -29,7 +29,7 @@ static int tde_conv_args(const tinydet_layer *L, const tinydet_step *S, tinydet_
     a->output_dims.c = L->out_channels;
     a->filter = L->weights;
     a->bias = L->bias;
-    return tinydet_tile_geometry(S->in_h, S->in_w, L->kernel_h, L->kernel_w, &a->stride, NULL, &S->pad, &a->padding,
+    return tinydet_tile_geometry(S->in_h, S->in_w, L->kernel_h, L->kernel_w, &a->conv.stride, NULL, &S->pad, &a->conv.padding,
                                  &a->output_dims);
 }
 
@@ -186,8 +186,8 @@ static arm_cmsis_nn_status tde_step(const tinydet_model *m, const tinydet_step *
     {
         /* the planner's one-channel temp in the arena is the kernel's buffer */
         const cmsis_nn_dims bd = {1, 1, 1, L->out_channels};
-        const cmsis_nn_dw_conv_params p = {a.input_offset, a.output_offset, 1, a.stride, a.padding, a.dilation,
-                                           a.activation};
+        const cmsis_nn_dw_conv_params p = {a.conv.input_offset, a.conv.output_offset, 1, a.conv.stride,
+                                           a.conv.padding, a.conv.dilation, a.conv.activation};
         const cmsis_nn_context ctx = {arena + S->temp, a.output_dims.h * a.output_dims.w};
         const arm_cmsis_nn_status st = tinydet_depthwise_conv_inplace_s8(
             &ctx, &p, &a.quant, &a.input_dims, arena + S->input, &a.filter_dims, a.filter, &bd, a.bias, &a.output_dims);

@@ -8,26 +8,9 @@
 
 static cmsis_nn_dw_conv_params tdr_dw_params(const tinydet_conv_args *a)
 {
-    cmsis_nn_dw_conv_params p;
-    p.input_offset = a->input_offset;
-    p.output_offset = a->output_offset;
-    p.ch_mult = 1;
-    p.stride = a->stride;
-    p.padding = a->padding;
-    p.dilation = a->dilation;
-    p.activation = a->activation;
-    return p;
-}
-
-static cmsis_nn_conv_params tdr_conv_params(const tinydet_conv_args *a)
-{
-    cmsis_nn_conv_params p;
-    p.input_offset = a->input_offset;
-    p.output_offset = a->output_offset;
-    p.stride = a->stride;
-    p.padding = a->padding;
-    p.dilation = a->dilation;
-    p.activation = a->activation;
+    const cmsis_nn_conv_params *c = &a->conv;
+    const cmsis_nn_dw_conv_params p = {c->input_offset, c->output_offset, 1, c->stride, c->padding, c->dilation,
+                                       c->activation};
     return p;
 }
 
@@ -38,8 +21,7 @@ int32_t tinydet_conv_get_buffer_size(const tinydet_conv_args *a)
         const cmsis_nn_dw_conv_params p = tdr_dw_params(a);
         return arm_depthwise_conv_wrapper_s8_get_buffer_size(&p, &a->input_dims, &a->filter_dims, &a->output_dims);
     }
-    const cmsis_nn_conv_params p = tdr_conv_params(a);
-    return arm_convolve_wrapper_s8_get_buffer_size(&p, &a->input_dims, &a->filter_dims, &a->output_dims);
+    return arm_convolve_wrapper_s8_get_buffer_size(&a->conv, &a->input_dims, &a->filter_dims, &a->output_dims);
 }
 
 arm_cmsis_nn_status tinydet_conv(const cmsis_nn_context *ctx, const tinydet_conv_args *a, const int8_t *in, int8_t *out)
@@ -56,8 +38,7 @@ arm_cmsis_nn_status tinydet_conv(const cmsis_nn_context *ctx, const tinydet_conv
         return arm_depthwise_conv_wrapper_s8(ctx, &p, &q, &a->input_dims, in, &a->filter_dims, a->filter, &bd, a->bias,
                                              &a->output_dims, out);
     }
-    const cmsis_nn_conv_params p = tdr_conv_params(a);
-    return arm_convolve_wrapper_s8(ctx, &p, &q, &a->input_dims, in, &a->filter_dims, a->filter, &bd, a->bias,
+    return arm_convolve_wrapper_s8(ctx, &a->conv, &q, &a->input_dims, in, &a->filter_dims, a->filter, &bd, a->bias,
                                    &a->output_dims, out);
 }
 
@@ -65,17 +46,17 @@ arm_cmsis_nn_status tinydet_conv(const cmsis_nn_context *ctx, const tinydet_conv
  * as top padding, stride 1 vertically, one output row. */
 static tinydet_conv_args tdr_row_args(const tinydet_conv_args *a, int32_t y, int32_t *first_row)
 {
-    const int32_t top = y * a->stride.h - a->padding.h;
+    const int32_t top = y * a->conv.stride.h - a->conv.padding.h;
     const int32_t y0 = top < 0 ? 0 : top;
-    int32_t y1 = top + (a->filter_dims.h - 1) * tdn_dilation(a->dilation.h) + 1;
+    int32_t y1 = top + (a->filter_dims.h - 1) * tdn_dilation(a->conv.dilation.h) + 1;
     if (y1 > a->input_dims.h)
     {
         y1 = a->input_dims.h;
     }
     tinydet_conv_args r = *a;
     r.input_dims.h = y1 > y0 ? y1 - y0 : 0;
-    r.padding.h = y0 - top;
-    r.stride.h = 1;
+    r.conv.padding.h = y0 - top;
+    r.conv.stride.h = 1;
     r.output_dims.h = 1;
     *first_row = y0;
     return r;
@@ -153,12 +134,7 @@ static tinydet_conv_args tdr_conv_args(const cmsis_nn_conv_params *cp, const cms
 {
     tinydet_conv_args a;
     a.depthwise = 0;
-    a.input_offset = cp->input_offset;
-    a.output_offset = cp->output_offset;
-    a.stride = cp->stride;
-    a.padding = cp->padding;
-    a.dilation = cp->dilation;
-    a.activation = cp->activation;
+    a.conv = *cp;
     a.quant = *q;
     a.input_dims = *in_d;
     a.input_dims.n = 1;
