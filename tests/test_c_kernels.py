@@ -382,6 +382,26 @@ def _tails_batch(seed: int):
             recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
             expect.append(want.tobytes())
             labels.append(f"tails 1x1 {c}->{cout} {npix} px shift {s.min()}..{s.max()} v{v}")
+    # small receptive fields (<= 64 values, the stem) staged through the same columns: depths 9c with
+    # every k % 4, the padded last group in the SMLAD loop (all but the last pair) or as a tail,
+    # strides 1 and 2, borders on every side, odd channel and pixel counts, both requantization forms
+    for i, (c, cout, h, w, st) in enumerate([(3, 16, 7, 9, (2, 2)), (3, 5, 6, 5, (1, 1)), (2, 3, 4, 4, (2, 1)),
+                                             (7, 4, 3, 3, (1, 1)), (1, 9, 5, 2, (1, 2)), (4, 2, 2, 3, (2, 2))]):
+        x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        wt = rng.integers(-128, 128, (cout, 3, 3, c), dtype=np.int8)
+        bias = rng.integers(-(2**16), 2**16, cout).astype(np.int32)
+        m, s = arith.quantize_multiplier(rng.uniform(2**-14, 2**-3, cout))
+        if i % 3 == 2:
+            s[-1] = 0  # a left-shift channel: the general requantization
+        out_hw = (conv_out_size(h, 3, st[0], 1, 1), conv_out_size(w, 3, st[1], 1, 1))
+        geo = dict(input_offset=128 if i == 0 else int(rng.integers(-127, 129)),
+                   output_offset=int(rng.integers(-128, 128)), stride=st, padding=(1, 1), dilation=(1, 1),
+                   out_hw=out_hw, act_min=-128 if i % 4 else -90, act_max=127)
+        want = kernels.conv_s8(x, wt, bias, mult=m, shift=s, **geo)
+        for v in (drv.CONV_ARM, drv.CONV_WRAPPER):
+            recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
+            expect.append(want.tobytes())
+            labels.append(f"tails staged conv 3x3 {c}->{cout} {h}x{w} s{st} v{v}")
     # tinydet_move (the in-place depthwise tile output moved within the arena): both directions,
     # overlapping by less than / more than one 8-byte step, lengths with every tail 0..7
     for n, dst, src in [(0, 3, 0), (1, 0, 1), (7, 5, 0), (8, 0, 3), (15, 9, 2), (64, 1, 0), (64, 0, 1), (67, 13, 4),

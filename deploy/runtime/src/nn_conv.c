@@ -392,7 +392,7 @@ static void tdn_conv_1x1(const tdn_1x1 *g, const int8_t *weights, int32_t cout, 
 }
 
 /* ---- 1x1, stride 1: pixel pairs against channel pairs over pre-widened columns -------------------
- * With the DSP extension and a word-aligned buffer of 4 * k bytes (the kernels' two im2col
+ * With the DSP extension and a word-aligned buffer of 4 * align4(k) bytes (the kernels' two im2col
  * columns), the unit-stride 1x1 runs as a matrix product: each pair of input pixels is widened
  * once (int16, input offset added) into one interleaved column (tdn_1x1_widen_pair), then every pair
  * of output channels is 4 accumulators over the depth. Per 4 depths: 2 LDRD (both pixels), 2 LDR
@@ -460,7 +460,8 @@ TDN_INLINE tdn_acc4 tdn_1x1_groups(const uint32_t *col, const int8_t *w0, int32_
 
 /* Pixels x0 and x1 (k depths each) widened with the input offset into col: per group of 4 depths
  * the words p0 (x0, x2), p0 (x1, x3), p1 (x0, x2), p1 (x1, x3) (the lanes SXTB16 gives the
- * weights); the last k % 4 depths follow as int16 pairs (p0, p1). */
+ * weights); the last k % 4 depths make one more group, zero in the missing lanes (4 * align4(k)
+ * bytes in all). */
 static void tdn_1x1_widen_pair(const int8_t *x0, const int8_t *x1, int32_t k, int32_t offset, uint32_t *col)
 {
     const uint32_t off2 = ((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16);
@@ -475,40 +476,46 @@ static void tdn_1x1_widen_pair(const int8_t *x0, const int8_t *x1, int32_t k, in
         col[3] = __sadd16(tdn_sxtb16_ror8(b), off2);
         col += 4;
     }
-    int16_t *tail = (int16_t *)col;
-    for (int32_t i = 0; i < (k & 3); i++)
+    if (k & 3)
     {
-        tail[2 * i] = (int16_t)(x0[i] + offset);
-        tail[2 * i + 1] = (int16_t)(x1[i] + offset);
+        int16_t *t = (int16_t *)col;
+        for (int32_t i = 0; i < 4; i++)
+        {
+            /* depth i of the group is lane (i >> 1) of word (i & 1) */
+            t[2 * (i & 1) + (i >> 1)] = (int16_t)(i < (k & 3) ? x0[i] + offset : 0);
+            t[4 + 2 * (i & 1) + (i >> 1)] = (int16_t)(i < (k & 3) ? x1[i] + offset : 0);
+        }
     }
 }
 
 /* Output channels oc and oc + d (d = 1, or 0 for an odd last channel paired with itself) of two
  * pixels (one widened column, tdn_1x1_widen_pair) into out0 / out1 (the same pixel when the column
- * holds one pixel twice: the second store rewrites the same value). `fast` (constant in each copy):
- * every shift <= -2 and the activation range is [-128, 127] (tdn_rq_s8_r2). */
-TDN_INLINE void tdn_1x1_s1_pair(const uint32_t *col, int32_t k, const int8_t *weights, int32_t oc, int32_t d,
-                                const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t out_offset,
-                                int32_t act_min, int32_t act_max, int8_t *out0, int8_t *out1, const int fast)
+ * holds one pixel twice: the second store rewrites the same value). The SMLAD loop runs `groups`
+ * groups; `tail` > 0 adds the first `tail` depths of group `groups` one by one (the rows' last
+ * k % 4 weights where reading a whole word would leave the weights array). `fast` (constant in
+ * each copy): every shift <= -2 and the activation range is [-128, 127] (tdn_rq_s8_r2). */
+TDN_INLINE void tdn_1x1_s1_pair(const uint32_t *col, int32_t k, int32_t groups, int32_t tail, const int8_t *weights,
+                                int32_t oc, int32_t d, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                int32_t out_offset, int32_t act_min, int32_t act_max, int8_t *out0, int8_t *out1,
+                                const int fast)
 {
-    const int32_t g = k >> 2, r = k & 3;
     const int8_t *w0 = weights + oc * k;
     const int32_t w_dist = d * k;
     const int32_t b0 = bias ? bias[oc] : 0, b1 = bias ? bias[oc + d] : 0;
     tdn_acc4 a = {b0, b0, b1, b1};
-    a = tdn_1x1_groups(col, w0, w_dist, g, a);
-    if (r)
+    a = tdn_1x1_groups(col, w0, w_dist, groups, a);
+    if (tail)
     {
-        const int16_t *tail = (const int16_t *)(col + 4 * g);
-        for (int32_t i = 0; i < r; i++)
+        const int16_t *t = (const int16_t *)(col + 4 * groups);
+        const int8_t *wa = w0 + 4 * groups, *wb = wa + w_dist;
+        for (int32_t i = 0; i < tail; i++)
         {
             /* unsigned: an extreme bias may take a partial sum outside int32 although the total fits */
-            const int32_t wa = w0[4 * g + i], wb = w0[w_dist + 4 * g + i];
-            const int32_t x0 = tail[2 * i], x1 = tail[2 * i + 1];
-            a.a00 = (int32_t)((uint32_t)a.a00 + (uint32_t)(wa * x0));
-            a.a01 = (int32_t)((uint32_t)a.a01 + (uint32_t)(wa * x1));
-            a.a10 = (int32_t)((uint32_t)a.a10 + (uint32_t)(wb * x0));
-            a.a11 = (int32_t)((uint32_t)a.a11 + (uint32_t)(wb * x1));
+            const int32_t x0 = t[2 * (i & 1) + (i >> 1)], x1 = t[4 + 2 * (i & 1) + (i >> 1)];
+            a.a00 = (int32_t)((uint32_t)a.a00 + (uint32_t)(wa[i] * x0));
+            a.a01 = (int32_t)((uint32_t)a.a01 + (uint32_t)(wa[i] * x1));
+            a.a10 = (int32_t)((uint32_t)a.a10 + (uint32_t)(wb[i] * x0));
+            a.a11 = (int32_t)((uint32_t)a.a11 + (uint32_t)(wb[i] * x1));
         }
     }
     /* channel oc + d first: for the odd last channel (d == 0) channel oc's stores then win (same value) */
@@ -533,40 +540,71 @@ TDN_INLINE void tdn_1x1_s1_pair(const uint32_t *col, int32_t k, const int8_t *we
     }
 }
 
-/* All output channels of two pixels (see tdn_1x1_s1_pair). */
+/* All output channels of two pixels (see tdn_1x1_s1_pair). With k % 4 != 0 the padded group runs
+ * in the SMLAD loop (its zero lanes meet the next row's first weights) for every pair whose word
+ * reads stay inside the weights array: all but the last one or two. */
 TDN_INLINE void tdn_1x1_s1_cols(const uint32_t *col, int32_t k, const int8_t *weights, int32_t cout,
                                 const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t out_offset,
                                 int32_t act_min, int32_t act_max, int8_t *out0, int8_t *out1, const int fast)
 {
+    const int32_t g = k >> 2, r = k & 3;
     int32_t oc = 0;
-    for (; oc + 2 <= cout; oc += 2)
+    if (r == 0)
     {
-        tdn_1x1_s1_pair(col, k, weights, oc, 1, bias, mult, shift, out_offset, act_min, act_max, out0, out1, fast);
+        /* its own loop: with the tail a constant 0 the pair compiles to the SMLAD loop and stores */
+        for (; oc + 2 <= cout; oc += 2)
+        {
+            tdn_1x1_s1_pair(col, k, g, 0, weights, oc, 1, bias, mult, shift, out_offset, act_min, act_max, out0,
+                            out1, fast);
+        }
+    }
+    else
+    {
+        /* a pair at oc reads up to byte (oc + 2) * k + 4 - r of the weights with the padded group */
+        const int32_t safe_end = cout * k - (4 - r);
+        for (; oc + 2 <= cout; oc += 2)
+        {
+            const int32_t padded = (oc + 2) * k <= safe_end;
+            tdn_1x1_s1_pair(col, k, g + padded, padded ? 0 : r, weights, oc, 1, bias, mult, shift, out_offset,
+                            act_min, act_max, out0, out1, fast);
+        }
     }
     if (oc < cout)
     {
-        tdn_1x1_s1_pair(col, k, weights, oc, 0, bias, mult, shift, out_offset, act_min, act_max, out0, out1, fast);
+        tdn_1x1_s1_pair(col, k, g, r, weights, oc, 0, bias, mult, shift, out_offset, act_min, act_max, out0, out1,
+                        fast);
     }
 }
 
-TDN_INLINE void tdn_1x1_s1_body(const int8_t *in, int32_t npix, int32_t k, const int8_t *weights, int32_t cout,
-                                const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t in_off,
-                                int32_t out_offset, int32_t act_min, int32_t act_max, uint32_t *col, int8_t *out,
-                                const int fast)
+/* tdn_1x1_s1_cols with `fast` made a constant: one copy of the loops per requantization form. */
+static void tdn_s1_cols(const uint32_t *col, int32_t k, const int8_t *weights, int32_t cout, const int32_t *bias,
+                        const int32_t *mult, const int32_t *shift, int32_t out_offset, int32_t act_min,
+                        int32_t act_max, int8_t *out0, int8_t *out1, int fast)
 {
-    int32_t p = 0;
-    for (; p + 2 <= npix; p += 2)
+    if (fast)
     {
-        tdn_1x1_widen_pair(in, in + k, k, in_off, col);
-        tdn_1x1_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, act_min, act_max, out, out + cout,
-                        fast);
+        tdn_1x1_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, -128, 127, out0, out1, 1);
+    }
+    else
+    {
+        tdn_1x1_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, act_min, act_max, out0, out1, 0);
+    }
+}
+
+/* npix pixels (contiguous, k values each) in pairs; the odd last pixel is widened twice. */
+static void tdn_1x1_s1_body(const int8_t *in, int32_t npix, int32_t k, const int8_t *weights, int32_t cout,
+                            const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t in_off,
+                            int32_t out_offset, int32_t act_min, int32_t act_max, uint32_t *col, int8_t *out,
+                            int fast)
+{
+    for (int32_t p = 0; p < npix; p += 2)
+    {
+        const int32_t two = p + 1 < npix;
+        tdn_1x1_widen_pair(in, in + two * k, k, in_off, col);
+        tdn_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, act_min, act_max, out, out + two * cout,
+                    fast);
         in += 2 * k;
         out += 2 * cout;
-    }
-    if (p < npix)
-    {
-        tdn_1x1_widen_pair(in, in, k, in_off, col);
-        tdn_1x1_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, act_min, act_max, out, out, fast);
     }
 }
 
@@ -594,21 +632,12 @@ static int tdn_conv_1x1_s1(const cmsis_nn_context *ctx, const int8_t *in, int32_
                            const cmsis_nn_per_channel_quant_params *q, int32_t in_off, int32_t out_offset,
                            int32_t act_min, int32_t act_max, int8_t *out)
 {
-    if (ctx == NULL || ctx->buf == NULL || ((uintptr_t)ctx->buf & 3u) != 0 || ctx->size < 4 * k)
+    if (ctx == NULL || ctx->buf == NULL || ((uintptr_t)ctx->buf & 3u) != 0 || ctx->size < 4 * tdn_align4(k))
     {
         return 0;
     }
-    uint32_t *col = (uint32_t *)ctx->buf;
-    if (tdn_rq_r2_layer(q->shift, cout, act_min, act_max))
-    {
-        tdn_1x1_s1_body(in, npix, k, weights, cout, bias, q->multiplier, q->shift, in_off, out_offset, -128, 127,
-                        col, out, 1);
-    }
-    else
-    {
-        tdn_1x1_s1_body(in, npix, k, weights, cout, bias, q->multiplier, q->shift, in_off, out_offset, act_min,
-                        act_max, col, out, 0);
-    }
+    tdn_1x1_s1_body(in, npix, k, weights, cout, bias, q->multiplier, q->shift, in_off, out_offset, act_min, act_max,
+                    (uint32_t *)ctx->buf, out, tdn_rq_r2_layer(q->shift, cout, act_min, act_max));
     return 1;
 }
 #endif /* TDN_DSP */
@@ -663,6 +692,106 @@ static arm_cmsis_nn_status tdn_convolve_1x1(const cmsis_nn_context *ctx,
     return ARM_CMSIS_NN_SUCCESS;
 }
 
+#if TDN_DSP
+/* ---- small receptive fields (the 3x3x3 stem): staged pixels through the 1x1 columns ---------------
+ * Convolutions whose receptive field has at most TDN_CONV_STAGE_MAX values gather each output
+ * pixel's field as int8 (HWC order, the padding as the input zero point, which is 0 once the
+ * offset is added) into a stack buffer, then run exactly as a 1x1 layer of depth kh * kw * c_in
+ * (tdn_1x1_widen_pair + tdn_1x1_s1_cols): the weights' OHWI rows are that depth's rows. */
+#define TDN_CONV_STAGE_MAX 64
+
+/* n input bytes, or the zero point when src is NULL (padding) */
+TDN_INLINE int8_t *tdn_stage_run(int8_t *dst, const int8_t *src, int32_t n, int8_t zp)
+{
+    if (src)
+    {
+        int32_t i = 0;
+        for (; i + 4 <= n; i += 4)
+        {
+            const uint32_t v = tdn_read_u32(src + i);
+            memcpy(dst + i, &v, 4);
+        }
+        for (; i < n; i++)
+        {
+            dst[i] = src[i];
+        }
+    }
+    else
+    {
+        for (int32_t i = 0; i < n; i++)
+        {
+            dst[i] = zp;
+        }
+    }
+    return dst + n;
+}
+
+static void tdn_stage_field(const tdn_im2col *g, int32_t pix, int8_t *dst)
+{
+    const int32_t oy = pix / g->out_w, ox = pix % g->out_w;
+    const int32_t y0 = oy * g->stride_h - g->pad_h, x0 = ox * g->stride_w - g->pad_w, c = g->in_c;
+    const int8_t zp = (int8_t)(-g->offset); /* input_offset = -zero point, in [-127, 128] */
+    for (int32_t ky = 0; ky < g->k_h; ky++)
+    {
+        const int32_t iy = y0 + ky * g->dil_h;
+        const int8_t *row = g->in + iy * g->in_w * c;
+        if (iy < 0 || iy >= g->in_h)
+        {
+            dst = tdn_stage_run(dst, NULL, g->k_w * c, zp);
+        }
+        else if (g->dil_w == 1 && x0 >= 0 && x0 + g->k_w <= g->in_w)
+        {
+            dst = tdn_stage_run(dst, row + x0 * c, g->k_w * c, zp);
+        }
+        else
+        {
+            for (int32_t kx = 0; kx < g->k_w; kx++)
+            {
+                const int32_t ix = x0 + kx * g->dil_w;
+                dst = tdn_stage_run(dst, ix < 0 || ix >= g->in_w ? NULL : row + ix * c, c, zp);
+            }
+        }
+    }
+}
+
+/* tdn_convolve for rhs_cols <= TDN_CONV_STAGE_MAX with a word-aligned buffer of 4 * align4(rhs_cols) bytes;
+ * 0 when it does not apply. */
+static int tdn_convolve_staged(const cmsis_nn_context *ctx, const tdn_im2col *geo, int32_t n_batch,
+                               const int8_t *filter, const int32_t *bias, const cmsis_nn_per_channel_quant_params *q,
+                               int32_t cout, int32_t npix, int32_t out_offset, int32_t act_min, int32_t act_max,
+                               int8_t *output)
+{
+    const int32_t k = geo->rhs_cols;
+    if (k > TDN_CONV_STAGE_MAX || ((uintptr_t)ctx->buf & 3u) != 0 || ctx->size < 4 * tdn_align4(k))
+    {
+        return 0;
+    }
+    int8_t stage[2][TDN_CONV_STAGE_MAX];
+    uint32_t *col = (uint32_t *)ctx->buf;
+    const int fast = tdn_rq_r2_layer(q->shift, cout, act_min, act_max);
+    tdn_im2col g = *geo;
+    for (int32_t b = 0; b < n_batch; b++)
+    {
+        g.in = geo->in + b * g.in_h * g.in_w * g.in_c;
+        int8_t *out = output + b * npix * cout;
+        for (int32_t pix = 0; pix < npix; pix += 2)
+        {
+            const int32_t two = pix + 1 < npix;
+            tdn_stage_field(&g, pix, stage[0]);
+            if (two)
+            {
+                tdn_stage_field(&g, pix + 1, stage[1]);
+            }
+            tdn_1x1_widen_pair(stage[0], stage[two], k, g.offset, col);
+            tdn_s1_cols(col, k, filter, cout, bias, q->multiplier, q->shift, out_offset, act_min, act_max, out,
+                        out + two * cout, fast);
+            out += 2 * cout;
+        }
+    }
+    return 1;
+}
+#endif /* TDN_DSP */
+
 static arm_cmsis_nn_status tdn_convolve(const cmsis_nn_context *ctx,
                                         const cmsis_nn_conv_params *p,
                                         const cmsis_nn_per_channel_quant_params *q,
@@ -698,6 +827,14 @@ static arm_cmsis_nn_status tdn_convolve(const cmsis_nn_context *ctx,
     int16_t *col1 = col0 + aligned;
     const int32_t cout = output_dims->c;
     const int32_t npix = output_dims->h * output_dims->w;
+#if TDN_DSP
+    g.in = input_data;
+    if (tdn_convolve_staged(ctx, &g, input_dims->n, filter_data, bias_data, q, cout, npix, p->output_offset,
+                            p->activation.min, p->activation.max, output_data))
+    {
+        return ARM_CMSIS_NN_SUCCESS;
+    }
+#endif
     const int full = tdn_rq_full_layer(q->shift, cout, p->activation.min, p->activation.max);
     for (int32_t b = 0; b < input_dims->n; b++)
     {
