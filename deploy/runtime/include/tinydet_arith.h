@@ -197,6 +197,25 @@ TDN_INLINE int tdn_rq_full_layer(const int32_t *shift, int32_t n, int32_t act_mi
     return 1;
 }
 
+/* Whether every channel shifts right by at least 2 and the range is [-128, 127]: the layer's
+ * outputs may use tdn_rq_s8_r2 (with q.mult, q.r1 and q.k_hi of tdn_rq_make, which are R - 1 and
+ * 2^(R-2) for such shifts). */
+TDN_INLINE int tdn_rq_r2_layer(const int32_t *shift, int32_t n, int32_t act_min, int32_t act_max)
+{
+    if (act_min != -128 || act_max != 127)
+    {
+        return 0;
+    }
+    for (int32_t i = 0; i < n; i++)
+    {
+        if (shift[i] > -2)
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* An int8 output through tdn_rq_s8_full when `full` (a constant in the always-inlined kernel
  * copies), else tdn_rq_s8. */
 TDN_INLINE int8_t tdn_rq_s8_sel(int32_t acc, const tdn_rq *q, int32_t out_offset, int32_t act_min, int32_t act_max,

@@ -608,23 +608,6 @@ static void tdn_1x1_s1_body(const int8_t *in, int32_t npix, int32_t k, const int
     }
 }
 
-/* Whether every channel shifts right by at least 2 (tdn_rq_s8_r2's condition with a full range). */
-static int tdn_rq_r2_layer(const int32_t *shift, int32_t n, int32_t act_min, int32_t act_max)
-{
-    if (act_min != -128 || act_max != 127)
-    {
-        return 0;
-    }
-    for (int32_t i = 0; i < n; i++)
-    {
-        if (shift[i] > -2)
-        {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* The unit-stride 1x1 through the widened columns; 0 when the buffer does not allow it (the caller
  * then runs tdn_conv_1x1). */
 static int tdn_conv_1x1_s1(const cmsis_nn_context *ctx, const int8_t *in, int32_t npix, int32_t k,

@@ -68,7 +68,7 @@ void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsi
                      const cmsis_nn_dims *in_d, const int8_t *img, const cmsis_nn_dims *f_d,
                      const cmsis_nn_dims *out_d)
 {
-    g->full = tdn_rq_full_layer(q->shift, out_d->c, p->activation.min, p->activation.max);
+    g->full = tdn_rq_r2_layer(q->shift, out_d->c, p->activation.min, p->activation.max);
     g->img = img;
     g->ih = in_d->h;
     g->iw = in_d->w;
@@ -148,11 +148,51 @@ static void tdn_dw1_prepare(tdn_dw1 *b, const tdn_dw_geo *g, const int8_t *w, co
     b->ch = ch;
 }
 
-/* Border window of a 4-channel block at (ky, kx): in-range taps only, offset added per tap. */
-static void tdn_dw4_border(const tdn_dw_geo *g, const tdn_dw4 *b, tdn_window ky, tdn_window kx, int8_t *o)
+/* One output of a block: tdn_rq_s8_r2 when `full` (g->full: every shift <= -2, full range), else the
+ * general form. */
+TDN_INLINE int8_t tdn_dw_rq(int32_t acc, const tdn_rq *q, int32_t ooff, int32_t amin, int32_t amax, const int full)
+{
+    return full ? tdn_rq_s8_r2(acc, q->mult, q->r1, q->k_hi, ooff) : tdn_rq_s8(acc, q, ooff, amin, amax);
+}
+
+/* The 4 int8 outputs of a block's window. */
+TDN_INLINE void tdn_dw4_store(int8_t *out, int32_t a0, int32_t a1, int32_t a2, int32_t a3, const tdn_dw4 *b,
+                              int32_t ooff, int32_t amin, int32_t amax, const int full)
+{
+    out[0] = tdn_dw_rq(a0, &b->rq[0], ooff, amin, amax, full);
+    out[1] = tdn_dw_rq(a1, &b->rq[1], ooff, amin, amax, full);
+    out[2] = tdn_dw_rq(a2, &b->rq[2], ooff, amin, amax, full);
+    out[3] = tdn_dw_rq(a3, &b->rq[3], ooff, amin, amax, full);
+}
+
+/* Border window of a 4-channel block at (ky, kx): in-range taps only. With the DSP extension the
+ * taps multiply the raw input (TDN_DW_TAP) and the offset term is added once, off times the sum of
+ * the in-range weights (summed as packed int16 pairs: at most 81 taps of |w| <= 128 fit 16 bits);
+ * `full` as in tdn_dw4_store. */
+TDN_INLINE void tdn_dw4_border_body(const tdn_dw_geo *g, const tdn_dw4 *b, tdn_window ky, tdn_window kx, int8_t *o,
+                                    const int full)
 {
     int32_t a0 = b->bias[0], a1 = b->bias[1], a2 = b->bias[2], a3 = b->bias[3];
     const int32_t off = g->off, c = g->c;
+#if TDN_DSP
+    const int32_t *wp = b->wpk;
+    uint32_t se = 0, so = 0;
+    for (int32_t ty = ky.lo; ty < ky.hi; ty++)
+    {
+        const int8_t *s = g->img + ((ky.start + ty) * g->iw + kx.start) * c + b->ch;
+        for (int32_t tx = kx.lo; tx < kx.hi; tx++)
+        {
+            const int32_t t = ty * g->kw + tx;
+            TDN_DW_TAP(t, s + tx * c);
+            se = __sadd16(se, (uint32_t)wp[2 * t]);
+            so = __sadd16(so, (uint32_t)wp[2 * t + 1]);
+        }
+    }
+    a0 += off * (int16_t)(se & 0xFFFFu);
+    a2 += off * (int16_t)(se >> 16);
+    a1 += off * (int16_t)(so & 0xFFFFu);
+    a3 += off * (int16_t)(so >> 16);
+#else
     for (int32_t ty = ky.lo; ty < ky.hi; ty++)
     {
         for (int32_t tx = kx.lo; tx < kx.hi; tx++)
@@ -165,24 +205,12 @@ static void tdn_dw4_border(const tdn_dw_geo *g, const tdn_dw4 *b, tdn_window ky,
             a3 += (s[3] + off) * wt[3];
         }
     }
-    o[0] = tdn_rq_s8(a0, &b->rq[0], g->ooff, g->amin, g->amax);
-    o[1] = tdn_rq_s8(a1, &b->rq[1], g->ooff, g->amin, g->amax);
-    o[2] = tdn_rq_s8(a2, &b->rq[2], g->ooff, g->amin, g->amax);
-    o[3] = tdn_rq_s8(a3, &b->rq[3], g->ooff, g->amin, g->amax);
-}
-
-/* The 4 int8 outputs of a block's window (see tdn_rq_s8_sel for `full`). */
-TDN_INLINE void tdn_dw4_store(int8_t *out, int32_t a0, int32_t a1, int32_t a2, int32_t a3, const tdn_dw4 *b,
-                              int32_t ooff, int32_t amin, int32_t amax, const int full)
-{
-    out[0] = tdn_rq_s8_sel(a0, &b->rq[0], ooff, amin, amax, full);
-    out[1] = tdn_rq_s8_sel(a1, &b->rq[1], ooff, amin, amax, full);
-    out[2] = tdn_rq_s8_sel(a2, &b->rq[2], ooff, amin, amax, full);
-    out[3] = tdn_rq_s8_sel(a3, &b->rq[3], ooff, amin, amax, full);
+#endif
+    tdn_dw4_store(o, a0, a1, a2, a3, b, g->ooff, g->amin, g->amax, full);
 }
 
 /* Output row oy of a 4-channel block; output pixel ox goes to o + ox * opix (4 bytes). `full`
- * (constant in each copy): the layer qualifies for tdn_rq_s8_full (g->full). */
+ * (constant in each copy): g->full, the layer's outputs take tdn_rq_s8_r2. */
 TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix,
                                  const int full)
 {
@@ -195,7 +223,7 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
     int32_t ox = 0;
     for (; ox < lo; ox++)
     {
-        tdn_dw4_border(g, b, ky, tdn_window_at(ox, g->sw, g->pw, g->kw, g->iw), o + ox * opix);
+        tdn_dw4_border_body(g, b, ky, tdn_window_at(ox, g->sw, g->pw, g->kw, g->iw), o + ox * opix, full);
     }
     if (ox < hi && !full_rows)
     {
@@ -280,7 +308,7 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
     }
     for (; ox < ow; ox++)
     {
-        tdn_dw4_border(g, b, ky, tdn_window_at(ox, g->sw, g->pw, g->kw, g->iw), o + ox * opix);
+        tdn_dw4_border_body(g, b, ky, tdn_window_at(ox, g->sw, g->pw, g->kw, g->iw), o + ox * opix, full);
     }
 }
 

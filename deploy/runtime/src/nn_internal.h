@@ -135,7 +135,7 @@ typedef struct
     int32_t ih, iw, c, kh, kw, sh, sw, ph, pw, oh, ow;
     int32_t off, ooff, amin, amax;
     int32_t ox_lo, ox_hi;
-    int32_t full; /* tdn_rq_full_layer: the one-saturate requantization applies */
+    int32_t full; /* tdn_rq_r2_layer: the 7-instruction one-saturate requantization applies */
 } tdn_dw_geo;
 
 void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsis_nn_per_channel_quant_params *q,
