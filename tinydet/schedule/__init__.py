@@ -13,8 +13,9 @@ from tinydet.schedule.memory import (FUSED_IR, FUSED_RESIDUAL, INPLACE_DW, NORMA
                                      layer_working_sets, liveness, op_modes, peak_sram_per_layer, per_layer,
                                      plan_stage1, stage1, stage1_ops)
 from tinydet.schedule.regions import halo, input_region, receptive_field, receptive_fields
-from tinydet.schedule.planner import (OpRegion, PatchPlan, Tile, check_split, max_split, pareto_front,
-                                      parse_grid, per_layer_plan, plan_patches, search_plans, tile_bounds)
+from tinydet.schedule.planner import (OpRegion, PatchPlan, PeakBreakdown, Tile, check_split, max_split, pareto_front,
+                                      parse_grid, peak_breakdown, per_layer_plan, plan_patches, search_plans,
+                                      tile_bounds, plan_fused, with_fusion)
 from tinydet.schedule.fusion import FusedBlock, FusedCost, fusable_blocks
 from tinydet.schedule.profile import op_flash_bytes, op_params, parse_bytes, profile_graph
 
@@ -23,7 +24,7 @@ __all__ = [
     "NORMAL", "INPLACE_DW", "FUSED_RESIDUAL", "FUSED_IR", "SINK", "Stage", "stage1", "stage1_ops", "plan_stage1", "per_layer",
     "Rect", "Pads", "input_region", "receptive_field", "receptive_fields", "halo",
     "OpRegion", "Tile", "PatchPlan", "plan_patches", "search_plans", "pareto_front", "per_layer_plan",
-    "check_split", "max_split", "parse_grid", "tile_bounds",
+    "check_split", "max_split", "parse_grid", "tile_bounds", "PeakBreakdown", "peak_breakdown", "with_fusion", "plan_fused",
     "ArenaPlan", "ArenaStep", "allocate", "check_arena",
     "run_patched", "plot_memory", "patch_working_sets",
     "FusedBlock", "FusedCost", "fusable_blocks",

@@ -27,6 +27,15 @@ Buffer placement rules the runtime must follow (``ArenaStep``):
   shortcut + output is written to ``result`` (the shortcut's slot, same ``reverse`` rule).
 - ``"sink"``: the last stage-1 op writes its tile into the stage-1 output buffer at ``output``
   (a full C x H x W map; the tile goes to its ``out_rect``).
+- fused inverted residual (``"fused_ir"``, :mod:`tinydet.schedule.fusion`): one step for the whole
+  block, named by its projection, ``fused_ops`` its two or three ops. The ring of k expanded rows
+  and the one depthwise pixel lie at ``temp`` (ring first, ``temp_bytes`` both). The block reads X
+  at ``input`` and streams Y row by row from ``move_from`` if set (then memmoves it to
+  ``output``), else at ``output``. In place (fused residual, or any block whose output goes to the
+  stage-1 buffer) Y row y lands in X's slot after X row y was read; with the streaming overlap Y
+  starts ``input - (move_from or output)`` >= the model's offset d before X, and when X sits on
+  the low end it is first memmoved from ``input_from`` to ``input`` (its slot grows by the
+  footprint, so the peak is unchanged).
 Activations are stored HWC (NHWC), so a region's buffer is rows x cols x channels bytes.
 """
 from __future__ import annotations
@@ -35,7 +44,8 @@ from dataclasses import asdict, dataclass, field
 
 from tinydet.arch.graph import Graph
 from tinydet.errors import TinydetError
-from tinydet.schedule.memory import FUSED_RESIDUAL, INPLACE_DW, SINK, MemoryRules, Stage, per_layer, plan_stage1
+from tinydet.schedule.fusion import FusedBlock, FusedCost
+from tinydet.schedule.memory import FUSED_IR, FUSED_RESIDUAL, INPLACE_DW, SINK, MemoryRules, Stage, per_layer, plan_stage1
 from tinydet.schedule.planner import PatchPlan
 
 LOW, HIGH = 0, 1
@@ -58,6 +68,8 @@ class ArenaStep:
     temp_bytes: int = 0
     reverse: bool = False
     move_from: int | None = None  # the slot start where start-of-slot kernels leave the output
+    fused_ops: list[str] | None = None  # a fused inverted residual: its ops (expand, dw, project)
+    input_from: int | None = None  # where X was before a fused step memmoved it to ``input``
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,12 +183,73 @@ class _Ref:
         return self.below if self.side == LOW else arena - self.below - self.size
 
 
-def _run_ops(st: _Stacks, stage: Stage, start: int, nbytes, channel_bytes, sink_ref: _Ref | None) -> list[dict]:
+def _run_fused(st: _Stacks, stage: Stage, fb: FusedBlock, cost: FusedCost, nbytes, sink_ref: _Ref | None) -> dict:
+    """Allocate one fused inverted residual (module docstring); returns its ArenaStep dict."""
+    ops = stage.ops
+    x, proj = ops[fb.first].inputs[0], ops[fb.project]
+    src = st.where[x]
+    bx, by = src.size, nbytes(proj.output)
+    rec = {"op": proj.name, "mode": FUSED_IR, "input": _Ref.of(src), "input_bytes": bx, "output_bytes": by,
+           "shortcut": None, "shortcut_bytes": 0, "reverse": False, "fused_ops": [ops[i].name for i in fb.indices],
+           "temp_bytes": cost.ring + cost.pixel}
+    if proj.add:
+        rec["shortcut"], rec["shortcut_bytes"] = _Ref.of(src), bx
+    other = 1 - src.side
+    sink = stage.modes[fb.project] == SINK
+    on_top = bool(st.stacks[src.side]) and st.stacks[src.side][-1] is src
+    if sink or cost.output == 0:
+        rec["temp"] = _Ref(other, st.top(other), rec["temp_bytes"])
+        st.note(rec["temp_bytes"])
+        if sink:
+            rec["output"] = rec["result"] = sink_ref
+        else:  # in place over the shortcut, compact from the slot start
+            start = _Ref.of(src)  # Y is written compactly from the slot's first byte
+            slot = st.rename(x, proj.output, by)
+            rec["output"] = rec["result"] = _Ref.of(slot)
+            rec["move_from"] = start
+    elif cost.overlap and on_top:
+        footprint = bx + by - cost.overlap
+        below = src.below
+        src.reserved = footprint
+        rec["temp"] = _Ref(other, st.top(other), rec["temp_bytes"])
+        st.note(rec["temp_bytes"])
+        if src.side == HIGH:  # X already ends the buffer; Y streams from the buffer's low end
+            rec["move_from"] = _Ref(HIGH, below, footprint)
+        else:  # X moves up to end the buffer; Y streams from its start
+            rec["input_from"] = _Ref.of(src)
+            rec["input"] = _Ref(LOW, below + footprint - bx, bx)
+        slot = st.rename(x, proj.output, by)
+        rec["output"] = rec["result"] = _Ref.of(slot)
+    else:
+        slot = st.push(proj.output, other, by)
+        rec["output"] = rec["result"] = _Ref.of(slot)
+        rec["temp"] = _Ref(other, st.top(other), rec["temp_bytes"])
+        st.note(rec["temp_bytes"])
+    for i in fb.indices:
+        for name in stage.dies[i]:
+            if name != proj.output:
+                st.free(name)
+    st.compact()
+    return rec
+
+
+def _run_ops(st: _Stacks, stage: Stage, start: int, nbytes, channel_bytes, sink_ref: _Ref | None,
+             costs: dict[int, FusedCost] | None = None) -> list[dict]:
     """Allocate ``stage.ops[start:]`` on the stacks (``nbytes``/``channel_bytes`` as
-    :meth:`Stage.sizes`); returns per op a dict of _Ref / values for ArenaStep."""
+    :meth:`Stage.sizes`, ``costs`` as :meth:`Stage.fused_costs`); returns per step a dict of
+    _Ref / values for ArenaStep (one step per fused block)."""
     modes, dies = stage.modes, stage.dies
+    fused_at = {fb.first: fb for fb in stage.fused}
     out = []
+    skip_to = start
     for i in range(start, len(stage)):
+        if i < skip_to:
+            continue
+        if i in fused_at:
+            fb = fused_at[i]
+            out.append(_run_fused(st, stage, fb, costs[fb.block], nbytes, sink_ref))
+            skip_to = fb.project + 1
+            continue
         op = stage.ops[i]
         src = st.where[op.inputs[0]]
         rec = {"op": op.name, "mode": modes[i], "input": _Ref.of(src), "input_bytes": src.size,
@@ -226,9 +299,13 @@ def _run_ops(st: _Stacks, stage: Stage, start: int, nbytes, channel_bytes, sink_
 
 def _finish(rec: dict, arena: int) -> ArenaStep:
     data = dict(rec)
-    for key in ("input", "output", "result", "shortcut", "temp"):
-        if isinstance(data[key], _Ref):
+    for key in ("input", "output", "result", "shortcut", "temp", "move_from", "input_from"):
+        if isinstance(data.get(key), _Ref):
             data[key] = data[key].resolve(arena)
+    if data["mode"] == FUSED_IR:
+        if data.get("move_from") == data["output"]:
+            data["move_from"] = None
+        return ArenaStep(**data)
     slot_start = {INPLACE_DW: data["input"], FUSED_RESIDUAL: data["shortcut"]}.get(data["mode"])
     if slot_start is not None and slot_start != data["output"]:
         data["move_from"] = slot_start
@@ -258,14 +335,14 @@ def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | N
             inp = st.push(graph.input, LOW, sizes[0](graph.input))
             tile_inputs.append(_Ref.of(inp))
             st.note()
-            tiles_recs.append(_run_ops(st, s1, 0, *sizes, stage1_ref))
+            tiles_recs.append(_run_ops(st, s1, 0, *sizes, stage1_ref, s1.fused_costs(tile)))
         start = len(s1)
         input_ref = None
     else:
         inp = st.push(graph.input, LOW, graph.tensors[graph.input].nbytes)
         input_ref = _Ref.of(inp)
         st.note()
-    steps = _run_ops(st, layer, start, *layer.sizes(), None)
+    steps = _run_ops(st, layer, start, *layer.sizes(), None, layer.fused_costs())
     arena = st.peak
     outputs = {name: _Ref.of(st.where[name]).resolve(arena) for name in graph.outputs}  # pinned: never freed
     return ArenaPlan(
@@ -308,10 +385,61 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
         assert 0 <= off and off + n <= size, f"{name}: [{off}, {off + n}) is outside the arena"
         assert bool((owner[off:off + n] == ids[name]).all()), f"{name} is no longer intact at [{off}, {off + n})"
 
-    def run(stage: Stage, start: int, steps: list[ArenaStep], nbytes, chan) -> None:
+    def run_fused(stage: Stage, fb: FusedBlock, s: ArenaStep, nbytes, tile) -> None:
+        from tinydet.schedule.fusion import overlap_offset
+
+        ops = stage.ops
+        x, proj, dw = ops[fb.first].inputs[0], ops[fb.project], ops[fb.dw]
+        cost = stage.fused_costs(tile)[fb.block]
+        assert s.fused_ops == [ops[i].name for i in fb.indices], f"{proj.name}: fused ops differ from the model's"
+        assert s.input_bytes == nbytes(x) and s.output_bytes == nbytes(proj.output), f"{proj.name}: buffer sizes"
+        assert s.temp_bytes == cost.ring + cost.pixel, f"{proj.name}: ring + pixel size differs from the model"
+        if s.input_from is not None:  # X moves up inside its grown slot first
+            holds(x, s.input_from, s.input_bytes)
+            write(x, s.input, s.input_bytes, (x,))
+        holds(x, s.input, s.input_bytes)
+        write(f"{proj.name}#ring", s.temp, s.temp_bytes)
+        alive.discard(ids[f"{proj.name}#ring"])
+        stream = s.move_from if s.move_from is not None else s.output
+        if stage.modes[fb.project] == SINK:
+            holds("stage1", s.output, arena.stage1_buffer_bytes)
+        elif cost.output == 0:  # in place: compact from the first byte of X's slot
+            assert stream == s.input, f"{proj.name}: in-place output does not start at its input"
+            write(proj.output, stream, s.output_bytes, (x,))
+        elif cost.overlap:
+            rects = stage.rects(tile)
+            xr, yr = rects[x], rects[proj.output]
+            d = overlap_offset(dw, fb.expand is not None, xr, xr.w * stage.shapes[x][0], yr,
+                               yr.w * stage.shapes[proj.output][0])
+            assert s.input - stream >= d, f"{proj.name}: output streams {s.input - stream} bytes before its input, needs {d}"
+            assert s.input + s.input_bytes - stream <= s.input_bytes + s.output_bytes - cost.overlap, \
+                f"{proj.name}: the shared buffer is larger than the model's footprint"
+            write(proj.output, stream, s.output_bytes, (x,))
+        else:
+            write(proj.output, stream, s.output_bytes)
+        for i in fb.indices:
+            for name in stage.dies[i]:
+                if name != proj.output and name in ids:
+                    alive.discard(ids[name])
+        if s.move_from is not None and stage.modes[fb.project] != SINK:
+            holds(proj.output, stream, s.output_bytes)
+            write(proj.output, s.output, s.output_bytes, (proj.output,))
+
+    def run(stage: Stage, start: int, steps: list[ArenaStep], nbytes, chan, tile=None) -> None:
         modes, dies = stage.modes, stage.dies
-        assert [s.op for s in steps] == [op.name for op in stage.ops[start:]], "steps do not follow the op order"
-        for i, s in enumerate(steps, start):
+        fused_at = {fb.first: fb for fb in stage.fused}
+        order, i = [], start
+        while i < len(stage):
+            fb = fused_at.get(i)
+            order.append((i, fb))
+            i = fb.project + 1 if fb else i + 1
+        assert [s.op for s in steps] == [stage.ops[fb.project if fb else i].name for i, fb in order], \
+            "steps do not follow the op order"
+        for (i, fb), s in zip(order, steps):
+            if fb is not None:
+                assert s.mode == FUSED_IR, f"{s.op}: mode {s.mode}, the memory model fuses block {fb.block}"
+                run_fused(stage, fb, s, nbytes, tile)
+                continue
             op = stage.ops[i]
             assert s.mode == modes[i], f"{op.name}: mode {s.mode}, the memory model says {modes[i]}"
             assert s.input_bytes == nbytes(op.inputs[0]) and s.output_bytes == nbytes(op.output), \
@@ -351,7 +479,7 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
         for tile, steps, inp in zip(plan.tiles, arena.tiles, arena.tile_inputs):
             sizes = s1.sizes(tile)
             write(graph.input, inp, sizes[0](graph.input))
-            run(s1, 0, steps, *sizes)
+            run(s1, 0, steps, *sizes, tile)
         ids[s1.sink] = ids["stage1"]
         start = len(s1)
     else:

@@ -200,6 +200,28 @@ class Stage:
                 fused_residual=self.fused_residual)
         return out
 
+    def holdings(self, index: int, tile: "Tile | None" = None) -> dict[str, int]:
+        """The buffers op ``index`` holds while it runs, by name, summing to its working set
+        (:class:`tinydet.schedule.planner.PeakBreakdown` names them)."""
+        nbytes, channel_bytes = self.sizes(tile)
+        for fb in self.fused:
+            if index in fb.indices:
+                cost = self.fused_costs(tile)[fb.block]
+                x, y = self.ops[fb.first].inputs[0], self.ops[fb.project].output
+                inner = {self.ops[i].output for i in fb.indices}
+                parts = {t: nbytes(t) for t in self.alive[fb.first] if t != x and t not in inner}
+                named = {x: cost.input, y: cost.output - cost.overlap, f"blocks.{fb.block}#ring": cost.ring,
+                         f"blocks.{fb.block}#pixel": cost.pixel}
+                parts.update({k: v for k, v in named.items() if v})
+                return parts
+        op = self.ops[index]
+        parts = {t: nbytes(t) for t in self.alive[index] if t != op.output}
+        if self.modes[index] == NORMAL:
+            parts[op.output] = nbytes(op.output)
+        elif self.modes[index] == INPLACE_DW:
+            parts[f"{op.name}#channel"] = channel_bytes(index)
+        return parts
+
     def working_sets(self, tile: "Tile | None" = None) -> list[int]:
         """Working set (bytes) of every op on whole maps or in ``tile``; the ops of a fused block
         all carry the block's one fused working set."""

@@ -13,7 +13,8 @@ from typing import Iterable, Sequence
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
 from tinydet.geometry import Pads, Rect, parse_size_pair
-from tinydet.schedule.memory import MemoryRules, Stage, layer_working_sets, stage1
+from tinydet.schedule.fusion import fusable_blocks
+from tinydet.schedule.memory import MemoryRules, Stage, layer_working_sets, per_layer, plan_stage1, stage1
 from tinydet.schedule.regions import input_region
 
 FORMAT_VERSION = 2  # 2: pads as named objects {top, left, bottom, right}; from_dict reads 1 too
@@ -140,7 +141,8 @@ class PatchPlan:
                 "peak_sram_per_layer": self.peak_sram_per_layer, "macs_per_layer": self.macs_per_layer,
                 "macs_patch": self.macs_patch, "mac_overhead": self.mac_overhead,
                 "input_streamed": self.input_streamed, "max_tile_input": list(self.max_tile_input),
-                "split_shape": list(self.split_shape) if self.split_shape else None}
+                "split_shape": list(self.split_shape) if self.split_shape else None,
+                "fused_blocks": list(self.rules.fused_blocks)}
 
     def to_dict(self) -> dict:
         """JSON-able; :meth:`from_dict` reads it back (the export's schedule.json carries it)."""
@@ -249,10 +251,11 @@ def _make_tile(st: Stage, row: int, col: int, ry, cx) -> Tile:
 
 
 def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
-                 rules: MemoryRules = MemoryRules()) -> PatchPlan:
+                 rules: MemoryRules = MemoryRules(), layer_ws: Sequence[int] | None = None) -> PatchPlan:
     """Plan patch-based execution: the first ``split`` blocks tile by tile on a ``grid`` (rows,
     cols) over the split feature map, the rest per layer. Errors (one line) on an invalid split
-    or a grid larger than the split map."""
+    or a grid larger than the split map. ``layer_ws``: ``layer_working_sets(graph, rules)`` when
+    the caller has it already (the search plans many grids with the same rules)."""
     rows, cols = parse_grid(grid)
     check_split(graph, split)
     st = stage1(graph, split, rules)
@@ -267,7 +270,7 @@ def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
     tiles = [_make_tile(st, r, q, ys[r], xs[q]) for r in range(rows) for q in range(cols)]
 
     buffer = c * h * w
-    layer_ws = layer_working_sets(graph, rules)
+    layer_ws = list(layer_ws) if layer_ws is not None else layer_working_sets(graph, rules)
     end = len(st.ops)
     peak1 = buffer + max(max(t.working_sets) for t in tiles)
     peak2 = max(layer_ws[end:], default=0)
@@ -277,6 +280,110 @@ def plan_patches(graph: Graph, grid: "int | tuple[int, int] | str", split: int,
                      last.output, (c, h, w), tiles, max(peak1, peak2), peak1, peak2, max(layer_ws),
                      macs_layer, macs_patch, macs_patch / macs_layer - 1.0, True, rules,
                      graph.mode)
+
+
+def _with_layer_ws(plan: PatchPlan, layer_ws: Sequence[int], tiles: list[Tile], rules: MemoryRules) -> PatchPlan:
+    """``plan`` with other per-layer and tile working sets (same grid, split, regions, MACs)."""
+    end = len(plan.stage1_ops)
+    peak1 = plan.stage1_buffer_bytes + max(max(t.working_sets) for t in tiles) if plan.patched else 0
+    peak2 = max(layer_ws[end:], default=0)
+    per_layer_peak = max(layer_ws)
+    patch_peak = max(peak1, peak2) if plan.patched else per_layer_peak
+    return replace(plan, tiles=tiles, peak_sram_patch=patch_peak, peak_sram_stage1=peak1,
+                   peak_sram_stage2=peak2 if plan.patched else per_layer_peak, peak_sram_per_layer=per_layer_peak,
+                   rules=rules)
+
+
+def with_fusion(graph: Graph, plan: PatchPlan) -> PatchPlan:
+    """``plan`` (same grid, split and rules) with the per-block fusion of :func:`plan_fused`."""
+    return plan_fused(graph, plan.grid, plan.split if plan.patched else 0, plan.rules)
+
+
+def plan_fused(graph: Graph, grid: "int | tuple[int, int] | str", split: int, rules: MemoryRules = MemoryRules(),
+               fusable: Sequence[int] | None = None,
+               layer_ws: tuple[Sequence[int], Sequence[int]] | None = None) -> PatchPlan:
+    """The plan of ``grid`` x ``split`` (``split`` 0: per layer) with the blocks fused that its peak
+    needs fused (``rules.fused_blocks`` is replaced): every block
+    whose unfused working set would exceed the lowest peak that per-block fusion reaches. Fusion
+    costs no MACs and a block's choice changes only its own ops' working sets, so this one choice
+    per block is the optimum over all subsets of fused blocks; blocks below the peak stay unfused
+    (the simplest schedule with that peak). ``fusable`` defaults to every fusable block;
+    ``layer_ws``: the per-layer working sets with none / all of them fused, when known."""
+    fusable = sorted(fusable_blocks(graph) if fusable is None else fusable)
+    plain_rules = replace(rules, fused_blocks=())
+    fused_rules = replace(rules, fused_blocks=tuple(fusable))
+    layer_u, layer_f = layer_ws if layer_ws is not None else (layer_working_sets(graph, plain_rules),
+                                                              layer_working_sets(graph, fused_rules))
+    if split:
+        plain = plan_patches(graph, grid, split, plain_rules, layer_u)
+        if not fusable:
+            return plain
+        # same regions: only the working sets differ
+        st = stage1(graph, split, fused_rules)
+        fused = _with_layer_ws(plain, layer_f, [replace(t, working_sets=tuple(st.working_sets(t))) for t in plain.tiles],
+                               fused_rules)
+    else:
+        plain = per_layer_plan(graph, plain_rules)
+        if not fusable:
+            return plain
+        fused = per_layer_plan(graph, fused_rules)
+    block_of = [op.block for op in graph.ops]
+    n1 = len(plain.stage1_ops)
+    peaks_u = plain.stage1_working_sets() + list(layer_u[n1:])
+    peaks_f = fused.stage1_working_sets() + list(layer_f[n1:])
+    target = max(min(u, f) if block_of[i] in fusable else u for i, (u, f) in enumerate(zip(peaks_u, peaks_f)))
+    need = sorted({block_of[i] for i, u in enumerate(peaks_u) if u > target})
+    if not need:
+        return plain
+    if need == fusable:
+        return fused
+    # a block's choice changes only its own ops' working sets: take each op's from the plan with
+    # its block's choice (tests check this equals planning with exactly these blocks fused)
+    pick = [block_of[i] in need for i in range(len(graph.ops))]
+    layer = [f if p else u for u, f, p in zip(layer_u, layer_f, pick)]
+    tiles = [replace(tu, working_sets=tuple(f if p else u for u, f, p in zip(tu.working_sets, tf.working_sets, pick)))
+             for tu, tf in zip(plain.tiles, fused.tiles)]
+    return _with_layer_ws(plain, layer, tiles, replace(rules, fused_blocks=tuple(need)))
+
+
+@dataclass(frozen=True)
+class PeakBreakdown:
+    """What bounds a schedule's peak: the op (and tile) where it occurs and every buffer held
+    then, by name (tensor names; ``<block>#ring`` / ``#pixel`` for a fused block's row ring and
+    depthwise pixel, ``<op>#channel`` for the in-place depthwise temporary), bytes summing to
+    ``peak``. ``bound`` is the largest of them."""
+
+    peak: int
+    stage: str  # stage1 | stage2 | per_layer
+    op: str
+    tile: tuple[int, int] | None
+    parts: dict[str, int]
+
+    @property
+    def bound(self) -> str:
+        return max(self.parts, key=lambda k: (self.parts[k], k))
+
+    def to_dict(self) -> dict:
+        return {"peak": self.peak, "stage": self.stage, "op": self.op, "tile": list(self.tile) if self.tile else None,
+                "bound": self.bound, "parts": dict(self.parts)}
+
+
+def peak_breakdown(graph: Graph, plan: PatchPlan) -> PeakBreakdown:
+    """Where ``plan``'s peak occurs and which buffers make it up (the first op reaching it)."""
+    layer = per_layer(graph, plan.rules)
+    layer_ws = layer.working_sets()
+    if not plan.patched:
+        i = layer_ws.index(max(layer_ws))
+        return PeakBreakdown(layer_ws[i], "per_layer", graph.ops[i].name, None, layer.holdings(i))
+    if plan.peak_sram_stage1 >= plan.peak_sram_stage2:
+        s1 = plan_stage1(graph, plan)
+        tile = max(plan.tiles, key=lambda t: max(t.working_sets))
+        i = tile.working_sets.index(max(tile.working_sets))
+        parts = {s1.sink: plan.stage1_buffer_bytes, **s1.holdings(i, tile)}
+        return PeakBreakdown(plan.peak_sram_stage1, "stage1", s1.ops[i].name, (tile.row, tile.col), parts)
+    start = len(plan.stage1_ops)
+    i = max(range(start, len(layer_ws)), key=lambda j: (layer_ws[j], -j))
+    return PeakBreakdown(layer_ws[i], "stage2", graph.ops[i].name, None, layer.holdings(i))
 
 
 def pareto_front(plans: Iterable[PatchPlan]) -> list[PatchPlan]:
@@ -293,8 +400,12 @@ def pareto_front(plans: Iterable[PatchPlan]) -> list[PatchPlan]:
 
 def search_plans(graph: Graph, grids: Iterable = (2, 3, 4, 5, 6, 7, 8), splits: Iterable[int] | None = None,
                  sram_budget: int | None = None, max_overhead: float | None = None,
-                 rules: MemoryRules = MemoryRules()) -> tuple[PatchPlan | None, list[PatchPlan]]:
+                 rules: MemoryRules = MemoryRules(), fusion: bool = False) -> tuple[PatchPlan | None, list[PatchPlan]]:
     """Search grids x splits (plus plain per-layer execution) and return (best, pareto front).
+
+    With ``fusion`` every candidate also gets the per-block fusion its peak needs
+    (:func:`with_fusion`), so grid, split and fusion are searched jointly; without it the plans
+    use ``rules`` as given (by default no block fused: MCUNetV2's schedules).
 
     Best: with ``sram_budget`` the lowest MAC overhead among plans within the budget (and within
     ``max_overhead`` if given); otherwise the lowest peak within ``max_overhead``. Ties go to the
@@ -303,12 +414,23 @@ def search_plans(graph: Graph, grids: Iterable = (2, 3, 4, 5, 6, 7, 8), splits: 
     top = max_split(graph)
     split_list = list(range(1, top + 1)) if splits is None else [s for s in splits if 1 <= s <= top]
     grid_list = [parse_grid(g) for g in grids]
-    candidates = [per_layer_plan(graph, rules)]
+    fusable = fusable_blocks(graph) if fusion else []
+    layer_ws = layer_working_sets(graph, rules)
+    if fusable:
+        pair = (layer_working_sets(graph, replace(rules, fused_blocks=())),
+                layer_working_sets(graph, replace(rules, fused_blocks=tuple(fusable))))
+
+        def make(grid, split):
+            return plan_fused(graph, grid, split, rules, fusable, pair)
+    else:
+        def make(grid, split):
+            return plan_patches(graph, grid, split, rules, layer_ws) if split else per_layer_plan(graph, rules)
+    candidates = [make((1, 1), 0)]
     for split in split_list:
         _, h, w = graph.ops[graph.block_end(split - 1) - 1].out_shape
         for rows, cols in grid_list:
             if rows <= h and cols <= w:
-                candidates.append(plan_patches(graph, (rows, cols), split, rules))
+                candidates.append(make((rows, cols), split))
     front = pareto_front(candidates)
     ok = [p for p in candidates if (sram_budget is None or p.peak <= sram_budget)
           and (max_overhead is None or p.mac_overhead <= max_overhead + 1e-12)]

@@ -1,7 +1,9 @@
 """The picture that explains patch-based inference: per-layer working sets, the per-layer peak and
-the patch-based peak, with the per-patch stage shaded."""
+the patch-based peak, with the per-patch stage shaded; ops of fused inverted residuals hatched and
+the buffer that bounds the peak named."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from tinydet.arch.graph import Graph
@@ -25,21 +27,41 @@ def plot_memory(graph: Graph, plan: PatchPlan | None, path: "str | Path", log: b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layer_ws = layer_working_sets(graph, plan.rules if plan is not None else MemoryRules())
+    from tinydet.schedule.planner import peak_breakdown
+
+    rules = plan.rules if plan is not None else MemoryRules()
+    fused = set(rules.fused_blocks)
+    layer_ws = layer_working_sets(graph, rules)
+    plain_ws = layer_working_sets(graph, replace(rules, fused_blocks=())) if fused else layer_ws
     kb = 1024.0
     x = list(range(len(graph.ops)))
     fig, ax = plt.subplots(figsize=(max(8.0, 0.22 * len(x) + 3), 4.8))
     patched = plan is not None and plan.patched
-    width = 0.42 if patched else 0.8
-    ax.bar([i - (width / 2 if patched else 0) for i in x], [w / kb for w in layer_ws], width=width,
-           color="#9aa7b8", label="per-layer working set")
-    peak_layer = max(layer_ws) / kb
+    pair = patched or bool(fused)  # a second bar per op: the schedule's working set
+    width = 0.42 if pair else 0.8
+    ax.bar([i - (width / 2 if pair else 0) for i in x], [w / kb for w in plain_ws], width=width,
+           color="#9aa7b8", label="per-layer working set" + (" (no fusion)" if fused else ""))
+    peak_layer = max(plain_ws) / kb
     ax.axhline(peak_layer, color="#c0392b", linestyle="--", linewidth=1.2,
                label=f"per-layer peak {peak_layer:,.0f} kB")
+    if pair:
+        sched_ws = patch_working_sets(plan, layer_ws) if patched else layer_ws
+        bars = ax.bar([i + width / 2 for i in x], [w / kb for w in sched_ws], width=width, color="#2e86c1",
+                      label="patch-based working set" if patched else "per-layer working set, fused")
+        for i, op in enumerate(graph.ops):
+            if op.block in fused:
+                bars[i].set_hatch("///")
+                bars[i].set_edgecolor("#1b2631")
+    if fused:
+        ax.bar([], [], color="#2e86c1", edgecolor="#1b2631", hatch="///",
+               label=f"fused inverted residual (blocks {', '.join(str(b) for b in sorted(fused))})")
+    if plan is not None:
+        at = peak_breakdown(graph, plan)
+        i = [op.name for op in graph.ops].index(at.op)
+        ax.annotate(f"peak bounded by {at.bound} ({at.parts[at.bound] / kb:,.1f} kB)", xy=(i, at.peak / kb),
+                    xytext=(24, 18), textcoords="offset points", ha="left", fontsize=7,
+                    arrowprops={"arrowstyle": "->", "linewidth": 0.8})
     if patched:
-        patch_ws = patch_working_sets(plan, layer_ws)
-        ax.bar([i + width / 2 for i in x], [w / kb for w in patch_ws], width=width, color="#2e86c1",
-               label="patch-based working set")
         n = len(plan.stage1_ops)
         ax.axvspan(-0.5, n - 0.5, color="#f5b041", alpha=0.18,
                    label=f"stage 1: {plan.grid[0]}x{plan.grid[1]} patches, split {plan.split}")
