@@ -9,6 +9,8 @@ changes with the image; 3x3 tiles, split after block 4.
 """
 import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +21,12 @@ from tinydet.export import load_export
 
 from fixtures import RES, make_int8_export, run_cli
 
+sys.path.insert(0, str(Path(__file__).parent / "c"))
+import driver as drv  # noqa: E402
+
 CLASSES, LAST = 7, 13
+CLS_DRIVER = Path(__file__).parent / "c" / "classifier_driver.c"
+OP_GAP, OP_FC = 1, 2
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +52,9 @@ def test_lowering_has_pool_and_fc_rows_and_the_c_tables(folder, tmp_path):
         assert (pool.op, pool.name, pool.in_channels, pool.out_channels) == ("avgpool", "classifier.pool", LAST, LAST)
         _, h, w = next(op for op in sched["ops"] if op["name"] == "classifier.pool")["in_shape"]
         assert pool.kernel == (h, w) and pool.weights.size == 0 and pool.const_bytes == 0
-        assert (fc.op, fc.weights.shape, fc.mult.size, fc.shift.size) == ("fc", (CLASSES, LAST), 1, 1)
-        assert fc.const_bytes == CLASSES * LAST + 4 * CLASSES + 8
+        # per-channel weights (TFLite's FULLY_CONNECTED default): a multiplier per class
+        assert (fc.op, fc.weights.shape, fc.mult.size, fc.shift.size) == ("fc", (CLASSES, LAST), CLASSES, CLASSES)
+        assert len(set(fc.mult.tolist())) > 1 and fc.const_bytes == CLASSES * LAST + 12 * CLASSES
         # the pool's C int32 sums and the FC's row sums fit the scratch (ARM's buffer sizes)
         assert low.scratch_bytes >= 4 * max(LAST, CLASSES)
         assert low.classifier is not None and low.classifier.num_classes == CLASSES and low.detector is None
@@ -139,3 +147,90 @@ def test_other_int8_ops_are_still_refused_naming_the_node():
                                  SimpleNamespace(name="up", kind="resize")])
     with pytest.raises(TinydetError, match=r"x.onnx: node 'up' \(resize\) is not supported by the C code generator"):
         lower._check_supported(graph, "x.onnx")
+
+
+def test_a_per_tensor_fc_lowers_to_repeated_multipliers():
+    """A graph quantized with one FC weight scale (TFLite's per-tensor option) still deploys: the
+    per-channel kernel with equal multipliers is the per-tensor kernel."""
+    from types import SimpleNamespace
+
+    from tinydet.deploy.lower import classifier_row
+
+    w = np.arange(-10, 11, dtype=np.int8).reshape(3, 7)
+    op = SimpleNamespace(name="classifier.fc", kind="fc", weight=w, bias=np.array([1, 2, 3]), mult=np.array([1 << 30]),
+                         shift=np.array([-7]), in_zp=[-3], out_zp=5, act_min=-128, act_max=127)
+    row = classifier_row(op, (7, 1, 1))
+    assert row.mult.tolist() == [1 << 30] * 3 and row.shift.tolist() == [-7] * 3
+    assert (row.in_channels, row.out_channels, row.input_offset, row.output_offset) == (7, 3, 3, 5)
+
+
+def _kernel_batch(seed: int, n: int = 8):
+    """Records for the classifier driver with odd sizes (loop tails of 4-channel / 4-deep blocks)
+    and their numpy references (tinydet.quant.kernels)."""
+    from tinydet.quant import kernels
+    from tinydet.quant.arith import quantize_multiplier
+
+    rng = np.random.default_rng(seed)
+    recs, want, labels = [], [], []
+    for i in range(n):
+        h, w, c = int(rng.integers(1, 10)), int(rng.integers(1, 10)), int(rng.integers(1, 38))
+        lo, hi = (-128, 127) if i % 2 else (int(rng.integers(-128, 0)), int(rng.integers(0, 128)))
+        x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        recs.append(drv.record(OP_GAP, [h, w, c, lo, hi, -1], [x]))
+        want.append(kernels.global_avgpool_s8(x, lo, hi).reshape(-1))
+        labels.append(f"gap#{i} {h}x{w}x{c}")
+    for i in range(n):
+        depth, cout = int(rng.integers(1, 68)), int(rng.integers(1, 14))
+        x = rng.integers(-128, 128, (1, depth), dtype=np.int8)
+        wt = rng.integers(-127, 128, (cout, depth), dtype=np.int8)
+        bias = rng.integers(-20000, 20000, cout).astype(np.int32)
+        mult, shift = quantize_multiplier(rng.uniform(2 ** -14, 2 ** -6, cout))
+        mult, shift = np.asarray(mult, np.int32), np.asarray(shift, np.int32)
+        zi, zo = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+        lo, hi = (-128, 127) if i % 2 else (zo, 127)
+        recs.append(drv.record(OP_FC, [depth, cout, -zi, zo, lo, hi, -1], [x, wt, bias, mult, shift]))
+        want.append(kernels.fully_connected_s8(x, wt, bias, input_offset=-zi, output_offset=zo, mult=mult,
+                                               shift=shift, act_min=lo, act_max=hi).reshape(-1))
+        labels.append(f"fc#{i} {depth}->{cout}")
+    return recs, want, labels
+
+
+def _check_kernels(out, want, labels):
+    assert len(out) == len(want)
+    for (status, _, data), exp, label in zip(out, want, labels):
+        assert status == 0, label
+        assert np.array_equal(np.frombuffer(data, np.int8), exp), label
+
+
+def test_classifier_kernels_bit_exact_vs_numpy_on_host_and_refuse_bad_arguments(tmp_path):
+    from tinydet.deploy import toolchain
+
+    exe = toolchain.compile([CLS_DRIVER], "host", tmp_path / "cls_driver")
+    recs, want, labels = _kernel_batch(seed=3)
+    _check_kernels(drv.run_records(exe, tmp_path / "ok", recs, toolchain.run_host), want, labels)
+    x = np.zeros((1, 2, 2, 6), np.int8)
+    z = np.zeros(3, np.int32)
+    bad = [drv.record(OP_GAP, [2, 2, 6, -128, 127, 8], [x]),  # scratch smaller than 6 int32 sums
+           drv.record(OP_FC, [0, 3, 0, 0, -128, 127, -1], [x, x, z, z, z])]  # no depth
+    assert [o[0] for o in drv.run_records(exe, tmp_path / "bad", bad, toolchain.run_host)] == [-1, -1]
+
+
+def test_classifier_kernels_bit_exact_vs_numpy_on_qemu(tmp_path):
+    """The Cortex-M7 build (the SMLAD dot of the bundled fully connected kernel)."""
+    from tinydet.deploy import toolchain
+
+    elf = toolchain.compile([CLS_DRIVER], "qemu-mps2-an500", tmp_path / "cls_driver.elf", defines={"TINYDET_BOARD": 1})
+    recs, want, labels = _kernel_batch(seed=5)
+    _check_kernels(drv.run_records(elf, tmp_path / "run", recs, toolchain.run_qemu), want, labels)
+
+
+@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+def test_classifier_kernels_over_arm_cmsis_nn_on_qemu(tmp_path):
+    """CMSIS_NN_ROOT: tinydet_global_avgpool_s8 / tinydet_fully_connected_s8 over ARM's
+    arm_avgpool_s8 (DSP: needs its sums buffer) and arm_fully_connected_per_channel_s8."""
+    from tinydet.deploy import toolchain
+
+    elf = toolchain.compile([CLS_DRIVER], "qemu-mps2-an500", tmp_path / "cls_arm.elf", defines={"TINYDET_BOARD": 1},
+                            cmsis_nn_root=os.environ["CMSIS_NN_ROOT"])
+    recs, want, labels = _kernel_batch(seed=7)
+    _check_kernels(drv.run_records(elf, tmp_path / "run", recs, toolchain.run_qemu), want, labels)

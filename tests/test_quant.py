@@ -289,7 +289,7 @@ def test_reference_tracks_the_float_model(folder):
 
 def test_classifier_pool_and_fc_within_one_lsb(tmp_path):
     """The classifier path: GlobalAveragePool (keeps its input's params) -> Flatten -> Gemm
-    (per-tensor weight scale, arm_fully_connected_s8)."""
+    (per-channel weight scales, arm_fully_connected_per_channel_s8)."""
     from tinydet.export import fold_network, full_model
 
     spec = spec_from_dict({"name": "cls", "num_classes": 5, "blocks": [
@@ -306,6 +306,8 @@ def test_classifier_pool_and_fc_within_one_lsb(tmp_path):
     assert kinds[-4:] == ["avgpool", "flatten", "fc", "dequantize"]
     pool = qg.op("classifier.pool")
     assert (pool.out_scale, pool.out_zp) == (pool.in_scale[0], pool.in_zp[0])
+    fc = qg.op("classifier.fc")  # per output row, as TFLite quantizes FULLY_CONNECTED
+    assert fc.weight_scale.size == fc.mult.size == 5 and len(set(fc.weight_scale.tolist())) > 1
     images = np.random.default_rng(9).random((2, 3, 24, 40), dtype=np.float32)
     lsb = layer_lsb_vs_ort(qg, int8, images)
     assert {"classifier.pool", "classifier.fc"} <= set(lsb) and max(lsb.values()) <= 1

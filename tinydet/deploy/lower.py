@@ -6,8 +6,8 @@ initializers of the structs in ``deploy/runtime/include/tinydet_executor.h``.
 
 * :class:`LayerRow` -- one conv / depthwise layer's int8 weights, int32 biases, per-channel
   ``(mult, shift)`` and its fused residual add (:class:`AddRow`), once for all tiles; a classifier's
-  global average pool (no const data) and fully connected layer (weights ``[C_out, depth]``, one
-  per-tensor ``(mult, shift)``: ``arm_fully_connected_s8``) are rows too (``op``);
+  global average pool (no const data) and fully connected layer (weights ``[C_out, depth]``,
+  ``(mult, shift)`` per output: ``arm_fully_connected_per_channel_s8``) are rows too (``op``);
 * :class:`StepRow` -- one layer execution: arena offsets (the allocator's, ``schedule.json: arena``
   for patch mode and ``arena_layer`` for layer mode),
   the input size and its pads (:class:`tinydet.geometry.Pads`), the output row pitch and where the
@@ -82,7 +82,7 @@ class LayerRow:
     act_max: int
     add: AddRow | None = None
     conv_first: bool = False
-    op: str = "conv"  # conv (conv / depthwise) | avgpool (global, no const data) | fc (per-tensor mult/shift)
+    op: str = "conv"  # conv (conv / depthwise) | avgpool (global, no const data) | fc (weights [C_out, depth])
 
     @property
     def const_bytes(self) -> int:
@@ -366,7 +366,7 @@ def layer_row(qop, in_shape: tuple[int, int, int] | None = None) -> LayerRow:
 def classifier_row(qop, in_shape: tuple[int, int, int] | None) -> LayerRow:
     """The row of a global average pool (kernel = the whole input map, no const data; the int8 graph
     keeps the input's scale and zero point) or of a fully connected layer (weights ``[C_out, depth]``,
-    ``arm_fully_connected_s8``'s one per-tensor multiplier)."""
+    a multiplier/shift per output row: ``arm_fully_connected_per_channel_s8``)."""
     none = np.zeros(0, np.int32)
     if qop.kind == "avgpool":
         if in_shape is None:
@@ -377,10 +377,11 @@ def classifier_row(qop, in_shape: tuple[int, int, int] | None) -> LayerRow:
                         output_offset=0, act_min=int(qop.act_min), act_max=int(qop.act_max), op="avgpool")
     w = np.asarray(qop.weight, np.int8)
     mult, shift = np.asarray(qop.mult).reshape(-1), np.asarray(qop.shift).reshape(-1)
-    if w.ndim != 2 or mult.size != 1 or shift.size != 1:
-        raise TinydetError(f"fully connected '{qop.name}': expected weights [C_out, depth] and one per-tensor "
-                           f"multiplier (arm_fully_connected_s8), got weights {list(w.shape)} and {mult.size} "
-                           f"multipliers")
+    if w.ndim != 2 or mult.size not in (1, w.shape[0]) or shift.size != mult.size:
+        raise TinydetError(f"fully connected '{qop.name}': expected weights [C_out, depth] and one multiplier per "
+                           f"output (or one per tensor), got weights {list(w.shape)} and {mult.size} multipliers")
+    # the executor always calls arm_fully_connected_per_channel_s8: a per-tensor value is repeated
+    mult, shift = np.broadcast_to(mult, (w.shape[0],)), np.broadcast_to(shift, (w.shape[0],))
     return LayerRow(name=qop.name, depthwise=False, weights=w, bias=_int32(qop.bias, f"{qop.name}: bias"),
                     mult=_int32(mult, f"{qop.name}: mult"), shift=_int32(shift, f"{qop.name}: shift"),
                     in_channels=int(w.shape[1]), out_channels=int(w.shape[0]), kernel=(1, 1), stride=(1, 1),

@@ -122,10 +122,11 @@ def depthwise_conv_s8(x, weight, bias, *, input_offset: int, output_offset: int,
     return _finish(acc, bias, mult, shift, output_offset, act_min, act_max)
 
 
-def fully_connected_s8(x, weight, bias, *, input_offset: int, output_offset: int, mult: int, shift: int,
+def fully_connected_s8(x, weight, bias, *, input_offset: int, output_offset: int, mult, shift,
                        filter_offset: int = 0, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
-    """``arm_fully_connected_s8``: input ``[N, D]`` (any shape flattened per batch), weight ``[C_OUT, D]``,
-    per-tensor requantization -> ``[N, C_OUT]``."""
+    """``arm_fully_connected_s8`` (``mult``/``shift`` scalars: per tensor) and
+    ``arm_fully_connected_per_channel_s8`` (``[C_OUT]`` arrays): input ``[N, D]`` (any shape
+    flattened per batch), weight ``[C_OUT, D]`` -> ``[N, C_OUT]``."""
     x = np.asarray(x)
     if x.dtype != np.int8:
         raise ValueError(f"input must be int8, got {x.dtype}")

@@ -401,9 +401,10 @@ def quantize_model(model: onnx.ModelProto, table: Mapping[str, QParams], where: 
                     or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
                 raise TinydetError(f"{where}: {label}: expected Gemm(x, constant W[out, in], bias) with transB=1")
             w = w.astype(np.float32)
-            # per-tensor weight scale: arm_fully_connected_s8 requantizes with one multiplier
-            # (Gemm's B is [out, in] with transB: the output channel is axis 0, as for Conv)
-            ws = np.full(w.shape[0], weight_scales(w.reshape(1, -1))[0], np.float32)
+            # per-output-channel weight scales, as TFLite's converter quantizes FULLY_CONNECTED by
+            # default (arm_fully_connected_per_channel_s8; Gemm's B is [out, in] with transB: the
+            # output channel is axis 0, as for Conv)
+            ws = weight_scales(w)
             wdq, bdq = emit_weight_and_bias(node, nname, label, w, ws)
             new_nodes.append(helper.make_node("Gemm", [dq_for(node.input[0], nname), wdq, bdq],
                                               [f"{out}/raw"], name=nname, transB=1))

@@ -297,10 +297,9 @@ def load_qgraph(model: "onnx.ModelProto | str | Path") -> QGraph:
             out = out_of(node)
             s_in, z_in = params_of(x)
             so, zo = params_of(out)
-            ws = np.asarray(ws, np.float32).reshape(-1)
-            if np.any(ws != ws[0]):
-                raise TinydetError(f"{where}: Gemm '{node.name}': expected one weight scale (arm_fully_connected_s8)")
-            mult, shift = layer_multipliers(s_in, ws[:1], so)
+            # one scale per output row (per channel) or a single one (per tensor, broadcast)
+            ws = np.broadcast_to(np.asarray(ws, np.float32).reshape(-1), (w.shape[0],)).copy()
+            mult, shift = layer_multipliers(s_in, ws, so)
             ops.append(QOp(name=node.name, kind="fc", inputs=[x], output=out, in_scale=[s_in], in_zp=[z_in],
                            out_scale=so, out_zp=zo, weight=np.asarray(w, np.int8), bias=b,
                            weight_scale=ws, mult=mult, shift=shift))

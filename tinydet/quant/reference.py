@@ -100,8 +100,8 @@ def run_op(op: QOp, env: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[i
         return {op.output: x.reshape(x.shape[0], -1)}
     if op.kind == "fc":
         return {op.output: kernels.fully_connected_s8(x, op.weight, op.bias, input_offset=-op.in_zp[0],
-                                                      output_offset=op.out_zp, mult=int(op.mult[0]),
-                                                      shift=int(op.shift[0]), act_min=op.act_min, act_max=op.act_max)}
+                                                      output_offset=op.out_zp, mult=op.mult, shift=op.shift,
+                                                      act_min=op.act_min, act_max=op.act_max)}
     if op.kind == "dequantize":
         y = dequantize(x, op.in_scale[0], op.in_zp[0])
         return {op.output: y.transpose(0, 3, 1, 2).copy() if y.ndim == 4 else y}

@@ -34,7 +34,7 @@ typedef struct
 
 /* What a layer computes (tinydet.deploy.lower.LayerRow.op). A global average pool has no const data
  * (NULL arrays) and in_channels = out_channels; a fully connected layer has weights [C_out][depth]
- * (in_channels = depth) and one multiplier/shift (per tensor). */
+ * (in_channels = depth) and a multiplier/shift per output (a per-tensor graph's one value repeated). */
 enum
 {
     TINYDET_OP_CONV = 0,    /* convolution or depthwise convolution (+ residual add) */

@@ -234,6 +234,20 @@ arm_cmsis_nn_status arm_fully_connected_s8(const cmsis_nn_context *ctx,
                                            int8_t *output_data);
 int32_t arm_fully_connected_s8_get_buffer_size(const cmsis_nn_dims *filter_dims);
 
+/* Fully connected with one multiplier/shift per output row (TFLite's per-channel FULLY_CONNECTED);
+ * otherwise as arm_fully_connected_s8 (buffer: arm_fully_connected_s8_get_buffer_size). */
+arm_cmsis_nn_status arm_fully_connected_per_channel_s8(const cmsis_nn_context *ctx,
+                                                       const cmsis_nn_fc_params *fc_params,
+                                                       const cmsis_nn_per_channel_quant_params *quant_params,
+                                                       const cmsis_nn_dims *input_dims,
+                                                       const int8_t *input_data,
+                                                       const cmsis_nn_dims *filter_dims,
+                                                       const int8_t *filter_data,
+                                                       const cmsis_nn_dims *bias_dims,
+                                                       const int32_t *bias_data,
+                                                       const cmsis_nn_dims *output_dims,
+                                                       int8_t *output_data);
+
 /* Max pool (TFLite MAX_POOL_2D): the largest value over the window's positions inside the input
  * (padding positions are skipped), then the activation clamp; input and output share scale and
  * zero point. No buffer needed (ctx unused). The input must not overlap the output. A window

@@ -208,7 +208,7 @@ int tinydet_tile_geometry(int32_t in_h, int32_t in_w, int32_t k_h, int32_t k_w, 
 /* ---- classifier layers (src/nn_avgpool.c, src/nn_fc.c) --------------------------------------------
  * The global average pool ([1, H, W, C] -> [1, 1, 1, C] through arm_avgpool_s8, ctx->buf of
  * tinydet_global_avgpool_s8_get_buffer_size(C) bytes) and the fully connected layer ([depth] ->
- * [C_out] through arm_fully_connected_s8, per-tensor multiplier, ctx->buf of
+ * [C_out] through arm_fully_connected_per_channel_s8, one multiplier/shift per output, ctx->buf of
  * tinydet_fully_connected_s8_get_buffer_size(depth, C_out) bytes; with ARM's library the buffer is
  * filled by arm_vector_sum_s8 where ARM's kernel needs it). */
 int32_t tinydet_global_avgpool_s8_get_buffer_size(int32_t channels);
@@ -220,7 +220,7 @@ arm_cmsis_nn_status tinydet_global_avgpool_s8(const cmsis_nn_context *ctx,
 int32_t tinydet_fully_connected_s8_get_buffer_size(int32_t depth, int32_t out_channels);
 arm_cmsis_nn_status tinydet_fully_connected_s8(const cmsis_nn_context *ctx,
                                                const cmsis_nn_fc_params *fc_params,
-                                               const cmsis_nn_per_tensor_quant_params *quant_params,
+                                               const cmsis_nn_per_channel_quant_params *quant_params,
                                                int32_t depth,
                                                int32_t out_channels,
                                                const int8_t *input_data,

@@ -65,7 +65,7 @@ static arm_cmsis_nn_status tde_fc(const tinydet_model *m, const tinydet_layer *L
 {
     const cmsis_nn_context ctx = {m->scratch, m->scratch_bytes};
     const cmsis_nn_fc_params p = {L->input_offset, 0, L->output_offset, {L->act_min, L->act_max}};
-    const cmsis_nn_per_tensor_quant_params q = {L->mult[0], L->shift[0]};
+    const cmsis_nn_per_channel_quant_params q = {(int32_t *)L->mult, (int32_t *)L->shift};
     if (S->in_h * S->in_w != 1)
     {
         return ARM_CMSIS_NN_ARG_ERROR; /* the lowering only feeds it a pooled 1x1 map */

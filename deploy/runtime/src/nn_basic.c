@@ -1,4 +1,4 @@
-/* Bundled arm_elementwise_add_s8, arm_avgpool_s8, arm_fully_connected_s8 (+ buffer sizes). */
+/* Bundled arm_elementwise_add_s8, arm_avgpool_s8 (+ buffer size); the fully connected kernels are in nn_fc.c. */
 #if !defined(TINYDET_USE_CMSIS_NN)
 
 #include "tinydet_nn.h"
@@ -110,75 +110,6 @@ arm_cmsis_nn_status arm_avgpool_s8(const cmsis_nn_context *ctx,
                     }
                 }
             }
-        }
-    }
-    return ARM_CMSIS_NN_SUCCESS;
-}
-
-int32_t arm_fully_connected_s8_get_buffer_size(const cmsis_nn_dims *filter_dims)
-{
-    (void)filter_dims;
-    return 0;
-}
-
-arm_cmsis_nn_status arm_fully_connected_s8(const cmsis_nn_context *ctx,
-                                           const cmsis_nn_fc_params *fc_params,
-                                           const cmsis_nn_per_tensor_quant_params *quant_params,
-                                           const cmsis_nn_dims *input_dims,
-                                           const int8_t *input_data,
-                                           const cmsis_nn_dims *filter_dims,
-                                           const int8_t *filter_data,
-                                           const cmsis_nn_dims *bias_dims,
-                                           const int32_t *bias_data,
-                                           const cmsis_nn_dims *output_dims,
-                                           int8_t *output_data)
-{
-    (void)ctx;
-    (void)bias_dims;
-    const int32_t depth = filter_dims->n, rows = output_dims->c;
-    const int32_t in_off = fc_params->input_offset, w_off = fc_params->filter_offset;
-    const tdn_rq rq = tdn_rq_make(quant_params->multiplier, quant_params->shift);
-    for (int32_t b = 0; b < input_dims->n; b++)
-    {
-        const int8_t *x = input_data + b * depth;
-        for (int32_t r = 0; r < rows; r++)
-        {
-            const int8_t *w = filter_data + r * depth;
-            /* sum (x + xo)(w + wo) = sum x*w + xo*sum w + wo*sum x + n*xo*wo: the inner loop only
-             * multiplies raw int8 values, the offsets are applied once per row */
-            int32_t xw = 0, sw = 0, sx = 0;
-            int32_t i = 0;
-#if TDN_DSP
-            const tdn_s16x4 ones = {0x00010001, 0x00010001};
-            for (; i + 4 <= depth; i += 4)
-            {
-                const tdn_s16x4 xv = tdn_widen_s8x4(tdn_read_u32(x + i)), wv = tdn_widen_s8x4(tdn_read_u32(w + i));
-                xw = tdn_dot4(xv, wv, xw);
-                sw = tdn_dot4(wv, ones, sw);
-                sx = tdn_dot4(xv, ones, sx);
-            }
-#else
-            for (; i + 4 <= depth; i += 4)
-            {
-                xw += x[i] * w[i] + x[i + 1] * w[i + 1] + x[i + 2] * w[i + 2] + x[i + 3] * w[i + 3];
-                sw += w[i] + w[i + 1] + w[i + 2] + w[i + 3];
-                sx += x[i] + x[i + 1] + x[i + 2] + x[i + 3];
-            }
-#endif
-            for (; i < depth; i++)
-            {
-                xw += x[i] * w[i];
-                sw += w[i];
-                sx += x[i];
-            }
-            int32_t acc = (int32_t)((uint32_t)xw + (uint32_t)(in_off * sw) + (uint32_t)(w_off * sx) +
-                                    (uint32_t)(depth * in_off * w_off));
-            if (bias_data)
-            {
-                acc = (int32_t)((uint32_t)acc + (uint32_t)bias_data[r]);
-            }
-            *output_data++ = tdn_rq_s8(acc, &rq, fc_params->output_offset, fc_params->activation.min,
-                                       fc_params->activation.max);
         }
     }
     return ARM_CMSIS_NN_SUCCESS;
