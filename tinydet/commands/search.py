@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_argument(parser)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict | None:
     from tinydet.nas.constraints import parse_bytes
     from tinydet.pipeline.search import run_search
 
@@ -50,7 +50,8 @@ def render(result: dict) -> None:
           f"budget {result['sram_budget']:,} B)")
     print(f"Flash:          {result['flash_bytes']:,} B (budget {result['flash_budget']:,} B)")
     print(f"MACs:           {result['macs']:,} (patch overhead {result['mac_overhead']:.3f})")
-    print(f"val map50:      {result['val_map50']:.4f} (supernet, BN recalibrated)")
+    figure = "val_top1" if result.get("task") == "classify" else "val_map50"
+    print(f"{figure.replace('_', ' ') + ':':<15} {result[figure]:.4f} (supernet, BN recalibrated)")
     print(f"evaluated:      {result['evaluated']} candidates, initial population + {result['generations']} generations; "
           f"Pareto front of {result['pareto_size']} in {result['out']}/pareto.json")
     print(json.dumps(result["candidate"]))

@@ -7,6 +7,6 @@
 
 ``supernet`` (torch) trains the weight-sharing network; ``evolution`` searches it.
 """
-from tinydet.nas.space import Candidate, SearchSpace, StageSpace, space_from_config
+from tinydet.nas.space import Candidate, ClassifierHead, SearchSpace, StageSpace, space_from_config
 
-__all__ = ["Candidate", "SearchSpace", "StageSpace", "space_from_config"]
+__all__ = ["Candidate", "ClassifierHead", "SearchSpace", "StageSpace", "space_from_config"]

@@ -17,7 +17,7 @@ from tinydet.arch.graph import Graph, Op, lower
 from tinydet.arch.spec import HeadSpec
 from tinydet.errors import TinydetError
 from tinydet.io.jsonfile import read_json
-from tinydet.nas.space import Candidate, SearchSpace
+from tinydet.nas.space import Candidate, ClassifierHead, SearchSpace
 from tinydet.schedule.profile import op_flash_bytes, parse_bytes
 
 __all__ = ["Budget", "LatencyTable", "candidate_graph", "evaluate_constraints", "flash_bytes", "parse_bytes"]
@@ -91,8 +91,14 @@ class LatencyTable:
         return sum(self.op_cycles(op) for op in graph.ops)
 
 
-def candidate_graph(cand: Candidate, space: SearchSpace, head: HeadSpec) -> Graph:
-    """The detector graph (backbone up to the last head map, plus the head) of ``cand``."""
+def candidate_graph(cand: Candidate, space: SearchSpace, head: "HeadSpec | ClassifierHead") -> Graph:
+    """The detector graph (backbone up to the last head map, plus the head) of ``cand``, or with a
+    :class:`~tinydet.nas.space.ClassifierHead` the classifier's (all blocks, pool, fc)."""
+    from dataclasses import replace
+
+    if isinstance(head, ClassifierHead):
+        spec = replace(cand.to_spec(space), num_classes=head.num_classes)
+        return lower(spec, cand.resolution, classifier=True)
     return lower(cand.to_spec(space), cand.resolution, head=head)
 
 

@@ -32,6 +32,14 @@ class StageSpace:
 
 
 @dataclass(frozen=True)
+class ClassifierHead:
+    """The end of a classification network in the search (``task: classify``): global average
+    pool + fully connected to ``num_classes`` (where a detector has its :class:`HeadSpec`)."""
+
+    num_classes: int
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """Macro structure and the choices of every searchable dimension.
 

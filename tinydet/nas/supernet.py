@@ -13,6 +13,10 @@ largest expand ratio, widest width multiplier). A candidate runs a slice of it:
 Module paths mirror :class:`tinydet.arch.modules.Network` (``blocks.<slot>.expand.conv``), and
 :func:`extract` copies a candidate's slices into a standalone ``tinydet.arch.build(spec, head)``
 network that computes exactly what the supernet computes for that candidate.
+
+The supernet ends in a detection head (:class:`~tinydet.arch.spec.HeadSpec`) or, for ``task:
+classify``, in a classifier (:class:`~tinydet.nas.space.ClassifierHead`: global average pool +
+fully connected over the first ``c`` inputs, the candidate's last block width).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from torch import nn
 
 from tinydet.arch.modules import Network, build
 from tinydet.arch.spec import ArchSpec, HeadSpec
-from tinydet.nas.space import Candidate, SearchSpace
+from tinydet.nas.space import Candidate, ClassifierHead, SearchSpace
 
 
 class ElasticConvBN(nn.Module):
@@ -95,11 +99,24 @@ class ElasticHead(nn.Module):
         self.out = ElasticConvBN(head.channels, head.out_channels, act=False, bn=False)
 
 
-class Supernet(nn.Module):
-    """The largest network of ``space`` with a detection ``head``; ``forward(x, cand)`` runs the
-    sub-network ``cand`` and returns the raw head maps like :class:`tinydet.arch.modules.Network`."""
+class ElasticClassifier(nn.Module):
+    """Global average pool + fully connected at the largest input width; runs on the first ``c`` inputs."""
 
-    def __init__(self, space: SearchSpace, head: HeadSpec):
+    def __init__(self, c_in: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return F.linear(pooled, self.fc.weight[:, :x.shape[1]], self.fc.bias)
+
+
+class Supernet(nn.Module):
+    """The largest network of ``space`` with a detection ``head`` (or a :class:`ClassifierHead`);
+    ``forward(x, cand)`` runs the sub-network ``cand`` and returns the raw head maps (or
+    ``[logits]``) like :class:`tinydet.arch.modules.Network`."""
+
+    def __init__(self, space: SearchSpace, head: "HeadSpec | ClassifierHead"):
         super().__init__()
         self.space = space
         self.head_spec = head
@@ -110,7 +127,12 @@ class Supernet(nn.Module):
             blocks.append(ElasticBlock(b.type, spec.in_channels_of(i), spec.channels(i), spec.hidden_channels(i),
                                        b.kernel, b.stride))
         self.blocks = nn.ModuleList(blocks)
-        self.heads = nn.ModuleList([ElasticHead(spec.channels(i), head) for i in spec.head_from])
+        self.is_classifier = isinstance(head, ClassifierHead)
+        if self.is_classifier:
+            self.heads = None
+            self.classifier = ElasticClassifier(spec.channels(len(spec.blocks) - 1), head.num_classes)
+        else:
+            self.heads = nn.ModuleList([ElasticHead(spec.channels(i), head) for i in spec.head_from])
         _init_like_network(self)
 
     def forward(self, x: torch.Tensor, cand: Candidate) -> list[torch.Tensor]:
@@ -127,11 +149,13 @@ class Supernet(nn.Module):
                 y = block.dw(y, spec.hidden_channels(i), b.kernel)
                 y = block.project(y, c_out)
                 x = x + y if spec.has_residual(i) else y
-            if i in spec.head_from:
+            if not self.is_classifier and i in spec.head_from:
                 h = self.heads[spec.head_from.index(i)]
                 y = h.dw(x, c_out)
                 y = h.pw(y, self.head_spec.channels)
                 outs.append(h.out(y, self.head_spec.out_channels))
+        if self.is_classifier:
+            outs.append(self.classifier(x))
         return outs
 
     def elastic_layers(self) -> Iterator[ElasticConvBN]:
@@ -170,9 +194,15 @@ def sandwich(space: SearchSpace, rng: random.Random, n_random: int = 2) -> list[
 def extract(supernet: Supernet, cand: Candidate, name: str = "searched") -> Network:
     """A standalone ``tinydet.arch.build(spec, head)`` network with ``cand``'s weights and
     BatchNorm statistics copied out of ``supernet`` (same outputs in eval mode)."""
+    from dataclasses import replace
+
     space = supernet.space
     spec: ArchSpec = cand.to_spec(space, name)
-    net = build(spec, head=supernet.head_spec)
+    if supernet.is_classifier:
+        spec = replace(spec, num_classes=supernet.head_spec.num_classes)
+        net = Network(spec, classifier=True)
+    else:
+        net = build(spec, head=supernet.head_spec)
     slots = space.slot_of(cand.depths)
     for i, (b, slot) in enumerate(zip(spec.blocks, slots)):
         src, dst = supernet.blocks[slot], net.blocks[i]
@@ -185,6 +215,11 @@ def extract(supernet: Supernet, cand: Candidate, name: str = "searched") -> Netw
             _copy(src.expand, dst.expand, c_in, hidden, 1)
         _copy(src.dw, dst.dw, hidden, hidden, kernel)
         _copy(src.project, dst.project, hidden, c_out, 1)
+    if supernet.is_classifier:
+        c = spec.channels(len(spec.blocks) - 1)
+        net.classifier.fc.weight.copy_(supernet.classifier.fc.weight[:, :c])
+        net.classifier.fc.bias.copy_(supernet.classifier.fc.bias)
+        return net
     for j, i in enumerate(spec.head_from):
         src, dst, c = supernet.heads[j], net.heads[j], spec.channels(i)
         _copy(src.dw, dst.dw, c, c, supernet.head_spec.kernel)

@@ -4,6 +4,11 @@ under SRAM / Flash / MAC-overhead budgets, and the result folder.
 Writes ``OUT/best_arch.yaml`` (a spec for ``model.arch``), ``schedule.json`` (grid, split, peaks),
 ``pareto.json``, ``pareto.png``, ``state.json`` (resumable), ``supernet.ckpt`` and
 ``best_subnet.pt``, each atomically.
+
+``task: detect`` scores candidates by val map50 (detection supernet); ``task: classify`` by val
+top-1 (a classifier supernet on an ImageFolder / VWW set; the budgets count the pool + fc).
+The supernet trains with the config's ``train.accelerator / devices / strategy / num_nodes``
+(Lightning DDP); under DDP every process trains, and only rank 0 searches and writes.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     from tinydet.nas.constraints import Budget, LatencyTable, evaluate_constraints
     from tinydet.nas.estimator import SubnetEvaluator, load_supernet, save_supernet, scaled_anchors, train_supernet
     from tinydet.nas.evolution import Evolution, EvolutionConfig
-    from tinydet.nas.space import space_from_config
+    from tinydet.nas.space import ClassifierHead, space_from_config
     from tinydet.nas.supernet import Supernet, extract
     from tinydet.schedule import MemoryRules
     from tinydet.config import load_config, to_dict
@@ -41,8 +46,10 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     if budget.max_overhead < 0:
         raise TinydetError(f"--max-overhead: expected a number >= 0, got {budget.max_overhead}")
     latency = LatencyTable.load(latency_table) if latency_table else None
-    anchors = cfg["model"]["anchors"]
-    if len(anchors) != len(space.head_stages):
+    classify = cfg["task"] == "classify"
+    figure = "val_top1" if classify else "val_map50"
+    anchors = None if classify else cfg["model"]["anchors"]
+    if not classify and len(anchors) != len(space.head_stages):
         raise TinydetError(f"{source}: model.anchors: the search space has {len(space.head_stages)} head scales "
                            f"(search.head_stages), got anchors for {len(anchors)}")
     from tinydet.arch.graph import parse_resolution
@@ -53,12 +60,19 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     base_res = base_res[0]
     train_cfg = cfg["train"]
     seed = int(s["seed"])
-    dm = DetectionDataModule(cfg["data"], max(space.resolutions), batch_size=int(train_cfg["batch_size"]),
-                             num_workers=int(train_cfg["num_workers"]), seed=seed, source=source)
+    if classify:
+        from tinydet.data.datamodule import ClassificationDataModule
+
+        dm = ClassificationDataModule(cfg["data"], max(space.resolutions), batch_size=int(train_cfg["batch_size"]),
+                                      num_workers=int(train_cfg["num_workers"]), seed=seed, source=source)
+        head = ClassifierHead(num_classes=len(dm.class_names))
+    else:
+        dm = DetectionDataModule(cfg["data"], max(space.resolutions), batch_size=int(train_cfg["batch_size"]),
+                                 num_workers=int(train_cfg["num_workers"]), seed=seed, source=source)
+        head_cfg = cfg["model"]["head"]
+        head = HeadSpec(num_classes=len(dm.class_names), num_anchors=int(head_cfg["num_anchors"]),
+                        channels=int(head_cfg["channels"]), kernel=int(head_cfg["kernel"]))
     class_names = dm.class_names
-    head_cfg = cfg["model"]["head"]
-    head = HeadSpec(num_classes=len(class_names), num_anchors=int(head_cfg["num_anchors"]),
-                    channels=int(head_cfg["channels"]), kernel=int(head_cfg["kernel"]))
     rules = MemoryRules()
     evo_cfg = EvolutionConfig(population=int(s["population"]), generations=int(s["generations"]),
                               mutation_prob=float(s["mutation_prob"]), crossover_prob=float(s["crossover_prob"]),
@@ -71,7 +85,7 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     if out.exists() and not out.is_dir():
         raise TinydetError(f"--out {out}: expected a folder, but it is a file")
     out.mkdir(parents=True, exist_ok=True)
-    supernet_meta = {"space": space.to_dict(), "head": asdict(head),
+    supernet_meta = {"task": cfg["task"], "space": space.to_dict(), "head": asdict(head),
                      "data": to_dict(cfg["data"]), "train": to_dict(train_cfg), "anchors": to_dict(anchors),
                      "base_resolution": base_res, "epochs": int(s["supernet_epochs"]), "seed": seed,
                      "n_random": int(s.get("n_random", 2)), "max_steps": int(s.get("supernet_max_steps", -1))}
@@ -92,14 +106,23 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     ckpt = out / "supernet.ckpt"
     if not (resume and load_supernet(supernet, ckpt, supernet_meta)):
         dm.setup("fit")
-        train_supernet(supernet, dm, anchors, base_res, len(class_names), to_dict(train_cfg),
-                       epochs=supernet_meta["epochs"], seed=seed, n_random=supernet_meta["n_random"],
-                       max_steps=supernet_meta["max_steps"], progress=progress)
-        save_supernet(supernet, ckpt, supernet_meta)
-    evaluator = SubnetEvaluator(supernet, cfg["data"], anchors, base_res, evaluator_cfg["eval"],
-                                recal_batches=evaluator_cfg["recal_batches"],
-                                batch_size=int(train_cfg["batch_size"]), seed=seed, source=source,
-                                max_val_images=evaluator_cfg["max_val_images"])
+        trained = train_supernet(supernet, dm, anchors, base_res, len(class_names), to_dict(train_cfg),
+                                 epochs=supernet_meta["epochs"], seed=seed, n_random=supernet_meta["n_random"],
+                                 max_steps=supernet_meta["max_steps"], progress=progress)
+        if trained["global_rank"] != 0:
+            return None  # DDP: the other processes only trained; rank 0 searches and writes
+        save_supernet(supernet, ckpt, supernet_meta, trained)
+    if classify:
+        from tinydet.nas.estimator import SubnetClassifyEvaluator
+
+        evaluator = SubnetClassifyEvaluator(supernet, cfg["data"], recal_batches=evaluator_cfg["recal_batches"],
+                                            batch_size=int(train_cfg["batch_size"]), seed=seed, source=source,
+                                            max_val_images=evaluator_cfg["max_val_images"])
+    else:
+        evaluator = SubnetEvaluator(supernet, cfg["data"], anchors, base_res, evaluator_cfg["eval"],
+                                    recal_batches=evaluator_cfg["recal_batches"],
+                                    batch_size=int(train_cfg["batch_size"]), seed=seed, source=source,
+                                    max_val_images=evaluator_cfg["max_val_images"])
     evo.score = evaluator
     result = evo.run(resume=resume, stop_after=stop_after)
 
@@ -113,8 +136,8 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     extracted = extract(supernet, best, name)
     atomic_torch_save({"spec": spec.to_dict(), "head": asdict(head), "state_dict": extracted.state_dict()},
                       out / "best_subnet.pt")
-    anchors_at_res = [[[round(v, 2) for v in a] for a in scale]
-                      for scale in scaled_anchors(anchors, best.resolution, base_res).tolist()]
+    anchors_at_res = None if classify else [[[round(v, 2) for v in a] for a in scale]
+                                            for scale in scaled_anchors(anchors, best.resolution, base_res).tolist()]
     schedule = {
         "version": 1, "arch": str(arch_path), "resolution": [best.resolution, best.resolution],
         "grid": [best.grid, best.grid], "split": best.split, "mode": "patch" if best.grid > 1 else "layer",
@@ -126,25 +149,27 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
         "candidate": best.to_dict(),
     }
     atomic_write_json(out / "schedule.json", schedule)
-    pareto = [{"val_map50": p["score"], "peak_sram": p["peak_sram"], "candidate": p["candidate"],
+    pareto = [{figure: p["score"], "peak_sram": p["peak_sram"], "candidate": p["candidate"],
                **{k: p["metrics"][k] for k in ("flash_bytes", "macs", "mac_overhead", "latency")}}
               for p in result["pareto"]]
     atomic_write_json(out / "pareto.json", {"budget": vars(budget), "front": pareto,
                                             "evaluated": len(result["evaluated"]), "history": result["history"]})
-    plot_pareto(result["evaluated"], result["pareto"], budget.sram, best, out / "pareto.png")
+    plot_pareto(result["evaluated"], result["pareto"], budget.sram, best, out / "pareto.png",
+                "val top-1 (supernet)" if classify else "val mAP@0.5 (supernet)")
     return {
         "arch": str(arch_path), "out": str(out), "resolution": best.resolution, "grid": [best.grid, best.grid],
         "split": best.split, "peak_sram_patch": metrics["peak_sram"],
         "peak_sram_per_layer": metrics["peak_sram_per_layer"], "flash_bytes": metrics["flash_bytes"],
         "macs": metrics["macs"], "mac_overhead": metrics["mac_overhead"], "latency": metrics["latency"],
-        "latency_unit": metrics["latency_unit"], "val_map50": result["best_score"],
+        "latency_unit": metrics["latency_unit"], "task": cfg["task"], figure: result["best_score"],
         "sram_budget": budget.sram, "flash_budget": budget.flash, "anchors": anchors_at_res,
         "evaluated": len(result["evaluated"]), "generations": result["generation"],
         "pareto_size": len(pareto), "candidate": best.to_dict(),
     }
 
 
-def plot_pareto(evaluated: list[dict], front: list[dict], sram_budget: int, best: Any, path: Path) -> None:
+def plot_pareto(evaluated: list[dict], front: list[dict], sram_budget: int, best: Any, path: Path,
+                ylabel: str = "val mAP@0.5 (supernet)") -> None:
     """Accuracy vs peak SRAM of every evaluated candidate, the Pareto front and the budget line."""
     import matplotlib
 
@@ -163,7 +188,7 @@ def plot_pareto(evaluated: list[dict], front: list[dict], sram_budget: int, best
                    zorder=5, label="chosen")
     ax.axvline(sram_budget / 1024, ls="--", c="tab:red", label=f"SRAM budget {sram_budget / 1024:g} kB")
     ax.set_xlabel("peak SRAM (kB, patch-based)")
-    ax.set_ylabel("val mAP@0.5 (supernet)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
