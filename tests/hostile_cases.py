@@ -72,6 +72,14 @@ class Assets:
     def _build_voc(self) -> Path:
         return make_voc(self.root / "voc")
 
+    def _build_ckpt(self) -> Path:
+        """A two-step training run of the tiny config (classes circle, square, triangle, star, cross)."""
+        from tinydet.config import load_config
+        from tinydet.train.run import train
+
+        cfg = tiny_config(self.root, self.get("voc"), self.root / "runs", max_steps=2)
+        return Path(train(load_config(cfg))["last_ckpt"])
+
     def _build_wider(self) -> Path:
         from tinydet.data.synth import synth_wider
 
@@ -99,6 +107,13 @@ class Workspace:
         target = self.dir / "wider"
         if not target.exists():
             shutil.copytree(self.assets.get("wider"), target)
+        return target
+
+    @property
+    def ckpt(self) -> Path:
+        target = self.dir / "model.ckpt"
+        if not target.exists():
+            shutil.copyfile(self.assets.get("ckpt"), target)
         return target
 
     @property
@@ -259,6 +274,26 @@ def write_bytes(relpath: str, data: bytes) -> Callable[[Workspace], None]:
     return prepare
 
 
+TINY_CLASSES = ["circle", "square", "triangle", "star", "cross"]
+
+
+def same_map_as_checkpoint_order(outcome: Outcome, ws: Workspace) -> None:
+    """A config listing the checkpoint's classes in another order scores exactly as the
+    checkpoint's own order, and says it remapped."""
+    import json
+
+    from tinydet.config import load_config
+    from tinydet.pipeline.eval import evaluate_model
+
+    assert outcome.code == 0, outcome.stderr
+    assert re.search(r"tinydet: note: .*tiny\.yaml: data\.classes lists the classes of checkpoint .* in another "
+                     r"order; scoring by name", outcome.stderr), outcome.stderr
+    result = json.loads(outcome.stdout)
+    own_order = load_config(ws.config, [f"data.classes={json.dumps(TINY_CLASSES)}"])
+    truth = evaluate_model(own_order, ckpt=str(ws.ckpt))
+    assert result["map50"] == truth["map50"] and result["per_class"] == truth["per_class"]
+
+
 def exit_ok(outcome: Outcome, ws: Workspace) -> None:
     assert outcome.code == 0, outcome.stderr
     assert "Traceback" not in outcome.stderr
@@ -325,6 +360,14 @@ CASES: list[Case] = [
          error=r"4_Dancing_dancing_4_4\.txt: WIDER prediction file is not UTF-8 text \(byte 0", one_line=False),
     Case("coco-dets-not-utf8", "17.11", ("eval", "--dets", "{dir}/r.json", "--data", "{voc}", "--json"),
          prepare=write_bytes("r.json", NOT_UTF8), error=r"r\.json: COCO results file is not UTF-8 text", one_line=False),
+    # ---- the checkpoint's classes are the truth (17.7)
+    Case("eval-config-classes-reordered", "17.7", ("eval", "-c", "{config}", "--ckpt", "{ckpt}", "--json"),
+         prepare=lambda ws: (ws.ckpt, ws.write_config(data={"classes": TINY_CLASSES[::-1]})),
+         accept=same_map_as_checkpoint_order),
+    Case("eval-config-classes-differ", "17.7", ("eval", "-c", "{config}", "--ckpt", "{ckpt}", "--json"),
+         prepare=lambda ws: (ws.ckpt, ws.write_config(data={"classes": TINY_CLASSES[:4] + ["hexagon"]})),
+         error=r"tiny\.yaml: data\.classes \['circle', 'square', 'triangle', 'star', 'hexagon'\] are not the classes "
+               r"\['circle', 'square', 'triangle', 'star', 'cross'\] of checkpoint .*model\.ckpt", one_line=False),
     # ---- command line (17.12)
     Case("deploy-timeout-negative", "17.12", ("deploy", "{dir}", "--timeout", "-1"),
          error=r"argument --timeout: expected a number of seconds > 0, got '-1'", one_line=False),

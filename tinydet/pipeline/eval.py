@@ -3,10 +3,11 @@ then the scorers of :mod:`tinydet.eval` (VOC devkit, pycocotools, WIDER Face).
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from tinydet.errors import TinydetError
 
@@ -345,6 +346,37 @@ def save_detections(path: str, fmt: str, detections: Any, records: list, classes
     _log(f"detections written to {path}")
 
 
+def model_class_names(runner: Any, export: str | None) -> list[str] | None:
+    """The class names the model was trained with: the checkpoint's, or the export folder's
+    ``schedule.json: detector.class_names``; None when unknown (a bare ONNX file, an export
+    without detector metadata or with placeholder names)."""
+    names = getattr(getattr(runner, "model", None), "class_names", None)
+    if names is None and export is not None:
+        from tinydet.export.schedule_file import load_export
+
+        detector = load_export(export, verify=False).schedule.get("detector") or {}
+        names = detector.get("class_names")
+    if not names or all(n == f"class{i}" for i, n in enumerate(names)):
+        return None
+    return list(names)
+
+
+def reconcile_classes(model_names: Sequence[str], config_names: Sequence[str], model_what: str,
+                      config_what: str) -> list[str]:
+    """The class order to score in: the model's (its labels index its own names). A config listing
+    the same names in another order is remapped by name, with a note on stderr; a config with other
+    names is a one-line error listing both."""
+    model_names, config_names = list(model_names), list(config_names)
+    if model_names == config_names:
+        return model_names
+    if set(model_names) != set(config_names) or len(model_names) != len(config_names):
+        raise TinydetError(f"{config_what}: data.classes {config_names} are not the classes {model_names} of "
+                           f"{model_what}; evaluate with the data set the model was trained on")
+    print(f"tinydet: note: {config_what}: data.classes lists the classes of {model_what} in another order; "
+          f"scoring by name in the model's order {model_names}", file=sys.stderr)
+    return model_names
+
+
 def evaluate_model(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None, export: str | None = None,
                    int8: bool = False, patched: bool = False, split: str | None = None,
                    save_dets: str | None = None, engine: str = "reference") -> dict:
@@ -362,6 +394,14 @@ def evaluate_model(cfg: Any, *, ckpt: str | None = None, onnx: str | None = None
     data_cfg = resolve_data_cfg(to_dict(cfg["data"]), getattr(cfg, "source", None))
     runner, source = model_runner(cfg, ckpt=ckpt, onnx=onnx, export=export, int8=int8, patched=patched,
                                   engine=engine)
+    names = model_class_names(runner, export)
+    if names is not None:  # the model's classes are the truth: ground-truth labels follow its order
+        order = reconcile_classes(names, data_cfg["classes"], f"checkpoint {ckpt}" if ckpt else f"export {export}",
+                                  str(getattr(cfg, "source", "config")))
+        if order != list(data_cfg["classes"]):
+            cfg = copy.deepcopy(cfg)
+            cfg["data"]["classes"] = order
+            data_cfg = dict(data_cfg, classes=order)
     firmware = runner if isinstance(runner, FirmwareRunner) else None
     _log(f"predicting {data_cfg['format']} split '{split}' with {source}" +
          (f" on {firmware.target} ({firmware.mode}-mode firmware)" if firmware else ""))
