@@ -14,11 +14,17 @@ at ``--conf``, after inference); and, on the same layers (layer-mode shapes,
 the model's weights, random int8 inputs), the instructions of the bundled kernels
 (arm_convolve_wrapper_s8 / arm_depthwise_conv_wrapper_s8) against the runtime's straightforward
 ``ref_`` C loops (deploy/runtime/src/ref_kernels.c), with their ratio.
+
+With ``--cmsis-nn-root`` (default ``$CMSIS_NN_ROOT``) the same command also builds and runs the same
+firmware against ARM's CMSIS-NN sources (both modes, ``arm_patch`` / ``arm_layer``) and prints the
+peer ratios ``arm_over_bundled`` (ARM's instructions per inference / the bundled kernels'); the
+ARM build keeps tinydet's in-place depthwise (ARM has none) and the runtime's own steps.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -119,6 +125,8 @@ def main() -> None:
     p.add_argument("--work", default=str(REPO / "build" / "bench_deploy"))
     p.add_argument("--images", type=int, default=1)
     p.add_argument("--conf", type=float, default=0.001, help="decode threshold (default 0.001, the demo's eval conf)")
+    p.add_argument("--cmsis-nn-root", default=os.environ.get("CMSIS_NN_ROOT"),
+                   help="also build against ARM's CMSIS-NN in this source tree (default $CMSIS_NN_ROOT)")
     args = p.parse_args()
     from tinydet.deploy import deploy
 
@@ -130,13 +138,27 @@ def main() -> None:
               "weights": "trained" if args.export else "random (shapes of " + Path(args.config).name + ")"}
     sched = json.loads((export / "schedule.json").read_text())
     result.update(arch=sched["arch"]["name"], input=sched["input"]["shape"], grid=sched["grid"], split=sched["split"])
-    for mode in ("patch", "layer"):
-        r = deploy(export, "qemu-mps2-an500", work / mode, mode=mode, run=True, validate=True, images=args.images,
-                   timeout_s=580, conf=args.conf)
-        result[mode] = {k: r[k] for k in ("flash_bytes", "sram_arena_bytes", "planned_peak_bytes", "sram_static_bytes",
-                                          "scratch_bytes", "stack_bytes", "instructions_per_inference",
-                                          "instructions_per_mac", "instructions_decode", "detections_per_image",
-                                          "outputs_bit_exact_vs_reference", "detections_match_fraction_vs_python_decode")}
+    keys = ("flash_bytes", "sram_arena_bytes", "planned_peak_bytes", "sram_static_bytes", "scratch_bytes",
+            "stack_bytes", "instructions_per_inference", "instructions_per_mac", "instructions_decode",
+            "detections_per_image", "outputs_bit_exact_vs_reference", "detections_match_fraction_vs_python_decode")
+    builds = [("", None)] + ([("arm_", args.cmsis_nn_root)] if args.cmsis_nn_root else [])
+    saved = os.environ.pop("CMSIS_NN_ROOT", None)
+    try:
+        for prefix, root in builds:
+            if root:
+                os.environ["CMSIS_NN_ROOT"] = root  # tinydet.deploy.build reads it when compiling
+            for mode in ("patch", "layer"):
+                r = deploy(export, "qemu-mps2-an500", work / (prefix + mode), mode=mode, run=True, validate=True,
+                           images=args.images, timeout_s=580, conf=args.conf)
+                result[prefix + mode] = {k: r[k] for k in keys}
+            os.environ.pop("CMSIS_NN_ROOT", None)
+    finally:
+        if saved is not None:
+            os.environ["CMSIS_NN_ROOT"] = saved
+    if args.cmsis_nn_root:
+        result["arm_over_bundled"] = {
+            mode: round(result["arm_" + mode]["instructions_per_inference"] / result[mode]["instructions_per_inference"],
+                        3) for mode in ("patch", "layer")}
     result["arena_saved_bytes"] = result["layer"]["sram_arena_bytes"] - result["patch"]["sram_arena_bytes"]
     result["patch_instruction_overhead"] = round(
         result["patch"]["instructions_per_inference"] / result["layer"]["instructions_per_inference"] - 1, 4)
