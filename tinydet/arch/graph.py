@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from tinydet.arch.spec import ArchSpec, HeadSpec
+from tinydet.arch.spec import ArchSpec, HeadSpec, NeckNode, neck_order
 from tinydet.errors import TinydetError
 from tinydet.geometry import conv_out_size
 
@@ -49,13 +49,16 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Op:
-    """One layer. ``kind`` is conv | dwconv | gap | fc. ``add`` names a tensor added to the output
-    (the inverted-residual shortcut, fused into the projection conv)."""
+    """One layer. ``kind`` is conv | dwconv | gap | fc, or a neck op without weights: upsample
+    (nearest x2), maxpool (2x2 stride 2), add (element-wise sum of ``inputs``), concat (channels of
+    ``inputs`` in order). ``add`` names a tensor added to the output (the inverted-residual
+    shortcut, fused into the projection conv). ``in_shape`` is the first input's shape."""
 
     name: str
     kind: str
-    role: str  # norm (input normalisation), conv, expand, dw, project, head_dw, head_pw, head_out, gap, fc
-    block: int  # backbone block index; -1 for head and classifier ops
+    role: str  # norm (input normalisation), conv, expand, dw, project, head_expand, head_dw, head_pw,
+    # head_out, gap, fc; in the neck: neck_conv, neck_expand, neck_dw, neck_project, upsample, maxpool, add, concat
+    block: int  # backbone block index; -1 for neck, head and classifier ops
     inputs: tuple[str, ...]
     output: str
     in_shape: Shape
@@ -87,6 +90,9 @@ class Op:
         if self.kind == "fc":
             return c_in * c_out
         return 0
+
+
+WEIGHTLESS_KINDS = ("upsample", "maxpool", "add", "concat", "gap")  # ops without weights
 
 
 @dataclass
@@ -126,14 +132,19 @@ def lower(spec: ArchSpec, resolution: "int | str | Sequence[int]", head: HeadSpe
           classifier: bool | None = None) -> Graph:
     """Flatten ``spec`` at ``resolution``.
 
-    With ``head`` the graph is the detector (blocks up to the last ``head_from`` map, one head per
-    map, run right after the block that makes it). Otherwise, when the spec has a classifier and
-    ``classifier`` is not False, the whole classification network; else the backbone alone.
+    With ``head`` the graph is the detector (blocks up to the last ``head_from`` map, then the
+    neck if the spec has one, one head per scale, run right after the op that makes its input).
+    Otherwise, when the spec has a classifier and ``classifier`` is not False, the whole
+    classification network; else the backbone alone (with its neck, whose outputs it returns).
+    The spec's :class:`HeadLayout`, when it has one, sets the head's form over ``head``'s.
     """
     h, w = parse_resolution(resolution)
     if head is not None and not spec.head_from:
         raise TinydetError(f"arch {spec.name}: head_from is empty, so no head can be attached")
+    if head is not None and spec.head is not None:
+        head = spec.head.apply(head)
     mode = "detector" if head is not None else ("classifier" if spec.num_classes and classifier is not False else "backbone")
+    neck = spec.neck if mode != "classifier" else None
     last_block = max(spec.head_from) if mode == "detector" else len(spec.blocks) - 1
     stride = 1
     for block in spec.blocks[: last_block + 1]:
@@ -146,20 +157,62 @@ def lower(spec: ArchSpec, resolution: "int | str | Sequence[int]", head: HeadSpe
     ops: list[Op] = []
 
     def add_op(name, kind, role, block, src, c_out, kernel=1, stride=1, groups=1, act="relu6", add=None, bias=False):
-        c_in, hi, wi = tensors[src].shape
+        srcs = (src,) if isinstance(src, str) else tuple(src)
+        c_in, hi, wi = tensors[srcs[0]].shape
         pad = (kernel - 1) // 2 if kind in ("conv", "dwconv") else 0
         if kind == "gap":
             out = (c_in, 1, 1)
         elif kind == "fc":
             out = (c_out, 1, 1)
-        else:
+        elif kind == "upsample":
+            out = (c_in, 2 * hi, 2 * wi)
+        elif kind in ("add", "concat"):
+            out = (c_in if kind == "add" else sum(tensors[t].shape[0] for t in srcs), hi, wi)
+        else:  # conv, dwconv, maxpool (kernel 2, stride 2, no padding: floor like PyTorch and TFLite VALID)
             out = (c_out, conv_out_size(hi, kernel, stride, pad, pad), conv_out_size(wi, kernel, stride, pad, pad))
         tensors[name] = Tensor(name, out)
-        ops.append(Op(name, kind, role, block, (src,), name, (c_in, hi, wi), out, kernel, stride, pad,
+        ops.append(Op(name, kind, role, block, srcs, name, (c_in, hi, wi), out, kernel, stride, pad,
                       groups, act, add, bias))
         return name
 
-    outputs: list[str] = []
+    def add_head(j: int, x: str) -> None:
+        c_in = tensors[x].shape[0]
+        if head.template == "expand":
+            x = add_op(f"heads.{j}.expand", "conv", "head_expand", -1, x, head.expand[j])
+            c_in = head.expand[j]
+        y = add_op(f"heads.{j}.dw", "dwconv", "head_dw", -1, x, c_in, head.kernel, 1, groups=c_in)
+        y = add_op(f"heads.{j}.pw", "conv", "head_pw", -1, y, head.channels_at(j))
+        y = add_op(f"heads.{j}.out", "conv", "head_out", -1, y, head.out_channels, act="none", bias=True)
+        outputs[j] = y
+
+    def add_neck_node(node: NeckNode, feature: dict[str, str]) -> str:
+        prefix = f"neck.{node.name}"
+        srcs = [feature[i] for i in node.inputs]
+        if node.type == "conv":
+            return add_op(prefix, "conv", "neck_conv", -1, srcs[0], spec.neck_channels(node), node.kernel, act=node.act)
+        if node.type == "mbconv":
+            x, c_in = srcs[0], tensors[srcs[0]].shape[0]
+            c_out = spec.neck_channels(node)
+            hidden = int(round(c_in * node.expand))
+            shortcut = x if c_in == c_out and node.residual is not False else None
+            if node.expand != 1:
+                x = add_op(f"{prefix}.expand", "conv", "neck_expand", -1, x, hidden)
+            x = add_op(f"{prefix}.dw", "dwconv", "neck_dw", -1, x, hidden, node.kernel, 1, groups=hidden)
+            return add_op(f"{prefix}.project", "conv", "neck_project", -1, x, c_out, act="none", add=shortcut)
+        if node.type == "maxpool":
+            return add_op(prefix, "maxpool", "maxpool", -1, srcs[0], tensors[srcs[0]].shape[0], 2, 2, act="none")
+        if node.type in ("add", "concat"):
+            shapes = [tensors[t].shape for t in srcs]
+            sizes = {s[1:] for s in shapes}
+            if len(sizes) > 1 or (node.type == "add" and len(set(shapes)) > 1):
+                listed = ", ".join(f"{i} {'x'.join(map(str, s))}" for i, s in zip(node.inputs, shapes))
+                raise TinydetError(f"neck node '{node.name}' ({node.type}): input shapes differ at resolution {h}x{w} "
+                                   f"({listed}, C x H x W); expected a resolution divisible by the total stride "
+                                   f"{spec.total_stride}")
+        return add_op(prefix, node.type, node.type, -1, srcs, 0, act="none")
+
+    scales = spec.num_scales if mode != "classifier" else 0
+    outputs: list = [None] * scales
     x = "input"
     for i, block in enumerate(spec.blocks[: last_block + 1]):
         c_out = spec.channels(i)
@@ -179,16 +232,25 @@ def lower(spec: ArchSpec, resolution: "int | str | Sequence[int]", head: HeadSpe
                 x = add_op(f"{prefix}.expand", "conv", "expand", i, x, hidden)
             x = add_op(f"{prefix}.dw", "dwconv", "dw", i, x, hidden, block.kernel, block.stride, groups=hidden)
             x = add_op(f"{prefix}.project", "conv", "project", i, x, c_out, act="none", add=shortcut)
-        if mode == "detector" and i in spec.head_from:
-            j = spec.head_from.index(i)
-            y = add_op(f"heads.{j}.dw", "dwconv", "head_dw", -1, x, c_out, head.kernel, 1, groups=c_out)
-            y = add_op(f"heads.{j}.pw", "conv", "head_pw", -1, y, head.channels)
-            y = add_op(f"heads.{j}.out", "conv", "head_out", -1, y, head.out_channels, act="none", bias=True)
-            outputs.append(y)
+        if mode == "detector" and neck is None and i in spec.head_from:
+            add_head(spec.head_from.index(i), x)
+    if neck is not None:
+        feature = {name: ops[graph_block_last(ops, b)].output for name, b in spec.taps.items() if b <= last_block}
+        for node in neck_order(neck, feature):
+            feature[node.name] = add_neck_node(node, feature)
+            if mode == "detector" and node.name in neck.outputs:
+                add_head(neck.outputs.index(node.name), feature[node.name])
+        if mode == "backbone":
+            outputs = [feature[name] for name in neck.outputs]
     if mode == "classifier":
         x = add_op("classifier.pool", "gap", "gap", -1, x, 0, act="none")
         x = add_op("classifier.fc", "fc", "fc", -1, x, spec.num_classes, act="none", bias=True)
         outputs.append(x)
-    elif mode == "backbone":
+    elif mode == "backbone" and neck is None:
         outputs = [f"blocks.{i}.{'conv' if spec.blocks[i].type == 'conv' else 'project'}" for i in (spec.head_from or (last_block,))]
     return Graph(spec.name, (h, w), ops, tensors, outputs, mode=mode)
+
+
+def graph_block_last(ops: Sequence[Op], block: int) -> int:
+    """Index of the last op of backbone block ``block`` in ``ops`` (its output is the block's)."""
+    return max(i for i, op in enumerate(ops) if op.block == block)

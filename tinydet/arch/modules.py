@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinydet.arch.graph import Graph, lower
-from tinydet.arch.spec import ArchSpec, HeadSpec
+from tinydet.arch.graph import Graph, Op, lower
+from tinydet.arch.spec import ArchSpec, HeadSpec, NeckNode, neck_order
 
 
 class ConvBNAct(nn.Module):
@@ -87,16 +87,67 @@ class InvertedResidual(nn.Module):
 
 
 class HeadScale(nn.Module):
-    """One scale of the YOLO-style head: depthwise kxk, 1x1 to ``channels``, 1x1 to outputs."""
+    """One scale of the YOLO-style head: [1x1 expand (template ``expand``)] -> depthwise kxk ->
+    1x1 to the scale's channels -> 1x1 to outputs."""
 
-    def __init__(self, c_in: int, head: HeadSpec, eps: float = 1e-5):
+    def __init__(self, c_in: int, head: HeadSpec, eps: float = 1e-5, scale: int = 0):
         super().__init__()
+        if head.template == "expand":
+            self.expand = ConvBNAct(c_in, head.expand[scale], eps=eps)
+            c_in = head.expand[scale]
+        channels = head.channels_at(scale)
         self.dw = ConvBNAct(c_in, c_in, head.kernel, 1, groups=c_in, eps=eps)
-        self.pw = ConvBNAct(c_in, head.channels, eps=eps)
-        self.out = ConvBNAct(head.channels, head.out_channels, act=False, bn=False)
+        self.pw = ConvBNAct(c_in, channels, eps=eps)
+        self.out = ConvBNAct(channels, head.out_channels, act=False, bn=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "expand"):
+            x = self.expand(x)
         return self.out(self.pw(self.dw(x)))
+
+
+def weightless_op(kind: str, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The neck ops without parameters (one definition for the network, the patch executor and
+    the export check): nearest x2 upsampling, 2x2 stride-2 max-pooling, sum, channel concat."""
+    if kind == "upsample":
+        return F.interpolate(inputs[0], scale_factor=2, mode="nearest")
+    if kind == "maxpool":
+        return F.max_pool2d(inputs[0], 2, 2)
+    if kind == "add":
+        out = inputs[0]
+        for t in inputs[1:]:
+            out = out + t
+        return out
+    if kind == "concat":
+        return torch.cat(list(inputs), dim=1)
+    raise ValueError(f"not a weightless neck op: {kind}")
+
+
+class Neck(nn.ModuleDict):
+    """The spec's neck: one module per conv/mbconv node, keyed by node name (``neck.<node>``, so
+    module paths equal the graph's op names); ``forward(features)`` runs every node in dependency
+    order on the named backbone taps and returns the neck's outputs in head-scale order."""
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        info = spec.feature_info()
+        # underscore names: node names start with a letter, so they never shadow these
+        self._order = neck_order(spec.neck, spec.taps)
+        self._outputs = spec.neck.outputs
+        for node in self._order:
+            c_in, c_out = info[node.inputs[0]].channels, info[node.name].channels
+            if node.type == "conv":
+                self[node.name] = ConvBNAct(c_in, c_out, node.kernel, act=node.act == "relu6", eps=spec.bn_eps)
+            elif node.type == "mbconv":
+                self[node.name] = InvertedResidual(c_in, c_out, int(round(c_in * node.expand)), node.kernel, 1,
+                                                   c_in == c_out and node.residual is not False, spec.bn_eps)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        values = dict(features)
+        for node in self._order:
+            ins = [values[i] for i in node.inputs]
+            values[node.name] = self[node.name](ins[0]) if node.name in self else weightless_op(node.type, ins)
+        return [values[name] for name in self._outputs]
 
 
 class Classifier(nn.Module):
@@ -133,8 +184,12 @@ class Network(nn.Module):
                 blocks.append(InvertedResidual(c_in, c_out, spec.hidden_channels(i), b.kernel, b.stride,
                                                spec.has_residual(i), eps))
         self.blocks = nn.ModuleList(blocks)
-        self.heads = (nn.ModuleList([HeadScale(spec.channels(i), head, spec.bn_eps) for i in spec.head_from])
-                      if head else None)
+        self.neck = Neck(spec) if spec.neck is not None and self.mode != "classifier" else None
+        if head is not None and spec.head is not None:
+            head = spec.head.apply(head)  # the arch's head layout (its graph applies it too)
+        info = spec.feature_info()
+        self.heads = (nn.ModuleList([HeadScale(info[name].channels, head, spec.bn_eps, j)
+                                     for j, name in enumerate(spec.head_inputs)]) if head else None)
         self.classifier = (Classifier(spec.channels(used - 1), spec.num_classes, spec.dropout)
                            if self.mode == "classifier" else None)
         self.taps = tuple(spec.head_from) if self.mode != "classifier" and spec.head_from else (used - 1,)
@@ -145,10 +200,19 @@ class Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
+        features: dict[str, torch.Tensor] = {}
+        names = {i: name for name, i in self.spec.taps.items()}
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if self.mode != "classifier" and i in self.taps:
+            if self.neck is not None:
+                if i in names:
+                    features[names[i]] = x
+            elif self.mode != "classifier" and i in self.taps:
                 outs.append(self.heads[self.taps.index(i)](x) if self.heads is not None else x)
+        if self.neck is not None:
+            outs = self.neck(features)
+            if self.heads is not None:
+                outs = [head(y) for head, y in zip(self.heads, outs)]
         if self.classifier is not None:
             outs.append(self.classifier(x))
         return outs

@@ -7,6 +7,8 @@ Published (the block list is a public network's, figures match its source):
   model zoo's ImageNet networks, transcribed from their net_config JSON files
   (mit-han-lab/tinyml @ e899b1b, mcunet/assets/configs/); MACs and params equal the mcunet README.
 * ``mcunet-vww1``: transcribed from the official int8 model (mit-han-lab/tinyengine assets/vww.tflite).
+* ``mcunet-person-det``: MIT's person-detection demo (backbone, neck and heads), transcribed from
+  the official int8 model (tinyengine assets/detection.tflite); 18.3M MACs at 128x160.
 
 Reconstructed (no public block-level source; the values are ours):
 
@@ -24,7 +26,7 @@ last stride-16 block and the last stride-32 block before the classifier's 1x1 mi
 from __future__ import annotations
 
 from tinydet.arch.registry import register
-from tinydet.arch.spec import ArchSpec, BlockSpec, feature_taps
+from tinydet.arch.spec import ArchSpec, BlockSpec, HeadLayout, NeckNode, NeckSpec, feature_taps
 
 # torchvision's inverted_residual_setting: expand t, channels c, repeats n, stride s
 MBV2_SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -193,3 +195,56 @@ def mcunet_zoo(name: str) -> ArchSpec:
 
 for _name in MCUNET_ZOO:
     register(_name)(lambda _name=_name: mcunet_zoo(_name))
+
+
+# ---- MIT's person-detection demo model ------------------------------------------------------
+# Transcribed from the official int8 model (mit-han-lab/tinyengine @ 47bb283 assets/detection.tflite,
+# decode parameters in assets/detection_config.json): every conv's shape, every ADD's two inputs
+# and every fused activation read from the file. Input 128x160 (HxW), preprocessing (x/255)*2-1
+# (mean 0.5, std 0.5 on the [0, 1] scale), YOLOv3 outputs at strides 8/16/32, one class (person).
+PERSON_DET_ANCHORS = (((10, 13), (16, 30), (33, 23)),       # stride 8
+                      ((30, 61), (62, 45), (59, 119)),      # stride 16
+                      ((116, 90), (156, 198), (373, 326)))  # stride 32
+PERSON_DET_RESOLUTION = (128, 160)
+
+
+def _neck(name: str, type: str, *inputs: str, **kw) -> "NeckNode":
+    return NeckNode(name=name, type=type, inputs=tuple(inputs), **kw)
+
+
+@register("mcunet-person-det")
+def mcunet_person_det() -> ArchSpec:
+    """MCUNet person-det: 10-block backbone, PAN-style neck (top-down with nearest x2 and adds,
+    bottom-up with 2x2 max-pools and adds, small inverted residuals), person-det heads."""
+    blocks = (
+        BlockSpec("conv", 16, kernel=3, stride=2),
+        BlockSpec("mbconv", 16, kernel=3, expand=1, residual=False),
+        _mb(16, 3, 2, 2), _mb(16, 3, 4, 2), _mb(16, 3, 3),   # block 4: stride8 (P3)
+        _mb(32, 3, 3, 2), BlockSpec("mbconv", 32, kernel=3, expand=6, residual=False),  # block 6: stride16 (P4)
+        _mb(48, 3, 4, 2), _mb(48, 3, 4), _mb(48, 3, 4),      # block 9: stride32 (P5)
+    )
+    neck = NeckSpec(nodes=(
+        # top-down
+        _neck("p5_lat", "conv", "stride32", out=32),
+        _neck("p5_up", "upsample", "p5_lat"),
+        _neck("p4_sum", "add", "p5_up", "stride16"),
+        _neck("p4_td", "mbconv", "p4_sum", out=32, expand=3, kernel=3),
+        _neck("p4_lat", "conv", "p4_td", out=16),
+        _neck("p4_up", "upsample", "p4_lat"),
+        _neck("p3_sum", "add", "p4_up", "stride8"),
+        _neck("n3", "mbconv", "p3_sum", out=16, expand=2, kernel=3),
+        # bottom-up
+        _neck("n3_down", "maxpool", "n3"),
+        _neck("n3_lat", "conv", "n3_down", out=32),
+        _neck("n4_sum", "add", "n3_lat", "p4_td"),
+        _neck("n4", "mbconv", "n4_sum", out=32, expand=2, kernel=3),
+        _neck("n4_down", "maxpool", "n4"),
+        _neck("n4_lat", "conv", "n4_down", out=48),
+        _neck("n5_sum", "add", "n4_lat", "stride32"),
+        _neck("n5", "mbconv", "n5_sum", out=48, expand=2, kernel=3),
+    ), outputs=("n3", "n4", "n5"))
+    head = HeadLayout(template="expand", kernel=3, expand=(64, 64, 192), channels=(48, 96, 144))
+    return ArchSpec(name="mcunet-person-det", blocks=blocks, head_from=(4, 6, 9), absolute_channels=True,
+                    input_mean=MCUNET_MEAN, input_std=MCUNET_STD, neck=neck, head=head,
+                    description="MIT MCUNet person-det demo (tinyengine assets/detection.tflite), 128x160, "
+                                "PAN-style neck, YOLOv3 heads at strides 8/16/32")

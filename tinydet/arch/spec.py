@@ -7,18 +7,27 @@ torchvision's rounding rule, or taken as written with ``absolute_channels: true`
 networks whose channel counts follow no width rule). ``bn_eps`` is the network's BatchNorm eps;
 ``input_mean``/``input_std`` the per-channel normalisation the network expects of [0, 1] images
 (the built module and every exported form apply it themselves, so inputs stay [0, 1] images).
+
+A detector may add a ``neck`` between the backbone and the head: a graph of named nodes
+(:class:`NeckNode`) that read backbone taps (``stride8``, ``stride16``, ...) or other nodes, and
+``outputs`` (one per head scale). ``head`` (:class:`HeadLayout`) fixes the head's form per scale
+as data; without it the head is today's (dw kxk -> 1x1 -> 1x1 out, sized by the config).
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from tinydet.errors import TinydetError, closest
 from tinydet.io.atomic import atomic_write_text
 
 BLOCK_TYPES = ("conv", "mbconv")
+NECK_TYPES = ("conv", "mbconv", "upsample", "maxpool", "add", "concat")
+NECK_ACTS = ("relu6", "none")
+HEAD_TEMPLATES = ("dw", "expand")  # dw kxk -> 1x1 -> out | 1x1 expand -> dw kxk -> 1x1 -> out
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -46,17 +55,94 @@ class BlockSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """YOLO-style head applied to each feature map in ``ArchSpec.head_from``: per scale a kxk
-    depthwise conv, a 1x1 conv to ``channels``, and a 1x1 conv to anchors*(5+classes) outputs."""
+    """YOLO-style head applied to each head input (``ArchSpec.head_from`` maps, or the neck's
+    outputs). Template ``dw`` (today's): per scale a kxk depthwise conv, a 1x1 conv to
+    ``channels``, and a 1x1 conv to anchors*(5+classes) outputs. Template ``expand`` (MCUNet
+    person-det): a 1x1 expand conv to ``expand[j]`` channels first. ``scale_channels`` (per
+    scale) overrides ``channels`` where given; both per-scale tuples come from a
+    :class:`HeadLayout` (:meth:`HeadLayout.apply`)."""
 
     num_classes: int
     num_anchors: int = 3
     channels: int = 64
     kernel: int = 3
+    template: str = "dw"
+    expand: tuple[int, ...] = ()
+    scale_channels: tuple[int, ...] = ()
 
     @property
     def out_channels(self) -> int:
         return self.num_anchors * (5 + self.num_classes)
+
+    def channels_at(self, scale: int) -> int:
+        """Channels of the 1x1 conv before the output conv at head scale ``scale``."""
+        return self.scale_channels[scale] if self.scale_channels else self.channels
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """The head's form as architecture data: ``template`` (``dw`` | ``expand``), the depthwise
+    ``kernel``, per scale the ``expand`` channels (template ``expand``) and the ``channels`` of
+    the 1x1 conv before the output conv. Classes and anchors stay with the dataset/config."""
+
+    template: str = "dw"
+    kernel: int = 3
+    expand: tuple[int, ...] = ()
+    channels: tuple[int, ...] = ()
+
+    def apply(self, head: "HeadSpec") -> "HeadSpec":
+        """``head`` (classes, anchors from the config) in this layout."""
+        return replace(head, template=self.template, kernel=self.kernel, expand=tuple(self.expand),
+                       scale_channels=tuple(self.channels))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"template": self.template, "kernel": self.kernel, "expand": list(self.expand),
+                "channels": list(self.channels)}
+
+
+@dataclass(frozen=True)
+class NeckNode:
+    """One neck node. ``inputs`` name backbone taps (``strideN``) or other nodes. ``conv``:
+    conv-BN-act (kernel ``kernel``, ``out`` channels, ``act`` relu6 | none); ``mbconv``: an
+    inverted residual (``expand``, ``kernel``, ``out``; shortcut when in == out unless
+    ``residual: false``); ``upsample``: nearest x2; ``maxpool``: 2x2 stride 2; ``add``:
+    element-wise sum of equal shapes; ``concat``: channel concatenation of equal sizes.
+    All convs have stride 1: resolution changes only by ``upsample`` / ``maxpool``."""
+
+    name: str
+    type: str
+    inputs: tuple[str, ...]
+    out: int = 0
+    kernel: int = 1
+    expand: int = 1
+    act: str = "relu6"
+    residual: bool | None = None
+
+
+@dataclass(frozen=True)
+class NeckSpec:
+    """Neck nodes (in any order: they run in dependency order) and the names that feed the head
+    scales, in scale order (finest first)."""
+
+    nodes: tuple[NeckNode, ...]
+    outputs: tuple[str, ...]
+
+    def node(self, name: str) -> NeckNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": [_neck_node_to_dict(n) for n in self.nodes], "outputs": list(self.outputs)}
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """Channels and total stride of a named feature (a tap or a neck node), before any resolution."""
+
+    channels: int
+    stride: int
 
 
 def feature_taps(blocks: "tuple[BlockSpec, ...] | list[BlockSpec]") -> dict[str, int]:
@@ -87,6 +173,8 @@ class ArchSpec:
     bn_eps: float = 1e-5
     input_mean: tuple[float, ...] | None = None  # per input channel, on the [0, 1] scale
     input_std: tuple[float, ...] | None = None
+    neck: NeckSpec | None = None
+    head: HeadLayout | None = None
 
     @property
     def normalized(self) -> bool:
@@ -124,6 +212,42 @@ class ArchSpec:
         """The named feature maps a head or neck can read (:func:`feature_taps`)."""
         return feature_taps(self.blocks)
 
+    def feature_info(self) -> dict[str, FeatureInfo]:
+        """Channels and stride of every tap and neck node (the neck's shapes checked on the way)."""
+        return neck_features(self)
+
+    @property
+    def head_inputs(self) -> tuple[str, ...]:
+        """Feature names the head scales read, finest first: the neck's outputs, or the taps of
+        the ``head_from`` blocks."""
+        if self.neck is not None:
+            return self.neck.outputs
+        names = {i: name for name, i in self.taps.items()}
+        return tuple(names.get(i, f"blocks.{i}") for i in self.head_from)
+
+    @property
+    def num_scales(self) -> int:
+        """Number of head scales (one anchor set and one output map each)."""
+        return len(self.neck.outputs) if self.neck is not None else len(self.head_from)
+
+    def scale_strides(self) -> list[int]:
+        """Total stride of each head scale's input, in scale order."""
+        if self.neck is None:
+            strides, stride = [], 1
+            for i, block in enumerate(self.blocks):
+                stride *= block.stride
+                if i in self.head_from:
+                    strides.append(stride)
+            return strides
+        info = self.feature_info()
+        return [info[name].stride for name in self.neck.outputs]
+
+    def neck_channels(self, node: NeckNode) -> int:
+        """Output channels of a conv/mbconv neck node after the width rule (as for blocks)."""
+        if self.absolute_channels:
+            return node.out
+        return make_divisible(node.out * self.width_mult, self.round_to)
+
     @property
     def total_stride(self) -> int:
         stride = 1
@@ -143,7 +267,24 @@ class ArchSpec:
         data["head_from"] = list(self.head_from)
         for key in ("input_mean", "input_std"):
             data[key] = list(data[key]) if data[key] is not None else None
+        # neck-free specs keep today's keys only, so their files and schedule.json stay as they were
+        for key, value in (("neck", self.neck), ("head", self.head)):
+            if value is None:
+                del data[key]
+            else:
+                data[key] = value.to_dict()
         return data
+
+
+def _neck_node_to_dict(node: NeckNode) -> dict[str, Any]:
+    """Only the fields that differ from the defaults (and ``out`` where the type has one)."""
+    defaults = NeckNode(name=node.name, type=node.type, inputs=node.inputs)
+    out: dict[str, Any] = {"name": node.name, "type": node.type, "inputs": list(node.inputs)}
+    for f in fields(NeckNode):
+        value = getattr(node, f.name)
+        if f.name not in out and value != getattr(defaults, f.name):
+            out[f.name] = value
+    return out
 
 
 def _block_to_dict(block: BlockSpec) -> dict[str, Any]:
@@ -218,6 +359,189 @@ def check_spec_values(spec: ArchSpec, source: str) -> None:
         raise TinydetError(f"{source}: dropout: expected a number in [0, 1), got {spec.dropout!r}")
 
 
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_ONE_INPUT = ("conv", "mbconv", "upsample", "maxpool")
+
+
+def neck_node_from_dict(data: Any, where: str) -> NeckNode:
+    """Parse one neck node entry (``name``, ``type``, ``inputs`` and the type's fields)."""
+    if not isinstance(data, dict):
+        raise TinydetError(f"{where}: expected a mapping with 'name', 'type' and 'inputs', got {data!r}")
+    _check_keys(data, [f.name for f in fields(NeckNode)], where)
+    for required in ("name", "type", "inputs"):
+        if required not in data:
+            raise TinydetError(f"{where}: missing required key '{required}'")
+    name = data["name"]
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name.startswith("stride"):
+        raise TinydetError(f"{where}.name: expected an identifier (a letter, then letters, digits, _) not "
+                           f"starting with 'stride' (tap names), got {name!r}")
+    where = f"{where} (node '{name}')"
+    kind = data["type"]
+    if kind not in NECK_TYPES:
+        raise TinydetError(f"{where}.type: expected one of {', '.join(NECK_TYPES)}, got {kind!r}"
+                           f"{closest(str(kind), list(NECK_TYPES))}")
+    inputs = data["inputs"]
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, (list, tuple)) or not inputs or not all(isinstance(i, str) for i in inputs):
+        raise TinydetError(f"{where}.inputs: expected a non-empty list of tap or node names, got {inputs!r}")
+    if kind in _ONE_INPUT and len(inputs) != 1:
+        raise TinydetError(f"{where}.inputs: a {kind} node reads exactly one input, got {len(inputs)}")
+    if kind in ("add", "concat") and len(inputs) < 2:
+        raise TinydetError(f"{where}.inputs: an {kind} node needs at least two inputs, got {list(inputs)}")
+    kwargs: dict[str, Any] = {"name": name, "type": kind, "inputs": tuple(inputs)}
+    has_conv = kind in ("conv", "mbconv")
+    for key in ("out", "kernel", "expand"):
+        if key in data:
+            if not has_conv or (key == "expand" and kind != "mbconv"):
+                raise TinydetError(f"{where}.{key}: a {kind} node has no '{key}'")
+            value = _typed(data[key], int, f"{where}.{key}", "a positive integer")
+            if value < 1:
+                raise TinydetError(f"{where}.{key}: expected a positive integer, got {value}")
+            kwargs[key] = value
+    if has_conv and "out" not in data:
+        raise TinydetError(f"{where}: missing required key 'out' (output channels of the {kind})")
+    if kind == "mbconv" and "kernel" not in data:
+        kwargs["kernel"] = 3
+    if kwargs.get("kernel", 1) % 2 == 0:
+        raise TinydetError(f"{where}.kernel: expected an odd kernel size, got {kwargs['kernel']}")
+    if "act" in data:
+        if kind != "conv" or data["act"] not in NECK_ACTS:
+            raise TinydetError(f"{where}.act: expected one of {', '.join(NECK_ACTS)} on a conv node, got "
+                               f"{data['act']!r} on a {kind}")
+        kwargs["act"] = data["act"]
+    if "residual" in data and data["residual"] is not None:
+        if kind != "mbconv":
+            raise TinydetError(f"{where}.residual: only an mbconv node has a shortcut")
+        kwargs["residual"] = _typed(data["residual"], bool, f"{where}.residual", "true or false")
+    return NeckNode(**kwargs)
+
+
+def neck_from_dict(data: Any, source: str) -> NeckSpec:
+    """Parse ``neck: {nodes: [...], outputs: [...]}`` (names checked; shapes by :func:`neck_features`)."""
+    where = f"{source}: neck"
+    if not isinstance(data, dict):
+        raise TinydetError(f"{where}: expected a mapping with 'nodes' and 'outputs', got {data!r}")
+    _check_keys(data, ["nodes", "outputs"], where)
+    if not isinstance(data.get("nodes"), list) or not data["nodes"]:
+        raise TinydetError(f"{where}.nodes: expected a non-empty list of neck nodes")
+    nodes = tuple(neck_node_from_dict(n, f"{where}.nodes[{i}]") for i, n in enumerate(data["nodes"]))
+    seen: set[str] = set()
+    for n in nodes:
+        if n.name in seen:
+            raise TinydetError(f"{where}: node '{n.name}' is defined twice; expected unique node names")
+        seen.add(n.name)
+    outputs = data.get("outputs")
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
+        raise TinydetError(f"{where}.outputs: expected a non-empty list of node names (one per head scale), got {outputs!r}")
+    for o in outputs:
+        if o not in seen:
+            raise TinydetError(f"{where}.outputs: unknown node '{o}'{closest(o, sorted(seen))}")
+    if len(set(outputs)) != len(outputs):
+        raise TinydetError(f"{where}.outputs: a node is listed twice in {outputs}")
+    return NeckSpec(nodes, tuple(outputs))
+
+
+def head_layout_from_dict(data: Any, source: str, scales: int) -> HeadLayout:
+    """Parse ``head: {template, kernel, expand, channels}`` with one entry per head scale."""
+    where = f"{source}: head"
+    if not isinstance(data, dict):
+        raise TinydetError(f"{where}: expected a mapping with 'template', 'kernel', 'expand', 'channels', got {data!r}")
+    _check_keys(data, [f.name for f in fields(HeadLayout)], where)
+    template = data.get("template", "dw")
+    if template not in HEAD_TEMPLATES:
+        raise TinydetError(f"{where}.template: expected one of {', '.join(HEAD_TEMPLATES)}, got {template!r}")
+    kernel = _typed(data.get("kernel", 3), int, f"{where}.kernel", "an odd positive integer")
+    if kernel < 1 or kernel % 2 == 0:
+        raise TinydetError(f"{where}.kernel: expected an odd positive integer, got {kernel}")
+    lists = {}
+    for key in ("expand", "channels"):
+        value = data.get(key, [])
+        wanted = scales if key == "channels" or template == "expand" else 0
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                      for v in value)
+        if not ok or len(value) != wanted:
+            raise TinydetError(f"{where}.{key}: expected {wanted} positive channel counts (one per head scale"
+                               f"{'' if wanted else '; template dw has no expand conv'}), got {value!r}")
+        lists[key] = tuple(value)
+    return HeadLayout(template, kernel, lists["expand"], lists["channels"])
+
+
+def neck_order(neck: NeckSpec, taps: "Mapping[str, int] | Iterable[str]") -> list[NeckNode]:
+    """The neck's nodes in execution order (each after its inputs; otherwise as listed). An input
+    that is neither a tap nor a node, or a cycle, is a one-line TinydetError naming the node."""
+    by_name = {n.name: n for n in neck.nodes}
+    taps = set(taps)
+    for n in neck.nodes:
+        for i in n.inputs:
+            if i not in by_name and i not in taps:
+                raise TinydetError(f"neck node '{n.name}': unknown input '{i}'; expected a tap "
+                                   f"({', '.join(sorted(taps))}) or a neck node{closest(i, sorted(taps | set(by_name)))}")
+    order: list[NeckNode] = []
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = placed
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = path[path.index(name):] + [name]
+            raise TinydetError(f"neck node '{name}': its inputs form a cycle {' -> '.join(cycle)}; "
+                               "expected every node to read only taps or earlier results")
+        state[name] = 1
+        for i in by_name[name].inputs:
+            if i in by_name:
+                visit(i, path + [name])
+        state[name] = 2
+        order.append(by_name[name])
+
+    for n in neck.nodes:
+        visit(n.name, [])
+    return order
+
+
+def neck_features(spec: "ArchSpec") -> dict[str, FeatureInfo]:
+    """Channels and stride of every tap and (in execution order) every neck node. A shape
+    mismatch (``add`` of different channels or strides, ``concat`` of different strides,
+    ``upsample`` above the input resolution) is a one-line TinydetError naming the node."""
+    info: dict[str, FeatureInfo] = {}
+    stride = 1
+    for i, block in enumerate(spec.blocks):
+        stride *= block.stride
+        info[f"blocks.{i}"] = FeatureInfo(spec.channels(i), stride)
+    for name, i in spec.taps.items():
+        info[name] = info[f"blocks.{i}"]
+    if spec.neck is None:
+        return info
+    for n in neck_order(spec.neck, spec.taps):
+        ins = [info[i] for i in n.inputs]
+        at = f"neck node '{n.name}' ({n.type})"
+        if n.type in ("conv", "mbconv"):
+            info[n.name] = FeatureInfo(spec.neck_channels(n), ins[0].stride)
+            if n.type == "mbconv" and n.residual and ins[0].channels != info[n.name].channels:
+                raise TinydetError(f"{at}: residual: true needs equal input and output channels, got "
+                                   f"{ins[0].channels} -> {info[n.name].channels}")
+        elif n.type == "upsample":
+            if ins[0].stride < 2:
+                raise TinydetError(f"{at}: input '{n.inputs[0]}' is at stride {ins[0].stride}; upsampling x2 "
+                                   "would exceed the input resolution")
+            info[n.name] = FeatureInfo(ins[0].channels, ins[0].stride // 2)
+        elif n.type == "maxpool":
+            info[n.name] = FeatureInfo(ins[0].channels, ins[0].stride * 2)
+        else:
+            shapes = ", ".join(f"{i} {f.channels} ch stride {f.stride}" for i, f in zip(n.inputs, ins))
+            if len({f.stride for f in ins}) > 1 or (n.type == "add" and len({f.channels for f in ins}) > 1):
+                need = "equal channels and strides" if n.type == "add" else "equal strides"
+                raise TinydetError(f"{at}: shape mismatch of its inputs ({shapes}); expected {need}")
+            channels = ins[0].channels if n.type == "add" else sum(f.channels for f in ins)
+            info[n.name] = FeatureInfo(channels, ins[0].stride)
+    return info
+
+
+def neck_taps(neck: NeckSpec, taps: Mapping[str, int]) -> tuple[int, ...]:
+    """Backbone blocks the neck reads (sorted): the ``head_from`` of a spec with a neck."""
+    return tuple(sorted({taps[i] for n in neck.nodes for i in n.inputs if i in taps}))
+
+
 def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
     """Validate and build an :class:`ArchSpec`; errors name ``source`` and the field."""
     if not isinstance(data, dict):
@@ -243,6 +567,17 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
         if not -len(blocks) <= i < len(blocks):
             raise TinydetError(f"{source}: head_from: block index {i} out of range (0..{len(blocks) - 1})")
     head_from = tuple(sorted(i % len(blocks) for i in head_from))
+    neck = neck_from_dict(data["neck"], source) if data.get("neck") is not None else None
+    if neck is not None:
+        # with a neck, head_from is what the neck reads (so tools that ask "which blocks are used"
+        # keep working); given explicitly it must say the same
+        read = neck_taps(neck, taps)
+        if data.get("head_from") and read and head_from != read:
+            raise TinydetError(f"{source}: head_from: with a neck it lists the blocks the neck reads, "
+                               f"{list(read)}; got {list(head_from)} (leave it out)")
+        head_from = read
+    scales = len(neck.outputs) if neck is not None else len(head_from)
+    head = head_layout_from_dict(data["head"], source, scales) if data.get("head") is not None else None
     absolute = _typed(data.get("absolute_channels", False), bool, f"{source}: absolute_channels", "true or false")
     if absolute and width != 1.0:
         raise TinydetError(f"{source}: width_mult: absolute_channels is true, so width_mult must be 1.0, got {width}")
@@ -265,8 +600,15 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
         bn_eps=bn_eps,
         input_mean=mean,
         input_std=std,
+        neck=neck,
+        head=head,
     )
     check_spec_values(spec, source)
+    if neck is not None:
+        try:
+            neck_features(spec)
+        except TinydetError as exc:
+            raise TinydetError(f"{source}: {exc}") from None
     if spec.blocks[0].type != "conv":
         raise TinydetError(f"{source}: blocks[0].type: the first block must be a 'conv' (the stem), got {spec.blocks[0].type!r}")
     for i, block in enumerate(spec.blocks):

@@ -14,7 +14,8 @@ import numpy as np
 from tinydet.arch.graph import Graph, Op
 from tinydet.errors import TinydetError
 
-KINDS = ("conv", "dwconv", "gap", "fc")
+KINDS = ("conv", "dwconv", "gap", "fc", "upsample", "maxpool", "add", "concat")
+WEIGHTLESS = ("gap", "upsample", "maxpool", "add", "concat")
 ACTS = ("relu6", "none")
 
 
@@ -40,7 +41,8 @@ class FoldedGraph:
 
 def where(graph: Graph, op: Op) -> str:
     """Human-readable place of ``op`` in the network, for error messages."""
-    place = f"block {op.block}" if op.block >= 0 else ("head" if op.name.startswith("heads.") else "classifier")
+    place = (f"block {op.block}" if op.block >= 0 else "head" if op.name.startswith("heads.")
+             else "neck" if op.name.startswith("neck.") else "classifier")
     index = graph.ops.index(op) if op in graph.ops else -1
     return f"op '{op.name}' ({op.kind}, {op.role}, {place}, layer {index} of {len(graph.ops)} in arch {graph.arch})"
 
@@ -74,6 +76,10 @@ def check_exportable(graph: Graph) -> None:
                                    f"of shape {op.out_shape}")
             if op.act != "none":
                 raise TinydetError(f"{at}: a fused shortcut needs a linear ('none') activation, got '{op.act}'")
+        if op.kind in ("add", "concat"):
+            shapes = [graph.tensors[t].shape for t in op.inputs]
+            if len(shapes) < 2 or len({s[1:] for s in shapes}) > 1 or (op.kind == "add" and len(set(shapes)) > 1):
+                raise TinydetError(f"{at}: inputs {list(op.inputs)} of shapes {shapes} cannot be {op.kind}ed")
 
 
 def _find_root(model, names: list[str]):
@@ -130,12 +136,12 @@ def fold_network(model, graph: Graph) -> FoldedGraph:
     """Fold ``model`` (a :class:`tinydet.arch.modules.Network` or a module wrapping one) for ``graph``.
 
     Every conv gets its BatchNorm folded in (in float64, stored as float32); the fc keeps its
-    weight and bias; ``gap`` has no parameters. Module/graph mismatches raise TinydetError.
+    weight and bias; ``gap`` and the neck's upsample / maxpool / add / concat have no parameters. Module/graph mismatches raise TinydetError.
     """
     from torch import nn
 
     check_exportable(graph)
-    root = _find_root(model, [op.name for op in graph.ops if op.kind != "gap"])
+    root = _find_root(model, [op.name for op in graph.ops if op.kind not in WEIGHTLESS])
     folded = FoldedGraph(graph)
     for op in graph.ops:
         if op.kind in ("conv", "dwconv"):
@@ -167,6 +173,20 @@ def conv2d_numpy(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: in
     return (np.concatenate(outs, axis=1) + bias.astype(np.float64)[None, :, None, None]).astype(np.float32)
 
 
+def neck_numpy(kind: str, inputs: list[np.ndarray]) -> np.ndarray:
+    """The weightless neck ops on NCHW float arrays: nearest x2, 2x2/2 max-pool (floor), sum, concat."""
+    x = inputs[0]
+    if kind == "upsample":
+        return x.repeat(2, axis=2).repeat(2, axis=3)
+    if kind == "maxpool":
+        n, c, h, w = x.shape
+        x = x[:, :, : h // 2 * 2, : w // 2 * 2]
+        return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    if kind == "add":
+        return np.sum(np.stack(inputs), axis=0, dtype=np.float32)
+    return np.concatenate(inputs, axis=1)
+
+
 def run_folded(folded: FoldedGraph, images: np.ndarray) -> list[np.ndarray]:
     """Run the folded network in numpy on NCHW float ``images``; returns ``graph.outputs`` in order."""
     graph = folded.graph
@@ -178,6 +198,8 @@ def run_folded(folded: FoldedGraph, images: np.ndarray) -> list[np.ndarray]:
             y = conv2d_numpy(x, p.weight, p.bias, op.stride, op.padding, op.groups)
         elif op.kind == "gap":
             y = x.mean(axis=(2, 3), keepdims=True)
+        elif op.kind in ("upsample", "maxpool", "add", "concat"):
+            y = neck_numpy(op.kind, [values[t] for t in op.inputs])
         else:
             y = (x.reshape(x.shape[0], -1) @ p.weight.T + p.bias).astype(np.float32)
         if op.add is not None:

@@ -30,7 +30,8 @@ def _op_entry(op, split: int) -> dict[str, Any]:
     return {"name": op.name, "kind": op.kind, "role": op.role, "block": op.block, "input": op.inputs[0],
             "output": op.output, "in_shape": list(op.in_shape), "out_shape": list(op.out_shape),
             "kernel": op.kernel, "stride": op.stride, "padding": op.padding, "groups": op.groups, "act": op.act,
-            "add": op.add, "bias": op.bias, "macs": op.macs, "stage": 1 if 0 <= op.block < split else 2}
+            "add": op.add, "bias": op.bias, "macs": op.macs, "stage": 1 if 0 <= op.block < split else 2,
+            **({"inputs": list(op.inputs)} if len(op.inputs) > 1 else {})}  # add/concat: every input
 
 
 def _tiles(graph: Graph, split: int, plan) -> list[dict[str, Any]]:

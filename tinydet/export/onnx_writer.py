@@ -87,6 +87,9 @@ class _Builder:
         elif op.kind == "gap":
             self.nodes.append(helper.make_node("GlobalAveragePool", [x], [op.output], name=op.name))
             return
+        elif op.kind in ("upsample", "maxpool", "add", "concat"):
+            self.emit_neck(op)
+            return
         else:  # fc
             self.nodes.append(helper.make_node("Flatten", [x], [f"{op.name}/flat"], name=f"{op.name}/flatten", axis=1))
             self.nodes.append(helper.make_node(
@@ -104,6 +107,24 @@ class _Builder:
             self.nodes.append(helper.make_node(
                 "Clip", [y, self.init("relu6.min", np.array(0.0, np.float32)),
                          self.init("relu6.max", np.array(6.0, np.float32))], [op.output], name=f"{op.name}/relu6"))
+
+
+    def emit_neck(self, op: Op) -> None:
+        """The weightless neck ops: nearest x2 ``Resize`` (asymmetric, floor: PyTorch's and TFLite's
+        nearest), 2x2 stride-2 ``MaxPool``, ``Add`` (``Sum`` for more than two inputs), ``Concat``."""
+        ins = list(op.inputs)
+        if op.kind == "upsample":
+            scales = self.init("upsample.scales", np.array([1.0, 1.0, 2.0, 2.0], np.float32))
+            node = helper.make_node("Resize", [ins[0], "", scales], [op.output], name=op.name, mode="nearest",
+                                    coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        elif op.kind == "maxpool":
+            node = helper.make_node("MaxPool", ins[:1], [op.output], name=op.name, kernel_shape=[2, 2],
+                                    strides=[2, 2])
+        elif op.kind == "add":
+            node = helper.make_node("Add" if len(ins) == 2 else "Sum", ins, [op.output], name=op.name)
+        else:
+            node = helper.make_node("Concat", ins, [op.output], name=op.name, axis=1)
+        self.nodes.append(node)
 
 
 def _value_info(name: str, shape) -> onnx.ValueInfoProto:

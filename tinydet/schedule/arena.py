@@ -36,7 +36,17 @@ Buffer placement rules the runtime must follow (``ArenaStep``):
   starts ``input - (move_from or output)`` >= the model's offset d before X, and when X sits on
   the low end it is first memmoved from ``input_from`` to ``input`` (its slot grows by the
   footprint, so the peak is unchanged).
+- ``inputs``: every input's offset in order (``input`` is the first): the neck's add and concat
+  read several tensors.
 Activations are stored HWC (NHWC), so a region's buffer is rows x cols x channels bytes.
+
+Graphs with a neck keep tensors alive across other ops (taps until the neck reads them,
+top-down results until the bottom-up path adds them, head outputs), which can leave holes under
+live tensors of the two stacks. When the stacks exceed the planned peak, the per-layer steps are
+placed offline instead (:func:`_place_offline`): every buffer's lifetime is known from the
+liveness, buffers that share memory by the rules (in-place depthwise, fused or unfused residual)
+form one group at one base offset, and groups are placed largest first at the lowest offset free
+over their lifetime (TFLite Micro's greedy planner, with the in-place groups added).
 """
 from __future__ import annotations
 
@@ -45,7 +55,8 @@ from dataclasses import asdict, dataclass, field
 from tinydet.arch.graph import Graph
 from tinydet.errors import TinydetError
 from tinydet.schedule.fusion import FusedBlock, FusedCost
-from tinydet.schedule.memory import FUSED_IR, FUSED_RESIDUAL, INPLACE_DW, SINK, MemoryRules, Stage, per_layer, plan_stage1
+from tinydet.schedule.memory import (FUSED_IR, FUSED_RESIDUAL, INPLACE_DW, SINK, MemoryRules, Stage,
+                                     layer_working_sets, per_layer, plan_stage1)
 from tinydet.schedule.planner import PatchPlan
 
 LOW, HIGH = 0, 1
@@ -70,6 +81,7 @@ class ArenaStep:
     move_from: int | None = None  # the slot start where start-of-slot kernels leave the output
     fused_ops: list[str] | None = None  # a fused inverted residual: its ops (expand, dw, project)
     input_from: int | None = None  # where X was before a fused step memmoved it to ``input``
+    inputs: list[int] = field(default_factory=list)  # every input's offset (add/concat read several)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -254,7 +266,8 @@ def _run_ops(st: _Stacks, stage: Stage, start: int, nbytes, channel_bytes, sink_
         src = st.where[op.inputs[0]]
         rec = {"op": op.name, "mode": modes[i], "input": _Ref.of(src), "input_bytes": src.size,
                "output_bytes": nbytes(op.output), "shortcut": None, "shortcut_bytes": 0,
-               "temp": None, "temp_bytes": 0, "reverse": False}
+               "temp": None, "temp_bytes": 0, "reverse": False,
+               "inputs": [_Ref.of(st.where[t]) for t in op.inputs]}
         if op.add:
             s = st.where[op.add]
             rec["shortcut"], rec["shortcut_bytes"] = _Ref.of(s), s.size
@@ -302,6 +315,7 @@ def _finish(rec: dict, arena: int) -> ArenaStep:
     for key in ("input", "output", "result", "shortcut", "temp", "move_from", "input_from"):
         if isinstance(data.get(key), _Ref):
             data[key] = data[key].resolve(arena)
+    data["inputs"] = [r.resolve(arena) if isinstance(r, _Ref) else r for r in data.get("inputs", [])]
     if data["mode"] == FUSED_IR:
         if data.get("move_from") == data["output"]:
             data["move_from"] = None
@@ -310,6 +324,138 @@ def _finish(rec: dict, arena: int) -> ArenaStep:
     if slot_start is not None and slot_start != data["output"]:
         data["move_from"] = slot_start
     return ArenaStep(**data)
+
+
+@dataclass
+class _Group:
+    """Buffers that share one base offset by the memory rules: (size, first op, last op) each."""
+
+    rects: list[tuple[int, int, int]] = field(default_factory=list)
+    offset: int | None = None
+
+    @property
+    def size(self) -> int:
+        return max(r[0] for r in self.rects)
+
+
+def _fits(group: _Group, at: int, placed: list[tuple[int, int, int, int]]) -> bool:
+    """Whether ``group`` at offset ``at`` overlaps no placed (offset, size, first, last) buffer alive with it."""
+    for size, t0, t1 in group.rects:
+        for off, qsize, q0, q1 in placed:
+            if t0 <= q1 and q0 <= t1 and at < off + qsize and off < at + size:
+                return False
+    return True
+
+
+def _greedy(order: list[_Group], fixed: list[tuple[int, int, int, int]], limit: int,
+            budget: int = 0) -> list[int] | None:
+    """Offsets for ``order``'s groups one by one around the ``fixed`` buffers, each at the lowest
+    offset free over its lifetime; when a group would pass ``limit`` the search backtracks to
+    the next free offsets of earlier groups (at most ``budget`` placements). None if nothing fits."""
+    placed = list(fixed)
+    offsets: list[int] = []
+    tries = 0
+
+    def place(k: int) -> bool:
+        nonlocal tries
+        if k == len(order):
+            return True
+        group = order[k]
+        for at in sorted({0} | {off + size for off, size, _, _ in placed}):
+            if at + group.size > limit:
+                return False
+            if not _fits(group, at, placed):
+                continue
+            if tries > budget + len(order):
+                return False
+            tries += 1
+            mark = len(placed)
+            placed.extend((at, size, t0, t1) for size, t0, t1 in group.rects)
+            offsets.append(at)
+            if place(k + 1):
+                return True
+            del placed[mark:]
+            offsets.pop()
+        return False
+
+    return offsets if place(0) else None
+
+
+def _place_offline(stage: Stage, start: int, nbytes, channel_bytes, fixed: dict[str, int],
+                   limit: int) -> tuple[list[dict], dict[str, int]] | None:
+    """Offsets for ``stage.ops[start:]`` by lifetime (see the module docstring), tensors in
+    ``fixed`` pinned at their offsets; None when the placement would exceed ``limit`` bytes.
+    Every shared buffer keeps its output at the slot start (so no ``reverse`` and no ``move_from``)."""
+    ops, modes, dies, live = stage.ops, stage.modes, stage.dies, stage.live
+    n = len(ops)
+    if FUSED_IR in modes[start:]:  # fused blocks keep the two stacks' placement (their streaming overlap)
+        return None
+    parent: dict[str, str] = {}
+
+    def find(t: str) -> str:
+        while parent.setdefault(t, t) != t:
+            t = parent[t]
+        return t
+
+    def join(child: str, base: str) -> None:
+        parent[find(child)] = find(base)
+
+    # tensors alive in these steps: made by them, or made before and read by them (the stage-1 map)
+    first = {t: max(p, start - 1) for t, p in live.produced.items() if p >= start or live.last_use[t] >= start}
+    own: dict[str, tuple[int, int, int]] = {}  # per-op scratch buffers: the in-place temp, an unfused conv output
+    for i in range(start, n):
+        op = ops[i]
+        if modes[i] == INPLACE_DW:
+            join(op.output, op.inputs[0])
+            own[f"{op.name}#temp"] = (channel_bytes(i), i, i)
+        elif modes[i] == FUSED_RESIDUAL:
+            join(op.output, op.add)
+        elif op.add and op.add in dies[i]:
+            join(op.output, op.add)  # the sum goes into the dying shortcut's slot
+            own[f"{op.name}#conv"] = (nbytes(op.output), i, i)
+    groups: dict[str, _Group] = {}
+    for t, t0 in first.items():
+        groups.setdefault(find(t), _Group()).rects.append((nbytes(t), t0, max(live.last_use[t], t0)))
+    for name, rect in own.items():
+        groups[name] = _Group([rect])
+    placed: list[tuple[int, int, int, int]] = []
+    for name, off in fixed.items():
+        groups[find(name)].offset = off
+        placed += [(off, size, t0, t1) for size, t0, t1 in groups[find(name)].rects]
+    free = [g for g in groups.values() if g.offset is None]
+    start_of = lambda g: min(r[1] for r in g.rects)  # noqa: E731
+    span = lambda g: max(r[2] for r in g.rects) - start_of(g)  # noqa: E731
+    orders = (lambda g: (-g.size, start_of(g)),  # TFLite Micro's greedy order
+              lambda g: (-g.size * (span(g) + 1), start_of(g)),  # largest size x lifetime first
+              lambda g: (-span(g), -g.size, start_of(g)),  # longest-lived first
+              lambda g: (start_of(g), -g.size))  # in execution order (first fit)
+    # a few cheap greedy passes (each order, placed from the bottom and, mirrored, from the top
+    # where the stage-1 map sits), then one bounded backtracking search
+    mirror = [(limit - off - size, size, t0, t1) for off, size, t0, t1 in placed]
+    attempts = [(key, flip, 0) for key in orders for flip in (False, True)] + [(orders[0], False, 5000)]
+    for key, flip, budget in attempts:
+        order = sorted(free, key=key)
+        done = _greedy(order, mirror if flip else placed, limit, budget)
+        if done is not None:
+            for group, at in zip(order, done):
+                group.offset = limit - at - group.size if flip else at
+            break
+    else:
+        return None
+    off = {t: groups[find(t)].offset for t in first}
+    recs = []
+    for i in range(start, n):
+        op = ops[i]
+        rec = {"op": op.name, "mode": modes[i], "input": off[op.inputs[0]], "input_bytes": nbytes(op.inputs[0]),
+               "output": off[op.output], "output_bytes": nbytes(op.output), "result": off[op.output],
+               "shortcut": off[op.add] if op.add else None, "shortcut_bytes": nbytes(op.add) if op.add else 0,
+               "temp": None, "temp_bytes": 0, "reverse": False, "inputs": [off[t] for t in op.inputs]}
+        if modes[i] == INPLACE_DW:
+            rec["temp"], rec["temp_bytes"] = groups[f"{op.name}#temp"].offset, channel_bytes(i)
+        elif f"{op.name}#conv" in groups:
+            rec["output"] = groups[f"{op.name}#conv"].offset
+        recs.append(rec)
+    return recs, off
 
 
 def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | None = None) -> ArenaPlan:
@@ -345,9 +491,19 @@ def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | N
     steps = _run_ops(st, layer, start, *layer.sizes(), None, layer.fused_costs())
     arena = st.peak
     outputs = {name: _Ref.of(st.where[name]).resolve(arena) for name in graph.outputs}  # pinned: never freed
+    target = plan.peak_sram_patch if patched else max(layer_working_sets(graph, rules))
+    if arena > target:  # holes under long-lived tensors (a neck): place the per-layer steps by lifetime
+        fixed = {s1.sink: target - plan.stage1_buffer_bytes} if patched else {}
+        offline = _place_offline(layer, start, *layer.sizes(), fixed, target)
+        if offline is not None:
+            steps, offsets = offline
+            arena = target
+            outputs = {name: offsets[name] for name in graph.outputs}
+            if not patched:
+                input_ref = offsets[graph.input]
     return ArenaPlan(
         arena_bytes=arena, patched=patched,
-        input=input_ref.resolve(arena) if input_ref else None,
+        input=(input_ref.resolve(arena) if isinstance(input_ref, _Ref) else input_ref) if input_ref is not None else None,
         input_bytes=graph.tensors[graph.input].nbytes if not patched else max(t.in_rect.area for t in plan.tiles) * graph.tensors[graph.input].shape[0],
         stage1_buffer=stage1_ref.resolve(arena) if stage1_ref else None,
         stage1_buffer_bytes=plan.stage1_buffer_bytes if patched else 0,

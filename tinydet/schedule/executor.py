@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from tinydet.arch.graph import Op
+from tinydet.arch.modules import weightless_op
 from tinydet.errors import TinydetError
 from tinydet.geometry import Pads, Rect
 from tinydet.schedule.fusion import FusedBlock, ring_rows
@@ -28,8 +29,11 @@ def _crop(t: torch.Tensor, rect: Rect, holds: Rect) -> torch.Tensor:
 
 
 def _run_full(model: torch.nn.Module, op: Op, values: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One op on whole maps, with the layer's own padding."""
+    """One op on whole maps, with the layer's own padding. The neck's weightless ops may read
+    tensors of both stages (a stage-1 tap, stitched, and a stage-2 result)."""
     x = values[op.inputs[0]]
+    if op.kind in ("upsample", "maxpool", "add", "concat"):
+        return weightless_op(op.kind, [values[t] for t in op.inputs])
     module = model.get_submodule(op.name)
     if op.kind == "fc":
         y = module(torch.flatten(x, 1))

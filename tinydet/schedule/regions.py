@@ -9,6 +9,7 @@ padding and a tile on the border gets it on that side only.
 from __future__ import annotations
 
 from tinydet.arch.graph import Graph, Op
+from tinydet.errors import TinydetError
 from tinydet.geometry import Pads, Rect, input_rect
 
 __all__ = ["Rect", "Pads", "input_region", "receptive_field", "receptive_fields", "halo"]
@@ -21,6 +22,9 @@ def input_region(op: Op, out_rect: Rect) -> tuple[Rect, Pads]:
     _, h, w = op.in_shape
     if op.kind in ("gap", "fc"):
         return Rect.full(h, w), Pads()
+    if op.kind in ("upsample", "add", "concat"):  # a valid split keeps the neck in stage 2
+        raise TinydetError(f"op '{op.name}' ({op.kind}): a neck op has no per-tile region; expected it in "
+                           "stage 2 (a split before the neck)")
     return input_rect(out_rect, op.kernel, op.stride, op.padding, h, w)
 
 
@@ -33,6 +37,12 @@ def _tensor_rf(graph: Graph) -> dict[str, tuple[int, int, int]]:
     for op in graph.ops:
         size, jump, before = rf[op.inputs[0]]
         kernel, stride, padding = op.kernel, op.stride, op.padding
+        if op.kind == "upsample":  # nearest x2: each output pixel is one input pixel, half the jump
+            rf[op.output] = (size, jump // 2, before)
+            continue
+        if op.kind in ("add", "concat"):  # the widest of the inputs (they share the jump)
+            rf[op.output] = max(rf[t] for t in op.inputs)
+            continue
         if op.kind == "gap":
             kernel, stride, padding = max(op.in_shape[1:]), 1, 0
         elif op.kind == "fc":
