@@ -65,7 +65,8 @@ def test_schedule_json_content(tmp_path):
     model = random_network(tiny_spec(), head=HEAD, seed=5)
     graph = model.graph((40, 56))
     export_network(model, graph, tmp_path / "e", 3, (3, 2),
-                   detector={"num_classes": 2, "class_names": ["a", "b"], "anchors": [[[1, 2]]], "strides": [8]})
+                   detector={"num_classes": 2, "class_names": ["a", "b"], "anchors": [[[1, 2], [3, 4]]] * 2,
+                             "strides": [4, 8], "conf_thresh": 0.1, "nms_iou": 0.5, "max_det": 10})
     export = load_export(tmp_path / "e")
     s = export.schedule
     assert s["format_version"] == 2 and s["arch"]["name"] == "tiny" and s["arch"]["spec"] == tiny_spec().to_dict()
@@ -124,6 +125,20 @@ def _as_v1(schedule: dict) -> dict:
     return old
 
 
+def write_v1(folder, v1):
+    """Make ``folder`` a version-1 folder (schedule ``v1``, no manifest: they came later)."""
+    (folder / "schedule.json").write_text(json.dumps(v1))
+    (folder / "manifest.json").unlink(missing_ok=True)
+
+
+def rewrite_schedule(folder, schedule):
+    """Edit schedule.json and re-hash the manifest, as a tamperer who knows the format would."""
+    from tinydet.io.manifest import MANIFEST, build_manifest
+
+    (folder / "schedule.json").write_text(json.dumps(schedule))
+    (folder / MANIFEST).write_text(json.dumps(build_manifest(folder).to_dict()))
+
+
 def test_v1_folder_still_loads_as_v2(tmp_path):
     """A folder written by format version 1 reads exactly as the v2 folder of the same export."""
     model = random_network(tiny_spec(), head=HEAD, seed=5)
@@ -132,7 +147,7 @@ def test_v1_folder_still_loads_as_v2(tmp_path):
     v2 = load_export(out).schedule
     v1 = _as_v1(v2)
     assert v1["tiles"][0]["pads"]["blocks.0.conv"] == [1, 0, 1, 0]  # (left, right, top, bottom) at the corner
-    (out / "schedule.json").write_text(json.dumps(v1))
+    write_v1(out, v1)
     export = load_export(out)
     assert export.source_version == 1 and export.schedule == v2
     assert json.loads((out / "schedule.json").read_text()) == v1  # loading does not rewrite the folder
@@ -141,7 +156,7 @@ def test_v1_folder_still_loads_as_v2(tmp_path):
     assert float_stitched_max_abs_diff(out, images) <= 1e-4
     # a malformed v1 pad is named
     v1["tiles"][1]["regions"]["blocks.0.conv"]["pad"] = [1, 2]
-    (out / "schedule.json").write_text(json.dumps(v1))
+    write_v1(out, v1)
     with pytest.raises(TinydetError, match=r"tiles\[1\]: regions: blocks.0.conv: pad: expected pads"):
         load_export(out)
 
@@ -175,7 +190,7 @@ def test_format_version_and_unlisted_file(tmp_path):
     (out / "extra.onnx").unlink()
     sched = json.loads((out / "schedule.json").read_text())
     sched["format_version"] = 99
-    (out / "schedule.json").write_text(json.dumps(sched))
+    rewrite_schedule(out, sched)
     with pytest.raises(TinydetError, match="format_version: expected one of 1, 2, got 99"):
         load_export(out)
     with pytest.raises(TinydetError, match="export folder does not exist"):

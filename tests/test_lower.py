@@ -105,6 +105,7 @@ def test_a_version_1_folder_lowers_to_the_same_rows(folder, tmp_path):  # noqa: 
     old = tmp_path / "v1"
     shutil.copytree(folder, old)
     (old / "schedule.json").write_text(json.dumps(_as_v1(load_export(folder).schedule)))
+    (old / "manifest.json").unlink()  # version-1 folders had no manifest
     e1, e2 = load_export(old), load_export(folder)
     assert e1.source_version == 1
     for mode in lw.MODES:

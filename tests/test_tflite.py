@@ -109,7 +109,7 @@ def test_a_changed_or_unlisted_tflite_file_is_caught(folder, tmp_path, capsys):
     shutil.copytree(folder, copy)
     assert _main(capsys, ["tflite", str(copy), "--no-check", "--json"])[0] == 0
     (copy / "other.tflite").write_bytes(b"x")
-    with pytest.raises(TinydetError, match="other.tflite is not listed in schedule.json"):
+    with pytest.raises(TinydetError, match="other.tflite is not listed in manifest.json"):
         load_export(copy)
     (copy / "other.tflite").unlink()
     path = copy / TFLITE_FILE

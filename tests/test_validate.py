@@ -36,7 +36,7 @@ def test_validate_before_quantize_says_so(setup, capsys):
 def test_quantize_cli_calibrates_on_the_config_train_split(setup, capsys):
     _, cfg, out = setup
     rc, stdout, err = run_cli(capsys, ["quantize", str(out), "--calib", "3", "--method", "percentile",
-                                     "-c", str(cfg), "--json"])
+                                     "-c", str(cfg), "--other-data", "--json"])
     assert rc == 0, err
     result = json.loads(stdout)
     assert result["source"]["images"] == 3 and result["source"]["method"] == "percentile"
@@ -93,7 +93,7 @@ def test_empty_calibration_split_is_a_clear_error(setup, capsys):
     bad = tmp / "empty.yaml"
     bad.write_text(yaml.safe_dump(data))
     before = (out / "schedule.json").read_text()
-    rc, stdout, err = run_cli(capsys, ["quantize", str(out), "--calib", "2", "-c", str(bad)])
+    rc, stdout, err = run_cli(capsys, ["quantize", str(out), "--calib", "2", "-c", str(bad), "--other-data"])
     assert rc == 2 and stdout == ""
     assert "empty" in err and err.count("\n") == 1
     assert (out / "schedule.json").read_text() == before  # nothing written
@@ -103,4 +103,4 @@ def test_quantize_without_a_config_says_how_to_give_one(setup, capsys):
     _, _, out = setup
     rc, stdout, err = run_cli(capsys, ["quantize", str(out), "--calib", "2"])
     assert rc == 2 and stdout == ""
-    assert "no 'config' recorded" in err and "-c X.yaml" in err
+    assert "no config.yaml recorded" in err and "-c X.yaml" in err

@@ -4,7 +4,8 @@
     tinydet quantize out/NAME --qat CKPT                 (ranges learned by QAT, no calibration)
 
 Calibration runs ``full.onnx`` on N images of the config's train split (eval letterbox). The
-config is ``-c``, else the path stored in schedule.json (``config``). One activation table is
+config is ``-c``, else the one `tinydet export` recorded (``config.yaml`` in the folder); a
+config whose classes or input size are not the export's is refused (``--other-data``: on purpose). One activation table is
 applied to ``full``, ``stage1_patch`` and ``stage2``, so stitched int8 equals full int8; the
 three ``*.int8.onnx`` and ``quant.json`` are added to the folder with their checksums.
 """
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, required=False, help="experiment YAML config (default: schedule.json's config)")
     parser.add_argument("--qat", default=None, metavar="CKPT",
                         help="use the activation ranges learned by QAT in this checkpoint instead of calibrating")
+    parser.add_argument("--other-data", action="store_true",
+                        help="calibrate on a data set other than the model's on purpose (skips the check that the "
+                        "config's classes and model.resolution are the export's)")
     add_json_argument(parser)
 
     declare_inputs(parser, folder="dir", qat="file")
@@ -34,7 +38,8 @@ def run(args: argparse.Namespace) -> dict:
     from tinydet.pipeline.quantize import quantize_folder
 
     return quantize_folder(args.folder, qat=args.qat, calib=args.calib, method=args.method,
-                           percentile=args.percentile, config=args.config, overrides=args.overrides)
+                           percentile=args.percentile, config=args.config, overrides=args.overrides,
+                           other_data=args.other_data)
 
 
 def render(result: dict) -> None:

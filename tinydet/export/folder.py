@@ -1,8 +1,11 @@
 """Write a whole export folder (docs/export_format.md) atomically and check it right away.
 
-Everything goes to a temporary sibling folder; the stitched-vs-full float check runs there;
-only then the folder is renamed to ``out`` (an existing ``out`` is replaced at that moment).
-Any failure removes the temporary folder, so ``out`` is never half-written.
+Everything goes to a hidden temporary sibling folder (:func:`tinydet.io.atomic.staged_dir`):
+the models, the recorded config, schedule.json and the manifest of them all; the
+stitched-vs-full float check runs there; only then the folder is swapped in at ``out`` in one
+atomic exchange (an existing ``out`` is the old folder until that instant). Any failure removes
+the temporary folder, so ``out`` is never half-written; a killed run's leftover is removed by
+the next write next to it.
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ from tinydet.errors import TinydetError
 from tinydet.export.fold import FoldedGraph, fold_network
 from tinydet.export.onnx_writer import full_model, split_tensor, stage1_model, stage1_ops, stage2_model, tile_inputs
 from tinydet.export.runtime import float_stitched_max_abs_diff
-from tinydet.export.schedule_file import FORMAT_VERSION, checksum_entries, load_export, write_schedule
+from tinydet.export.schedule_check import check_schedule
+from tinydet.export.schedule_file import CONFIG_FILE, FORMAT_VERSION, load_export, write_schedule
 from tinydet.export.tiles import tile_pads
-from tinydet.io.atomic import staged_dir
+from tinydet.io.atomic import staged_dir, write_file
+from tinydet.io.manifest import MANIFEST, write_manifest
 from tinydet.schedule.memory import layer_working_sets
 
 STITCH_TOLERANCE = 1e-4
@@ -97,10 +102,21 @@ def build_schedule(folded: FoldedGraph, split: int, plan, arena, rules, detector
     }
 
 
+def config_yaml(config: Mapping[str, Any], source: str | None = None) -> bytes:
+    """``config.yaml`` of an export folder: the resolved experiment config (every key), loadable
+    with :func:`tinydet.config.load_config` (paths in it are as the user wrote them)."""
+    import yaml
+
+    head = f"# the resolved config `tinydet export` was given ({source})\n" if source else ""
+    return (head + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)).encode("utf-8")
+
+
 def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena, rules, *,
                  spec_dict: Mapping[str, Any], head: Mapping[str, Any] | None = None,
-                 detector: Mapping[str, Any] | None = None, check_images: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Write the folder for ``folded`` with ``plan`` (a ``tinydet.schedule`` PatchPlan) to ``out``.
+                 detector: Mapping[str, Any] | None = None, check_images: int = 2, seed: int = 0,
+                 config: Mapping[str, Any] | None = None, config_source: str | None = None) -> dict[str, Any]:
+    """Write the folder for ``folded`` with ``plan`` (a ``tinydet.schedule`` PatchPlan) to ``out``;
+    ``config`` (a plain dict) is recorded as ``config.yaml`` for the later steps.
 
     Returns the summary: paths, peaks, MACs overhead, grid, split and the stitched float check on
     ``check_images`` random images. Raises TinydetError (leaving ``out`` untouched) on any failure.
@@ -113,9 +129,12 @@ def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena
               "stage2.onnx": stage2_model(folded, split)}
     with staged_dir(out) as tmp:  # out is replaced only once the folder checks out
         for name, model in models.items():
-            (tmp / name).write_bytes(model.SerializeToString())
-        schedule["files"] = checksum_entries(tmp)
+            write_file(tmp / name, model.SerializeToString())
+        check_schedule(schedule, tmp, hint="", where=f"export {out}: schedule.json")  # before anything reads it
+        if config is not None:
+            write_file(tmp / CONFIG_FILE, config_yaml(config, config_source))
         write_schedule(tmp, schedule)
+        write_manifest(tmp)
         c, h, w = schedule["input"]["shape"]
         images = np.random.default_rng(seed).random((check_images, c, h, w), dtype=np.float32)
         diff = float_stitched_max_abs_diff(tmp, images)
@@ -124,10 +143,12 @@ def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena
                                f"(> {STITCH_TOLERANCE}); the patch plan does not match the network")
         schedule["float_stitched_max_abs_diff"] = diff
         write_schedule(tmp, schedule)
+        write_manifest(tmp)
         load_export(tmp)
     return {
         "out": str(out),
-        "files": {name: str(out / name) for name in [*models, "schedule.json"]},
+        "files": {name: str(out / name) for name in [*models, "schedule.json", *([CONFIG_FILE] if config else []),
+                                                     MANIFEST]},
         "arch": folded.graph.arch, "resolution": list(folded.graph.resolution),
         "grid": schedule["grid"], "split": split, "split_tensor": schedule["split_tensor"],
         "tiles": len(schedule["tiles"]),
@@ -141,7 +162,8 @@ def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena
 
 
 def export_network(model, graph: Graph, out: "str | Path", split: int, grid, *, rules=None,
-                   detector: Mapping[str, Any] | None = None, check_images: int = 2) -> dict[str, Any]:
+                   detector: Mapping[str, Any] | None = None, check_images: int = 2,
+                   config: Mapping[str, Any] | None = None, config_source: str | None = None) -> dict[str, Any]:
     """Fold ``model`` and export it with the plan ``tinydet.schedule.plan_patches(graph, grid, split)``."""
     from tinydet.schedule import MemoryRules, allocate, plan_patches
 
@@ -152,4 +174,5 @@ def export_network(model, graph: Graph, out: "str | Path", split: int, grid, *, 
     spec = getattr(model, "spec", None)
     head = getattr(model, "head_spec", None)
     return write_export(folded, out, split, plan, arena, rules, spec_dict=spec.to_dict() if spec else {},
-                        head=asdict(head) if head else None, detector=detector, check_images=check_images)
+                        head=asdict(head) if head else None, detector=detector, check_images=check_images,
+                        config=config, config_source=config_source)

@@ -98,7 +98,7 @@ def onnx_runner(path_or_export_dir: "str | Path", int8: bool = False, patched: b
         return _file_runner(path, threads)
     if not path.exists():
         raise TinydetError(f"{path}: no such ONNX file or export folder")
-    export = load_export(path)
+    export = load_export(path, strict=int8)  # a broken int8 part does not stop float runs
     if patched:
         return patched_runner(export, int8=int8, threads=threads)
     return _file_runner(export.path("full.int8.onnx" if int8 else "full.onnx"), threads)

@@ -1,26 +1,31 @@
-"""``schedule.json`` of an export folder: writing, loading with version + checksum checks, and
-adding files (the quantizer's ``*.int8.onnx``) with the checksums updated atomically.
+"""``schedule.json`` of an export folder: writing, loading with version, checksum and value
+checks, and adding files (the quantizer's ``*.int8.onnx``) as one atomic change of the folder.
 
 Format version 2 writes every pad as a named object ``{"top", "left", "bottom", "right"}`` and
 carries the per-layer arena (``arena_layer``) next to the patch one (``arena``). Version 1 folders
 (pads as ``[left, right, top, bottom]`` lists, no ``arena_layer``) still load: :func:`load_export`
 upgrades them in memory, so every reader sees version 2.
 
-Every write goes through :mod:`tinydet.io.atomic` (temp file, fsync, ``os.replace``), so a reader
-never sees a half-written file; ``schedule.json`` is always written last, after the files it describes.
+Checksums: ``manifest.json`` (:mod:`tinydet.io.manifest`) lists every file of the folder,
+schedule.json and the recorded ``config.yaml`` included; folders from before it carried the
+model files' checksums in ``schedule.json: files`` and still load. The folder is only ever
+changed as a whole (:func:`tinydet.io.atomic.staged_dir` / ``update_dir``: staged, then swapped
+in one rename), so readers see the old folder or the new one, never a mix.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from tinydet.errors import TinydetError
+from tinydet.export.schedule_check import check_schedule
 from tinydet.geometry import Pads
-from tinydet.io.atomic import atomic_write_bytes, atomic_write_json
+from tinydet.io.atomic import update_dir, write_file
 from tinydet.io.jsonfile import read_json
+from tinydet.io.manifest import MANIFEST, Manifest, read_manifest, sha256_bytes, sha256_file, write_manifest
 from tinydet.schedule.planner import FORMAT_VERSION as PLAN_FORMAT_VERSION
 
 FORMAT_VERSION = 2
@@ -28,29 +33,13 @@ READABLE_VERSIONS = (1, 2)
 SCHEDULE = "schedule.json"
 REQUIRED = ("full.onnx", "stage1_patch.onnx", "stage2.onnx")
 MODEL_PATTERNS = ("*.onnx", "*.tflite")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+CONFIG_FILE = "config.yaml"  # the resolved config `tinydet export` was given
+QUANT_INFO = "quant.json"
 
 
 def write_schedule(folder: Path, schedule: Mapping[str, Any]) -> None:
-    """Write ``schedule.json`` atomically (sorted nothing: key order is the documented order)."""
-    atomic_write_json(Path(folder) / SCHEDULE, schedule)
-
-
-def checksum_entries(folder: Path) -> dict[str, dict[str, Any]]:
-    """``{name: {sha256, bytes}}`` of every model file (``*.onnx``, ``*.tflite``) in ``folder``."""
-    folder = Path(folder)
-    return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in _model_files(folder)}
+    """Write ``schedule.json`` into a folder being staged (key order is the documented order)."""
+    write_file(Path(folder) / SCHEDULE, (json.dumps(schedule, indent=1) + "\n").encode())
 
 
 def _model_files(folder: Path) -> list[Path]:
@@ -58,17 +47,33 @@ def _model_files(folder: Path) -> list[Path]:
     return sorted(p for pattern in MODEL_PATTERNS for p in Path(folder).glob(pattern))
 
 
+# the command that rewrites a file of an export folder (named in the errors about that file)
+def repair_hint(name: str, root: Path) -> str:
+    if name.endswith(".tflite"):
+        return f"re-run `tinydet tflite {root}`"
+    if name.endswith(".int8.onnx") or name == QUANT_INFO:
+        return f"re-run `tinydet quantize {root}` (it repairs the folder)"
+    return "re-export the folder with `tinydet export`"
+
+
 @dataclass
 class ExportFolder:
     """A verified export folder: ``schedule`` is the parsed schedule.json in the current format
-    (upgraded in memory from ``source_version``, the version on disk)."""
+    (upgraded in memory from ``source_version``, the version on disk), with ``files`` (every
+    file's ``{sha256, bytes}`` but schedule.json's) filled in from ``manifest.json``. ``broken`` names the optional
+    files (int8 models, quant.json, TFLite) that fail their check in a folder loaded with
+    ``strict=False``: :meth:`path` refuses them, the float part stays usable."""
 
     root: Path
     schedule: dict
     source_version: int = FORMAT_VERSION
+    broken: dict = field(default_factory=dict)
+    has_manifest: bool = True
 
     def path(self, name: str) -> Path:
         """Path of a listed file; a file the folder does not list is a TinydetError naming it."""
+        if name in self.broken:
+            raise TinydetError(f"{self.root}: {self.broken[name]}: {name}; {repair_hint(name, self.root)}")
         if name not in self.schedule["files"]:
             have = ", ".join(sorted(self.schedule["files"]))
             hint = " (run `tinydet quantize` on the folder first)" if name.endswith(".int8.onnx") else ""
@@ -76,7 +81,12 @@ class ExportFolder:
         return self.root / name
 
     def has(self, name: str) -> bool:
-        return name in self.schedule["files"]
+        return name in self.schedule["files"] and name not in self.broken
+
+    @property
+    def config_path(self) -> Path | None:
+        """The config `tinydet export` recorded (``config.yaml``, covered by the manifest), if any."""
+        return self.root / CONFIG_FILE if self.has(CONFIG_FILE) else None
 
     @property
     def split(self) -> int:
@@ -95,15 +105,40 @@ class ExportFolder:
         return tuple(self.schedule["input"]["shape"])
 
 
-def load_export(folder: "str | Path", verify: bool = True) -> ExportFolder:
-    """Read ``folder/schedule.json``; check its format version and, with ``verify``, that every
-    listed file exists with its recorded sha256 and that no unlisted ONNX file is present."""
+_LEGACY_NOTED: set[Path] = set()
+
+
+def _file_problem(root: Path, name: str, entry: Mapping[str, Any], manifest: Manifest | None) -> str | None:
+    if manifest is not None:
+        return manifest.problem(root, name)
+    path = root / name
+    if not path.is_file():
+        return "missing"
+    return "checksum mismatch" if sha256_file(path) != entry["sha256"] else None
+
+
+def load_export(folder: "str | Path", verify: bool = True, strict: bool = True) -> ExportFolder:
+    """Read ``folder/schedule.json``; check ``manifest.json`` (schedule.json and the recorded
+    config first), the format version and, with ``verify``, that every listed file exists with
+    its recorded sha256 and that no unlisted model file is present; then the schedule's values
+    (:func:`tinydet.export.schedule_check.check_schedule`). ``strict=False`` lets a folder whose
+    optional files (int8, quant.json, TFLite) fail their check load with them in ``broken``
+    (float evaluation, and ``tinydet quantize``, which rewrites them). Folders from before
+    manifests (checksums in schedule.json, schedule.json itself unchecked) still load, with a
+    note on stderr."""
     root = Path(folder)
     if not root.is_dir():
         raise TinydetError(f"{root}: export folder does not exist (expected the --out folder of `tinydet export`)")
     sched_path = root / SCHEDULE
     if not sched_path.is_file():
         raise TinydetError(f"{root}: schedule.json is missing; expected an export folder written by `tinydet export`")
+    manifest = read_manifest(root, hint="re-export the folder with `tinydet export`")
+    if manifest is not None and verify:
+        for name in (SCHEDULE, CONFIG_FILE):
+            problem = manifest.problem(root, name)
+            if problem is not None and not (problem == "not listed" and name == CONFIG_FILE):
+                raise TinydetError(f"{root}: {problem}: {name} was modified after export (manifest.json); "
+                                   f"re-export the folder with `tinydet export`")
     schedule = read_json(sched_path, "schedule.json", hint="the file was modified after export")
     if not isinstance(schedule, dict):
         raise TinydetError(f"{sched_path}: expected a JSON object, got {type(schedule).__name__}")
@@ -111,26 +146,40 @@ def load_export(folder: "str | Path", verify: bool = True) -> ExportFolder:
     if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise TinydetError(f"{sched_path}: format_version: expected one of {', '.join(map(str, READABLE_VERSIONS))}, "
                            f"got {version!r}; re-export the model with this tinydet")
+    if manifest is not None:
+        schedule["files"] = {n: e.to_dict() for n, e in manifest.files.items() if n != SCHEDULE}
+    elif root.resolve() not in _LEGACY_NOTED:
+        _LEGACY_NOTED.add(root.resolve())
+        print(f"tinydet: {root}: no manifest.json (written by an older tinydet): schedule.json is not checksummed; "
+              f"`tinydet quantize {root}` adds the manifest", file=sys.stderr)
     files = schedule.get("files")
+    where = MANIFEST if manifest is not None else f"{SCHEDULE}: files"
     if not isinstance(files, dict) or not all(isinstance(v, dict) and "sha256" in v for v in files.values()):
         raise TinydetError(f"{sched_path}: files: expected {{name: {{sha256, bytes}}}}, got {files!r}")
     for name in REQUIRED:
         if name not in files:
-            raise TinydetError(f"{sched_path}: files: {name} is not listed; expected {', '.join(REQUIRED)}")
+            raise TinydetError(f"{root / where}: {name} is not listed; expected {', '.join(REQUIRED)}")
+    broken: dict[str, str] = {}
     if verify:
         for name, entry in files.items():
-            path = root / name
-            if not path.is_file():
-                raise TinydetError(f"{root}: {name} is missing (listed in schedule.json); re-export the folder")
-            if sha256_file(path) != entry["sha256"]:
-                raise TinydetError(f"{root}: checksum mismatch: {name} was modified after export")
+            problem = _file_problem(root, name, entry, manifest)
+            if problem is None:
+                continue
+            if strict or name in REQUIRED:
+                what = "is missing" if problem == "missing" else "was modified after it was written"
+                if name in REQUIRED:
+                    what = "is missing" if problem == "missing" else "was modified after export"
+                prefix = "checksum mismatch: " if problem == "checksum mismatch" else ""
+                raise TinydetError(f"{root}: {prefix}{name} {what} (listed in {where}); {repair_hint(name, root)}")
+            broken[name] = problem
         extra = sorted(p.name for p in _model_files(root) if p.name not in files)
         if extra:
-            raise TinydetError(f"{root}: {extra[0]} is not listed in schedule.json; add files with "
-                               f"tinydet.export.add_files so their checksums are recorded")
+            raise TinydetError(f"{root}: {extra[0]} is not listed in {where} (not written by tinydet, or left by an "
+                               f"interrupted run); remove it, or {repair_hint(extra[0], root)}")
     if version == 1:
         schedule = upgrade_v1(schedule, str(sched_path))
-    return ExportFolder(root, schedule, version)
+    check_schedule(schedule, root, verify)
+    return ExportFolder(root, schedule, version, broken, manifest is not None)
 
 
 def _named_pads(value: Any, where: str) -> dict[str, int]:
@@ -193,22 +242,29 @@ def upgrade_v1(schedule: dict, where: str = SCHEDULE) -> dict:
     return out
 
 
-def add_files(folder: "str | Path", files: Mapping[str, bytes]) -> ExportFolder:
-    """Add (or replace) files in a verified export folder and record their checksums.
-
-    Each file is written atomically, then schedule.json (last) with the new ``files`` entries, so
-    an interrupted call leaves either the old folder or one whose checks name the stale file.
-    """
-    export = load_export(folder)
+def add_files(folder: "str | Path", files: Mapping[str, bytes], drop: Iterable[str] = (),
+              strict: bool = True) -> ExportFolder:
+    """Add (or replace) files in a verified export folder, remove ``drop``, and record the new
+    manifest: the new folder is staged (hard links of the unchanged files) and swapped in with
+    one atomic exchange (:func:`tinydet.io.atomic.update_dir`), so at every instant the folder
+    is the old one or the new one. ``strict=False`` accepts a folder whose optional files are
+    broken (:func:`load_export`); those not rewritten here are dropped. A folder without a
+    manifest gets one (and schedule.json loses its ``files``, which the manifest replaces)."""
+    export = load_export(folder, strict=strict)
     for name in files:
-        if not isinstance(name, str) or Path(name).name != name or name in (SCHEDULE, "") or name.startswith("."):
-            raise TinydetError(f"add_files: file name {name!r}: expected a plain file name other than schedule.json")
+        if not isinstance(name, str) or Path(name).name != name or name in (SCHEDULE, MANIFEST, CONFIG_FILE, "") \
+                or name.startswith("."):
+            raise TinydetError(f"add_files: file name {name!r}: expected a plain file name other than "
+                               f"{SCHEDULE}, {MANIFEST} and {CONFIG_FILE}")
         if name in REQUIRED:
             raise TinydetError(f"add_files: {name} is written by `tinydet export` and cannot be replaced")
-    entries = dict(export.schedule["files"])
-    for name, data in files.items():
-        atomic_write_bytes(export.root / name, bytes(data))
-        entries[name] = {"sha256": sha256_bytes(bytes(data)), "bytes": len(data)}
-    export.schedule["files"] = entries
-    write_schedule(export.root, export.schedule)
-    return export
+    gone = (set(drop) | set(export.broken)) - set(files)
+    with update_dir(export.root, drop=sorted(gone | {MANIFEST})) as stage:
+        if not export.has_manifest:
+            raw = read_json(stage / SCHEDULE, "schedule.json")
+            raw.pop("files", None)
+            write_schedule(stage, raw)
+        for name, data in files.items():
+            write_file(stage / name, bytes(data))
+        write_manifest(stage)
+    return load_export(export.root)

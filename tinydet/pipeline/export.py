@@ -99,7 +99,10 @@ def export_checkpoint(cfg, ckpt: "str | Path", out: "str | Path | None" = None, 
     out = Path(out or cfg["export"].get("out") or Path("out") / cfg["name"])
     print(f"tinydet export: {graph.arch} {graph.resolution[0]}x{graph.resolution[1]}, grid {grid[0]}x{grid[1]}, "
           f"split {split} ({how}) -> {out}", file=sys.stderr)
+    from tinydet.config import to_dict
+
     summary = export_network(model, graph, out, split, grid, detector=detector_info(model, cfg),
-                             check_images=check_images)
+                             check_images=check_images, config=to_dict(cfg),
+                             config_source=getattr(cfg, "source", None))
     summary["plan"] = how
     return summary

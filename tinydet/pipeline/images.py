@@ -9,9 +9,12 @@ from tinydet.errors import TinydetError
 
 
 def split_images(cfg, count: int, size: "tuple[int, int]", source: str = "config",
-                 split: str = "train") -> list[np.ndarray]:
+                 split: str = "train", classes: "list[str] | None" = None,
+                 classes_of: str = "the model") -> list[np.ndarray]:
     """``count`` images of the config's ``split`` (train for calibration), spread evenly over it,
-    letterboxed (the eval transform) to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1]."""
+    letterboxed (the eval transform) to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1].
+    ``classes``: the data set must have these classes (in order), else a TinydetError naming
+    ``classes_of`` (another data set's config would calibrate on the wrong images)."""
     from PIL import Image
 
     from tinydet.data.records import load_records
@@ -19,11 +22,14 @@ def split_images(cfg, count: int, size: "tuple[int, int]", source: str = "config
 
     if count < 1:
         raise TinydetError(f"{source}: expected at least 1 image from data.{split}, got {count}")
-    records, _, _ = load_records(cfg["data"], split, source)
+    records, names, _ = load_records(cfg["data"], split, source)
     if not records:
         what = "the calibration set" if split == "train" else f"the {split} image set"
         raise TinydetError(f"{source}: data.{split}: {what} is empty; expected at least one "
                            f"image (data.root = {cfg['data'].get('root')!r})")
+    if classes is not None and list(names) != list(classes):
+        raise TinydetError(f"{source}: data classes {list(names)} differ from the classes {list(classes)} of "
+                           f"{classes_of}; expected the config of the data set the model was trained on")
     # evenly spread over the split so a sorted data set does not calibrate on one class only
     picks = np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).round().astype(int))
     images = []

@@ -44,7 +44,7 @@ def validation_images(folder: "str | Path", count: int, config: str | None = Non
     c, h, w = export.input_shape
     if count < 1:
         raise TinydetError(f"--images: expected a positive integer, got {count}")
-    if config is not None or export.schedule.get("config"):
+    if config is not None or export.schedule.get("config") or export.config_path is not None:
         from tinydet.pipeline.images import split_images
         from tinydet.pipeline.quantize import config_for
 
