@@ -1,4 +1,7 @@
-"""``tinydet train -c X.yaml [--set k=v ...] [--resume [CKPT|auto]] [--ckpt INIT]``."""
+"""``tinydet train -c X.yaml [--set k=v ...] [--resume [CKPT|auto] | --new] [--ckpt INIT]``.
+
+A ``train.out_dir`` that holds checkpoints is never overwritten: continue it (``--resume``),
+or ``--new`` writes to the first free numbered sibling (``tinydet.io.rundir``)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue a run: 'auto' (default) = <out_dir>/last.ckpt, or a checkpoint path")
     parser.add_argument("--ckpt", default=None, metavar="INIT_WEIGHTS",
                         help="initialise the weights from this checkpoint (optimizer and schedule start fresh)")
+    parser.add_argument("--new", action="store_true", help="train.out_dir holds a run: write this one to the first "
+                        "free numbered sibling (runs/NAME-2, ...) instead of refusing")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     declare_inputs(parser, ckpt="file")
 
@@ -21,6 +26,18 @@ def run(args: argparse.Namespace) -> dict | None:
     from tinydet.train.run import train
 
     cfg = load_config(args.config, args.overrides)
+    if args.new:
+        import sys
+
+        from tinydet.errors import TinydetError
+        from tinydet.io.rundir import new_run_dir
+
+        if args.resume is not None:
+            raise TinydetError("--new starts a fresh run; it cannot be combined with --resume")
+        out_dir = new_run_dir(cfg.train.out_dir)
+        if str(out_dir) != str(cfg.train.out_dir):
+            print(f"tinydet train: {cfg.train.out_dir} holds a run; --new: writing to {out_dir}", file=sys.stderr)
+        cfg.train.out_dir = str(out_dir)
     result = train(cfg, resume=args.resume, init_ckpt=args.ckpt)
     # under DDP every rank runs this command; only rank 0 reports, so stdout has one summary
     return result if result["global_rank"] == 0 else None

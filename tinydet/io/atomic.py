@@ -30,8 +30,10 @@ for, not the temporary name), after the temporary file or folder was removed.
 
 Fault injection (tests). ``TINYDET_FAULT=KIND:N[,KIND:N...]`` makes the N-th event of a kind in
 this process fail deterministically: ``write:N`` and ``rename:N`` end the process with
-``os._exit(137)`` (as a SIGKILL would: no cleanup) right before the N-th file write or commit
-rename; ``enospc:N`` makes the N-th file write raise ``ENOSPC`` after half its bytes are on disk.
+``os._exit(137)`` (as a SIGKILL would: no cleanup) right before the N-th file write or rename
+(of a file or a folder), ``swap:N`` right before the N-th folder swap (the commit of
+:func:`staged_dir`); ``enospc:N`` makes the N-th file write raise ``ENOSPC`` after half its bytes
+are on disk. Counts start at the process start.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ from typing import IO, Any, Iterator
 from tinydet.errors import TinydetError
 
 FAULT_ENV = "TINYDET_FAULT"
-FAULT_KINDS = ("write", "rename", "enospc")
+FAULT_KINDS = ("write", "rename", "swap", "enospc")
 KILLED_STATUS = 137  # what a shell reports for SIGKILL
 DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
@@ -104,8 +106,8 @@ def _before_write(path: Path) -> None:
         os._exit(KILLED_STATUS)
 
 
-def _before_rename(src: Path, dst: Path) -> None:
-    if _fault_due("rename"):
+def _before_rename(src: Path, dst: Path, swap: bool = False) -> None:
+    if _fault_due("rename") or (swap and _fault_due("swap")):
         print(f"tinydet: {FAULT_ENV}: killed before renaming {src.name} to {dst}", file=sys.stderr, flush=True)
         os._exit(KILLED_STATUS)
 
@@ -402,7 +404,7 @@ def replace_dir(tmp: "str | Path", out: "str | Path") -> None:
         if _is_disk_full(exc):
             raise DiskFullError(out) from None
         raise
-    _before_rename(tmp, out)
+    _before_rename(tmp, out, swap=True)
     if not out.exists():
         os.replace(tmp, out)
         fsync_dir(out.parent)
@@ -414,6 +416,7 @@ def replace_dir(tmp: "str | Path", out: "str | Path") -> None:
     old = _temp_name(out, "old")
     os.replace(out, old)
     try:
+        _before_rename(tmp, out)  # the fallback's window: a kill here is repaired by the next run
         os.replace(tmp, out)
     except OSError:
         os.replace(old, out)

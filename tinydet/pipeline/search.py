@@ -3,7 +3,9 @@ under SRAM / Flash / MAC-overhead budgets, and the result folder.
 
 Writes ``OUT/best_arch.yaml`` (a spec for ``model.arch``), ``schedule.json`` (grid, split, peaks),
 ``pareto.json``, ``pareto.png``, ``state.json`` (resumable), ``supernet.ckpt`` and
-``best_subnet.pt``, each atomically.
+``best_subnet.pt``. The state files are written atomically as the search goes; the result files
+appear together in one atomic swap of the whole folder, so a kill never leaves new results beside
+old ones.
 
 ``task: detect`` scores candidates by val map50 (detection supernet); ``task: classify`` by val
 top-1 (a classifier supernet on an ImageFolder / VWW set; the budgets count the pool + fc).
@@ -17,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from tinydet.errors import TinydetError
-from tinydet.io.atomic import atomic_open, atomic_torch_save, atomic_write_json
+from tinydet.io.atomic import atomic_open, atomic_torch_save, atomic_write_json, update_dir
+
+#: the files of a finished search, written together (the rest of OUT is the resumable state)
+RESULT_FILES = ("best_arch.yaml", "best_subnet.pt", "schedule.json", "pareto.json", "pareto.png")
 
 
 def run_search(config: str, sram: int, flash: int, max_overhead: float | None, out: Path, resume: bool = False,
@@ -130,12 +135,9 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
     name = out.name or "searched"
     spec = best.to_spec(space, name)
     arch_path = out / "best_arch.yaml"
-    save_spec(spec, arch_path)
     # the chosen network as a standalone detector with its recalibrated supernet weights
     supernet.recalibrate(best, evaluator.recal_images(best.resolution))
     extracted = extract(supernet, best, name)
-    atomic_torch_save({"spec": spec.to_dict(), "head": asdict(head), "state_dict": extracted.state_dict()},
-                      out / "best_subnet.pt")
     anchors_at_res = None if classify else [[[round(v, 2) for v in a] for a in scale]
                                             for scale in scaled_anchors(anchors, best.resolution, base_res).tolist()]
     schedule = {
@@ -148,14 +150,19 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
         "max_overhead": budget.max_overhead, "anchors": anchors_at_res,
         "candidate": best.to_dict(),
     }
-    atomic_write_json(out / "schedule.json", schedule)
     pareto = [{figure: p["score"], "peak_sram": p["peak_sram"], "candidate": p["candidate"],
                **{k: p["metrics"][k] for k in ("flash_bytes", "macs", "mac_overhead", "latency")}}
               for p in result["pareto"]]
-    atomic_write_json(out / "pareto.json", {"budget": vars(budget), "front": pareto,
-                                            "evaluated": len(result["evaluated"]), "history": result["history"]})
-    plot_pareto(result["evaluated"], result["pareto"], budget.sram, best, out / "pareto.png",
-                "val top-1 (supernet)" if classify else "val mAP@0.5 (supernet)")
+    # the result files appear together: the folder (with the search state) is swapped in whole
+    with update_dir(out, drop=RESULT_FILES) as stage:
+        save_spec(spec, stage / "best_arch.yaml")
+        atomic_torch_save({"spec": spec.to_dict(), "head": asdict(head), "state_dict": extracted.state_dict()},
+                          stage / "best_subnet.pt")
+        atomic_write_json(stage / "schedule.json", schedule)
+        atomic_write_json(stage / "pareto.json", {"budget": vars(budget), "front": pareto,
+                                                  "evaluated": len(result["evaluated"]), "history": result["history"]})
+        plot_pareto(result["evaluated"], result["pareto"], budget.sram, best, stage / "pareto.png",
+                    "val top-1 (supernet)" if classify else "val mAP@0.5 (supernet)")
     return {
         "arch": str(arch_path), "out": str(out), "resolution": best.resolution, "grid": [best.grid, best.grid],
         "split": best.split, "peak_sram_patch": metrics["peak_sram"],

@@ -22,6 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tinydet.errors import TinydetError
 from tinydet.io.atomic import atomic_torch_save
 from tinydet.io.checkpoint import read_checkpoint
+from tinydet.io.rundir import check_run_dir
 from tinydet.config import Config, to_dict
 
 
@@ -152,6 +153,7 @@ def train(cfg: Config, resume: str | None = None, init_ckpt: str | None = None,
     """
     train_cfg = cfg.train
     out_dir = Path(train_cfg.out_dir)
+    check_run_dir(out_dir, resume, init_ckpt)  # a run folder's checkpoints are never overwritten
     _cpu_threads(train_cfg)
     pl.seed_everything(train_cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_resume(resume, out_dir)
