@@ -54,7 +54,8 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
     The build happens in a hidden sibling of ``out`` (``files``, e.g. an embedded image header,
     are written there first) which replaces ``out`` in one atomic exchange only once everything
     succeeded (:func:`tinydet.io.atomic.staged_dir`): a refused or killed build leaves the previous
-    build folder exactly as it was. An existing ``out`` that is not a build folder is refused.
+    build folder exactly as it was (a failed compile adds only its log, ``OUT/*.build.log``). An
+    existing ``out`` that is not a build folder is refused.
 
     Refuses (TinydetError, before compiling) a missing toolchain, an export folder failing its
     checksums, an unsupported int8 op, or a model that does not fit the target.
@@ -88,8 +89,11 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
         elf_name = "firmware" if t.kind == "host" else "firmware.elf"
         # CMSIS_NN_ROOT: compile ARM's CMSIS-NN kernels instead of the bundled ones (same API, same outputs)
         cmsis_nn_root = os.environ.get("CMSIS_NN_ROOT") or None
-        toolchain.compile(sources, target, stage / elf_name, defines=defs, include_dirs=[stage, *include_dirs],
-                          cmsis_nn_root=cmsis_nn_root)
+        try:
+            toolchain.compile(sources, target, stage / elf_name, defines=defs, include_dirs=[stage, *include_dirs],
+                              cmsis_nn_root=cmsis_nn_root)
+        except TinydetError as exc:
+            raise TinydetError(str(exc).replace(str(stage), str(out))) from _keep_logs(stage, out)
         sizes = toolchain.size(stage / elf_name)
         arena = symbol_size(stage / elf_name, ARENA_SYMBOL)
         elf = out / elf_name  # where it will be once the build folder is swapped in
@@ -112,6 +116,15 @@ def build_firmware(export_dir: "str | Path", target: str, out: "str | Path", mod
         }
         write_file(stage / "build.json", (json.dumps(info, indent=1) + "\n").encode())
     return info
+
+
+def _keep_logs(stage: Path, out: Path) -> None:
+    """A failed compile's logs (``*.log``) are copied (atomically) from the discarded staged build
+    into ``out``, where the error message points; the previous build stays as it was."""
+    from tinydet.io.atomic import atomic_write_bytes
+
+    for log in stage.glob("*.log"):
+        atomic_write_bytes(out / log.name, log.read_bytes())
 
 
 def image_header(image_int8) -> bytes:
