@@ -144,6 +144,14 @@ class Workspace:
 # ------------------------------------------------------------------------------ helpers for cases
 
 
+def write_all(files: dict) -> Callable[[Workspace], None]:
+    """A ``prepare`` writing each ``{relpath: text}`` under ``{dir}``."""
+    def prepare(ws: Workspace) -> None:
+        for relpath, text in files.items():
+            write(relpath, text)(ws)
+    return prepare
+
+
 def write(relpath: str, text: str) -> Callable[[Workspace], None]:
     """A ``prepare`` writing ``text`` to ``{dir}/relpath``."""
     def prepare(ws: Workspace) -> None:
@@ -378,4 +386,15 @@ CASES: list[Case] = [
     # ---- a closed stdout pipe (17.11): quiet, like other Unix tools
     Case("profile-stdout-closed", "17.11", ("profile", "--arch", "mbv2-w0.35", "--resolution", "96"),
          subprocess=True, stdout_closed=True, accept=quiet(141)),
+    # ---- never overwrite a run, never read an unchecked export folder (17.1, 17.6)
+    Case("train-into-a-run-with-checkpoints", "17.1", ("train", "-c", "{config}"),
+         prepare=write("runs/last.ckpt", "a previous run's checkpoint"),
+         error=r"train\.out_dir .*runs: already holds a run \(last\.ckpt\); .* continue it with --resume auto, "
+               r"start a fresh numbered run with --new, or set train\.out_dir to another folder"),
+    Case("train-new-with-resume", "17.1", ("train", "-c", "{config}", "--new", "--resume", "auto"),
+         error=r"--new starts a fresh run; it cannot be combined with --resume"),
+    Case("quantize-manifest-edited", "17.6", ("quantize", "{dir}/exp", "--calib", "1"),
+         prepare=write_all({"exp/schedule.json": "{}", "exp/manifest.json": '{"manifest_version": 1, "files": {}, '
+                                                                           '"sha256": "0"}'}),
+         error=r"exp/manifest\.json: sha256: the manifest was modified"),
 ]

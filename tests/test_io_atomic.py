@@ -100,3 +100,64 @@ def test_replace_dir_refuses_a_file_and_keeps_it(tmp_path):
     with pytest.raises(TinydetError, match="out: exists and is not a folder"):
         replace_dir(src, tmp_path / "out")
     assert (tmp_path / "out").read_text() == "a file" and src.is_dir()
+
+
+def test_replace_dir_exchanges_and_the_fallback_keeps_the_folder(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    for exchange in (True, False):
+        if not exchange:  # a file system without an atomic exchange: two renames
+            monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+        with staged_dir(out) as tmp:
+            (tmp / "v.txt").write_text(str(exchange))
+        assert (out / "v.txt").read_text() == str(exchange) and _entries(tmp_path) == ["out"]
+
+
+def test_leftovers_of_dead_writers_are_removed_and_an_old_folder_is_restored(tmp_path):
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    (tmp_path / f".a.json.{dead}.0123abcd.tmp").write_text("half")
+    (tmp_path / f".b.json.{os.getpid()}.0123abcd.tmp").write_text("mine, in progress")
+    (tmp_path / ".c.ckpt.k3j_x9zq.tmp").write_text("tinydet before pids")
+    old = tmp_path / f".exp.{dead}.89abcdef.old"  # killed between the fallback's two renames
+    old.mkdir()
+    (old / "schedule.json").write_text("{}")
+    legacy = tmp_path / ".exp2.old.abcd1234"  # the layout before pids: the folder inside
+    (legacy / "exp2").mkdir(parents=True)
+    (legacy / "exp2" / "f").write_text("x")
+    removed = atomic.clean_leftovers(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([f".a.json.{dead}.0123abcd.tmp", ".c.ckpt.k3j_x9zq.tmp"])
+    assert _entries(tmp_path) == sorted([f".b.json.{os.getpid()}.0123abcd.tmp", "exp", "exp2"])
+    assert (tmp_path / "exp" / "schedule.json").read_text() == "{}" and (tmp_path / "exp2" / "f").read_text() == "x"
+    atomic_write_bytes(tmp_path / "z", b"")  # every write cleans its folder first
+    (tmp_path / f".q.{dead}.00000000.tmp").mkdir()
+    atomic_write_bytes(tmp_path / "z", b"1")
+    assert not (tmp_path / f".q.{dead}.00000000.tmp").exists()
+
+
+def test_update_dir_never_writes_into_the_linked_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.bin").write_bytes(b"keep")
+    (out / "change.bin").write_bytes(b"old")
+    (out / "drop.bin").write_bytes(b"drop")
+    linked_elsewhere = tmp_path / "other-link"
+    os.link(out / "change.bin", linked_elsewhere)
+    with atomic.update_dir(out, drop=["drop.bin"]) as stage:
+        atomic.write_file(stage / "change.bin", b"new")
+    assert _entries(out) == ["change.bin", "keep.bin"] and (out / "change.bin").read_bytes() == b"new"
+    assert linked_elsewhere.read_bytes() == b"old"  # the old inode was never written into
+
+
+def test_disk_full_names_the_destination_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_fault_counts", {})
+    monkeypatch.setenv(atomic.FAULT_ENV, "enospc:1")
+    with pytest.raises(atomic.DiskFullError, match=f"no space left on device writing {tmp_path / 'a.bin'}$"):
+        atomic_write_bytes(tmp_path / "a.bin", b"x" * 100)
+    assert _entries(tmp_path) == []
+    monkeypatch.setattr(atomic, "_fault_counts", {})
+    with pytest.raises(atomic.DiskFullError, match=f"writing {tmp_path / 'set' / 'f.txt'}$"):
+        with staged_dir(tmp_path / "set") as tmp:
+            atomic.write_file(tmp / "f.txt", b"abc")
+    assert _entries(tmp_path) == []
+    monkeypatch.setenv(atomic.FAULT_ENV, "kill:1")
+    with pytest.raises(TinydetError, match="TINYDET_FAULT='kill:1': expected KIND:N"):
+        atomic_write_bytes(tmp_path / "a.bin", b"")

@@ -100,6 +100,10 @@ def test_export_records_its_config_and_quantize_uses_it(setup, tmp_path, capsys)
     assert rc == 0, err
     assert json.loads(stdout)["source"]["config"] == str(folder / "config.yaml")
     assert load_export(folder).has("full.int8.onnx")
+    for extra in ([], ["--int8"]):  # eval without -c too
+        rc, stdout, err = run_cli(capsys, ["eval", "--export", str(folder), *extra, "--json"])
+        assert rc == 0, err
+        assert "map50" in json.loads(stdout)
 
 
 @pytest.mark.parametrize("change, field", [({"data": {"classes": ["circle", "square", "triangle", "star", "plus"]}},

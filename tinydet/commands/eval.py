@@ -66,7 +66,12 @@ def _run_model(args: argparse.Namespace) -> dict:
     from tinydet.pipeline.eval import evaluate_model
     from tinydet.config import load_config
 
-    if args.config is None:
+    config = args.config
+    if config is None and args.export:  # the config `tinydet export` recorded in the folder
+        from tinydet.export.schedule_file import load_export
+
+        config = load_export(args.export, strict=False).config_path
+    if config is None:
         raise TinydetError("pass --dets FILE_OR_DIR --data DIR, or -c CONFIG with --ckpt, --onnx or --export")
     if not (args.ckpt or args.onnx or args.export):
         raise TinydetError("-c CONFIG needs the model to evaluate: --ckpt C, --onnx M.onnx or --export out/NAME")
@@ -75,7 +80,7 @@ def _run_model(args: argparse.Namespace) -> dict:
     if args.engine and not args.int8:
         raise TinydetError("--engine chooses how the int8 model runs; add --int8 (with --export)")
     overrides = list(args.overrides) + ([f"data.root={args.data}"] if args.data else [])
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(config, overrides)
     if cfg.task == "classify":
         from tinydet.pipeline.eval_classify import evaluate_classifier
 
