@@ -116,6 +116,12 @@ def run(args: argparse.Namespace):
         r.pop("_detections", None)
         if running:
             r["image_source"] = source
+        if args.validate:
+            from tinydet.deploy.validate import ort_note
+
+            note = ort_note(r)
+            if note:
+                print(f"tinydet deploy: note ({mode} mode): {note}", file=sys.stderr)
         results[mode] = r
     result = results[modes[0]] if len(modes) == 1 else {
         "patch": results["patch"], "layer": results["layer"],

@@ -18,6 +18,55 @@ from tinydet.deploy import toolchain
 from tinydet.errors import TinydetError
 
 
+#: Configurable Fault Status Register bits (ARMv7-M ARM B3.2.15): MMFSR (0-7), BFSR (8-15), UFSR (16-31).
+CFSR_BITS = {
+    0: ("MemManage", "IACCVIOL: instruction fetch from a no-execute region"),
+    1: ("MemManage", "DACCVIOL: data access violation"),
+    3: ("MemManage", "MUNSTKERR: fault unstacking on exception return"),
+    4: ("MemManage", "MSTKERR: fault stacking on exception entry (stack overflow?)"),
+    5: ("MemManage", "MLSPERR: fault during lazy FP state preservation"),
+    8: ("BusFault", "IBUSERR: instruction bus error"),
+    9: ("BusFault", "PRECISERR: precise data bus error"),
+    10: ("BusFault", "IMPRECISERR: imprecise data bus error"),
+    11: ("BusFault", "UNSTKERR: bus fault unstacking on exception return"),
+    12: ("BusFault", "STKERR: bus fault stacking on exception entry (stack overflow?)"),
+    13: ("BusFault", "LSPERR: bus fault during lazy FP state preservation"),
+    16: ("UsageFault", "UNDEFINSTR: undefined instruction"),
+    17: ("UsageFault", "INVSTATE: invalid EPSR state (a call to an even address?)"),
+    18: ("UsageFault", "INVPC: invalid exception return"),
+    19: ("UsageFault", "NOCP: coprocessor (FPU) disabled or absent"),
+    24: ("UsageFault", "UNALIGNED: unaligned access"),
+    25: ("UsageFault", "DIVBYZERO: integer division by zero"),
+}
+MMARVALID, BFARVALID = 1 << 7, 1 << 15
+HFSR_FORCED, HFSR_VECTTBL = 1 << 30, 1 << 1
+
+
+def describe_fault(text: str) -> str | None:
+    """One line naming the fault the board's fault handler reported in ``text`` (its console
+    output: ``fault NAME`` and the ``pc lr cfsr hfsr mmfar bfar`` registers, see
+    deploy/targets/common/startup_cm7.c), the CFSR bits decoded; None when ``text`` holds none."""
+    name = re.search(r"^\s*fault (\w+)", text, re.M)
+    regs = {k: int(v, 16) for k, v in re.findall(r"^\s*(pc|lr|cfsr|hfsr|mmfar|bfar)\s+0x([0-9a-fA-F]+)", text, re.M)}
+    if name is None and "cfsr" not in regs:
+        return None
+    fault = name.group(1) if name else "HardFault"
+    cfsr, hfsr = regs.get("cfsr", 0), regs.get("hfsr", 0)
+    causes = [why for bit, (_, why) in sorted(CFSR_BITS.items()) if cfsr >> bit & 1]
+    if fault == "HardFault" and hfsr & HFSR_FORCED and causes:
+        kinds = sorted({kind for bit, (kind, _) in CFSR_BITS.items() if cfsr >> bit & 1})
+        fault = f"HardFault (escalated {'/'.join(kinds)})"
+    elif fault == "HardFault" and hfsr & HFSR_VECTTBL:
+        causes.append("VECTTBL: bus fault reading the vector table")
+    if cfsr & MMARVALID and "mmfar" in regs:
+        causes.append(f"address 0x{regs['mmfar']:08x}")
+    if cfsr & BFARVALID and "bfar" in regs:
+        causes.append(f"address 0x{regs['bfar']:08x}")
+    at = f" at pc 0x{regs['pc']:08x} (lr 0x{regs.get('lr', 0):08x})" if "pc" in regs else ""
+    status = ", ".join(f"{k} 0x{regs[k]:08x}" for k in ("cfsr", "hfsr") if k in regs)
+    return f"{fault}{at}: {'; '.join(causes) or 'no fault status bits set'} [{status}]"
+
+
 @dataclass
 class RunResult:
     """Per image: int8 NHWC outputs, detections (boxes [N,4], scores [N], labels [N]) and ticks."""
@@ -85,6 +134,9 @@ def run_firmware(info: dict, images_int8: list[np.ndarray], workdir: "str | Path
     else:
         code, out, log = toolchain.run_host(info["elf"], work, timeout_s=timeout_s)
     if code != 0:
+        fault = describe_fault(out + (log.read_text(errors="replace") if log.is_file() else ""))
+        if fault:
+            raise TinydetError(f"firmware {Path(info['elf']).name} faulted: {fault}; log kept: {log}")
         last = next((ln for ln in reversed(out.splitlines()) if ln.strip()), "no output")
         raise TinydetError(f"firmware {Path(info['elf']).name} exited with status {code} ({last.strip()}); "
                            f"log kept: {log}")

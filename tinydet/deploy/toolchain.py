@@ -223,7 +223,9 @@ def run_qemu(elf: str | os.PathLike, workdir: str | os.PathLike, timeout_s: floa
     # the fault handler writes with SYS_WRITE0, which QEMU sends to its own stderr
     both = out + err
     if "tinydet: HARDFAULT" in both or "tinydet: unexpected exception" in both:
-        detail = " ".join(ln.strip() for ln in both.splitlines() if ln.strip().startswith(("pc", "ipsr", "cfsr")))
+        from tinydet.deploy.run import describe_fault  # the board fault handler's report, decoded
+
+        detail = describe_fault(both) or " ".join(ln.strip() for ln in both.splitlines() if ln.strip().startswith("ipsr"))
         raise TinydetError(f"firmware {elf.name} crashed under QEMU (exit {code}; {detail}); log kept: {log}")
     if code != 0 and not out and err:
         raise TinydetError(f"QEMU failed to run {elf.name} (exit {code}): {err.strip().splitlines()[-1]}; log: {log}")

@@ -53,6 +53,21 @@ def ort_detections(export_dir: "str | Path", mode: str, images: np.ndarray, sche
                        max_det=int(det.get("max_det", 100)))
 
 
+def ort_note(report: dict) -> str | None:
+    """What ``detections_match_fraction_vs_onnxruntime`` means, for stderr when it is below 1 (it
+    does not gate ``deploy --validate``; ``outputs_bit_exact_vs_reference`` does)."""
+    fraction = report.get("detections_match_fraction_vs_onnxruntime")
+    if fraction is None or fraction >= 1.0:
+        return None
+    return (f"detections_match_fraction_vs_onnxruntime {fraction:g} is the share of images whose detections equal "
+            "onnxruntime's on the QDQ models; onnxruntime requantizes in float (round half to even), up to 1 LSB "
+            "per layer away from the integer arithmetic the firmware shares with the numpy reference, so boxes "
+            "near the score threshold or an NMS tie can differ. It is informational: the gate is "
+            f"outputs_bit_exact_vs_reference ({report.get('outputs_bit_exact_vs_reference')}) and the C decode "
+            "agrees with the Python decode on the same outputs (detections_match_fraction_vs_python_decode "
+            f"{report.get('detections_match_fraction_vs_python_decode')})")
+
+
 def validate_run(info: dict, run: RunResult, images: np.ndarray, schedule: dict) -> dict:
     """The validation figures of one firmware run on ``images`` [K, 3, H, W]."""
     from tinydet.ops.boxes import match_detections as detections_match

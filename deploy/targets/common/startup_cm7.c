@@ -1,6 +1,8 @@
 /*
  * Shared Cortex-M7 startup: vector table, reset handler (FPU enable, .data copy, .bss zero, stack
- * painting), fault handlers that report and exit non-zero. The linker script of each target
+ * painting), fault handlers that report and exit non-zero (exit 3; the report names the fault and
+ * prints the fault status registers, which tinydet.deploy.run.describe_fault decodes on the host).
+ * The linker script of each target
  * provides the symbols used here (see deploy/targets/<name>/linker.ld).
  */
 #include <stdint.h>
@@ -18,12 +20,12 @@ extern int main(int argc, char **argv);
 void Reset_Handler(void);
 void Default_Handler(void);
 void HardFault_Handler(void);
+void MemManage_Handler(void);
+void BusFault_Handler(void);
+void UsageFault_Handler(void);
 
 /* exceptions other than reset: a fault or stray interrupt ends the run with a message */
 void NMI_Handler(void) __attribute__((weak, alias("Default_Handler")));
-void MemManage_Handler(void) __attribute__((weak, alias("HardFault_Handler")));
-void BusFault_Handler(void) __attribute__((weak, alias("HardFault_Handler")));
-void UsageFault_Handler(void) __attribute__((weak, alias("HardFault_Handler")));
 void SVC_Handler(void) __attribute__((weak, alias("Default_Handler")));
 void DebugMon_Handler(void) __attribute__((weak, alias("Default_Handler")));
 void PendSV_Handler(void) __attribute__((weak, alias("Default_Handler")));
@@ -72,19 +74,38 @@ static void put_hex(const char *label, uint32_t v)
     tinydet_board_puts(buf);
 }
 
-void HardFault_Handler(void)
+/* The report of every fault: its name, the faulting pc and lr from the exception frame, and the
+ * System Control Block's fault status (CFSR = MMFSR | BFSR | UFSR, HFSR) and address registers. */
+__attribute__((used, noreturn)) void tinydet_fault_report(const uint32_t *frame, uint32_t which)
 {
+    static const char *const names[] = {"HardFault", "MemManage", "BusFault", "UsageFault"};
     volatile uint32_t *scb = (volatile uint32_t *)0xE000ED00u;
-    uint32_t *sp;
-    __asm volatile("tst lr, #4\n\tite eq\n\tmrseq %0, msp\n\tmrsne %0, psp" : "=r"(sp));
     tinydet_board_puts("tinydet: HARDFAULT (crash in firmware)\n");
-    put_hex("  pc   ", sp[6]);
-    put_hex("  lr   ", sp[5]);
+    tinydet_board_puts("  fault ");
+    tinydet_board_puts(names[which & 3u]);
+    tinydet_board_puts("\n");
+    put_hex("  pc   ", frame[6]);
+    put_hex("  lr   ", frame[5]);
     put_hex("  cfsr ", scb[0x28 / 4]);
     put_hex("  hfsr ", scb[0x2C / 4]);
+    put_hex("  mmfar ", scb[0x34 / 4]);
     put_hex("  bfar ", scb[0x38 / 4]);
     tinydet_board_exit(3);
 }
+
+/* Naked, so no prologue moves the stack before it is read: the exception frame is on the stack
+ * that was in use (MSP or PSP, as EXC_RETURN in lr says); r0 = frame, r1 = which fault. */
+#define TINYDET_FAULT_HANDLER(fn, which)                                             \
+    __attribute__((naked)) void fn(void)                                             \
+    {                                                                                \
+        __asm volatile("tst lr, #4\n\tite eq\n\tmrseq r0, msp\n\tmrsne r0, psp\n\t"     \
+                       "movs r1, #" #which "\n\tb tinydet_fault_report\n\t");          \
+    }
+
+TINYDET_FAULT_HANDLER(HardFault_Handler, 0)
+TINYDET_FAULT_HANDLER(MemManage_Handler, 1)
+TINYDET_FAULT_HANDLER(BusFault_Handler, 2)
+TINYDET_FAULT_HANDLER(UsageFault_Handler, 3)
 
 void Default_Handler(void)
 {
@@ -127,6 +148,9 @@ __attribute__((noreturn, used)) void tinydet_reset_c(void)
     __asm volatile("dsb\n\tisb");
     /* relocate the vector table (VTOR) to ours */
     *(volatile uint32_t *)0xE000ED08u = (uint32_t)(uintptr_t)tinydet_vectors;
+    /* SHCSR: MemManage, BusFault and UsageFault get their own handlers (else they escalate to
+     * HardFault and the report could only say "forced") */
+    *(volatile uint32_t *)0xE000ED24u |= (1u << 16) | (1u << 17) | (1u << 18);
 
     uint32_t *src = &__data_load__;
     for (uint32_t *dst = &__data_start__; dst < &__data_end__;)
