@@ -151,3 +151,36 @@ def test_plan_cli_fuses_by_default(capsys):
     assert main(["plan", "--arch", "mbv2-w0.35", "--resolution", "128", "--max-overhead", "0.2"]) == 0
     out = capsys.readouterr().out
     assert "fused blocks:" in out and "bounded by" in out
+
+
+def test_nas_constraints_use_the_fused_model_when_enabled():
+    import random
+
+    from tinydet.nas.constraints import Budget, candidate_graph, evaluate_constraints
+
+    from test_nas import HEAD, TINY
+
+    rng = random.Random(3)
+    budget = Budget(1 << 30, 1 << 30, 1.0)
+    lower_somewhere = False
+    for _ in range(12):
+        cand = TINY.sample(rng)
+        plain = evaluate_constraints(cand, TINY, HEAD, budget)
+        fused = evaluate_constraints(cand, TINY, HEAD, budget, fusion=True)
+        if plain["reason"]:
+            continue
+        g = candidate_graph(cand, TINY, HEAD)
+        want = plan_fused(g, (cand.grid, cand.grid), cand.split if cand.grid > 1 else 0)
+        assert fused["peak_sram"] == want.peak <= plain["peak_sram"]
+        assert fused["fused_blocks"] == list(want.rules.fused_blocks) and plain["fused_blocks"] == []
+        assert (fused["macs"], fused["mac_overhead"], fused["peak_sram_per_layer"]) == \
+            (plain["macs"], plain["mac_overhead"], plain["peak_sram_per_layer"])
+        lower_somewhere |= fused["peak_sram"] < plain["peak_sram"]
+    assert lower_somewhere
+    # a budget only the fused schedule meets
+    cand = next(c for c in (TINY.sample(rng) for _ in range(200))
+                if evaluate_constraints(c, TINY, HEAD, budget, fusion=True)["peak_sram"]
+                < evaluate_constraints(c, TINY, HEAD, budget)["peak_sram"])
+    tight = Budget(evaluate_constraints(cand, TINY, HEAD, budget, fusion=True)["peak_sram"], 1 << 30, 1.0)
+    assert evaluate_constraints(cand, TINY, HEAD, tight, fusion=True)["feasible"]
+    assert not evaluate_constraints(cand, TINY, HEAD, tight)["feasible"]

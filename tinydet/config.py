@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
         # sandwich size, BN-recalibration batches, rejection-sampling tries, parents kept
         "depths": None, "head_stages": None, "max_split_stage": 3, "min_split": 2, "n_random": 2, "recal_batches": 4,
         "max_tries": 2000, "parent_ratio": 0.25, "max_val_images": 0, "supernet_max_steps": -1,
+        # candidates' peak SRAM with the inverted residuals their peak needs fused (tinydet.schedule.fusion)
+        "fusion": False,
     },
 }
 

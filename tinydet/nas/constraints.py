@@ -109,8 +109,12 @@ def flash_bytes(graph: Graph) -> int:
 
 
 def evaluate_constraints(cand: Candidate, space: SearchSpace, head: HeadSpec, budget: Budget,
-                         rules: Any = None, latency: LatencyTable | None = None) -> dict[str, Any]:
+                         rules: Any = None, latency: LatencyTable | None = None, fusion: bool = False) -> dict[str, Any]:
     """Resources of ``cand`` and whether they fit ``budget`` (``feasible``); JSON-ready.
+
+    With ``fusion`` the candidate's schedule fuses the inverted residuals its peak needs
+    (:func:`tinydet.schedule.plan_fused`: the fused memory model; no extra MACs), listed in
+    ``fused_blocks``.
 
     A schedule the planner rejects (a grid finer than the split feature map) is infeasible, with
     the planner's message in ``reason``."""
@@ -120,11 +124,14 @@ def evaluate_constraints(cand: Candidate, space: SearchSpace, head: HeadSpec, bu
     graph = candidate_graph(cand, space, head)
     reason = ""
     try:
-        plan = (schedule.plan_patches(graph, (cand.grid, cand.grid), cand.split, rules) if cand.grid > 1
-                else schedule.per_layer_plan(graph, rules))
+        if fusion:
+            plan = schedule.plan_fused(graph, (cand.grid, cand.grid), cand.split if cand.grid > 1 else 0, rules)
+        else:
+            plan = (schedule.plan_patches(graph, (cand.grid, cand.grid), cand.split, rules) if cand.grid > 1
+                    else schedule.per_layer_plan(graph, rules))
     except TinydetError as exc:
         plan, reason = None, str(exc)
-    per_layer = int(plan.peak_sram_per_layer) if plan else int(schedule.peak_sram_per_layer(graph, rules))
+    per_layer = int(schedule.peak_sram_per_layer(graph, rules))  # unfused: the baseline figure
     peak = int(plan.peak) if plan else per_layer
     overhead = float(plan.mac_overhead) if plan else 0.0
     flash = flash_bytes(graph)
@@ -135,6 +142,7 @@ def evaluate_constraints(cand: Candidate, space: SearchSpace, head: HeadSpec, bu
         # tiles recompute their halo: the schedule runs (1 + overhead) times the per-layer work
         "latency": (latency.cycles(graph) if latency is not None else float(macs)) * (1.0 + overhead),
         "latency_unit": "cycles" if latency is not None else "macs",
+        "fused_blocks": list(plan.rules.fused_blocks) if plan else [],
     }
     if plan is not None:
         reasons = [f"peak SRAM {peak:,} > {budget.sram:,}" if peak > budget.sram else "",

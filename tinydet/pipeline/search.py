@@ -85,7 +85,7 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
                               max_tries=int(s.get("max_tries", 2000)))
 
     def check(cand):
-        return evaluate_constraints(cand, space, head, budget, rules, latency)
+        return evaluate_constraints(cand, space, head, budget, rules, latency, fusion=bool(s["fusion"]))
 
     if out.exists() and not out.is_dir():
         raise TinydetError(f"--out {out}: expected a folder, but it is a file")
@@ -146,7 +146,7 @@ def run_search(config: str, sram: int, flash: int, max_overhead: float | None, o
         "peak_sram_patch": metrics["peak_sram"], "peak_sram_per_layer": metrics["peak_sram_per_layer"],
         "mac_overhead": metrics["mac_overhead"], "macs": metrics["macs"], "flash_bytes": metrics["flash_bytes"],
         "latency": metrics["latency"], "latency_unit": metrics["latency_unit"],
-        "memory_rules": rules.to_dict(), "sram_budget": budget.sram, "flash_budget": budget.flash,
+        "memory_rules": {**rules.to_dict(), "fused_blocks": metrics["fused_blocks"]}, "sram_budget": budget.sram, "flash_budget": budget.flash,
         "max_overhead": budget.max_overhead, "anchors": anchors_at_res,
         "candidate": best.to_dict(),
     }
