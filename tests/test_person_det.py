@@ -99,3 +99,55 @@ def test_person_det_96x128_profile_and_float_export(tmp_path, capsys):
     sched = json.loads((tmp_path / "pd" / "schedule.json").read_text())
     adds = [op for op in sched["ops"] if op["kind"] == "add"]
     assert adds and all(len(op["inputs"]) == 2 and op["stage"] == 2 for op in adds)
+
+
+def test_person_det_trains_on_synthetic_person_set_with_three_strides(tmp_path):
+    """configs/voc_person_det.yaml (at 64x96, one epoch of 3 steps) on `tinydet data synth --format
+    voc --classes person`: targets over the three strides, validation mAP through the three-scale
+    decode, and the checkpoint reloads and predicts."""
+    import yaml
+
+    from tinydet.config import load_config
+    from tinydet.data.synth import synth_voc
+    from tinydet.io.checkpoint import load_detector
+    from tinydet.train.run import train
+
+    synth_voc(str(tmp_path / "voc"), images=20, seed=0, size=96, classes=["person"])
+    cfg = yaml.safe_load(open("configs/voc_person_det.yaml"))
+    cfg["model"]["resolution"] = [64, 96]
+    cfg["model"]["anchors"] = [[[6, 12], [10, 20], [16, 28]], [[20, 40], [28, 52], [36, 64]],
+                               [[44, 72], [56, 80], [64, 92]]]
+    cfg["data"].update(root=str(tmp_path / "voc"), train=[[2007, "train"]], val=[[2007, "val"]],
+                       test=[[2007, "test"]], skip_bad=False)
+    cfg["train"] = {"epochs": 1, "batch_size": 4, "num_workers": 0, "accelerator": "cpu", "devices": 1,
+                    "out_dir": str(tmp_path / "run"), "warmup_epochs": 0.5, "progress_bar": False,
+                    "optimizer": "adamw", "lr": 0.003, "check_val_every_n_epoch": 1}
+    cfg["eval"]["split"] = "val"
+    path = tmp_path / "person.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config = load_config(path)
+    result = train(config)
+    assert result["global_step"] == 3 and result["val_map50"] is not None and 0.0 <= result["val_map50"] <= 1.0
+    model = load_detector(config, result["last_ckpt"])
+    assert model.strides.tolist() == [8.0, 16.0, 32.0] and model.num_classes == 1
+    boxes = model.eval().predict(torch.rand(2, 3, 64, 96), conf_thresh=0.0, max_det=5)
+    assert len(boxes) == 2 and boxes[0][0].shape[-1] == 4
+
+
+def test_planner_splits_in_the_backbone_with_the_neck_in_stage_2_and_names_the_peak_buffers():
+    from tinydet.errors import TinydetError
+    from tinydet.schedule import check_split, max_split, plan_patches
+    from tinydet.schedule.planner import peak_breakdown
+
+    graph = lower(get_spec("mcunet-person-det"), PERSON_DET_RESOLUTION, head=HEAD)
+    # the stride-8 tap (block 4) is read by the neck: it may be the stage-1 output, not inside stage 1
+    assert max_split(graph) == 5
+    with pytest.raises(TinydetError, match=r"split: 6 puts blocks\.4\.project inside the per-patch stage"):
+        check_split(graph, 6)
+    plan = plan_patches(graph, 4, 4)
+    why = peak_breakdown(graph, plan)
+    assert (why.stage, why.op, why.peak) == ("stage2", "heads.0.pw", plan.peak_sram_patch)
+    assert sum(why.parts.values()) == why.peak
+    # held across the stride-8 head: the neck's stride-16 and stride-32 results and N3 itself
+    assert {"neck.p4_td.project", "blocks.9.project", "neck.n3.project", "heads.0.dw"} <= set(why.parts)
+    assert why.bound == "heads.0.dw"

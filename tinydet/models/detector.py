@@ -19,26 +19,25 @@ from tinydet.models.decode import postprocess
 
 
 def head_strides(spec: ArchSpec) -> list[int]:
-    """Total stride at each ``head_from`` block (the head's scales, in order)."""
-    strides, stride = [], 1
-    for i, block in enumerate(spec.blocks):
-        stride *= block.stride
-        if i in spec.head_from:
-            strides.append(stride)
-    return strides
+    """Total stride of each head scale's input, in order (``head_from`` blocks, or the neck's outputs)."""
+    return spec.scale_strides()
 
 
 class Detector(Network):
-    """Backbone + head; ``forward(images [B,3,H,W] in [0,1])`` returns the raw head maps."""
+    """Backbone (+ neck) + head; ``forward(images [B,3,H,W] in [0,1])`` returns the raw head maps,
+    one per scale (finest first). An arch with a head layout (``mcunet-person-det``) sets the
+    head's form and widths itself; ``head_channels``/``head_kernel`` then do not apply."""
 
     def __init__(self, spec: ArchSpec, num_classes: int, anchors: Sequence[Sequence[Sequence[float]]],
                  head_channels: int = 64, head_kernel: int = 3, input_size: "int | Sequence[int]" = 320):
         anchors_t = torch.as_tensor(anchors, dtype=torch.float32)
         if anchors_t.ndim != 3 or anchors_t.shape[-1] != 2:
             raise TinydetError(f"model.anchors: expected [scales][anchors][w, h], got shape {tuple(anchors_t.shape)}")
-        if anchors_t.shape[0] != len(spec.head_from):
+        if anchors_t.shape[0] != spec.num_scales:
+            where = (f"neck outputs {list(spec.neck.outputs)}" if spec.neck is not None
+                     else f"head_from {list(spec.head_from)}")
             raise TinydetError(f"model.anchors: {anchors_t.shape[0]} scales given but arch {spec.name} has "
-                               f"{len(spec.head_from)} head maps (head_from {list(spec.head_from)})")
+                               f"{spec.num_scales} head maps ({where}, strides {head_strides(spec)})")
         if num_classes < 1:
             raise TinydetError(f"data: the detector needs at least one class, got {num_classes}")
         head = HeadSpec(num_classes=num_classes, num_anchors=int(anchors_t.shape[1]),
