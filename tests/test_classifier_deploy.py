@@ -234,3 +234,40 @@ def test_classifier_kernels_over_arm_cmsis_nn_on_qemu(tmp_path):
                             cmsis_nn_root=os.environ["CMSIS_NN_ROOT"])
     recs, want, labels = _kernel_batch(seed=7)
     _check_kernels(drv.run_records(elf, tmp_path / "run", recs, toolchain.run_qemu), want, labels)
+
+
+def test_a_trained_classifier_checkpoint_exports_quantizes_and_deploys_by_cli(tmp_path, capsys):
+    """The CLI chain of a ``task: classify`` config: train (one epoch) -> export -> quantize
+    (calibration and deploy images through the classifier's centre crop) -> firmware on the host."""
+    import yaml
+
+    from tinydet.config import load_config
+    from tinydet.data.synth import synth_imagefolder
+    from tinydet.train.run import train
+
+    synth_imagefolder(str(tmp_path / "shapes"), 36, seed=0, size=40, classes=["circle", "cross", "square"])
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump({"name": "clsnet", "blocks": [
+        {"type": "conv", "out": 8, "stride": 2}, {"type": "mbconv", "out": 8, "expand": 1},
+        {"type": "mbconv", "out": 16, "stride": 2, "expand": 2}, {"type": "mbconv", "out": 16, "expand": 2}]}))
+    cfg = tmp_path / "cls.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "cls", "task": "classify", "model": {"arch": str(tmp_path / "net.yaml"), "resolution": 32},
+        "data": {"format": "imagefolder", "root": str(tmp_path / "shapes")},
+        "train": {"epochs": 1, "batch_size": 16, "num_workers": 0, "accelerator": "cpu", "devices": 1,
+                  "out_dir": str(tmp_path / "run"), "progress_bar": False, "loggers": ["csv"]}}))
+    ckpt = train(load_config(cfg))["last_ckpt"]
+    exp = tmp_path / "exp"
+    for argv in (["export", "-c", str(cfg), "--ckpt", ckpt, "--out", str(exp), "--patches", "2", "--split", "2"],
+                 ["quantize", str(exp), "-c", str(cfg), "--calib", "6"]):
+        rc, _, err = run_cli(capsys, argv)
+        assert rc == 0, err
+    sched = load_export(exp).schedule
+    assert sched["arch"]["mode"] == "classifier" and sched["detector"] is None and sched["outputs"] == ["classifier.fc"]
+    rc, out, err = run_cli(capsys, ["deploy", str(exp), "--target", "host", "--out", str(tmp_path / "b"), "--mode",
+                                    "both", "--validate", "--images", "3", "--data-config", str(cfg), "--json"])
+    assert rc == 0, err
+    r = json.loads(out)
+    for mode in ("patch", "layer"):
+        assert r[mode]["image_source"] == f"{cfg}: val" and r[mode]["images"] == 3
+        assert r[mode]["logits_bit_exact_vs_reference"] is True and r[mode]["top1_agreement_vs_reference"] == 1.0
+        assert r[mode]["classifier"]["num_classes"] == 3

@@ -72,8 +72,11 @@ def auto_plan(graph, cfg, split: int | None) -> tuple[tuple[int, int], int]:
     return tuple(best.grid), int(best.split)
 
 
-def detector_info(model, cfg) -> dict[str, Any]:
-    """Anchors, strides, class names and decode parameters the C runtime and eval need."""
+def detector_info(model, cfg) -> dict[str, Any] | None:
+    """Anchors, strides, class names and decode parameters the C runtime and eval need (None for a
+    classifier: its folder has no detector entry)."""
+    if getattr(model, "mode", None) == "classifier":
+        return None
     names = list(getattr(model, "class_names", None) or [f"class{i}" for i in range(model.num_classes)])
     return {"num_classes": int(model.num_classes), "class_names": names,
             "anchors": model.anchors.tolist(), "strides": [int(s) for s in model.strides.tolist()],
@@ -85,15 +88,20 @@ def detector_info(model, cfg) -> dict[str, Any]:
 def export_checkpoint(cfg, ckpt: "str | Path", out: "str | Path | None" = None, *, plan: str | None = None,
                       patches: int | None = None, grid: str | None = None, split: int | None = None,
                       check_images: int = 2) -> dict[str, Any]:
-    """Export the detector of ``ckpt`` (checked against ``cfg``) to ``out`` (default
-    ``export.out``, else ``out/<name>``) with the plan :func:`choose_plan` picks; returns the
-    folder summary plus ``plan`` (how the plan was chosen)."""
+    """Export the detector (``task: classify``: the classifier) of ``ckpt`` (checked against
+    ``cfg``) to ``out`` (default ``export.out``, else ``out/<name>``) with the plan
+    :func:`choose_plan` picks; returns the folder summary plus ``plan`` (how the plan was chosen)."""
     from tinydet.export.folder import export_network
     from tinydet.io.checkpoint import load_detector
 
     if check_images < 1:
         raise TinydetError(f"--check-images: expected a positive integer, got {check_images}")
-    model = load_detector(cfg, ckpt)
+    if getattr(cfg, "task", "detect") == "classify":
+        from tinydet.models.classifier import load_classifier
+
+        model = load_classifier(cfg, ckpt)
+    else:
+        model = load_detector(cfg, ckpt)
     graph = model.graph(cfg["model"]["resolution"])
     grid, split, how = choose_plan(graph, cfg, plan=plan, patches=patches, grid=grid, split=split)
     out = Path(out or cfg["export"].get("out") or Path("out") / cfg["name"])

@@ -1,5 +1,6 @@
-"""Images of a config's data split as the network sees them (eval letterbox): calibration
-(``train``), validation and deploy checks (``val``).
+"""Images of a config's data split as the network sees them (the eval transform: the letterbox of
+detection, the centre crop of ``task: classify``): calibration (``train``), validation and deploy
+checks (``val``).
 """
 from __future__ import annotations
 
@@ -12,17 +13,28 @@ def split_images(cfg, count: int, size: "tuple[int, int]", source: str = "config
                  split: str = "train", classes: "list[str] | None" = None,
                  classes_of: str = "the model") -> list[np.ndarray]:
     """``count`` images of the config's ``split`` (train for calibration), spread evenly over it,
-    letterboxed (the eval transform) to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1].
+    through the eval transform to ``size`` (H, W): ``[3, H, W]`` float32 in [0, 1].
     ``classes``: the data set must have these classes (in order), else a TinydetError naming
     ``classes_of`` (another data set's config would calibrate on the wrong images)."""
     from PIL import Image
 
-    from tinydet.data.records import load_records
-    from tinydet.data.transforms import letterbox_image
-
     if count < 1:
         raise TinydetError(f"{source}: expected at least 1 image from data.{split}, got {count}")
-    records, names, _ = load_records(cfg["data"], split, source)
+    if getattr(cfg, "task", "detect") == "classify":
+        from tinydet.config import to_dict
+        from tinydet.data.imagefolder import load_class_records, resolve_classify_data_cfg
+        from tinydet.data.transforms import classify_input
+
+        records, names, _ = load_class_records(resolve_classify_data_cfg(to_dict(cfg["data"]), source), split, source)
+        transform = classify_input
+    else:
+        from tinydet.data.records import load_records
+        from tinydet.data.transforms import letterbox_image
+
+        records, names, _ = load_records(cfg["data"], split, source)
+
+        def transform(rgb, hw):
+            return letterbox_image(rgb, hw)[0]
     if not records:
         what = "the calibration set" if split == "train" else f"the {split} image set"
         raise TinydetError(f"{source}: data.{split}: {what} is empty; expected at least one "
@@ -39,5 +51,5 @@ def split_images(cfg, count: int, size: "tuple[int, int]", source: str = "config
                 rgb = np.asarray(im.convert("RGB"))
         except OSError as exc:
             raise TinydetError(f"{records[int(i)].path}: cannot read calibration image ({exc})") from None
-        images.append(letterbox_image(rgb, size)[0])
+        images.append(transform(rgb, size))
     return images
