@@ -6,9 +6,12 @@ Activations are NHWC int8 inside; graph inputs and outputs are float NCHW like t
 ``run_full`` runs ``full.int8.onnx``; ``run_stitched`` runs ``stage1_patch.int8.onnx`` on every
 tile of ``schedule.json`` (its per-tile pads), writes each tile into the stage-1 output buffer,
 and runs ``stage2.int8.onnx`` on the stitched int8 map — bit for bit what the full graph gives.
+Blocks a schedule fuses (``memory.rules.fused_blocks``) run row by row through a ring of k
+expanded rows (:func:`fused_ir_rows`, the C runtime's order), bit exact with the op-by-op run.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -51,6 +54,70 @@ def _conv(op: QOp, x: np.ndarray) -> np.ndarray:
 
 def _add(params: Mapping[str, int], a: np.ndarray, b: np.ndarray, act_min: int = QMIN, act_max: int = QMAX) -> np.ndarray:
     return kernels.add_s8(a, b, **params, act_min=act_min, act_max=act_max)
+
+
+@dataclass(frozen=True)
+class FusedOps:
+    """The int8 ops of one fused inverted residual (``expand`` None without expansion); ``pad``
+    the Pad op before the depthwise in a stage-1 graph (per-tile border pads), else None."""
+
+    expand: str | None
+    pad: str | None
+    dw: str
+    project: str
+
+
+def fused_ops(qg: QGraph, blocks: Sequence[int]) -> list[FusedOps]:
+    """The :class:`FusedOps` of backbone ``blocks`` (``memory.rules.fused_blocks``) present in
+    ``qg`` (ops named ``blocks.<b>.expand|dw|project``; blocks not in this graph are skipped)."""
+    by_name = {op.name: op for op in qg.ops}
+    out = []
+    for b in blocks:
+        dw, proj, exp = f"blocks.{b}.dw", f"blocks.{b}.project", f"blocks.{b}.expand"
+        if dw not in by_name or proj not in by_name:
+            continue
+        src = by_name[dw].inputs[0]
+        pad = next((op.name for op in qg.ops if op.kind == "pad" and op.output == src), None)
+        out.append(FusedOps(exp if exp in by_name else None, pad, dw, proj))
+    return out
+
+
+def fused_ir_rows(expand: QOp | None, dw: QOp, project: QOp, x: np.ndarray, pads: Pads,
+                  shortcut: np.ndarray | None = None, ring_short: int = 0) -> np.ndarray:
+    """One fused inverted residual on NHWC int8 ``x`` (the block input region), output row by row:
+    the input rows the depthwise window needs are expanded once each into a ring of k rows (slot
+    ``row % k``), the depthwise reads its window from the ring with the border ``pads`` (zero
+    point), the projection [+ ``shortcut``, the output region of the block input] writes the row.
+    Each output value goes through the same integer kernels as op by op, so the result is bit
+    exact; ``ring_short`` shortens the ring (negative control)."""
+    (kh, _), (sh, _) = dw.kernel, dw.stride
+    n, h_in, w_in, _ = x.shape
+    h_out = conv_out_size(h_in, kh, sh, pads.top, pads.bottom)
+    zp = dw.in_zp[0]
+    dw_flat = replace(dw, padding=Pads())
+    if expand is not None:
+        slots = max(1, min(kh, h_in) - ring_short)
+        ring = np.zeros((n, slots, w_in, dw.weight.shape[-1]), np.int8)
+        done = 0
+    rows = []
+    for y in range(h_out):
+        top = y * sh - pads.top
+        real = [r for r in range(top, top + kh) if 0 <= r < h_in]
+        if expand is not None:
+            for r in range(done, real[-1] + 1):
+                ring[:, r % slots:r % slots + 1] = _conv(expand, x[:, r:r + 1])
+            done = max(done, real[-1] + 1)
+            window = np.concatenate([ring[:, r % slots:r % slots + 1] for r in real], axis=1)
+        else:
+            window = x[:, real[0]:real[-1] + 1]
+        window = pad_int8(window, Pads(real[0] - top, pads.left, top + kh - 1 - real[-1], pads.right), zp)
+        row = _conv(project, _conv(dw_flat, window))
+        if project.add:
+            s = shortcut[:, y:y + 1]
+            a, b = (row, s) if project.add["conv_first"] else (s, row)
+            row = _add(project.add["params"], a, b)
+        rows.append(row)
+    return np.concatenate(rows, axis=1)
 
 
 def run_op(op: QOp, env: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
@@ -108,15 +175,38 @@ def run_op(op: QOp, env: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[i
     raise TinydetError(f"int8 reference: op '{op.name}' has unknown kind '{op.kind}'")
 
 
+def _run_fused(qg: QGraph, f: FusedOps, env: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[int]] | None,
+               ring_short: int) -> np.ndarray:
+    by_name = {op.name: op for op in qg.ops}
+    dw, proj = by_name[f.dw], by_name[f.project]
+    expand = by_name[f.expand] if f.expand else None
+    first = expand if expand is not None else (by_name[f.pad] if f.pad else dw)
+    border = dw.padding
+    if f.pad is not None:
+        pad_op = by_name[f.pad]
+        border = Pads.from_onnx(pads[pad_op.pads_input]) if pad_op.pads_input else pad_op.padding
+    shortcut = env[proj.add["shortcut"]] if proj.add else None
+    return fused_ir_rows(expand, dw, proj, env[first.inputs[0]], border, shortcut, ring_short)
+
+
 def run(qg: QGraph, feeds: Mapping[str, np.ndarray], pads: Mapping[str, Sequence[int]] | None = None,
-        int8_feeds: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        int8_feeds: Mapping[str, np.ndarray] | None = None, fused: Sequence[FusedOps] = (),
+        ring_short: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run ``qg``; ``feeds`` are float NCHW graph inputs, ``int8_feeds`` NHWC int8 tensors that
-    replace the quantize op making them. Returns ``(int8 tensors NHWC, float outputs NCHW)``; the
-    two are separate because a graph output and its int8 source share a name."""
+    replace the quantize op making them; ``fused`` blocks run row by row (:func:`fused_ir_rows`;
+    their expanded and depthwise tensors are never made). Returns ``(int8 tensors NHWC, float
+    outputs NCHW)``; the two are separate because a graph output and its int8 source share a name."""
     floats: dict[str, np.ndarray] = {}
     env: dict[str, np.ndarray] = {}
     int8_feeds = dict(int8_feeds or {})
+    inner = {name for f in fused for name in (f.expand, f.pad, f.dw) if name}
+    at_project = {f.project: f for f in fused}
     for op in qg.ops:
+        if op.name in inner:
+            continue
+        if op.name in at_project:
+            env[op.output] = _run_fused(qg, at_project[op.name], env, pads, ring_short)
+            continue
         if op.kind == "quantize":
             if op.output in int8_feeds:
                 env[op.output] = np.asarray(int8_feeds[op.output], np.int8)
@@ -133,17 +223,22 @@ def run(qg: QGraph, feeds: Mapping[str, np.ndarray], pads: Mapping[str, Sequence
     return env, floats
 
 
-def run_full(qg: QGraph, images: np.ndarray) -> list[np.ndarray]:
-    """Float outputs (NCHW) of an int8 full model for images [B, 3, H, W] in [0, 1]."""
-    _, floats = run(qg, {qg.inputs[0]: np.asarray(images, np.float32)})
+def run_full(qg: QGraph, images: np.ndarray, fused_blocks: Sequence[int] = (), ring_short: int = 0) -> list[np.ndarray]:
+    """Float outputs (NCHW) of an int8 full model for images [B, 3, H, W] in [0, 1];
+    ``fused_blocks`` run row by row."""
+    _, floats = run(qg, {qg.inputs[0]: np.asarray(images, np.float32)}, fused=fused_ops(qg, fused_blocks),
+                    ring_short=ring_short)
     return [floats[name] for name in qg.outputs]
 
 
 def run_stitched(stage1: QGraph, stage2: QGraph, schedule: Mapping, images: np.ndarray,
-                 return_split: bool = False):
+                 return_split: bool = False, ring_short: int = 0):
     """Stage 1 per tile (``schedule['tiles']``: ``in_rect``, ``out_rect``, ``onnx_pads``), stitched
-    into the int8 split tensor, then stage 2. Returns the float outputs (and the int8 split map)."""
+    into the int8 split tensor, then stage 2; the blocks ``memory.rules.fused_blocks`` names run
+    fused in both stages. Returns the float outputs (and the int8 split map)."""
     images = np.asarray(images, np.float32)
+    blocks = schedule.get("memory", {}).get("rules", {}).get("fused_blocks", [])
+    fused1, fused2 = fused_ops(stage1, blocks), fused_ops(stage2, blocks)
     split = schedule["split_tensor"]
     c, h, w = schedule_shape(schedule, split)
     if stage1.outputs != [split] or split not in stage2.inputs:
@@ -159,7 +254,8 @@ def run_stitched(stage1: QGraph, stage2: QGraph, schedule: Mapping, images: np.n
     for tile in schedule["tiles"]:
         y0, y1, x0, x1 = tile["in_rect"]
         oy0, oy1, ox0, ox1 = tile["out_rect"]
-        env, _ = run(stage1, {stage1.inputs[0]: images[:, :, y0:y1, x0:x1]}, tile.get("onnx_pads", {}))
+        env, _ = run(stage1, {stage1.inputs[0]: images[:, :, y0:y1, x0:x1]}, tile.get("onnx_pads", {}),
+                     fused=fused1, ring_short=ring_short)
         out = env[split]
         if out.shape[1:3] != (oy1 - oy0, ox1 - ox0):
             raise TinydetError(f"int8 reference: tile ({tile.get('row')}, {tile.get('col')}) made "
@@ -170,7 +266,7 @@ def run_stitched(stage1: QGraph, stage2: QGraph, schedule: Mapping, images: np.n
     if not filled.all():
         raise TinydetError(f"int8 reference: the tiles of schedule.json leave {int((~filled).sum())} pixels of "
                            f"'{split}' uncovered")
-    _, floats = run(stage2, {}, int8_feeds={split: buf})
+    _, floats = run(stage2, {}, int8_feeds={split: buf}, fused=fused2, ring_short=ring_short)
     outs = [floats[name] for name in stage2.outputs]
     return (outs, buf) if return_split else outs
 
