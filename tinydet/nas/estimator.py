@@ -31,7 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tinydet.errors import TinydetError
 from tinydet.io.atomic import atomic_torch_save
+from tinydet.io.checkpoint import load_torch_file
 from tinydet.nas.space import Candidate
 from tinydet.nas.supernet import Supernet, sandwich
 
@@ -168,7 +170,9 @@ def load_supernet(supernet: Supernet, path: "str | Path", meta: dict) -> bool:
     path = Path(path)
     if not path.exists():
         return False
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    data = load_torch_file(path, "supernet checkpoint (delete it to train the supernet again)")
+    if not isinstance(data, dict) or "state_dict" not in data:
+        raise TinydetError(f"{path}: not a supernet checkpoint written by `tinydet search` (no 'state_dict')")
     if data.get("meta") != meta:
         return False
     supernet.load_state_dict(data["state_dict"])
