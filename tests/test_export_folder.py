@@ -69,7 +69,7 @@ def test_schedule_json_content(tmp_path):
                              "strides": [4, 8], "conf_thresh": 0.1, "nms_iou": 0.5, "max_det": 10})
     export = load_export(tmp_path / "e")
     s = export.schedule
-    assert s["format_version"] == 2 and s["arch"]["name"] == "tiny" and s["arch"]["spec"] == tiny_spec().to_dict()
+    assert s["format_version"] == 3 and s["arch"]["name"] == "tiny" and s["arch"]["spec"] == tiny_spec().to_dict()
     assert s["input"]["shape"] == [3, 40, 56] and s["grid"] == [3, 2] and s["split"] == 3
     assert s["outputs"] == ["heads.0.out", "heads.1.out"] and s["split_tensor"] == "blocks.2.project"
     assert s["stage1_ops"] == [op.name for op in graph.ops if 0 <= op.block < 3]
@@ -191,7 +191,7 @@ def test_format_version_and_unlisted_file(tmp_path):
     sched = json.loads((out / "schedule.json").read_text())
     sched["format_version"] = 99
     rewrite_schedule(out, sched)
-    with pytest.raises(TinydetError, match="format_version: expected one of 1, 2, got 99"):
+    with pytest.raises(TinydetError, match="format_version: expected one of 1, 2, 3, got 99"):
         load_export(out)
     with pytest.raises(TinydetError, match="export folder does not exist"):
         load_export(tmp_path / "nope")

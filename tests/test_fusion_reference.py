@@ -60,3 +60,52 @@ def test_stitched_tiles_and_stage_two_fused_are_bit_exact(export):
     assert all(np.array_equal(a, b) for a, b in zip(plain, got))
     _, split_short = R.run_stitched(s1, s2, fused, x, return_split=True, ring_short=1)
     assert not np.array_equal(split_plain, split_short)
+
+
+def _as_v2(schedule: dict) -> dict:
+    """A v3 schedule.json mapping the way format version 2 wrote it: no fusion keys."""
+    old = json.loads(json.dumps(schedule))
+    memory = old["memory"]
+    for holder in (memory, memory["plan"], old["arena"], old["arena_layer"]):
+        del holder["rules"]["fused_blocks"]
+    for arena in (old["arena"], old["arena_layer"]):
+        for step in [*arena["steps"], *(s for t in arena["tiles"] for s in t)]:
+            del step["fused_ops"], step["input_from"]
+    memory["plan"]["format_version"] = 2
+    old["format_version"] = 2
+    return old
+
+
+def test_fused_export_is_v3_and_v2_folders_still_load(tmp_path):
+    from fixtures import GRID, RES, SPLIT
+    from test_export_folder import rewrite_schedule
+    from tinydet.errors import TinydetError
+    from tinydet.export.folder import export_network
+    from tinydet.export.schedule_file import load_export
+    from tinydet.schedule import MemoryRules
+
+    from fixtures import HEAD, residual_spec
+    from test_export_utils import random_network
+
+    model = random_network(residual_spec(), HEAD, seed=2)
+    graph = model.graph(RES)
+    everything = MemoryRules(fused_blocks=tuple(BLOCKS))
+    out = tmp_path / "fused"
+    export_network(model, graph, out, SPLIT, GRID, rules=everything, check_images=1)
+    sched = load_export(out).schedule
+    assert sched["format_version"] == 3 and sched["memory"]["rules"]["fused_blocks"] == BLOCKS
+    assert sched["arena"]["arena_bytes"] == sched["memory"]["peak_sram_patch"]
+    assert any(s["fused_ops"] for t in sched["arena"]["tiles"] for s in t)
+    # a folder of format version 2 (before fusion) reads exactly as the current format
+    plain = tmp_path / "plain"
+    export_network(model, graph, plain, SPLIT, GRID, check_images=1)
+    v3 = load_export(plain).schedule
+    rewrite_schedule(plain, _as_v2(v3))
+    again = load_export(plain)
+    assert again.source_version == 2 and again.schedule == v3
+    # deploy refuses a fused folder in one line (the C runtime runs no fused step)
+    from tinydet.deploy.lower import lower_export
+
+    exp = load_export(out)
+    with pytest.raises(TinydetError, match="fused_blocks"):
+        lower_export(exp, (None, None, None))

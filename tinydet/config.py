@@ -73,7 +73,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "eval": {"conf_thresh": 0.001, "nms_iou": 0.6, "max_det": 100, "split": "val"},
     "quant": {"qat": False, "calib": 64, "method": "minmax", "qat_epochs": 1, "qat_lr": 0.0005},
-    "export": {"plan": "auto", "grid": None, "split": None, "sram_budget": None, "max_overhead": 0.1, "out": None},
+    "export": {"plan": "auto", "grid": None, "split": None, "sram_budget": None, "max_overhead": 0.1, "out": None,
+               "fusion": False},  # fusion: fuse the inverted residuals the plan's peak needs (schedule.json v3)
     "deploy": {"target": "qemu-mps2-an500", "mode": "patch", "images": 4},
     "search": {
         "population": 16, "generations": 4, "mutation_prob": 0.1, "crossover_prob": 0.5,

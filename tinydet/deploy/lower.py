@@ -600,6 +600,10 @@ def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF
         raise TinydetError(f"--mode: expected one of {', '.join(MODES)}, got '{mode}'")
     sched = export.schedule
     where = str(export.root)
+    fused = sched["memory"].get("rules", {}).get("fused_blocks") or []
+    if fused:
+        raise TinydetError(f"{where}/schedule.json: memory.rules.fused_blocks {fused}: the C runtime has no fused "
+                           "inverted-residual step yet; deploy needs a folder exported with export.fusion: false")
     full, stage1, stage2 = models
     used = {"full.int8.onnx": full} if mode == "layer" else {"stage1_patch.int8.onnx": stage1,
                                                                "stage2.int8.onnx": stage2}

@@ -2,9 +2,12 @@
 checks, and adding files (the quantizer's ``*.int8.onnx``) as one atomic change of the folder.
 
 Format version 2 writes every pad as a named object ``{"top", "left", "bottom", "right"}`` and
-carries the per-layer arena (``arena_layer``) next to the patch one (``arena``). Version 1 folders
-(pads as ``[left, right, top, bottom]`` lists, no ``arena_layer``) still load: :func:`load_export`
-upgrades them in memory, so every reader sees version 2.
+carries the per-layer arena (``arena_layer``) next to the patch one (``arena``). Version 3 records
+fusion: every ``rules`` object has ``fused_blocks`` (the inverted residuals run fused and
+row-streamed, :mod:`tinydet.schedule.fusion`; ``[]`` = none) and each arena step ``fused_ops`` /
+``input_from`` (a fused block is one step). Version 1 folders (pads as ``[left, right, top,
+bottom]`` lists, no ``arena_layer``) and version 2 folders (no fusion) still load:
+:func:`load_export` upgrades them in memory, so every reader sees version 3.
 
 Checksums: ``manifest.json`` (:mod:`tinydet.io.manifest`) lists every file of the folder,
 schedule.json and the recorded ``config.yaml`` included; folders from before it carried the
@@ -28,8 +31,8 @@ from tinydet.io.jsonfile import read_json
 from tinydet.io.manifest import MANIFEST, Manifest, read_manifest, sha256_bytes, sha256_file, write_manifest
 from tinydet.schedule.planner import FORMAT_VERSION as PLAN_FORMAT_VERSION
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 SCHEDULE = "schedule.json"
 REQUIRED = ("full.onnx", "stage1_patch.onnx", "stage2.onnx")
 MODEL_PATTERNS = ("*.onnx", "*.tflite")
@@ -178,6 +181,8 @@ def load_export(folder: "str | Path", verify: bool = True, strict: bool = True) 
                                f"interrupted run); remove it, or {repair_hint(extra[0], root)}")
     if version == 1:
         schedule = upgrade_v1(schedule, str(sched_path))
+    elif version == 2:
+        schedule = upgrade_v2(schedule)
     check_schedule(schedule, root, verify)
     return ExportFolder(root, schedule, version, broken, manifest is not None)
 
@@ -236,8 +241,28 @@ def upgrade_v1(schedule: dict, where: str = SCHEDULE) -> dict:
     if isinstance(plan, dict):
         for i, tile in enumerate(plan.get("tiles", [])):
             _upgrade_tile_pads(tile, f"{where}: memory.plan.tiles[{i}]")
-        plan["format_version"] = PLAN_FORMAT_VERSION
     out["arena_layer"] = layer_arena(out, where)
+    return upgrade_v2(out)
+
+
+def upgrade_v2(schedule: dict) -> dict:
+    """A format-version-2 schedule.json mapping (no fusion) in the current format: every ``rules``
+    gets ``fused_blocks: []`` and every arena step ``fused_ops`` / ``input_from`` null."""
+    out = json.loads(json.dumps(schedule))
+    memory = out.get("memory", {})
+    plan = memory.get("plan")
+    arenas = [out.get(key) for key in ("arena", "arena_layer")]
+    for holder in [memory, plan, *arenas]:
+        if isinstance(holder, dict) and isinstance(holder.get("rules"), dict):
+            holder["rules"].setdefault("fused_blocks", [])
+    for arena in arenas:
+        if isinstance(arena, dict):
+            for step in [*arena.get("steps", []), *(s for t in arena.get("tiles", []) for s in t)]:
+                if isinstance(step, dict):
+                    step.setdefault("fused_ops", None)
+                    step.setdefault("input_from", None)
+    if isinstance(plan, dict):
+        plan["format_version"] = PLAN_FORMAT_VERSION
     out["format_version"] = FORMAT_VERSION
     return out
 

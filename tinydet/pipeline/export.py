@@ -62,7 +62,8 @@ def auto_plan(graph, cfg, split: int | None) -> tuple[tuple[int, int], int]:
     export_cfg = cfg["export"]
     budget, overhead = export_cfg.get("sram_budget"), export_cfg.get("max_overhead")
     splits = [split] if split is not None else exportable_splits(graph)
-    best, _ = search_plans(graph, splits=splits, sram_budget=budget, max_overhead=overhead)
+    best, _ = search_plans(graph, splits=splits, sram_budget=budget, max_overhead=overhead,
+                           fusion=bool(export_cfg.get("fusion", False)))
     if best is None:
         raise TinydetError(f"{getattr(cfg, 'source', 'config')}: export.sram_budget={budget} / "
                            f"export.max_overhead={overhead}: no patch plan fits; raise the budget or "
@@ -109,7 +110,12 @@ def export_checkpoint(cfg, ckpt: "str | Path", out: "str | Path | None" = None, 
           f"split {split} ({how}) -> {out}", file=sys.stderr)
     from tinydet.config import to_dict
 
-    summary = export_network(model, graph, out, split, grid, detector=detector_info(model, cfg),
+    rules = None
+    if cfg["export"].get("fusion"):
+        from tinydet.schedule import plan_fused
+
+        rules = plan_fused(graph, grid, split).rules  # the blocks this grid and split need fused
+    summary = export_network(model, graph, out, split, grid, rules=rules, detector=detector_info(model, cfg),
                              check_images=check_images, config=to_dict(cfg),
                              config_source=getattr(cfg, "source", None))
     summary["plan"] = how

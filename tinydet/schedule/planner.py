@@ -17,7 +17,7 @@ from tinydet.schedule.fusion import fusable_blocks
 from tinydet.schedule.memory import MemoryRules, Stage, layer_working_sets, per_layer, plan_stage1, stage1
 from tinydet.schedule.regions import input_region
 
-FORMAT_VERSION = 2  # 2: pads as named objects {top, left, bottom, right}; from_dict reads 1 too
+FORMAT_VERSION = 3  # 2: pads as named objects {top, left, bottom, right}; 3: rules.fused_blocks; from_dict reads 1-3
 
 
 def tile_bounds(size: int, n: int) -> list[int]:
