@@ -114,3 +114,33 @@ def test_shipped_configs_validate_and_build(name):
     model = detector_from_config(cfg, n)
     graph = lower(model.spec, cfg.model.resolution, head=model.head_spec)
     assert len(graph.outputs) == len(cfg.model.anchors)
+
+
+def test_every_range_names_a_numeric_key_of_the_schema():
+    """RANGES is the one table of value ranges: each entry must name an existing numeric key (a
+    typo would silently check nothing), and the defaults themselves must be in range."""
+    from tinydet.config import DEFAULTS, NULLABLE, RANGES, check_ranges
+
+    for path in RANGES:
+        node = DEFAULTS
+        for part in path.split("."):
+            assert isinstance(node, dict) and part in node, path
+            node = node[part]
+        kinds = NULLABLE.get(path, ())
+        assert isinstance(node, (int, float, list, type(None))) and not isinstance(node, bool), path
+        assert node is not None or {int, float, list} & set(kinds), path
+    check_ranges(DEFAULTS, "defaults")
+
+
+def test_override_errors_name_the_override_and_file_errors_the_file(tmp_path):
+    from tinydet.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {lr: 0.01}\n")
+    with pytest.raises(TinydetError, match=r"^--set train\.lr=0: train\.lr: expected a number > 0, got 0\.0$"):
+        load_config(path, ["train.lr=0"])
+    path.write_text("train: {lr: -1}\n")
+    with pytest.raises(TinydetError, match=r"c\.yaml: train\.lr: expected a number > 0, got -1"):
+        load_config(path)
+    with pytest.raises(TinydetError, match=r"^--set train\.ema\.decay=1: train\.ema\.decay: expected a number in \(0, 1\)"):
+        load_config(path, ["train.lr=0.1", "train.ema.decay=1"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from tinydet.commands.common import add_json_argument
+from tinydet.commands.common import add_json_argument, declare_inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-config", help="YAML config; its data section names the set and train split")
     src.add_argument("--root", help="data set folder (with --format)")
+    declare_inputs(p, data_config="file", root="path")
     p.add_argument("--format", choices=["voc", "wider", "coco", "yolo"], default="voc")
     p.add_argument("--k", type=int, default=6, help="number of anchors")
     p.add_argument("--scales", type=int, default=2, help="head scales the anchors are split across")
