@@ -131,6 +131,17 @@ def test_float_export_full_and_split_stages_equal_the_network(tmp_path):
     got = sess.run(None, {"input": x.numpy()})
     assert max(np.abs(a - b).max() for a, b in zip(ref, got)) < 1e-5
     assert summary["arena_bytes"] == summary["peak_sram_patch"]
+    # schedule.json carries the neck: its spec and head rebuild the same graph and per-layer arena
+    # (what the reader of older folders does), and multi-input ops list every input
+    import json
+
+    from tinydet.export.schedule_file import layer_arena
+
+    sched = json.loads((tmp_path / "exp" / "schedule.json").read_text())
+    assert layer_arena(sched) == sched["arena_layer"]
+    assert {op["name"]: op["inputs"] for op in sched["ops"] if "inputs" in op} == {
+        "neck.fuse": ["neck.up", "blocks.3.project"], "neck.cat": ["neck.fuse", "blocks.3.project"],
+        "neck.mix": ["neck.down", "blocks.4.project"]}
 
 
 def test_patch_executor_with_a_neck_node_reading_both_stages():

@@ -151,3 +151,14 @@ def test_planner_splits_in_the_backbone_with_the_neck_in_stage_2_and_names_the_p
     # held across the stride-8 head: the neck's stride-16 and stride-32 results and N3 itself
     assert {"neck.p4_td.project", "blocks.9.project", "neck.n3.project", "heads.0.dw"} <= set(why.parts)
     assert why.bound == "heads.0.dw"
+
+
+def test_arena_equals_the_plan_with_fused_blocks_before_the_neck():
+    from tinydet.schedule import allocate, check_arena, search_plans
+
+    graph = lower(get_spec("mcunet-person-det"), PERSON_DET_RESOLUTION, head=HEAD)
+    best, _ = search_plans(graph, max_overhead=0.10, fusion=True)
+    assert best.rules.fused_blocks and best.split <= max(best.rules.fused_blocks)  # a fused block in stage 2
+    arena = allocate(graph, best)
+    assert arena.arena_bytes == best.peak
+    check_arena(graph, best, arena)

@@ -246,15 +246,15 @@ def _run_fused(st: _Stacks, stage: Stage, fb: FusedBlock, cost: FusedCost, nbyte
 
 
 def _run_ops(st: _Stacks, stage: Stage, start: int, nbytes, channel_bytes, sink_ref: _Ref | None,
-             costs: dict[int, FusedCost] | None = None) -> list[dict]:
-    """Allocate ``stage.ops[start:]`` on the stacks (``nbytes``/``channel_bytes`` as
+             costs: dict[int, FusedCost] | None = None, stop: int | None = None) -> list[dict]:
+    """Allocate ``stage.ops[start:stop]`` on the stacks (``nbytes``/``channel_bytes`` as
     :meth:`Stage.sizes`, ``costs`` as :meth:`Stage.fused_costs`); returns per step a dict of
     _Ref / values for ArenaStep (one step per fused block)."""
     modes, dies = stage.modes, stage.dies
     fused_at = {fb.first: fb for fb in stage.fused}
     out = []
     skip_to = start
-    for i in range(start, len(stage)):
+    for i in range(start, len(stage) if stop is None else stop):
         if i < skip_to:
             continue
         if i in fused_at:
@@ -390,6 +390,7 @@ def _place_offline(stage: Stage, start: int, nbytes, channel_bytes, fixed: dict[
     n = len(ops)
     if FUSED_IR in modes[start:]:  # fused blocks keep the two stacks' placement (their streaming overlap)
         return None
+    fixed = {t: off for t, off in fixed.items() if live.last_use[t] >= start}  # held across ``start``
     parent: dict[str, str] = {}
 
     def find(t: str) -> str:
@@ -488,18 +489,25 @@ def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | N
         inp = st.push(graph.input, LOW, graph.tensors[graph.input].nbytes)
         input_ref = _Ref.of(inp)
         st.note()
-    steps = _run_ops(st, layer, start, *layer.sizes(), None, layer.fused_costs())
+    # fused blocks keep the two stacks' placement (their streaming overlap); after the last of them
+    # the steps may be placed by lifetime instead (below), from the stacks' state at that point
+    boundary = max((i + 1 for i in range(start, len(layer)) if layer.modes[i] == FUSED_IR), default=start)
+    prefix = _run_ops(st, layer, start, *layer.sizes(), None, layer.fused_costs(), stop=boundary)
+    prefix_peak = st.peak
+    held = {name: _Ref.of(slot) for name, slot in st.where.items()}
+    steps = prefix + _run_ops(st, layer, boundary, *layer.sizes(), None, layer.fused_costs())
     arena = st.peak
     outputs = {name: _Ref.of(st.where[name]).resolve(arena) for name in graph.outputs}  # pinned: never freed
     target = plan.peak_sram_patch if patched else max(layer_working_sets(graph, rules))
-    if arena > target:  # holes under long-lived tensors (a neck): place the per-layer steps by lifetime
-        fixed = {s1.sink: target - plan.stage1_buffer_bytes} if patched else {}
-        offline = _place_offline(layer, start, *layer.sizes(), fixed, target)
+    if arena > target >= prefix_peak:  # holes under long-lived tensors (a neck): place the rest by lifetime
+        fixed = {name: ref.resolve(target) for name, ref in held.items()}
+        offline = _place_offline(layer, boundary, *layer.sizes(), fixed, target)
         if offline is not None:
-            steps, offsets = offline
+            recs, offsets = offline
+            steps = prefix + recs
             arena = target
             outputs = {name: offsets[name] for name in graph.outputs}
-            if not patched:
+            if not patched and graph.input in offsets:
                 input_ref = offsets[graph.input]
     return ArenaPlan(
         arena_bytes=arena, patched=patched,
