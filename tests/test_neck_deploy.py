@@ -1,9 +1,17 @@
-"""Detector necks on the device (issue 14): the C kernels of max pool (``arm_max_pool_s8``: bundled,
-or ARM's with CMSIS_NN_ROOT), nearest upsampling and channel concat against the numpy reference
-(:mod:`tinydet.quant.kernels`) bit for bit, on the host and on QEMU (odd channel counts and sizes,
-loop tails, padded pools, requantized and copied concat inputs)."""
+"""Detector necks on the device (issue 14).
+
+* The C kernels of max pool (``arm_max_pool_s8``: bundled, or ARM's with CMSIS_NN_ROOT), nearest
+  upsampling and channel concat against the numpy reference (:mod:`tinydet.quant.kernels`) bit
+  for bit, on the host and on QEMU (odd channel counts and sizes, loop tails, padded pools,
+  requantized and copied concat inputs).
+* Whole detectors with a neck, random weights and randomised BN, minmax PTQ: MIT's person-det at
+  96x128 through profile -> export -> int8 -> firmware on QEMU in patch and layer mode (split after
+  the stride-8 tap, so the neck's first add reads the stage-1 map and a stage-2 tensor), and a
+  small concat neck on the host; outputs bit exact vs the int8 reference, arena == the plan.
+"""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -11,13 +19,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinydet.deploy import toolchain
+from tinydet.arch import HeadSpec, get_spec, lower
+from tinydet.arch.spec import spec_from_dict
+from tinydet.deploy import deploy, toolchain
+from tinydet.deploy.emit_c import generate
+from tinydet.export import load_export
 from tinydet.geometry import conv_out_size
 from tinydet.quant import kernels
 from tinydet.quant.arith import quantize_multiplier
 
 sys.path.insert(0, str(Path(__file__).parent / "c"))
 import driver as drv  # noqa: E402
+from fixtures import run_cli  # noqa: E402
+from test_export_utils import random_network  # noqa: E402
 
 NECK_DRIVER = Path(__file__).parent / "c" / "neck_driver.c"
 OP_MAXPOOL, OP_UPSAMPLE, OP_CONCAT = 1, 2, 3
@@ -115,3 +129,83 @@ def test_cmsis_nn_max_pool_gives_identical_outputs(tmp_path):
     exe = toolchain.compile([NECK_DRIVER], "host", tmp_path / "neck_cmsis", cmsis_nn_root=os.environ["CMSIS_NN_ROOT"])
     recs, want, labels = _batch(seed=9, n=12)
     _check(drv.run_records(exe, tmp_path / "run", list(recs), toolchain.run_host), want, labels)
+
+
+# ---- whole detectors with a neck --------------------------------------------------------------------
+
+ANCHORS = [[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]], [[116, 90], [156, 198], [373, 326]]]
+HEAD = HeadSpec(num_classes=1, num_anchors=3, channels=16)
+
+
+def _neck_export(out, spec, res, split, grid):
+    """Export + minmax PTQ of ``spec`` (random weights, randomised BN); returns the graph."""
+    from tinydet.export.folder import export_network
+    from tinydet.pipeline.quantize import quantize_export
+    from tinydet.quant.calibrate import calibrate
+
+    graph = lower(spec, res, head=HEAD)
+    n = len(graph.outputs)
+    det = {"num_classes": 1, "class_names": ["person"], "anchors": ANCHORS[:n], "strides": [8, 16, 32][:n],
+           "conf_thresh": 0.05, "nms_iou": 0.6, "max_det": 20}
+    export_network(random_network(spec, HEAD, seed=0), graph, out, split, grid, detector=det, check_images=1)
+    rng = np.random.default_rng(1)
+    images = [rng.random((1, 3) + tuple(res), dtype=np.float32) for _ in range(3)]
+    quantize_export(out, calibrate(str(out / "full.onnx"), images, "minmax"), {"kind": "ptq", "method": "minmax"})
+    return graph
+
+
+def test_person_det_96x128_profile_export_int8_qemu_both_modes(tmp_path, capsys):
+    res, split, grid = (96, 128), 5, (2, 2)
+    rc, out, _ = run_cli(capsys, ["profile", "--arch", "mcunet-person-det", "--resolution", "96x128",
+                                  "--head-classes", "1", "--anchors", "3", "--patches", "2", "--split", str(split),
+                                  "--json"])
+    assert rc == 0
+    prof = json.loads(out)
+    graph = _neck_export(tmp_path / "pd", get_spec("mcunet-person-det"), res, split, grid)
+    # the split tensor is the stride-8 tap: the neck's first add reads it (stage 1) and a stage-2 tensor
+    split_tensor = graph.ops[graph.block_end(split - 1) - 1].output
+    both = [op for op in graph.ops if op.kind == "add" and split_tensor in op.inputs]
+    assert both and all(graph.op(t).block < 0 for op in both for t in op.inputs if t != split_tensor)
+    low = generate(tmp_path / "pd", tmp_path / "gen", mode="patch").lowered
+    assert {n.kind for n in low.necks} == {"upsample", "add", "maxpool"} and len(low.necks) == 8
+    # that add's step reads the stage-1 map where the plan keeps it
+    stage1_buffer = load_export(tmp_path / "pd").schedule["arena"]["stage1_buffer"]
+    step = next(s for s in low.steps if s.op == both[0].name)
+    assert step.neck >= 0 and step.inputs[both[0].inputs.index(split_tensor)] == stage1_buffer
+    image = np.random.default_rng(2).random((1, 3) + res, dtype=np.float32)
+    for mode, peak in (("patch", "peak_sram_patch"), ("layer", "peak_sram_per_layer")):
+        r = deploy(tmp_path / "pd", "qemu-mps2-an500", tmp_path / mode, mode=mode, validate=True, images=image,
+                   conf=0.05)
+        assert r["outputs_bit_exact_vs_reference"] is True, mode
+        assert r["sram_arena_bytes"] == r["planned_peak_bytes"] == prof[peak], mode
+        assert r["instructions_per_inference"] > 0
+
+
+def concat_neck_spec():
+    """A small backbone (taps at strides 8 and 16) with a concat neck: top-down (1x1, upsample,
+    concat with the stride-8 tap, mbconv) and bottom-up (max pool, concat with the stride-16 tap)."""
+    return spec_from_dict({"name": "concat-neck", "blocks": [
+        {"type": "conv", "out": 8, "stride": 2},
+        {"type": "mbconv", "out": 8, "stride": 2, "expand": 2},
+        {"type": "mbconv", "out": 12, "stride": 2, "expand": 3},    # stride8
+        {"type": "mbconv", "out": 16, "stride": 2, "expand": 3}],   # stride16
+        "head_from": [2, 3], "neck": {"nodes": [
+            {"name": "lat", "type": "conv", "inputs": ["stride16"], "out": 8, "act": "none"},
+            {"name": "up", "type": "upsample", "inputs": ["lat"]},
+            {"name": "cat3", "type": "concat", "inputs": ["up", "stride8"]},
+            {"name": "n3", "type": "mbconv", "inputs": ["cat3"], "out": 12, "expand": 2},
+            {"name": "down", "type": "maxpool", "inputs": ["n3"]},
+            {"name": "cat4", "type": "concat", "inputs": ["stride16", "down"]},
+            {"name": "n4", "type": "conv", "inputs": ["cat4"], "out": 16}], "outputs": ["n3", "n4"]}})
+
+
+def test_concat_neck_bit_exact_on_host_both_modes(tmp_path):
+    _neck_export(tmp_path / "cat", concat_neck_spec(), (48, 80), 2, (2, 3))
+    low = generate(tmp_path / "cat", tmp_path / "gen", mode="layer").lowered
+    cats = [n for n in low.necks if n.kind == "concat"]
+    assert len(cats) == 2 and all(q.channels > 0 for n in cats for q in n.parts)
+    assert any(not q.copy for n in cats for q in n.parts)  # at least one input requantized
+    image = np.random.default_rng(4).random((2, 3, 48, 80), dtype=np.float32)
+    for mode in ("patch", "layer"):
+        r = deploy(tmp_path / "cat", "host", tmp_path / mode, mode=mode, validate=True, images=image, conf=0.05)
+        assert r["outputs_bit_exact_vs_reference"] is True and r["sram_arena_bytes"] == r["planned_peak_bytes"], mode

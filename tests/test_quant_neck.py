@@ -234,3 +234,42 @@ def test_litert_runs_the_neck_bit_exact(quantized):
     assert counts["RESIZE_NEAREST_NEIGHBOR"] == 1 and counts["ADD"] == 2
     result = compare_litert(build_tflite(qg, (3, H, W)), qg, np.concatenate(images(3, seed=13)))
     assert result["bit_exact_images"] == 3, result
+
+
+def test_qat_of_a_neck_detector_simulates_its_int8_graph(tmp_path):
+    """QAT on person-det: every add of the neck gets an observer (``neck_fq.<node>``), so the
+    learned ranges cover every tensor the int8 export needs (without them the export stops at the
+    first sum), and the fake-quantized forward is the int8 reference up to rounding."""
+    import torch
+
+    from tinydet.arch import HeadSpec, get_spec, lower
+    from tinydet.export.folder import export_network
+    from tinydet.pipeline.quantize import quantize_export
+    from tinydet.quant.qat import prepare_qat, qat_ranges
+    from tinydet.quant.reference import Int8Reference
+
+    from test_export_utils import random_network
+
+    res, head = (64, 96), HeadSpec(num_classes=1, num_anchors=3, channels=16)
+    spec = get_spec("mcunet-person-det")
+    model = prepare_qat(random_network(spec, head, seed=3))
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        model.train()
+        for _ in range(3):  # observers learn their ranges in training mode
+            model(torch.from_numpy(rng.random((2, 3) + res, dtype=np.float32)))
+    model.eval()
+    ranges = qat_ranges(model)
+    sums = [n.name for n in spec.neck.nodes if n.type == "add"]
+    assert sums and all(f"neck.{name}" in ranges for name in sums)
+    out = tmp_path / "qat"
+    export_network(model, lower(spec, res, head=head), out, 4, (2, 2), check_images=1)
+    quantize_export(out, ranges, {"kind": "qat"})  # no tensor without a range
+    images = rng.random((2, 3) + res, dtype=np.float32)
+    got = Int8Reference(out).run_full(images)
+    ref = Int8Reference(out)
+    with torch.no_grad():
+        fake = [t.numpy() for t in model(torch.from_numpy(images))]
+    for g, f, name in zip(got, fake, ref.full.outputs):
+        lsb = np.abs(g - f) / ref.full.tensors[name][0]
+        assert lsb.max() <= 3 and lsb.mean() < 0.5, name  # fixed-point vs float rounding only
