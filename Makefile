@@ -9,7 +9,7 @@ APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 DEMO_OUT ?= demo_out
 JOBS   ?= 1
 
-.PHONY: all venv toolchain test demo bench clean
+.PHONY: all venv toolchain test demo demo-vww bench clean
 
 all: test
 
@@ -38,6 +38,10 @@ test: $(STAMP) toolchain
 
 demo: $(STAMP) toolchain
 	$(PY) tools/demo.py --out $(DEMO_OUT)
+
+# Visual Wake Words: synthetic person / no-person data -> mcunet-vww0 -> int8 -> firmware on QEMU
+demo-vww: $(STAMP) toolchain
+	$(PY) tools/demo_vww.py --out $(DEMO_OUT)
 
 bench: $(STAMP) toolchain
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

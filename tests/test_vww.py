@@ -165,3 +165,19 @@ def test_synthetic_coco_persons_fall_on_both_sides_of_the_rule(tmp_path):
     summary = build_vww(str(coco), str(tmp_path / "vww"), splits=["train", "val"])
     train = summary["splits"]["train"]
     assert train["person"] > 0 and train["background"] > 0
+
+
+def test_calibration_images_of_a_classifier_config_are_its_centre_crops(tmp_path):
+    from tinydet.config import from_dict
+    from tinydet.data.datamodule import read_rgb
+    from tinydet.data.imagefolder import load_class_records, resolve_classify_data_cfg
+    from tinydet.data.synth import synth_imagefolder
+    from tinydet.data.transforms import classify_input
+    from tinydet.pipeline.images import split_images
+
+    synth_imagefolder(str(tmp_path / "s"), 12, seed=0, size=40, classes=["circle", "cross"])
+    cfg = from_dict({"task": "classify", "data": {"format": "imagefolder", "root": str(tmp_path / "s")}})
+    images = split_images(cfg, 3, (32, 32), split="val")
+    records, _, _ = load_class_records(resolve_classify_data_cfg(cfg["data"]), "val")
+    assert len(images) == 3 and images[0].shape == (3, 32, 32)
+    assert np.array_equal(images[0], classify_input(read_rgb(records[0].path), (32, 32)))

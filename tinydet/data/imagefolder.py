@@ -24,6 +24,7 @@ from tinydet.errors import TinydetError, closest
 #: file extensions torchvision's ImageFolder accepts (compared lower-case)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CLASSIFY_FORMATS = ("imagefolder", "vww")
+VWW_CLASSES = ("background", "person")
 #: the data keys a classification set uses (the rest of DATA_DEFAULTS is detection-only)
 CLASSIFY_KEYS = ("format", "root", "train", "val", "test", "classes", "skip_bad", "augment")
 FORMAT_DEFAULTS = {
@@ -114,6 +115,9 @@ def resolve_classify_data_cfg(data_cfg: dict | None, source: str = "config") -> 
     on_disk = None
     if os.path.isdir(cfg["root"]):
         on_disk = dataset_class_names(fmt, cfg["root"], cfg["train"])
+    if cfg["classes"] is None and on_disk is None and fmt == "vww":
+        on_disk = list(VWW_CLASSES)  # the labels tinydet data vww writes; checked against labels.txt once built
+        cfg["classes"] = on_disk
     if cfg["classes"] is None:
         if on_disk is None:
             raise TinydetError(f"{source}: data.root {cfg['root']} does not exist, so data.classes cannot be read "
