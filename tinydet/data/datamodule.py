@@ -40,7 +40,22 @@ def read_rgb(path: str) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-class DetectionDataset(Dataset):
+class _RecordDataset(Dataset):
+    """A Dataset over ``self.records`` with an optional albumentations ``self.transform``."""
+
+    records: list
+    transform: object | None
+
+    def reseed(self, seed: int) -> None:
+        """Give this copy of the dataset (one per worker) its own augmentation random stream."""
+        if self.transform is not None:
+            self.transform.set_random_seed(seed % 2**32)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class DetectionDataset(_RecordDataset):
     """Images of ``records`` letterboxed to ``input_size``; with ``train`` also augmented and with
     difficult boxes dropped unless ``keep_difficult``."""
 
@@ -52,14 +67,6 @@ class DetectionDataset(Dataset):
         self.augment = augment
         self.keep_difficult = keep_difficult
         self.transform = build_train_transform(augment, seed) if train and augment["enabled"] else None
-
-    def reseed(self, seed: int) -> None:
-        """Give this copy of the dataset (one per worker) its own augmentation random stream."""
-        if self.transform is not None:
-            self.transform.set_random_seed(seed % 2**32)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
         rec = self.records[index]
@@ -97,7 +104,7 @@ def _worker_init(worker_id: int) -> None:
         info.dataset.reseed(seed)
 
 
-class ClassificationDataset(Dataset):
+class ClassificationDataset(_RecordDataset):
     """Images of ``records`` (:class:`tinydet.data.imagefolder.ClassRecord`) at ``input_size``: with
     ``train`` and augmentation on, random resized crops, flips and colour jitter, else the centre crop."""
 
@@ -109,14 +116,6 @@ class ClassificationDataset(Dataset):
         self.input_size = as_hw(input_size)
         self.transform = build_classify_transform(augment, self.input_size, seed) \
             if train and augment["enabled"] else None
-
-    def reseed(self, seed: int) -> None:
-        """Give this copy of the dataset (one per worker) its own augmentation random stream."""
-        if self.transform is not None:
-            self.transform.set_random_seed(seed % 2**32)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getitem__(self, index: int) -> dict:
         from tinydet.data.transforms import classify_input

@@ -179,7 +179,38 @@ def load_supernet(supernet: Supernet, path: "str | Path", meta: dict) -> bool:
     return True
 
 
-class SubnetEvaluator:
+class _FixedBatches:
+    """The evaluators' fixed batches per resolution: BatchNorm-recalibration images (train split,
+    no augmentation, one seeded shuffle) and the val batches. Subclasses set ``_dm`` (resolution ->
+    DataModule), ``_collate``, ``recal_batches``, ``batch_size``, ``seed`` and ``_val_count``."""
+
+    _collate: Any
+
+    def _val_count(self, val: Any) -> int:
+        return len(val)
+
+    def _batches(self, r: int) -> tuple[list[torch.Tensor], list[dict]]:
+        """Recalibration images (fixed shuffled train batches) and val batches at resolution r."""
+        if r not in self._val:
+            dm = self._dm(r)
+            train = dm.dataset("train")
+            order = list(range(len(train)))
+            random.Random(self.seed).shuffle(order)
+            order = order[: self.recal_batches * self.batch_size]
+            self._recal[r] = [self._collate([train[i] for i in order[k:k + self.batch_size]])["images"]
+                              for k in range(0, len(order), self.batch_size)]
+            val = dm.dataset("val")
+            n = self._val_count(val)
+            self._val[r] = [self._collate([val[i] for i in range(k, min(n, k + self.batch_size))])
+                            for k in range(0, n, self.batch_size)]
+        return self._recal[r], self._val[r]
+
+    def recal_images(self, r: int) -> list[torch.Tensor]:
+        """The fixed BatchNorm-recalibration batches at resolution ``r``."""
+        return self._batches(r)[0]
+
+
+class SubnetEvaluator(_FixedBatches):
     """``evaluator(cand) -> val map50`` of the sub-network ``cand`` of a trained supernet."""
 
     def __init__(self, supernet: Supernet, data_cfg: dict, anchors: Any, base_resolution: int,
@@ -203,27 +234,14 @@ class SubnetEvaluator:
         records = dm.val_records
         self.val_records = records[:max_val_images] if max_val_images > 0 else records
 
-    def _batches(self, r: int) -> tuple[list[torch.Tensor], list[dict]]:
-        """Recalibration images (fixed shuffled train batches) and val batches at resolution r."""
-        if r not in self._val:
-            from tinydet.data.datamodule import collate_detection
+    @staticmethod
+    def _collate(samples: list) -> dict:
+        from tinydet.data.datamodule import collate_detection
 
-            dm = self._dm(r)
-            train = dm.dataset("train")
-            order = list(range(len(train)))
-            random.Random(self.seed).shuffle(order)
-            order = order[: self.recal_batches * self.batch_size]
-            self._recal[r] = [collate_detection([train[i] for i in order[k:k + self.batch_size]])["images"]
-                              for k in range(0, len(order), self.batch_size)]
-            val = dm.dataset("val")
-            n = len(self.val_records)
-            self._val[r] = [collate_detection([val[i] for i in range(k, min(n, k + self.batch_size))])
-                            for k in range(0, n, self.batch_size)]
-        return self._recal[r], self._val[r]
+        return collate_detection(samples)
 
-    def recal_images(self, r: int) -> list[torch.Tensor]:
-        """The fixed BatchNorm-recalibration batches at resolution ``r``."""
-        return self._batches(r)[0]
+    def _val_count(self, val: Any) -> int:
+        return len(self.val_records)
 
     @torch.no_grad()
     def __call__(self, cand: Candidate) -> float:
@@ -247,7 +265,7 @@ class SubnetEvaluator:
         return float(result["map50"] or 0.0)
 
 
-class SubnetClassifyEvaluator:
+class SubnetClassifyEvaluator(_FixedBatches):
     """``evaluator(cand) -> val top-1`` of the sub-network ``cand`` of a classifier supernet:
     BatchNorm recalibration on fixed train centre crops, then top-1 on the val centre crops, both
     at the candidate's resolution."""
@@ -265,26 +283,14 @@ class SubnetClassifyEvaluator:
         self._recal: dict[int, list[torch.Tensor]] = {}
         self.class_names = self._dm(64).class_names
 
-    def _batches(self, r: int) -> tuple[list[torch.Tensor], list[dict]]:
-        if r not in self._val:
-            from tinydet.data.datamodule import collate_classification
+    @staticmethod
+    def _collate(samples: list) -> dict:
+        from tinydet.data.datamodule import collate_classification
 
-            dm = self._dm(r)
-            train = dm.dataset("train")
-            order = list(range(len(train)))
-            random.Random(self.seed).shuffle(order)
-            order = order[: self.recal_batches * self.batch_size]
-            self._recal[r] = [collate_classification([train[i] for i in order[k:k + self.batch_size]])["images"]
-                              for k in range(0, len(order), self.batch_size)]
-            val = dm.dataset("val")
-            n = min(len(val), self.max_val_images) if self.max_val_images > 0 else len(val)
-            self._val[r] = [collate_classification([val[i] for i in range(k, min(n, k + self.batch_size))])
-                            for k in range(0, n, self.batch_size)]
-        return self._recal[r], self._val[r]
+        return collate_classification(samples)
 
-    def recal_images(self, r: int) -> list[torch.Tensor]:
-        """The fixed BatchNorm-recalibration batches at resolution ``r``."""
-        return self._batches(r)[0]
+    def _val_count(self, val: Any) -> int:
+        return min(len(val), self.max_val_images) if self.max_val_images > 0 else len(val)
 
     @torch.no_grad()
     def __call__(self, cand: Candidate) -> float:
