@@ -2,13 +2,15 @@
 per-block fusion searched jointly, against the unfused MCUNetV2 schedules, for MobileNetV2 and every
 preset.
 
-    .venv/bin/python benchmarks/fusion_plan.py [--json] [--presets a,b]
+    .venv/bin/python benchmarks/fusion_plan.py [--json] [--presets a,b] [--export DIR]
 
 Per preset (the graphs of benchmarks/profile_presets.py: classifiers at 224, zoo models at their
 published resolution, detector backbones with a 20-class head): the best peak within +10% MACs
 and at +0% MACs, unfused and fused, and the fused Pareto front. Every figure is the exact model of
 tinydet.schedule.fusion (kB = 1024 B, int8, in-place depthwise and fused residual on) and every
-plan's arena (tinydet.schedule.allocate) equals its peak.
+plan's arena (tinydet.schedule.allocate) equals its peak. ``--export DIR``: the planned peaks of
+an export folder's network at its own grid and split (today's schedule) and fused, per layer and
+patched, and the best fused plan within +10% MACs.
 """
 from __future__ import annotations
 
@@ -53,6 +55,26 @@ def bench(presets: list[str]) -> dict:
     return {"rows": rows}
 
 
+def export_figures(folder: str) -> dict:
+    """Planned SRAM of the network of export ``folder``: its schedule as exported, the same grid and
+    split fused, per layer unfused / fused, and the best fused plan within +10% MACs."""
+    from tinydet.arch.graph import lower
+    from tinydet.arch.spec import HeadSpec, spec_from_dict
+    from tinydet.export.schedule_file import load_export
+    from tinydet.schedule import per_layer_plan, plan_fused, plan_patches
+
+    s = load_export(folder).schedule
+    head = HeadSpec(**s["arch"]["head"]) if s["arch"]["head"] else None
+    g = lower(spec_from_dict(s["arch"]["spec"]), tuple(s["input"]["shape"][1:]), head=head)
+    grid, split = tuple(s["grid"]), int(s["split"])
+    best, _ = search_plans(g, max_overhead=0.10, fusion=True)
+    return {"export": folder, "arch": g.arch, "resolution": list(g.resolution), "grid": list(grid), "split": split,
+            "exported_arena_bytes": s["arena"]["arena_bytes"],
+            "patch": _row(plan_patches(g, grid, split), g), "patch_fused": _row(plan_fused(g, grid, split), g),
+            "layer": _row(per_layer_plan(g), g), "layer_fused": _row(plan_fused(g, 1, 0), g),
+            "best_fused_10": _row(best, g)}
+
+
 def _kb(v: int) -> str:
     return f"{v / KB:,.1f} kB"
 
@@ -79,7 +101,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--presets", default=None, help="comma-separated presets (default: all)")
+    parser.add_argument("--export", default=None, metavar="DIR", help="figures of an export folder's network instead")
     args = parser.parse_args()
+    if args.export:
+        result = export_figures(args.export)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for key in ("patch", "patch_fused", "layer", "layer_fused", "best_fused_10"):
+                r = result[key]
+                print(f"{key:>14}: {_kb(r['peak'])} ({r['peak']:,} B, {_cfg(r)}, {r['mac_overhead'] * 100:+.1f}% MACs, "
+                      f"fused {r['fused_blocks'] or '-'}, bounded by {r['bound']})")
+        return
     presets = args.presets.split(",") if args.presets else list_presets()
     result = bench(presets)
     if args.json:
