@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -89,32 +89,30 @@ class Assets:
 
 @dataclass
 class Workspace:
-    """One case's scratch folder; ``{voc}`` and ``{config}`` are materialised on first use."""
+    """One case's scratch folder; ``{voc}``, ``{wider}``, ``{ckpt}`` and ``{config}`` are copied
+    (or written) there on first use."""
 
     dir: Path
     assets: Assets
-    config_overrides: dict = field(default_factory=dict)
+
+    def _copy(self, asset: str, name: str) -> Path:
+        target = self.dir / name
+        if not target.exists():
+            source = self.assets.get(asset)
+            (shutil.copytree if source.is_dir() else shutil.copyfile)(source, target)
+        return target
 
     @property
     def voc(self) -> Path:
-        target = self.dir / "voc"
-        if not target.exists():
-            shutil.copytree(self.assets.get("voc"), target)
-        return target
+        return self._copy("voc", "voc")
 
     @property
     def wider(self) -> Path:
-        target = self.dir / "wider"
-        if not target.exists():
-            shutil.copytree(self.assets.get("wider"), target)
-        return target
+        return self._copy("wider", "wider")
 
     @property
     def ckpt(self) -> Path:
-        target = self.dir / "model.ckpt"
-        if not target.exists():
-            shutil.copyfile(self.assets.get("ckpt"), target)
-        return target
+        return self._copy("ckpt", "model.ckpt")
 
     @property
     def config(self) -> Path:
