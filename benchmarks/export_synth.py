@@ -109,7 +109,7 @@ def main(argv=None) -> dict:
         if args.epochs is not None:
             overrides += [f"train.epochs={args.epochs}", f"train.check_val_every_n_epoch={args.epochs}"]
         log(f"training {args.config} ({args.epochs or cfg['train']['epochs']} epochs)")
-        summary = cli(["train", "-c", args.config, "--set", *overrides])
+        summary = cli(["train", "-c", args.config, "--set", *overrides, "--new"])  # a rerun: runs-2, ...
         ckpt = summary.get("best_ckpt") or summary["last_ckpt"]
     folder = out / "export"
     sets_flags = [f for s in sets for f in ("--set", s)]

@@ -78,7 +78,9 @@ def train_and_test(base: dict, name: str, arch: str, resolution: int, anchors, o
     data = json.loads(json.dumps(base))
     data["name"] = name
     data["model"].update({"arch": arch, "resolution": resolution, "anchors": anchors})
-    data["train"]["out_dir"] = str(out / "runs" / name)
+    from tinydet.io.rundir import new_run_dir
+
+    data["train"]["out_dir"] = str(new_run_dir(out / "runs" / name))  # a rerun trains beside, never over
     cfg = from_dict(data, f"{name} (benchmarks/search_synth.py)")
     t0 = time.perf_counter()
     summary = train(cfg)

@@ -160,6 +160,14 @@ def test_export_on_a_full_disk_is_one_line_and_writes_nothing(setup, tmp_path, c
     assert snapshot(folder) == before and leftovers(tmp_path) == []
 
 
+def test_export_refuses_to_replace_a_folder_that_is_not_an_export(setup, tmp_path, capsys):
+    tmp, cfg, ckpt, _ = setup
+    (tmp_path / "notes.txt").write_text("mine")
+    rc, _, err = run_cli(capsys, ["export", "-c", str(cfg), "--ckpt", str(ckpt), "--out", str(tmp_path)])
+    assert rc == 2 and "a folder with other files (no schedule.json)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 # ----------------------------------------------------------------------------------------------
 # quantize: one atomic commit, re-running repairs (17.2), full disk (17.5)
 

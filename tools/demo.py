@@ -76,7 +76,9 @@ def main() -> int:
     run_dir = out / "train"
     ckpt = run_dir / "best.ckpt"
     if args.retrain or not ckpt.exists():
-        t = tinydet("train", "-c", CONFIG, "--set", f"train.out_dir={run_dir}")
+        # a run folder is never overwritten: --new trains into demo_out/train-2, ... when it holds one
+        t = tinydet("train", "-c", CONFIG, "--set", f"train.out_dir={run_dir}", "--new")
+        ckpt = Path(t["best_ckpt"] or t["last_ckpt"])
         print(f"   trained {t['epochs']} epochs in {t['wall_s']:.0f} s ({t['train_images_per_s']:.0f} images/s); "
               f"best val hard AP {t['best_map50']:.3f}; checkpoint {ckpt}")
     else:

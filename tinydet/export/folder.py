@@ -124,6 +124,9 @@ def write_export(folded: FoldedGraph, out: "str | Path", split: int, plan, arena
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TinydetError(f"--out {out}: exists and is not a folder; expected a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / "schedule.json").is_file():
+        raise TinydetError(f"--out {out}: a folder with other files (no schedule.json); expected a new folder or "
+                           f"an export folder, which the export replaces")
     schedule = build_schedule(folded, split, plan, arena, rules, detector, spec_dict, head)
     models = {"full.onnx": full_model(folded), "stage1_patch.onnx": stage1_model(folded, split),
               "stage2.onnx": stage2_model(folded, split)}
