@@ -127,9 +127,8 @@ def test_leftovers_of_dead_writers_are_removed_and_an_old_folder_is_restored(tmp
     assert sorted(p.name for p in removed) == sorted([f".a.json.{dead}.0123abcd.tmp", ".c.ckpt.k3j_x9zq.tmp"])
     assert _entries(tmp_path) == sorted([f".b.json.{os.getpid()}.0123abcd.tmp", "exp", "exp2"])
     assert (tmp_path / "exp" / "schedule.json").read_text() == "{}" and (tmp_path / "exp2" / "f").read_text() == "x"
-    atomic_write_bytes(tmp_path / "z", b"")  # every write cleans its folder first
     (tmp_path / f".q.{dead}.00000000.tmp").mkdir()
-    atomic_write_bytes(tmp_path / "z", b"1")
+    atomic_write_bytes(tmp_path / "z", b"1")  # a process's first write into a folder cleans it
     assert not (tmp_path / f".q.{dead}.00000000.tmp").exists()
 
 

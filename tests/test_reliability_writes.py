@@ -29,8 +29,10 @@ KILLED = 137
 def tinydet_child(args, fault, cwd=None):
     """``python -m tinydet ARGS`` in a child process with ``TINYDET_FAULT=fault``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), atomic.FAULT_ENV: fault}
-    return subprocess.run([sys.executable, "-m", "tinydet", *map(str, args)], env=env, cwd=cwd,
+    proc = subprocess.run([sys.executable, "-m", "tinydet", *map(str, args)], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=600)
+    atomic._cleaned.clear()  # the next in-process command is the next run: it cleans up after this one
+    return proc
 
 
 def snapshot(folder):

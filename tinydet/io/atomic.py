@@ -20,8 +20,8 @@ for an instant, and a run killed right there is repaired by the next run, which 
 folder back (:func:`clean_leftovers`).
 
 Leftovers. Temporary names carry the writer's process id (``.NAME.<pid>.<id>.tmp`` /
-``.old``). Every write first removes the leftovers of dead writers in its destination folder
-(and restores an ``.old`` folder whose destination is missing), so a killed run never leaves
+``.old``). The first write of a process into a folder removes the leftovers of dead writers
+there (and restores an ``.old`` folder whose destination is missing), so a killed run never leaves
 junk for longer than the next run; a concurrent writer's files (its pid alive) are left alone.
 
 Full disk. An ``ENOSPC``/``EDQUOT`` anywhere in a write raises :class:`DiskFullError` (a
@@ -195,6 +195,18 @@ def clean_leftovers(folder: "str | Path") -> list[Path]:
     return removed
 
 
+_cleaned: set[str] = set()
+
+
+def _clean_once(folder: Path) -> None:
+    """:func:`clean_leftovers` of ``folder``, once per process (a stream of writes into one
+    folder does not list it each time; leftovers are a previous run's)."""
+    key = os.path.abspath(folder)
+    if key not in _cleaned:
+        _cleaned.add(key)
+        clean_leftovers(folder)
+
+
 def _restore_old(old: Path, dest: Path, inner: bool) -> bool:
     """A fallback swap's ``.old`` folder moved back to ``dest`` when ``dest`` is missing (the
     run was killed between its two renames). ``inner``: the layout of tinydet before pids were
@@ -280,7 +292,7 @@ def atomic_path(path: "str | Path") -> Iterator[Path]:
         if _is_disk_full(exc):
             raise DiskFullError(user_path(path)) from None
         raise
-    clean_leftovers(path.parent)
+    _clean_once(path.parent)
     tmp = _temp_name(path)
     try:
         yield tmp
@@ -438,7 +450,7 @@ def staged_dir(out: "str | Path") -> Iterator[Path]:
         raise
     if out.exists() and not out.is_dir():
         raise TinydetError(f"{out}: exists and is not a folder; expected a folder path")
-    clean_leftovers(out.parent)
+    _clean_once(out.parent)
     tmp = _temp_name(out)
     tmp.mkdir()
     _staged[tmp] = out
