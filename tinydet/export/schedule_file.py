@@ -111,6 +111,15 @@ class ExportFolder:
 _LEGACY_NOTED: set[Path] = set()
 
 
+def _describe(name: str, problem: str, where: str, export: bool) -> str:
+    """``checksum mismatch: NAME was modified after export (listed in WHERE)`` and the like."""
+    if problem == "missing":
+        return f"{name} is missing (listed in {where})"
+    if problem == "not listed":
+        return f"{name} is not listed in {where}"
+    return f"checksum mismatch: {name} was modified after {'export' if export else 'it was written'} (listed in {where})"
+
+
 def _file_problem(root: Path, name: str, entry: Mapping[str, Any], manifest: Manifest | None) -> str | None:
     if manifest is not None:
         return manifest.problem(root, name)
@@ -140,7 +149,7 @@ def load_export(folder: "str | Path", verify: bool = True, strict: bool = True) 
         for name in (SCHEDULE, CONFIG_FILE):
             problem = manifest.problem(root, name)
             if problem is not None and not (problem == "not listed" and name == CONFIG_FILE):
-                raise TinydetError(f"{root}: {problem}: {name} was modified after export (manifest.json); "
+                raise TinydetError(f"{root}: {_describe(name, problem, MANIFEST, export=True)}; "
                                    f"re-export the folder with `tinydet export`")
     schedule = read_json(sched_path, "schedule.json", hint="the file was modified after export")
     if not isinstance(schedule, dict):
@@ -169,11 +178,8 @@ def load_export(folder: "str | Path", verify: bool = True, strict: bool = True) 
             if problem is None:
                 continue
             if strict or name in REQUIRED:
-                what = "is missing" if problem == "missing" else "was modified after it was written"
-                if name in REQUIRED:
-                    what = "is missing" if problem == "missing" else "was modified after export"
-                prefix = "checksum mismatch: " if problem == "checksum mismatch" else ""
-                raise TinydetError(f"{root}: {prefix}{name} {what} (listed in {where}); {repair_hint(name, root)}")
+                raise TinydetError(f"{root}: {_describe(name, problem, where, export=name in REQUIRED)}; "
+                                   f"{repair_hint(name, root)}")
             broken[name] = problem
         extra = sorted(p.name for p in _model_files(root) if p.name not in files)
         if extra:
