@@ -25,7 +25,8 @@ from tinydet.errors import TinydetError
 
 # (offset key, size key) of an arena step; a step's result and move_from are output-sized
 STEP_BUFFERS = (("input", "input_bytes"), ("output", "output_bytes"), ("result", "output_bytes"),
-                ("shortcut", "shortcut_bytes"), ("temp", "temp_bytes"), ("move_from", "output_bytes"))
+                ("shortcut", "shortcut_bytes"), ("temp", "temp_bytes"), ("move_from", "output_bytes"),
+                ("input_from", "input_bytes"))
 
 
 LOAD_HINT = "the file was modified after export (re-export the folder with `tinydet export`)"
@@ -93,6 +94,8 @@ def _check_arena(c: _Checker, arena: Any, name: str, peak: int, tensors: Mapping
         for key, size_key in STEP_BUFFERS:
             size = c.int(step.get(size_key, 0), f"{field}.{size_key}", 0)
             c.buffer(step.get(key), size, total, f"{field}.{key}")
+        for i, off in enumerate(step.get("inputs") or []):  # several inputs (add / concat): their starts
+            c.buffer(off, 1, total, f"{field}.inputs[{i}]")
     for t, off in enumerate(arena.get("tile_inputs", [])):
         c.buffer(off, 1, total, f"{name}.tile_inputs[{t}]")
     for out, off in (arena.get("outputs") or {}).items():
