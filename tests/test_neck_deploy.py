@@ -5,12 +5,14 @@
   for bit, on the host and on QEMU (odd channel counts and sizes, loop tails, padded pools,
   requantized and copied concat inputs).
 * Whole detectors with a neck, random weights and randomised BN, minmax PTQ: MIT's person-det at
-  96x128 through profile -> export -> int8 -> firmware on QEMU in patch and layer mode (split after
-  the stride-8 tap, so the neck's first add reads the stage-1 map and a stage-2 tensor), and a
-  small concat neck on the host; outputs bit exact vs the int8 reference, arena == the plan.
+  96x128 through profile -> export -> int8 (also as full.int8.tflite in LiteRT) -> firmware on QEMU
+  in patch and layer mode (split after the stride-8 tap, so the neck's first add reads the stage-1
+  map and a stage-2 tensor), and a small concat neck on the host; outputs bit exact vs the int8
+  reference, arena == the plan. With CMSIS_NN_ROOT set, the firmware is built on ARM's kernels.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -173,6 +175,14 @@ def test_person_det_96x128_profile_export_int8_qemu_both_modes(tmp_path, capsys)
     step = next(s for s in low.steps if s.op == both[0].name)
     assert step.neck >= 0 and step.inputs[both[0].inputs.index(split_tensor)] == stage1_buffer
     image = np.random.default_rng(2).random((1, 3) + res, dtype=np.float32)
+    if importlib.util.find_spec("ai_edge_litert") is not None:  # TFLite's own kernels agree (LiteRT installed)
+        from tinydet.export.tflite import TFLITE_FILE, compare_litert, write_tflite
+        from tinydet.quant.qgraph import load_qgraph
+
+        write_tflite(tmp_path / "pd")
+        lite = compare_litert((tmp_path / "pd" / TFLITE_FILE).read_bytes(),
+                              load_qgraph(tmp_path / "pd" / "full.int8.onnx"), image)
+        assert lite["bit_exact_images"] == 1, lite
     for mode, peak in (("patch", "peak_sram_patch"), ("layer", "peak_sram_per_layer")):
         r = deploy(tmp_path / "pd", "qemu-mps2-an500", tmp_path / mode, mode=mode, validate=True, images=image,
                    conf=0.05)
