@@ -273,3 +273,23 @@ def test_qat_of_a_neck_detector_simulates_its_int8_graph(tmp_path):
     for g, f, name in zip(got, fake, ref.full.outputs):
         lsb = np.abs(g - f) / ref.full.tensors[name][0]
         assert lsb.max() <= 3 and lsb.mean() < 0.5, name  # fixed-point vs float rounding only
+
+
+def test_qat_refuses_a_sum_read_by_a_weightless_op():
+    from tinydet.arch import HeadSpec
+    from tinydet.arch.spec import spec_from_dict
+    from tinydet.errors import TinydetError
+    from tinydet.quant.qat import prepare_qat
+
+    from test_export_utils import random_network
+
+    spec = spec_from_dict({"name": "sum-pool", "blocks": [
+        {"type": "conv", "out": 8, "stride": 2}, {"type": "mbconv", "out": 8, "stride": 2, "expand": 2},
+        {"type": "mbconv", "out": 8, "stride": 2, "expand": 2}], "neck": {"nodes": [
+            {"name": "up", "type": "upsample", "inputs": ["stride8"]},
+            {"name": "sum", "type": "add", "inputs": ["up", "stride4"]},
+            {"name": "down", "type": "maxpool", "inputs": ["sum"]},
+            {"name": "out", "type": "conv", "inputs": ["down"], "out": 8}], "outputs": ["out"]}})
+    net = random_network(spec, HeadSpec(num_classes=1, num_anchors=1, channels=8))
+    with pytest.raises(TinydetError, match=r"neck node 'down' \(maxpool\) reads 'sum' \(add\)"):
+        prepare_qat(net)
