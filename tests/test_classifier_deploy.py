@@ -271,3 +271,13 @@ def test_a_trained_classifier_checkpoint_exports_quantizes_and_deploys_by_cli(tm
         assert r[mode]["image_source"] == f"{cfg}: val" and r[mode]["images"] == 3
         assert r[mode]["logits_bit_exact_vs_reference"] is True and r[mode]["top1_agreement_vs_reference"] == 1.0
         assert r[mode]["classifier"]["num_classes"] == 3
+    # accuracy of the firmware itself on the val split = the int8 reference's, image for image
+    tops = {}
+    for engine in ("reference", "qemu"):
+        rc, out, err = run_cli(capsys, ["eval", "-c", str(cfg), "--export", str(exp), "--int8", "--engine", engine,
+                                        "--json"])
+        assert rc == 0, err
+        tops[engine] = json.loads(out)
+    assert tops["qemu"]["top1"] == tops["reference"]["top1"]
+    assert tops["qemu"]["per_class"] == tops["reference"]["per_class"]
+    assert tops["qemu"]["device"]["decode"].startswith("firmware's int8 logits")

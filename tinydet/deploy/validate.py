@@ -118,7 +118,8 @@ def read_class_scores(workdir: "str | Path", count: int) -> list[tuple[np.ndarra
         rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
         if any(len(r) != 3 or int(r[0]) != k for k, r in enumerate(rows)):
             raise TinydetError(f"{path}: expected lines 'class int8_logit score' for classes 0, 1, ...")
-        out.append((np.asarray([int(r[1]) for r in rows], np.int8), np.asarray([float(r[2]) for r in rows], np.float32)))
+        out.append((np.asarray([int(r[1]) for r in rows], np.int8),
+                    np.asarray([float(r[2]) for r in rows], np.float32)))
     return out
 
 

@@ -279,7 +279,9 @@ class FirmwareRunner:
         mean = round(sum(self._instructions) / len(self._instructions)) if self._instructions else None
         return {"target": self.target, "mode": self.mode, "images": self.images_run,
                 "instructions_per_inference": mean,
-                "decode": "firmware's raw int8 outputs, decoded by tinydet.models.decode (as every engine)"}
+                "decode": "firmware's raw int8 outputs, decoded by tinydet.models.decode (as every engine)"
+                if not self.info.get("classifier") else "firmware's int8 logits, dequantized and ranked in Python "
+                                                        "(as every engine)"}
 
     def close(self) -> None:
         import shutil
