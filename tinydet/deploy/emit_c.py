@@ -21,7 +21,7 @@ from tinydet.errors import TinydetError
 
 _STEP_MODE_C = {"normal": "TINYDET_STEP_NORMAL", "inplace_dw": "TINYDET_STEP_INPLACE_DW",
                 "fused_residual": "TINYDET_STEP_FUSED_RESIDUAL", "sink": "TINYDET_STEP_SINK"}
-_LAYER_OP_C = {"conv": "TINYDET_OP_CONV", "avgpool": "TINYDET_OP_AVGPOOL", "fc": "TINYDET_OP_FC"}
+_LAYER_OP_C = {op: f"TINYDET_OP_{op.upper()}" for op in lw.LAYER_OPS}  # conv, avgpool, fc
 
 
 @dataclass
