@@ -177,3 +177,15 @@ def test_arena_places_neck_tensors_and_equals_the_plan(rules):
         arena = allocate(graph, plan)
         assert arena.arena_bytes == plan.peak_sram_patch, (grid, split)
         check_arena(graph, plan, arena)
+
+
+def test_profile_and_memory_plot_show_the_neck(tmp_path, capsys):
+    from fixtures import run_cli
+
+    spec_path = tmp_path / "tinyneck.yaml"
+    save_spec(neck_spec(), spec_path)
+    rc, out, _ = run_cli(capsys, ["plan", "--arch", str(spec_path), "--resolution", "48x64", "--head-classes", "2",
+                                  "--anchors", "2", "--grids", "2", "--no-fusion", "--plot", str(tmp_path / "m.png")])
+    assert rc == 0 and (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+    rc, out, _ = run_cli(capsys, ["profile", "--arch", str(spec_path), "--resolution", "48x64", "--head-classes", "2"])
+    assert rc == 0 and "neck.fuse" in out and "neck.down" in out and "heads.1.expand" in out

@@ -12,6 +12,8 @@ from tinydet.schedule.memory import MemoryRules, layer_working_sets
 from tinydet.schedule.planner import PatchPlan
 
 
+NECK_COLOR, HEAD_COLOR = "#7d3c98", "#117a65"
+
 def patch_working_sets(plan: PatchPlan, layer_ws: list[int]) -> list[int]:
     """Working set per op under ``plan``: stage-1 ops = stage-1 buffer + largest tile working
     set of that op; stage-2 ops as per layer."""
@@ -73,6 +75,14 @@ def plot_memory(graph: Graph, plan: PatchPlan | None, path: "str | Path", log: b
     ax.set_xlim(-0.8, len(x) - 0.2)
     ax.set_xticks(x)
     ax.set_xticklabels([op.name.replace("blocks.", "b") for op in graph.ops], rotation=90, fontsize=6)
+    # the neck's ops (and the heads between them) in their own colours, named in the legend
+    for label, op in zip(ax.get_xticklabels(), graph.ops):
+        label.set_color(NECK_COLOR if op.name.startswith("neck.") else HEAD_COLOR if op.name.startswith("heads.")
+                        else "black")
+    neck = [i for i, op in enumerate(graph.ops) if op.name.startswith("neck.")]
+    for i in neck:
+        ax.axvspan(i - 0.5, i + 0.5, color=NECK_COLOR, alpha=0.08, linewidth=0,
+                   label="neck ops (labels purple; heads teal)" if i == neck[0] else None)
     ax.set_xlabel("layer (execution order)")
     ax.set_ylabel("SRAM working set (kB, int8)" + (", log scale" if log else ""))
     res = f"{graph.resolution[0]}x{graph.resolution[1]}"
