@@ -189,3 +189,22 @@ def test_profile_and_memory_plot_show_the_neck(tmp_path, capsys):
     assert rc == 0 and (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
     rc, out, _ = run_cli(capsys, ["profile", "--arch", str(spec_path), "--resolution", "48x64", "--head-classes", "2"])
     assert rc == 0 and "neck.fuse" in out and "neck.down" in out and "heads.1.expand" in out
+
+
+def test_detector_scales_and_strides_come_from_the_neck_outputs():
+    """One tap (stride8) feeding two head scales (stride 4 through an upsample, and stride 8)."""
+    from tinydet.models.detector import Detector, head_strides
+
+    data = neck_dict()
+    data["neck"] = {"nodes": [{"name": "up", "type": "upsample", "inputs": ["stride8"]},
+                              {"name": "fine", "type": "conv", "inputs": ["up"], "out": 16},
+                              {"name": "coarse", "type": "conv", "inputs": ["stride8"], "out": 24}],
+                    "outputs": ["fine", "coarse"]}
+    spec = spec_from_dict(data, "one_tap.yaml")
+    assert spec.head_from == (4,) and head_strides(spec) == [4, 8]
+    model = Detector(spec, 2, [[[4, 4], [8, 8]], [[12, 12], [20, 20]]], input_size=RES).eval()
+    out = model(torch.rand(1, 3, *RES))
+    assert model.strides.tolist() == [4.0, 8.0] and [tuple(o.shape[-2:]) for o in out] == [(12, 16), (6, 8)]
+    with pytest.raises(TinydetError, match=r"model.anchors: 1 scales given but arch tinyneck has 2 head maps "
+                                           r"\(neck outputs \['fine', 'coarse'\]"):
+        Detector(spec, 2, [[[4, 4], [8, 8]]], input_size=RES)
