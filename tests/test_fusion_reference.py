@@ -79,7 +79,6 @@ def _as_v2(schedule: dict) -> dict:
 def test_fused_export_is_v3_and_v2_folders_still_load(tmp_path):
     from fixtures import GRID, RES, SPLIT
     from test_export_folder import rewrite_schedule
-    from tinydet.errors import TinydetError
     from tinydet.export.folder import export_network
     from tinydet.export.schedule_file import load_export
     from tinydet.schedule import MemoryRules
@@ -103,9 +102,4 @@ def test_fused_export_is_v3_and_v2_folders_still_load(tmp_path):
     rewrite_schedule(plain, _as_v2(v3))
     again = load_export(plain)
     assert again.source_version == 2 and again.schedule == v3
-    # deploy refuses a fused folder in one line (the C runtime runs no fused step)
-    from tinydet.deploy.lower import lower_export
-
-    exp = load_export(out)
-    with pytest.raises(TinydetError, match="fused_blocks"):
-        lower_export(exp, (None, None, None))
+    # the fused folder deploys: tests/test_fusion_deploy.py

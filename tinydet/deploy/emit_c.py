@@ -20,7 +20,8 @@ from tinydet.deploy import lower as lw
 from tinydet.errors import TinydetError
 
 _STEP_MODE_C = {"normal": "TINYDET_STEP_NORMAL", "inplace_dw": "TINYDET_STEP_INPLACE_DW",
-                "fused_residual": "TINYDET_STEP_FUSED_RESIDUAL", "sink": "TINYDET_STEP_SINK"}
+                "fused_residual": "TINYDET_STEP_FUSED_RESIDUAL", "sink": "TINYDET_STEP_SINK",
+                "fused_ir": "TINYDET_STEP_FUSED_IR"}
 _LAYER_OP_C = {op: f"TINYDET_OP_{op.upper()}" for op in lw.LAYER_OPS}  # conv, avgpool, fc
 
 
@@ -127,7 +128,15 @@ def _step(s: lw.StepRow) -> str:
         ("shortcut_crop", _pads(s.shortcut_crop)), ("input", s.input), ("output", s.output), ("temp", s.temp),
         ("shortcut", s.shortcut), ("result", s.result)]
         + ([("neck", f"&td_neck{s.neck}"), ("inputs", f"td_nin{s.neck}")] if s.neck >= 0 else [])
+        + ([("fused", f"&td_fused[{s.fused}]")] if s.fused >= 0 else [])
     ) + f", /* {s.op}: {s.out_h}x{s.out_w} */"
+
+
+def _fused(rows: list[lw.FusedRow]) -> str:
+    """The ``tinydet_fused_step`` table of the fused inverted residuals (before the steps using it)."""
+    return _table("tinydet_fused_step", "td_fused", ["    " + c_struct([
+        ("expand", f.expand), ("dw", f.dw), ("project", f.project), ("ring_rows", f.ring_rows), ("pixel", f.pixel),
+        ("input_from", f.input_from), ("move_from", f.move_from)]) for f in rows])
 
 
 def _table(ctype: str, name: str, rows: list[str]) -> str:
@@ -181,6 +190,7 @@ def model_c(m: lw.Lowered) -> str:
     parts.append(_table("tinydet_layer", "td_layers", [_layer(i, layer) for i, layer in enumerate(m.layers)]))
     neck_steps = {s.neck: s for s in m.steps if s.neck >= 0}
     parts.extend(_neck_data(i, n, neck_steps[i]) for i, n in enumerate(m.necks))
+    parts.append(_fused(m.fused))
     if m.tiles:
         parts.append("/* stage 1, once per tile */\n")
         parts.append(_table("tinydet_step", "td_tile_steps", [_step(s) for s in m.tile_steps]))

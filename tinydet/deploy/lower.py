@@ -13,6 +13,8 @@ initializers of the structs in ``deploy/runtime/include/tinydet_executor.h``.
   the input size and its pads (:class:`tinydet.geometry.Pads`), the output row pitch and where the
   output sits in its shortcut region; patch mode has each tile's stage-1 steps (:class:`TileRow`)
   then the stage-2 steps, layer mode the steps of every layer on the full map;
+* :class:`FusedRow` -- a fused inverted residual (``fused_ir`` step): its two or three conv layer rows,
+  the ring of expanded rows and the depthwise pixel (``temp``), the input's and output's moves;
 * :class:`NeckRow` -- a weightless neck op (max pool, nearest upsample, concat, add of two branches):
   its kernel's parameters; its steps (stage 2 / layer mode only) carry every input's arena offset;
 * :class:`OutputRow`, :class:`DetectorRow` -- the int8 outputs and the decode tables: one
@@ -32,7 +34,7 @@ from tinydet.geometry import Pads, Rect, conv_out_size
 from tinydet.quant.params import QMAX, QMIN
 
 MODES = ("patch", "layer")
-STEP_MODES = ("normal", "inplace_dw", "fused_residual", "sink")  # tinydet.schedule.arena ArenaStep.mode
+STEP_MODES = ("normal", "inplace_dw", "fused_residual", "sink", "fused_ir")  # tinydet.schedule.arena ArenaStep.mode
 DEFAULT_CONF = 0.25  # deployment score threshold, the same default as `tinydet validate --conf`
 MAX_CANDIDATES = 3000  # tinydet.models.decode.postprocess's default
 # sizes of the runtime's structs the budget counts (model.c checks them against sizeof at compile time)
@@ -113,6 +115,22 @@ class StepRow:
     result: int = -1
     neck: int = -1  # index into the neck rows (then ``layer`` is unused)
     inputs: tuple[int, ...] = ()  # neck op: arena offsets of all its inputs
+    fused: int = -1  # index into the fused rows (a ``fused_ir`` step; ``layer`` is the projection)
+
+
+@dataclass(frozen=True)
+class FusedRow:
+    """``tinydet_fused_step``: a fused inverted residual (expand -> depthwise -> project [+ shortcut],
+    row by row; :mod:`tinydet.schedule.fusion`). The step row holds the block input X (``input``,
+    ``in_h`` x ``in_w``), the depthwise pads (``pad``), the output and the ring at ``temp``."""
+
+    expand: int  # layer index of the 1x1 expansion, -1 without one
+    dw: int
+    project: int
+    ring_rows: int  # expanded rows the ring holds (0 without expansion)
+    pixel: int  # arena offset of the one depthwise output pixel (after the ring)
+    input_from: int = -1  # X is first moved from here to ``input`` (the streaming overlap)
+    move_from: int = -1  # Y is streamed here, then moved to ``output``
 
 
 @dataclass(frozen=True)
@@ -244,6 +262,7 @@ class Lowered:
     extra: dict[str, Any] = field(default_factory=dict)
     classifier: ClassifierRow | None = None
     necks: list[NeckRow] = field(default_factory=list)
+    fused: list[FusedRow] = field(default_factory=list)
 
     @property
     def const_bytes(self) -> int:
@@ -431,6 +450,7 @@ class _Layers:
         self.rows: list[LayerRow] = []
         self.index: dict[str, int] = {}
         self.necks: list[NeckRow] = []
+        self.fused: list[FusedRow] = []
         self.scratch = 0
         self.out_w = {op["name"]: int(op["out_shape"][2]) for op in schedule["ops"]}
         self.in_shape = {op["name"]: tuple(int(v) for v in op["in_shape"]) for op in schedule["ops"]}
@@ -476,6 +496,71 @@ def _step(layers: _Layers, qop, step: Mapping[str, Any], counter: int, in_hw, pa
                    shortcut=_offset(step.get("shortcut")), result=_offset(step.get("result")))
 
 
+def _grouped(qops: list, arena_steps: list[Mapping[str, Any]], where: str) -> list[tuple[tuple, Mapping[str, Any]]]:
+    """The int8 ops of each arena step, in order: one op per step, the two or three ops of a fused
+    inverted residual (``fused_ops``) for a ``fused_ir`` step."""
+    out, i = [], 0
+    for step in arena_steps:
+        names = list(step.get("fused_ops") or [step["op"]]) if step["mode"] == "fused_ir" else [step["op"]]
+        group = tuple(qops[i:i + len(names)])
+        if [op.name for op in group] != names:
+            raise TinydetError(f"{where}: int8 layers {[o.name for o in qops]} differ from the arena steps "
+                               f"{[s['op'] for s in arena_steps]}")
+        out.append((group, step))
+        i += len(names)
+    if i != len(qops):
+        raise TinydetError(f"{where}: int8 layers {[o.name for o in qops[i:]]} have no arena step")
+    return out
+
+
+def fused_scratch_bytes(expand: LayerRow | None, dw: LayerRow, project: LayerRow, in_w: int) -> int:
+    """Kernel scratch of a fused step (tinydet_fused_ir_get_buffer_size bounds it): the largest of
+    its kernels' scratch (the expansion on one row, the depthwise and the projection on one pixel),
+    then the depthwise window of one output pixel (its im2col column) and the projection's pixel."""
+    kernels = max([scratch_bytes(dw, 1), scratch_bytes(project, 1)] + ([scratch_bytes(expand, in_w)] if expand else []))
+    window = dw.kernel[0] * dw.kernel[1] * dw.in_channels
+    return ((kernels + 3) & ~3) + ((window + 3) & ~3) + ((project.out_channels + 3) & ~3)
+
+
+def _fused_step(layers: _Layers, group: tuple, step: Mapping[str, Any], counter: int, in_hw, pads: Pads, out_hw,
+                out_pitch: int, output: int, crop: Pads, where: str) -> StepRow:
+    """The step and :class:`FusedRow` of a ``fused_ir`` arena step: X ``in_hw`` (also the expanded
+    rows' size: the expansion is a 1x1 stride 1 conv), the depthwise ``pads``, the output ``out_hw``."""
+    expand, dw, proj = (group[0] if len(group) == 3 else None), group[-2], group[-1]
+    if dw.kind != "dwconv" or proj.kind != "conv" or (expand is not None and expand.kind != "conv"):
+        raise TinydetError(f"{where}: fused step '{proj.name}': ops {[o.name for o in group]}; expected "
+                           f"[expand conv,] depthwise conv, projection conv")
+    li_e = layers.of(expand) if expand is not None else -1
+    li_d, li_p = layers.of(dw), layers.of(proj)
+    rows = layers.rows
+    for li in (li_e, li_p):
+        if li >= 0 and (rows[li].kernel != (1, 1) or rows[li].stride != (1, 1) or rows[li].add is not None
+                        and li != li_p):
+            raise TinydetError(f"{where}: fused step '{proj.name}': '{rows[li].name}' is not a 1x1 stride-1 conv")
+    d = rows[li_d]
+    _check_pads(dw.name, pads, in_hw, d, out_hw, where)
+    ring_rows = min(d.kernel[0], in_hw[0]) if expand is not None else 0
+    ring_bytes = ring_rows * in_hw[1] * d.in_channels
+    if int(step["temp_bytes"]) != ring_bytes + d.in_channels or step.get("temp") is None:
+        raise TinydetError(f"{where}: fused step '{proj.name}': temp of {step['temp_bytes']} bytes; expected a ring "
+                           f"of {ring_rows} expanded rows ({ring_bytes} bytes) + one {d.in_channels}-byte pixel")
+    if proj.add and step.get("shortcut") is None:
+        raise TinydetError(f"{where}: fused step '{proj.name}' has a residual add but no shortcut offset")
+    move_from = _offset(step.get("move_from"))
+    if move_from >= 0 and out_pitch != out_hw[1]:
+        raise TinydetError(f"{where}: fused step '{proj.name}' writes the stage-1 map and moves its output")
+    layers.scratch = max(layers.scratch, fused_scratch_bytes(rows[li_e] if li_e >= 0 else None, d, rows[li_p],
+                                                             in_hw[1]))
+    layers.fused.append(FusedRow(expand=li_e, dw=li_d, project=li_p, ring_rows=ring_rows,
+                                 pixel=int(step["temp"]) + ring_bytes, input_from=_offset(step.get("input_from")),
+                                 move_from=move_from))
+    return StepRow(op=proj.name, layer=li_p, counter=counter, mode="fused_ir", reverse=False, in_h=in_hw[0],
+                   in_w=in_hw[1], pad=pads, out_h=out_hw[0], out_w=out_hw[1], out_pitch=out_pitch,
+                   shortcut_crop=crop, input=int(step["input"]), output=output, temp=int(step["temp"]),
+                   shortcut=_offset(step.get("shortcut")), result=_offset(step.get("result")),
+                   fused=len(layers.fused) - 1)
+
+
 def _tile_pads(tile: Mapping[str, Any], key: str, op: str, pad_op, where: str) -> Pads:
     """The pads a stage-1 Pad node applies in this tile before ``op``'s input (``key`` "pads") or its
     shortcut (``"shortcut_crop"``, negative = crop), from schedule.json's named pads."""
@@ -504,7 +589,8 @@ def _patch_steps(sched, stage1, layers: _Layers, counter_of, arena, where) -> tu
         regions = tile["regions"]
         out_rect = Rect.from_list(tile["out_rect"])
         at = f"{where} tile {ti}"
-        for qop, step in zip(s1_ops, tile_steps):
+        for group, step in _grouped(s1_ops, tile_steps, f"{where}: schedule.json arena tile {ti}"):
+            qop = group[-1]
             if step["op"] != qop.name:
                 raise TinydetError(f"{where}: schedule.json arena tile {ti}: step '{step['op']}' where the int8 "
                                    f"stage 1 has '{qop.name}'")
@@ -524,10 +610,16 @@ def _patch_steps(sched, stage1, layers: _Layers, counter_of, arena, where) -> tu
                 if src.h - crop.top - crop.bottom != reg_out.h or src.w - crop.left - crop.right != reg_out.w:
                     raise TinydetError(f"{at}: shortcut of '{qop.name}' ({src.h}x{src.w}, crop {crop}) does not "
                                        f"match its {reg_out.h}x{reg_out.w} output")
-            if step["mode"] == "sink":
+            if step["mode"] == "sink" or (step["mode"] == "fused_ir" and qop is s1_ops[-1]):
                 output, pitch = int(step["output"]) + (out_rect.y0 * split_w + out_rect.x0) * split_c, split_w
             else:
                 output, pitch = int(step["output"]), reg_out.w
+            if step["mode"] == "fused_ir":
+                x_in = Rect.from_list(regions[group[0].name]["in_rect"])
+                dw_pads = _tile_pads(tile, "pads", group[-2].name, stage1.producer(group[-2].inputs[0]), at)
+                steps.append(_fused_step(layers, group, step, counter_of[qop.name], (x_in.h, x_in.w), dw_pads,
+                                         (reg_out.h, reg_out.w), pitch, output, crop, at))
+                continue
             steps.append(_step(layers, qop, step, counter_of[qop.name], (reg_in.h, reg_in.w),
                                _tile_pads(tile, "pads", qop.name, stage1.producer(qop.inputs[0]), at),
                                (reg_out.h, reg_out.w), pitch, output, crop, at))
@@ -572,12 +664,15 @@ def _layer_steps(sched, graph, layers: _Layers, counter_of, arena_steps, where,
     start are (the image, the stage-1 map), extended by every step's result."""
     ops = {op["name"]: op for op in sched["ops"]}
     qops = [op for op in graph.ops if op.kind in _SUPPORTED + NECK_KINDS]
-    if [op.name for op in qops] != [s["op"] for s in arena_steps]:
-        raise TinydetError(f"{where}: int8 layers {[o.name for o in qops]} differ from the arena steps "
-                           f"{[s['op'] for s in arena_steps]}")
     steps = []
-    for qop, step in zip(qops, arena_steps):
-        if qop.kind in NECK_KINDS:
+    for group, step in _grouped(qops, arena_steps, where):
+        qop = group[-1]
+        if step["mode"] == "fused_ir":
+            _, ih, iw = ops[group[0].name]["in_shape"]
+            _, oh, ow = ops[qop.name]["out_shape"]
+            steps.append(_fused_step(layers, group, step, counter_of[qop.name], (int(ih), int(iw)), group[-2].padding,
+                                     (int(oh), int(ow)), int(ow), int(step["output"]), Pads(), where))
+        elif qop.kind in NECK_KINDS:
             chans = [_shape_of(sched, name)[0] for name in qop.inputs]
             steps.append(_neck_step(layers, qop, step, counter_of[qop.name], ops[qop.name], chans, offsets, where))
         else:
@@ -600,10 +695,6 @@ def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF
         raise TinydetError(f"--mode: expected one of {', '.join(MODES)}, got '{mode}'")
     sched = export.schedule
     where = str(export.root)
-    fused = sched["memory"].get("rules", {}).get("fused_blocks") or []
-    if fused:
-        raise TinydetError(f"{where}/schedule.json: memory.rules.fused_blocks {fused}: the C runtime has no fused "
-                           "inverted-residual step yet; deploy needs a folder exported with export.fusion: false")
     full, stage1, stage2 = models
     used = {"full.int8.onnx": full} if mode == "layer" else {"stage1_patch.int8.onnx": stage1,
                                                                "stage2.int8.onnx": stage2}
@@ -658,7 +749,7 @@ def lower_export(export, models, mode: str = "patch", conf: float = DEFAULT_CONF
                    planned_peak_bytes=planned, scratch_bytes=layers.scratch, layers=layers.rows, steps=steps,
                    tile_steps=tile_steps, tiles=tiles, input_offset=_offset(arena.get("input")), outputs=outputs,
                    input=inp, detector=detector, layer_names=names, detector_config=det, extra={"conf": conf},
-                   classifier=classifier, necks=layers.necks)
+                   classifier=classifier, necks=layers.necks, fused=layers.fused)
 
 
 def classifier_output(graph, outputs: list[OutputRow]) -> ClassifierRow | None:

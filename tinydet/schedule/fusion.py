@@ -32,7 +32,9 @@ maps per layer, a tile's regions in stage 1) while the block runs:
   - Y is the stage-1 sink (written into the stage-1 output buffer): ``|X|``;
   - fused residual (shortcut X dies with the block, rule on): Y row y is written over X row y
     after that row was read as the shortcut; X row y was already expanded (E rows up to
-    ``y + p`` are made before row y), and rows below it are untouched: ``|X|``;
+    ``y + p`` are made before row y), and rows below it are untouched: ``|X|``. Only with an
+    expansion: without one the depthwise window of row y + 1 still reads X row y from X itself,
+    so such a block keeps X and Y apart (``|X| + |Y|``);
   - streaming overlap (X dies with the block, is no network input, no shortcut): X and Y share
     one buffer, Y at its start and X ``d`` bytes in. When Y row y is written, X rows below
     ``f(y)`` are dead: ``f(y) = min(y*s - p + k, X_end)`` with an expansion (those rows are in
@@ -187,7 +189,7 @@ def fused_cost(ops: Sequence[Op], fb: FusedBlock, rects: Mapping[str, Rect], cha
     bx, by = nbytes(x), nbytes(proj.output)
     if sink:
         return FusedCost(others, bx, 0, ring, pixel, 0)
-    if proj.add is not None and fused_residual and x_dies and x_overwritable:
+    if proj.add is not None and fused_residual and x_dies and x_overwritable and expanded:
         return FusedCost(others, bx, 0, ring, pixel, 0)
     if proj.add is None and x_dies and x_overwritable:
         d = overlap_offset(dw, expanded, x_rect, x_rect.w * channels[x], y_rect, y_rect.w * channels[proj.output])

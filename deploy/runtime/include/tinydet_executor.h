@@ -72,8 +72,22 @@ enum
     TINYDET_STEP_NORMAL = 0,         /* output at `output`; with an add, the sum goes to `result` */
     TINYDET_STEP_INPLACE_DW = 1,     /* depthwise over its own input, one channel at a time via `temp` */
     TINYDET_STEP_FUSED_RESIDUAL = 2, /* row by row into the shortcut's slot */
-    TINYDET_STEP_SINK = 3            /* a tile's last stage-1 layer: rows into the stage-1 map */
+    TINYDET_STEP_SINK = 3,           /* a tile's last stage-1 layer: rows into the stage-1 map */
+    TINYDET_STEP_FUSED_IR = 4        /* a fused inverted residual (`fused`), row by row */
 };
+
+/* A fused inverted residual (tinydet.deploy.lower.FusedRow): expand (1x1) -> depthwise -> project
+ * (1x1) [+ shortcut] row by row of the output through a ring of expanded rows at the step's `temp`
+ * and one depthwise pixel at `pixel` (tinydet_fused_ir_s8). The step holds the block input (`input`,
+ * in_h x in_w), the depthwise pads (`pad`), the output and the shortcut; `layer` is the projection. */
+typedef struct
+{
+    int32_t expand, dw, project; /* indices into tinydet_model.layers; expand -1: none */
+    int32_t ring_rows;           /* expanded rows the ring holds */
+    int32_t pixel;               /* arena offset of the depthwise output pixel */
+    int32_t input_from;          /* >= 0: the input is first moved from here to `input` */
+    int32_t move_from;           /* >= 0: the output is streamed here, then moved to `output` */
+} tinydet_fused_step;
 
 /* One layer execution on a map or a tile's region of it. */
 typedef struct
@@ -89,6 +103,7 @@ typedef struct
     int32_t input, output, temp, shortcut, result; /* arena byte offsets; -1: none */
     const tinydet_neck_op *neck; /* a neck op (layer unused), or NULL */
     const int32_t *inputs;       /* neck op: arena offsets of its num_inputs inputs (inputs[0] == input) */
+    const tinydet_fused_step *fused; /* a fused inverted residual, or NULL */
 } tinydet_step;
 
 typedef struct

@@ -228,6 +228,37 @@ arm_cmsis_nn_status tinydet_fully_connected_s8(const cmsis_nn_context *ctx,
                                                const int32_t *bias_data,
                                                int8_t *output_data);
 
+/* ---- fused inverted residual, row by row (src/nn_fused_ir.c) ---------------------------------------
+ * expand (1x1) -> depthwise (k x k, stride s) -> project (1x1) [+ shortcut], one output row at a
+ * time (tinydet.schedule.fusion; tinydet.quant.reference.fused_ir_rows is its numpy twin): the
+ * input rows the depthwise window of row y needs are expanded once each into the ring (rows in
+ * order from its start; rows no later window reads are dropped by moving the kept ones down), each
+ * output pixel's window goes through the depthwise kernel into `pixel` and the projection [+ the
+ * add] writes it to dst. Every value goes through the layers' own kernels (tinydet_conv,
+ * arm_depthwise_conv_wrapper_s8, arm_elementwise_add_s8), so the block is bit exact with running
+ * them op by op. The output may overlap the input as the plan allows: output row y is written only
+ * after the input rows its ring needs were expanded (and its shortcut pixels read). */
+typedef struct
+{
+    const tinydet_conv_args *expand;  /* 1x1 on one input row ([1, 1, W, C_in] -> [1, 1, W, C_e]), or NULL */
+    const tinydet_conv_args *dw;      /* the block's depthwise: input [1, H, W, C_e], pads, output size */
+    const tinydet_conv_args *project; /* 1x1 on one pixel ([1, 1, 1, C_e] -> [1, 1, 1, C_out]) */
+    const tinydet_add_params *add;    /* residual add after the projection, or NULL */
+    int32_t conv_first;               /* the add's input 1 is the projection (else the shortcut) */
+    const int8_t *input;              /* the block input [H, W, C_in] (C_e without expansion) */
+    int8_t *ring;                     /* ring_rows x W x C_e bytes (unused without expansion) */
+    int32_t ring_rows;
+    int8_t *pixel;                    /* C_e bytes */
+    const int8_t *shortcut;           /* with add: the shortcut region around the output */
+    int32_t shortcut_w, shortcut_y, shortcut_x;
+    int8_t *dst;                      /* output row y at dst + y * dst_w * C_out */
+    int32_t dst_w;
+} tinydet_fused_ir;
+
+/* Scratch tinydet_fused_ir_s8 needs: its kernels' buffer, one depthwise window, one projected pixel. */
+int32_t tinydet_fused_ir_get_buffer_size(const tinydet_fused_ir *f);
+arm_cmsis_nn_status tinydet_fused_ir_s8(const cmsis_nn_context *ctx, const tinydet_fused_ir *f);
+
 #ifdef __cplusplus
 }
 #endif

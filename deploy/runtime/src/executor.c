@@ -155,11 +155,55 @@ static arm_cmsis_nn_status tde_neck_step(const tinydet_model *m, const tinydet_s
     }
 }
 
+/* A fused inverted residual (tinydet_fused_ir_s8): the expansion runs on one input row, the
+ * projection on one pixel, the depthwise on the block's geometry (the step's input size and pads). */
+static arm_cmsis_nn_status tde_fused_ir(const tinydet_model *m, const tinydet_step *S)
+{
+    const tinydet_fused_step *F = S->fused;
+    const tinydet_layer *P = &m->layers[F->project];
+    int8_t *arena = m->arena;
+    tinydet_step one = *S;
+    tinydet_conv_args e, d, p;
+    one.pad = (tinydet_pad){0, 0, 0, 0};
+    one.in_h = 1;
+    if (tde_conv_args(&m->layers[F->dw], S, &d) != 0 ||
+        (F->expand >= 0 && tde_conv_args(&m->layers[F->expand], &one, &e) != 0))
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    one.in_w = 1;
+    if (tde_conv_args(P, &one, &p) != 0 || (P->add != NULL && S->shortcut < 0))
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    if (F->input_from >= 0)
+    {
+        const int32_t c_in = F->expand >= 0 ? e.input_dims.c : d.input_dims.c;
+        tinydet_move(arena + S->input, arena + F->input_from, (size_t)S->in_h * (size_t)S->in_w * (size_t)c_in);
+    }
+    const tinydet_rows r = tde_rows(m, P, S, &d, NULL, F->move_from >= 0 ? F->move_from : S->output);
+    const tinydet_fused_ir f = {F->expand >= 0 ? &e : NULL, &d, &p, P->add, P->conv_first, arena + S->input,
+                                arena + S->temp, F->ring_rows, arena + F->pixel, r.shortcut, r.shortcut_w,
+                                r.shortcut_y, r.shortcut_x, r.dst, r.dst_w};
+    const cmsis_nn_context scratch = {m->scratch, m->scratch_bytes};
+    const arm_cmsis_nn_status st = tinydet_fused_ir_s8(&scratch, &f);
+    if (st == ARM_CMSIS_NN_SUCCESS && F->move_from >= 0)
+    {
+        tinydet_move(arena + S->output, arena + F->move_from,
+                     (size_t)d.output_dims.h * (size_t)d.output_dims.w * (size_t)P->out_channels);
+    }
+    return st;
+}
+
 static arm_cmsis_nn_status tde_step(const tinydet_model *m, const tinydet_step *S)
 {
     if (S->neck != NULL)
     {
         return tde_neck_step(m, S);
+    }
+    if (S->fused != NULL)
+    {
+        return tde_fused_ir(m, S);
     }
     const tinydet_layer *L = &m->layers[S->layer];
     int8_t *arena = m->arena;
