@@ -21,6 +21,8 @@
 #include "tinydet_nn.h"
 #include "tinydet_runtime.h"
 
+#include "driver_records.h"
+
 #if defined(TINYDET_BOARD)
 #include "tinydet_board.h"
 #define COUNTER() tinydet_board_counter()
@@ -49,23 +51,6 @@ enum
     OP_GEOMETRY = 9,
     OP_MOVE = 10
 };
-
-static int read_i32(FILE *f, int32_t *v)
-{
-    return fread(v, 4, 1, f) == 1 ? 0 : -1;
-}
-
-static void write_out(FILE *f, int32_t status, uint32_t ticks, const void *data, int32_t n)
-{
-    const int32_t hdr[3] = {status, (int32_t)ticks, n};
-    static const uint8_t pad[4] = {0, 0, 0, 0};
-    fwrite(hdr, 4, 3, f);
-    if (n > 0)
-    {
-        fwrite(data, 1, (size_t)n, f);
-    }
-    fwrite(pad, 1, (size_t)((4 - (n & 3)) & 3), f);
-}
 
 /* p[7..18] of a conv or depthwise record: stride, padding, dilation (h, w each), input offset,
  * output offset, activation min and max. */
@@ -113,32 +98,13 @@ int main(int argc, char **argv)
         int32_t np, nb, p[MAX_PARAMS];
         uint8_t *blob[MAX_BLOBS];
         int32_t blen[MAX_BLOBS];
-        size_t used = 0;
-        if (read_i32(in, &np) || np > MAX_PARAMS || fread(p, 4, (size_t)np, in) != (size_t)np || read_i32(in, &nb) ||
-            nb > MAX_BLOBS)
+        const long read = read_record(in, "kernel_driver", &np, p, MAX_PARAMS, &nb, blob, blen, MAX_BLOBS, arena,
+                                      ARENA_BYTES, 8);
+        if (read < 0)
         {
-            printf("kernel_driver: malformed record %d\n", records);
             return 2;
         }
-        for (int32_t i = 0; i < nb; i++)
-        {
-            if (read_i32(in, &blen[i]))
-            {
-                return 2;
-            }
-            const size_t padded = (size_t)((blen[i] + 3) & ~3);
-            if (used + padded + 8 > ARENA_BYTES)
-            {
-                printf("kernel_driver: arena too small\n");
-                return 2;
-            }
-            blob[i] = arena + used;
-            if (fread(blob[i], 1, padded, in) != padded)
-            {
-                return 2;
-            }
-            used += (padded + 7) & ~(size_t)7;
-        }
+        const size_t used = (size_t)read;
         uint8_t *free_mem = arena + used;
         const size_t free_bytes = ARENA_BYTES - used;
         int32_t status = -100;

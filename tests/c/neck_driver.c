@@ -13,6 +13,8 @@
 
 #include "tinydet_nn.h"
 
+#include "driver_records.h"
+
 #if defined(TINYDET_BOARD)
 #include "tinydet_board.h"
 #define COUNTER() tinydet_board_counter()
@@ -32,20 +34,6 @@ enum
 };
 
 static uint8_t arena[ARENA_BYTES] __attribute__((aligned(8)));
-
-static int read_i32(FILE *f, int32_t *v)
-{
-    return fread(v, 4, 1, f) == 1 ? 0 : -1;
-}
-
-static void write_out(FILE *f, int32_t status, uint32_t ticks, const void *data, int32_t n)
-{
-    const int32_t hdr[3] = {status, (int32_t)ticks, n};
-    static const uint8_t pad[4] = {0, 0, 0, 0};
-    fwrite(hdr, 4, 3, f);
-    fwrite(data, 1, (size_t)n, f);
-    fwrite(pad, 1, (size_t)((4 - (n & 3)) & 3), f);
-}
 
 static int fits(size_t used, int32_t n_out)
 {
@@ -70,24 +58,18 @@ int main(int argc, char **argv)
     while (read_i32(in, &op) == 0)
     {
         int32_t np, nb, p[MAX_PARAMS], blen[MAX_BLOBS];
+        uint8_t *raw[MAX_BLOBS];
         const int8_t *blob[MAX_BLOBS];
-        size_t used = 0;
-        if (read_i32(in, &np) || np > MAX_PARAMS || fread(p, 4, (size_t)np, in) != (size_t)np || read_i32(in, &nb) ||
-            nb > MAX_BLOBS)
+        const long read = read_record(in, "neck_driver", &np, p, MAX_PARAMS, &nb, raw, blen, MAX_BLOBS, arena,
+                                      ARENA_BYTES, 0);
+        if (read < 0)
         {
-            printf("neck_driver: malformed record\n");
             return 2;
         }
+        const size_t used = (size_t)read;
         for (int32_t i = 0; i < nb; i++)
         {
-            const size_t padded = read_i32(in, &blen[i]) ? 0 : (size_t)((blen[i] + 3) & ~3);
-            if (used + padded > ARENA_BYTES || fread(arena + used, 1, padded, in) != padded)
-            {
-                printf("neck_driver: blob %d does not fit or is truncated\n", (int)i);
-                return 2;
-            }
-            blob[i] = (const int8_t *)(arena + used);
-            used += (padded + 7) & ~(size_t)7;
+            blob[i] = (const int8_t *)raw[i];
         }
         int8_t *dst = (int8_t *)(arena + used); /* after every input: no overlap */
         int32_t status = -100, n_out = 0;
