@@ -568,6 +568,8 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
         if stage.modes[fb.project] == SINK:
             holds("stage1", s.output, arena.stage1_buffer_bytes)
         elif cost.output == 0:  # in place: compact from the first byte of X's slot
+            # (only behind a ring: without one the next row's window still reads X's overwritten row)
+            assert fb.expand is not None, f"{proj.name}: in place without an expansion"
             assert stream == s.input, f"{proj.name}: in-place output does not start at its input"
             write(proj.output, stream, s.output_bytes, (x,))
         elif cost.overlap:
