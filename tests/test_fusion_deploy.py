@@ -4,6 +4,7 @@ per-tile border pads in stage 1 and a fused sink with cropped shortcuts) deploys
 and layer mode, bit exact with the numpy int8 reference, in an arena of exactly the planned peak;
 a pixel placed one row inside the ring (a ring one row short) is not bit exact."""
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -89,3 +90,11 @@ def test_fused_step_with_a_wrong_ring_size_is_refused(folder):
     step["temp_bytes"] -= 1
     with pytest.raises(TinydetError, match="blocks.3.project.*ring of 3 expanded rows"):
         lw.lower_export(exp, lw.load_models(exp), mode="layer")
+
+
+@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@pytest.mark.parametrize("mode", ["patch", "layer"])
+def test_qemu_fused_with_arm_kernels_is_bit_exact(folder, tmp_path, mode):
+    """The fused step calls the kernels' public entry points only, so ARM's library runs it too."""
+    r = deploy(folder, "qemu-mps2-an500", tmp_path / mode, mode=mode, validate=True, images=_images(), conf=0.1)
+    assert r["kernels"].startswith("cmsis-nn") and r["outputs_bit_exact_vs_reference"] is True
