@@ -533,10 +533,11 @@ def _fused_step(layers: _Layers, group: tuple, step: Mapping[str, Any], counter:
     li_e = layers.of(expand) if expand is not None else -1
     li_d, li_p = layers.of(dw), layers.of(proj)
     rows = layers.rows
-    for li in (li_e, li_p):
-        if li >= 0 and (rows[li].kernel != (1, 1) or rows[li].stride != (1, 1) or rows[li].add is not None
-                        and li != li_p):
+    for li in (li_e, li_p):  # the expansion runs on one row, the projection on one pixel
+        if li >= 0 and (rows[li].kernel != (1, 1) or rows[li].stride != (1, 1)):
             raise TinydetError(f"{where}: fused step '{proj.name}': '{rows[li].name}' is not a 1x1 stride-1 conv")
+    if li_e >= 0 and rows[li_e].add is not None:
+        raise TinydetError(f"{where}: fused step '{proj.name}': the expansion '{rows[li_e].name}' has a residual add")
     d = rows[li_d]
     _check_pads(dw.name, pads, in_hw, d, out_hw, where)
     ring_rows = min(d.kernel[0], in_hw[0]) if expand is not None else 0
