@@ -1,5 +1,6 @@
 /*
- * Record I/O shared by the C test drivers (kernel_driver.c, classifier_driver.c, neck_driver.c);
+ * Record I/O shared by the C test drivers (kernel_driver.c; classifier_driver.c and neck_driver.c
+ * through run_records);
  * tests/c/driver.py writes the records and reads the results:
  *   kin.bin : per record: op, np, np int32 params, nb, then per blob: nbytes, bytes (zero padded to 4)
  *   kout.bin: per record: status, ticks, nbytes, bytes (zero padded to 4)
@@ -54,6 +55,79 @@ static long read_record(FILE *in, const char *who, int32_t *np, int32_t *p, int3
         used += (padded + 7) & ~(size_t)7;
     }
     return (long)used;
+}
+
+#define RECORD_MAX_PARAMS 64
+#define RECORD_MAX_BLOBS 8
+#define RECORD_NO_ROOM (-101) /* a handler's status: the output would not fit after the inputs */
+
+/* One decoded record: its op, params and blobs (in the driver's arena), and the free space after
+ * them where the handler writes its output (never overlapping an input). */
+typedef struct
+{
+    int32_t op, np, nb;
+    int32_t p[RECORD_MAX_PARAMS];
+    const int8_t *blob[RECORD_MAX_BLOBS];
+    int32_t blen[RECORD_MAX_BLOBS];
+    int8_t *dst;
+    size_t dst_bytes;
+} driver_record;
+
+/* What a handler reports: the kernel's status (-100: a record it does not understand), the output
+ * bytes at dst and the counter ticks around the kernel call. */
+typedef struct
+{
+    int32_t status;
+    int32_t n_out;
+    uint32_t ticks;
+} driver_result;
+
+typedef driver_result (*driver_handler)(const driver_record *r);
+
+static int record_fits(const driver_record *r, int32_t n_out)
+{
+    return n_out >= 0 && (size_t)n_out <= r->dst_bytes;
+}
+
+/* main() of a record driver: ``who [IN [OUT]]`` (default kin.bin, kout.bin); every record is
+ * read into ``arena``, handled, and its result written. Returns the process exit status. */
+static int run_records(int argc, char **argv, const char *who, uint8_t *arena, size_t arena_bytes,
+                       driver_handler handle)
+{
+    FILE *in = fopen(argc > 1 ? argv[1] : "kin.bin", "rb");
+    FILE *out = fopen(argc > 2 ? argv[2] : "kout.bin", "wb");
+    if (in == NULL || out == NULL)
+    {
+        printf("%s: cannot open the record files\n", who);
+        return 2;
+    }
+    static driver_record r;
+    while (read_i32(in, &r.op) == 0)
+    {
+        uint8_t *raw[RECORD_MAX_BLOBS];
+        const long used = read_record(in, who, &r.np, r.p, RECORD_MAX_PARAMS, &r.nb, raw, r.blen, RECORD_MAX_BLOBS,
+                                      arena, arena_bytes, 0);
+        if (used < 0)
+        {
+            return 2;
+        }
+        for (int32_t i = 0; i < r.nb; i++)
+        {
+            r.blob[i] = (const int8_t *)raw[i];
+        }
+        r.dst = (int8_t *)(arena + used);
+        r.dst_bytes = arena_bytes - (size_t)used;
+        const driver_result res = handle(&r);
+        if (res.status == RECORD_NO_ROOM)
+        {
+            printf("%s: output does not fit\n", who);
+            return 2;
+        }
+        write_out(out, res.status, res.ticks, r.dst, res.status == 0 ? res.n_out : 0);
+    }
+    fclose(out);
+    fclose(in);
+    return 0;
 }
 
 #endif
