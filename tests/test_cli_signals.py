@@ -7,6 +7,8 @@ import errno
 import os
 import signal
 
+import pytest
+
 from fixtures import run_cli
 from train_helpers import make_voc, tiny_config
 
@@ -30,11 +32,12 @@ def test_ctrl_c_during_lightning_training_exits_130_with_one_line(tmp_path, caps
     assert signal.getsignal(signal.SIGINT) == before  # the CLI restores the previous handler
 
 
-def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
+def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, code):
     import tinydet.commands.profile as profile
 
     def full(args):
-        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "schedule.json"))
+        raise OSError(code, os.strerror(code), str(tmp_path / "out" / "schedule.json"))
 
     monkeypatch.setattr(profile, "run", full)
     rc, out, err = run_cli(capsys, ["profile", "--arch", "mbv2-w0.35"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import importlib
 import json
 import math
@@ -185,10 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _quiet_stdout()
             return 128 + signal.SIGPIPE
         except OSError as exc:
-            if exc.errno != errno.ENOSPC:
+            from tinydet.io.atomic import DiskFullError, is_disk_full
+
+            if not is_disk_full(exc):
                 raise
-            print(f"tinydet: error: no space left on device writing {exc.filename or 'an output file'}",
-                  file=sys.stderr)
+            print(f"tinydet: error: {DiskFullError(exc.filename or 'an output file')}", file=sys.stderr)
             return 2
 
 

@@ -134,7 +134,8 @@ def user_path(path: "str | Path") -> Path:
     return path.parent / m.group("name") if m else path
 
 
-def _is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the file system running out of space or quota."""
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
             return True
@@ -269,7 +270,7 @@ def write_file(path: "str | Path", data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_data(path, bytes(data))
     except OSError as exc:
-        if _is_disk_full(exc):
+        if is_disk_full(exc):
             raise DiskFullError(user_path(path)) from None
         raise
     return path
@@ -289,7 +290,7 @@ def atomic_path(path: "str | Path") -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        if _is_disk_full(exc):
+        if is_disk_full(exc):
             raise DiskFullError(user_path(path)) from None
         raise
     _clean_once(path.parent)
@@ -299,7 +300,7 @@ def atomic_path(path: "str | Path") -> Iterator[Path]:
         _fsync_file(tmp)
         _commit_file(tmp, path)
     except OSError as exc:
-        if _is_disk_full(exc):
+        if is_disk_full(exc):
             raise DiskFullError(user_path(path)) from None
         raise
     finally:
@@ -413,7 +414,7 @@ def replace_dir(tmp: "str | Path", out: "str | Path") -> None:
     try:
         _fsync_tree(tmp)
     except OSError as exc:
-        if _is_disk_full(exc):
+        if is_disk_full(exc):
             raise DiskFullError(out) from None
         raise
     _before_rename(tmp, out, swap=True)
@@ -445,7 +446,7 @@ def staged_dir(out: "str | Path") -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        if _is_disk_full(exc):
+        if is_disk_full(exc):
             raise DiskFullError(out) from None
         raise
     if out.exists() and not out.is_dir():
@@ -492,7 +493,7 @@ def update_dir(out: "str | Path", drop: "tuple[str, ...] | list[str]" = ()) -> I
             try:
                 _link_tree(out, tmp, set(drop))
             except OSError as exc:
-                if _is_disk_full(exc):
+                if is_disk_full(exc):
                     raise DiskFullError(out) from None
                 raise
         yield tmp
