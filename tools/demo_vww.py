@@ -16,7 +16,6 @@ Every step is a `tinydet` command (printed before it runs), as in `make demo`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,16 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from demo import kb, tinydet  # noqa: E402  (the same command runner as make demo)
 
+from tinydet.io.atomic import atomic_write_json  # noqa: E402
+
 CONFIG = "configs/vww_synth.yaml"
 # one person class among seven distractor shapes: about half of the images end up label 1 (person
 # present above the 0.5% rule), as in the real Visual Wake Words set
 DISTRACTORS = ("circle", "square", "triangle", "star", "cross", "hexagon", "ring")
-COCO, VWW, EXPORT, BUILD = "data/synth_vww_coco", "data/synth_vww", "out/vww_synth", "build/vww_synth"
+COCO, VWW = "data/synth_vww_coco", "data/synth_vww"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out", help="output folder of the summary (default demo_out/)")
+    parser.add_argument("--out", default="demo_out", help="output folder: run, export, builds, summary "
+                        "(default demo_out/)")
     parser.add_argument("--images", type=int, default=480, help="images in the synthetic COCO set")
     parser.add_argument("--retrain", action="store_true", help="train again even if a checkpoint exists")
     args = parser.parse_args()
@@ -49,23 +51,29 @@ def main() -> int:
     vww = tinydet("data", "vww", "--coco", COCO, "--splits", "train", "val", "--out", VWW, "--overwrite")
 
     print("\n== 2/6 training mcunet-vww0 from scratch (PyTorch Lightning, CPU)")
-    best = ROOT / "runs" / "vww_synth" / "best.ckpt"
+    run_dir = out / "vww_train"
+    best = run_dir / "best.ckpt"
     if args.retrain or not best.is_file():
-        tinydet("train", "-c", CONFIG, "--set", "train.progress_bar=false")
+        # a run folder is never overwritten: --new trains into demo_out/vww_train-2, ... when it holds one
+        t = tinydet("train", "-c", CONFIG, "--set", "train.progress_bar=false", f"train.out_dir={run_dir}", "--new")
+        best = Path(t["best_ckpt"] or t["last_ckpt"])
+    else:
+        print(f"   {best} exists; reusing it (--retrain to train again)")
 
     print("\n== 3/6 float accuracy")
-    ckpt = str(best.relative_to(ROOT))
+    ckpt = str(best)
+    export_dir, build_dir = str(out / "vww_export"), str(out / "vww_build")
     floating = tinydet("eval", "-c", CONFIG, "--ckpt", ckpt)
 
     print("\n== 4/6 patch-based export (32 kB budget) and int8 quantization")
-    export = tinydet("export", "-c", CONFIG, "--ckpt", ckpt, "--out", EXPORT)
-    tinydet("quantize", EXPORT, "-c", CONFIG, "--calib", "32")
+    export = tinydet("export", "-c", CONFIG, "--ckpt", ckpt, "--out", export_dir)
+    tinydet("quantize", export_dir, "-c", CONFIG, "--calib", "32")
 
     print("\n== 5/6 the firmware on QEMU (patch mode) classifies the val images")
-    device = tinydet("eval", "-c", CONFIG, "--export", EXPORT, "--int8", "--engine", "qemu", "--patched")
+    device = tinydet("eval", "-c", CONFIG, "--export", export_dir, "--int8", "--engine", "qemu", "--patched")
 
     print("\n== 6/6 firmware in patch and per-layer mode, bit exact vs the int8 reference")
-    dep = tinydet("deploy", EXPORT, "--target", "qemu-mps2-an500", "--out", BUILD, "--mode", "both", "--run",
+    dep = tinydet("deploy", export_dir, "--target", "qemu-mps2-an500", "--out", build_dir, "--mode", "both", "--run",
                   "--validate", "--images", "4")
 
     patch, layer = dep["patch"], dep["layer"]
@@ -82,7 +90,7 @@ def main() -> int:
                                        "layer": layer.get("instructions_per_inference")},
         "wall_s": round(time.time() - start, 1),
     }
-    (out / "vww_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_json(out / "vww_summary.json", summary)
     print("\n== summary")
     print(f"data: {vww['splits']}")
     print(f"top-1 float {floating['top1']:.3f} (mean class accuracy {floating['mean_class_accuracy']:.3f}) | "
