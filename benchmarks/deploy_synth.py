@@ -18,7 +18,10 @@ the model's weights, random int8 inputs), the instructions of the bundled kernel
 With ``--cmsis-nn-root`` (default ``$CMSIS_NN_ROOT``) the same command also builds and runs the same
 firmware against ARM's CMSIS-NN sources (both modes, ``arm_patch`` / ``arm_layer``) and prints the
 peer ratios ``arm_over_bundled`` (ARM's instructions per inference / the bundled kernels'); the
-ARM build keeps tinydet's in-place depthwise (ARM has none) and the runtime's own steps.
+ARM build keeps tinydet's in-place depthwise (ARM has none) and the runtime's own steps;
+``arm_over_bundled_without_inplace_dw`` is the same ratio over the other layers (where the builds'
+kernels differ). ``patch_overhead`` (tinydet.deploy.report.patch_overhead) splits patch mode's extra
+instructions into the recomputed halo MACs, priced at each layer's own instructions/MAC, and the rest.
 """
 from __future__ import annotations
 
@@ -111,6 +114,19 @@ def kernel_comparison(export_dir: Path, work: Path) -> dict:
             "per_layer_ref_over_bundled": {k: round(v["ref"] / v["bundled"], 2) for k, v in per.items()}}
 
 
+def inplace_layers(sched: dict) -> set[str]:
+    """Layers the schedule runs as in-place depthwise steps in either mode (tinydet's kernel in every
+    build: ARM has no in-place depthwise)."""
+    steps = sched["arena"]["steps"] + sched["arena_layer"]["steps"]
+    steps += [s for tile in sched["arena"]["tiles"] for s in tile]
+    return {s["op"] for s in steps if s["mode"] == "inplace_dw"}
+
+
+def _without(rows, names: set[str]) -> int:
+    """Instructions of a run's layers outside ``names``."""
+    return sum(f.instructions for f in rows if f.name not in names)
+
+
 def toolchain_ipt() -> float:
     """Instructions per counter tick on QEMU (target.json, calibrated by tests/test_c_kernels.py)."""
     from tinydet.deploy.toolchain import TARGETS_DIR
@@ -129,6 +145,7 @@ def main() -> None:
                    help="also build against ARM's CMSIS-NN in this source tree (default $CMSIS_NN_ROOT)")
     args = p.parse_args()
     from tinydet.deploy import deploy
+    from tinydet.deploy.report import LayerFigures, patch_overhead
 
     t0 = time.time()
     work = Path(args.work)
@@ -141,6 +158,7 @@ def main() -> None:
     keys = ("flash_bytes", "sram_arena_bytes", "planned_peak_bytes", "sram_static_bytes", "scratch_bytes",
             "stack_bytes", "instructions_per_inference", "instructions_per_mac", "instructions_decode",
             "detections_per_image", "outputs_bit_exact_vs_reference", "detections_match_fraction_vs_python_decode")
+    per_layer: dict[str, list] = {}
     builds = [("", None)] + ([("arm_", args.cmsis_nn_root)] if args.cmsis_nn_root else [])
     saved = os.environ.pop("CMSIS_NN_ROOT", None)
     try:
@@ -151,6 +169,7 @@ def main() -> None:
                 r = deploy(export, "qemu-mps2-an500", work / (prefix + mode), mode=mode, run=True, validate=True,
                            images=args.images, timeout_s=580, conf=args.conf)
                 result[prefix + mode] = {k: r[k] for k in keys}
+                per_layer[prefix + mode] = [LayerFigures(**f) for f in r["per_layer"]]
             os.environ.pop("CMSIS_NN_ROOT", None)
     finally:
         if saved is not None:
@@ -162,6 +181,13 @@ def main() -> None:
     result["arena_saved_bytes"] = result["layer"]["sram_arena_bytes"] - result["patch"]["sram_arena_bytes"]
     result["patch_instruction_overhead"] = round(
         result["patch"]["instructions_per_inference"] / result["layer"]["instructions_per_inference"] - 1, 4)
+    result["patch_overhead"] = patch_overhead(per_layer["patch"], per_layer["layer"]).to_dict()
+    if args.cmsis_nn_root:
+        # the peer ratio on the layers where the two builds run different kernels
+        same = inplace_layers(sched)
+        result["arm_over_bundled_without_inplace_dw"] = {
+            mode: round(_without(per_layer["arm_" + mode], same) / _without(per_layer[mode], same), 3)
+            for mode in ("patch", "layer")}
     result.update(kernel_comparison(export, work))
     result["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(result))

@@ -106,3 +106,46 @@ def plot_profile(layers: list[LayerFigures], path: "str | Path", title: str) -> 
         fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)
     return path
+
+
+@dataclass(frozen=True)
+class PatchOverhead:
+    """What patch mode costs over per-layer mode, split into the recomputed halo and the rest.
+
+    ``recompute_instructions`` prices every layer's extra MACs at that layer's own per-layer-mode
+    instructions/MAC; ``excess_instructions`` is what the tiles cost beyond that (per-tile setup,
+    smaller maps' borders, moves). ``weighted_mac_overhead`` = recompute / per-layer instructions:
+    the instruction overhead patch mode would have with no per-tile cost at all (it exceeds
+    ``mac_overhead`` when the halo lands on layers that cost more than average per MAC)."""
+
+    mac_overhead: float
+    instruction_overhead: float
+    weighted_mac_overhead: float
+    recompute_instructions: int
+    excess_instructions: int
+    excess_by_layer: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def patch_overhead(patch: list[LayerFigures], layer: list[LayerFigures]) -> PatchOverhead:
+    """Compare one run per mode of the same export (rows as :func:`layer_figures` gives them)."""
+    per_layer = {f.name: f for f in layer}
+    if set(per_layer) != {f.name for f in patch}:
+        raise TinydetError("patch overhead: the two runs do not have the same layers")
+    recompute = 0.0
+    excess: dict[str, int] = {}
+    for p in patch:
+        q = per_layer[p.name]
+        cost = q.instructions / q.macs if q.macs else 0.0
+        extra = cost * (p.macs - q.macs)
+        recompute += extra
+        excess[p.name] = int(round(p.instructions - q.instructions - extra))
+    macs_l, macs_p = sum(f.macs for f in layer), sum(f.macs for f in patch)
+    ins_l, ins_p = sum(f.instructions for f in layer), sum(f.instructions for f in patch)
+    return PatchOverhead(mac_overhead=round(macs_p / macs_l - 1, 4), instruction_overhead=round(ins_p / ins_l - 1, 4),
+                         weighted_mac_overhead=round(recompute / ins_l, 4),
+                         recompute_instructions=int(round(recompute)),
+                         excess_instructions=int(round(ins_p - ins_l - recompute)),
+                         excess_by_layer={k: v for k, v in excess.items() if v})
