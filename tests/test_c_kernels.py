@@ -382,6 +382,53 @@ def _tails_batch(seed: int):
             recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
             expect.append(want.tobytes())
             labels.append(f"tails 1x1 {c}->{cout} {npix} px shift {s.min()}..{s.max()} v{v}")
+    # the common layer's channel-pair routine (tdn_pp_*: every shift in [-31, -2], full range, the
+    # output offset folded into the rounding constant, at least 4 pixels): group counts 1..7 of both
+    # parities (k = 2..27, padded last groups, the last pair(s) and an odd channel in C), chunks of
+    # 24 pairs (uneven splits), odd pixel counts; the fold's limit (offset -128 with R = 23 runs it,
+    # R = 24 falls back, R = 25 would overflow the high word without the check), R = 31 with offset
+    # 0, accumulators near both int32 limits. Own stream: the records above and below keep their data.
+    rng_pp = np.random.default_rng(seed + 1000)
+    for c, cout, npix, oo, shifts, big in [(8, 48, 10, -128, None, 0), (16, 100, 6, None, None, 0),
+                                           (12, 7, 5, None, None, 0), (27, 16, 9, -128, None, 0),
+                                           (5, 6, 4, None, None, 1), (3, 4, 4, None, None, 0),
+                                           (4, 2, 4, None, None, 0), (2, 3, 7, None, None, 0),
+                                           (20, 10, 8, 0, (-31, -2), 1), (8, 6, 6, -128, (-23, -3), -1),
+                                           (8, 6, 6, -128, (-24, -3), -1), (8, 6, 6, -128, (-25, -3), -1),
+                                           (24, 50, 4, None, None, 0),
+                                           (28, 9, 5, 127, (-22, -2), 1)]:
+        x = rng_pp.integers(-128, 128, (1, 1, npix, c), dtype=np.int8)
+        wt = rng_pp.integers(-128, 128, (cout, 1, 1, c), dtype=np.int8)
+        bias = rng_pp.integers(-(2**16), 2**16, cout).astype(np.int32)
+        m, s = arith.quantize_multiplier(rng_pp.uniform(2**-12, 2**-3, cout))
+        if shifts:
+            s[0], s[1] = shifts
+            m[0] = 2**31 - 1
+        if big:
+            bias[0], bias[-1] = big * (I32_MAX - 2**20), -big * (I32_MAX - 2**20)
+        geo = dict(input_offset=int(rng_pp.integers(-127, 129)),
+                   output_offset=int(rng_pp.integers(-128, 128)) if oo is None else oo,
+                   stride=(1, 1), padding=(0, 0), dilation=(1, 1), out_hw=(1, npix), act_min=-128, act_max=127)
+        want = kernels.conv_s8(x, wt, bias, mult=m, shift=s, **geo)
+        for v in (drv.CONV_WRAPPER, drv.CONV_1X1):
+            recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
+            expect.append(want.tobytes())
+            labels.append(f"tails 1x1 routine {c}->{cout} {npix} px oo {geo['output_offset']} shift {s.min()}..{s.max()} v{v}")
+    # the stem through the routine: 3x3 s2 3->16 (k = 27), borders on every side, odd pixel counts,
+    # an odd channel count
+    for c, cout, h, w, st in [(3, 16, 9, 11, (2, 2)), (3, 7, 5, 6, (1, 1)), (2, 10, 6, 3, (2, 1))]:
+        x = rng_pp.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        wt = rng_pp.integers(-128, 128, (cout, 3, 3, c), dtype=np.int8)
+        bias = rng_pp.integers(-(2**16), 2**16, cout).astype(np.int32)
+        m, s = arith.quantize_multiplier(rng_pp.uniform(2**-12, 2**-3, cout))
+        out_hw = (conv_out_size(h, 3, st[0], 1, 1), conv_out_size(w, 3, st[1], 1, 1))
+        geo = dict(input_offset=int(rng_pp.integers(-127, 129)), output_offset=int(rng_pp.integers(-128, 128)),
+                   stride=st, padding=(1, 1), dilation=(1, 1), out_hw=out_hw, act_min=-128, act_max=127)
+        want = kernels.conv_s8(x, wt, bias, mult=m, shift=s, **geo)
+        for v in (drv.CONV_ARM, drv.CONV_WRAPPER):
+            recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))
+            expect.append(want.tobytes())
+            labels.append(f"tails staged routine 3x3 {c}->{cout} {h}x{w} s{st} v{v}")
     # small receptive fields (<= 64 values, the stem) staged through the same columns: depths 9c with
     # every k % 4, the padded last group in the SMLAD loop (all but the last pair) or as a tail,
     # strides 1 and 2, borders on every side, odd channel and pixel counts, both requantization forms

@@ -591,91 +591,6 @@ static void tdn_s1_cols(const uint32_t *col, int32_t k, const int8_t *weights, i
     }
 }
 
-/* npix pixels (contiguous, k values each) in pairs; the odd last pixel is widened twice. */
-static void tdn_1x1_s1_body(const int8_t *in, int32_t npix, int32_t k, const int8_t *weights, int32_t cout,
-                            const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t in_off,
-                            int32_t out_offset, int32_t act_min, int32_t act_max, uint32_t *col, int8_t *out,
-                            int fast)
-{
-    for (int32_t p = 0; p < npix; p += 2)
-    {
-        const int32_t two = p + 1 < npix;
-        tdn_1x1_widen_pair(in, in + two * k, k, in_off, col);
-        tdn_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, act_min, act_max, out, out + two * cout,
-                    fast);
-        in += 2 * k;
-        out += 2 * cout;
-    }
-}
-
-/* The unit-stride 1x1 through the widened columns; 0 when the buffer does not allow it (the caller
- * then runs tdn_conv_1x1). */
-static int tdn_conv_1x1_s1(const cmsis_nn_context *ctx, const int8_t *in, int32_t npix, int32_t k,
-                           const int8_t *weights, int32_t cout, const int32_t *bias,
-                           const cmsis_nn_per_channel_quant_params *q, int32_t in_off, int32_t out_offset,
-                           int32_t act_min, int32_t act_max, int8_t *out)
-{
-    if (ctx == NULL || ctx->buf == NULL || ((uintptr_t)ctx->buf & 3u) != 0 || ctx->size < 4 * tdn_align4(k))
-    {
-        return 0;
-    }
-    tdn_1x1_s1_body(in, npix, k, weights, cout, bias, q->multiplier, q->shift, in_off, out_offset, act_min, act_max,
-                    (uint32_t *)ctx->buf, out, tdn_rq_r2_layer(q->shift, cout, act_min, act_max));
-    return 1;
-}
-#endif /* TDN_DSP */
-
-/* 1x1, no padding, no dilation: the im2col-free path. */
-static int tdn_is_1x1(const cmsis_nn_conv_params *p, const cmsis_nn_dims *f)
-{
-    return f->h == 1 && f->w == 1 && p->padding.h == 0 && p->padding.w == 0 && tdn_dilation(p->dilation.h) == 1 &&
-           tdn_dilation(p->dilation.w) == 1;
-}
-
-static arm_cmsis_nn_status tdn_convolve_1x1(const cmsis_nn_context *ctx,
-                                            const cmsis_nn_conv_params *p,
-                                            const cmsis_nn_per_channel_quant_params *q,
-                                            const cmsis_nn_dims *input_dims,
-                                            const int8_t *input_data,
-                                            const cmsis_nn_dims *filter_dims,
-                                            const int8_t *filter_data,
-                                            const int32_t *bias_data,
-                                            const cmsis_nn_dims *output_dims,
-                                            int8_t *output_data)
-{
-    if (filter_dims->c != input_dims->c)
-    {
-        return ARM_CMSIS_NN_ARG_ERROR;
-    }
-    tdn_1x1 g;
-    g.iw = input_dims->w;
-    g.k = input_dims->c;
-    g.ow = output_dims->w;
-    g.sh = p->stride.h;
-    g.sw = p->stride.w;
-    g.npix = output_dims->h * output_dims->w;
-    const int32_t in_image = input_dims->h * input_dims->w * input_dims->c;
-    const int32_t out_image = g.npix * output_dims->c;
-    for (int32_t b = 0; b < input_dims->n; b++)
-    {
-        g.in = input_data + b * in_image;
-#if TDN_DSP
-        if (g.sh == 1 && g.sw == 1 &&
-            tdn_conv_1x1_s1(ctx, g.in, g.npix, g.k, filter_data, output_dims->c, bias_data, q, p->input_offset,
-                            p->output_offset, p->activation.min, p->activation.max, output_data + b * out_image))
-        {
-            continue;
-        }
-#else
-        (void)ctx;
-#endif
-        tdn_conv_1x1(&g, filter_data, output_dims->c, bias_data, q, p->input_offset, p->output_offset,
-                     p->activation.min, p->activation.max, output_data + b * out_image);
-    }
-    return ARM_CMSIS_NN_SUCCESS;
-}
-
-#if TDN_DSP
 /* ---- small receptive fields (the 3x3x3 stem): staged pixels through the 1x1 columns ---------------
  * Convolutions whose receptive field has at most TDN_CONV_STAGE_MAX values gather each output
  * pixel's field as int8 (HWC order, the padding as the input zero point, which is 0 once the
@@ -737,6 +652,360 @@ static void tdn_stage_field(const tdn_im2col *g, int32_t pix, int8_t *dst)
     }
 }
 
+/* ---- the common layer's channel-pair loop in one assembly routine ---------------------------------
+ * Where every channel shifts right by 2..31, the activation range is [-128, 127] and the output
+ * offset can be folded into the rounding constant (tdn_pp_layer_ok), one routine (tdn_pp_godd /
+ * tdn_pp_geven, per parity of the group count) runs all channel pairs of a chunk against one
+ * widened pixel pair: the accumulators start from the bias, the SMLAD groups run, the 4 outputs are
+ * requantized and stored, with no C code (and no gcc spills) between channel pairs. Each channel's
+ * requantization constants are made once per call into a small stack table (tdn_pp_pair):
+ *   khi' = 2^(r1-1) + out_offset * 2^r1 = (2 out_offset + 1) << (r1 - 1)
+ * (tdn_rq_s8_r2's khi with the offset added as a multiple of 2^r1, so that the one ASR by r1 also
+ * adds out_offset: exact while the high word cannot overflow, see tdn_pp_layer_ok). An output is
+ * then AND, ORR, ADD, SMLAL, ASR, SSAT and STRB: 7 instructions. Per pair of channels the routine
+ * adds ~12 instructions (bias LDRD, table LDMs, loop and pointer upkeep) to the 16 per group.
+ * The last pair is marked by bit 8 of its second channel's r1 (register shifts use only the low
+ * byte of the shift register), so that no register holds the loop end. */
+#define TDN_PP_PAIRS 24 /* channel pairs per table chunk: 24 * 32 = 768 bytes of stack */
+
+/* Two output channels' requantization: biases, then per channel (mult, r1 = R - 1, khi'). */
+typedef struct
+{
+    int32_t b0, b1;
+    int32_t m0, r0, k0;
+    int32_t m1, r1, k1;
+} tdn_pp_pair;
+
+/* The routine's arguments (offsets fixed: the assembly reads them by position). */
+typedef struct
+{
+    const uint32_t *col;     /* 0: the widened pixel pair (tdn_1x1_widen_pair) */
+    const int8_t *w;         /* 4: the chunk's first weight row */
+    const tdn_pp_pair *tab;  /* 8: the chunk's table, the last pair marked */
+    int8_t *out0;            /* 12: the first pixel's output at the chunk's first channel */
+    int32_t dist;            /* 16: second pixel's output - first's (cout, or 0 for one pixel) */
+    int32_t wadv;            /* 20: 2 k - 4 groups: from the end of a pair's first row to the next pair */
+    int32_t dk;              /* 24: k - 4: second row from the first, after the first's post-increment */
+    const uint32_t *col_end; /* 28: col + 4 groups (words) */
+} tdn_pp_args;
+
+void tdn_pp_godd(const tdn_pp_args *a);
+void tdn_pp_geven(const tdn_pp_args *a);
+
+/* Registers: r0 column (moving in the group loop), r1 weights, r2 table, r3 output, r4-r7 the
+ * accumulators a00 a01 a10 a11 (a<channel><pixel>), r8-r11 the column words (p0 even, p0 odd, p1
+ * even, p1 odd), r12 and lr a weight word's odd and even lanes. During the groups r2 / r3 hold dk
+ * and the column end (r0, r2, r3 pushed); after them r8-r12 are the requantization's registers and
+ * lr the output distance. Frame: [sp] dist, wadv, dk, col_end (+12 while r0, r2, r3 are pushed). */
+#define TDN_PP_GROUP_FIRST                   \
+    "ldrd r8, r9, [r0], #8\n\t"              \
+    "ldrd r10, r11, [r0], #8\n\t"            \
+    "ldr r12, [r1], #4\n\t"                  \
+    "sxtb16 lr, r12\n\t"                     \
+    "sxtb16 r12, r12, ror #8\n\t"            \
+    "smlad r5, r10, lr, r4\n\t"              \
+    "smlad r5, r11, r12, r5\n\t"             \
+    "smlad r4, r8, lr, r4\n\t"               \
+    "smlad r4, r9, r12, r4\n\t"              \
+    "ldr r12, [r1, r2]\n\t"                  \
+    "sxtb16 lr, r12\n\t"                     \
+    "sxtb16 r12, r12, ror #8\n\t"            \
+    "smlad r7, r10, lr, r6\n\t"              \
+    "smlad r7, r11, r12, r7\n\t"             \
+    "smlad r6, r8, lr, r6\n\t"               \
+    "smlad r6, r9, r12, r6\n\t"
+
+#define TDN_PP_GROUP                         \
+    "ldrd r8, r9, [r0], #8\n\t"              \
+    "ldrd r10, r11, [r0], #8\n\t"            \
+    "ldr r12, [r1], #4\n\t"                  \
+    "sxtb16 lr, r12\n\t"                     \
+    "sxtb16 r12, r12, ror #8\n\t"            \
+    "smlad r4, r8, lr, r4\n\t"               \
+    "smlad r4, r9, r12, r4\n\t"              \
+    "smlad r5, r10, lr, r5\n\t"              \
+    "smlad r5, r11, r12, r5\n\t"             \
+    "ldr r12, [r1, r2]\n\t"                  \
+    "sxtb16 lr, r12\n\t"                     \
+    "sxtb16 r12, r12, ror #8\n\t"            \
+    "smlad r6, r8, lr, r6\n\t"               \
+    "smlad r6, r9, r12, r6\n\t"              \
+    "smlad r7, r10, lr, r7\n\t"              \
+    "smlad r7, r11, r12, r7\n\t"
+
+/* Requantize accumulators A (pixel 0) and B (pixel 1) of one channel with its table entry, store
+ * B at [r3, lr] and A at [r3], r3 one on (B's register becomes the next one's scratch). */
+#define TDN_PP_RQ(A, B)                             \
+    "ldm r2!, {r8, r9, r10}\n\t"                    \
+    "and r11, " A ", #0x80000000\n\t"               \
+    "orr r11, r11, #0x40000000\n\t"                 \
+    "add r12, r10, " A ", asr #31\n\t"              \
+    "smlal r11, r12, " A ", r8\n\t"                 \
+    "and " A ", " B ", #0x80000000\n\t"             \
+    "orr " A ", " A ", #0x40000000\n\t"             \
+    "add r11, r10, " B ", asr #31\n\t"              \
+    "smlal " A ", r11, " B ", r8\n\t"               \
+    "asr r12, r12, r9\n\t"                          \
+    "asr r11, r11, r9\n\t"                          \
+    "ssat r12, #8, r12\n\t"                         \
+    "ssat r11, #8, r11\n\t"                         \
+    "strb r11, [r3, lr]\n\t"                        \
+    "strb r12, [r3], #1\n\t"
+
+/* One routine: ODD_GROUP is TDN_PP_GROUP when the group count is even (the first group is peeled
+ * to start the second pixel's accumulators from the bias, one more makes the rest even). */
+#define TDN_PP_ROUTINE(NAME, ODD_GROUP)                                                    \
+    __asm(".pushsection .text." NAME ",\"ax\",%progbits\n\t"                              \
+          ".syntax unified\n\t"                                                            \
+          ".thumb\n\t"                                                                     \
+          ".p2align 2\n\t"                                                                 \
+          ".global " NAME "\n\t"                                                           \
+          ".hidden " NAME "\n\t"                                                           \
+          ".type " NAME ", %function\n\t"                                                  \
+          ".thumb_func\n"                                                                  \
+          NAME ":\n\t"                                                                     \
+          "push {r4-r11, lr}\n\t"                                                          \
+          "add r12, r0, #16\n\t"                                                           \
+          "ldm r12, {r4-r7}\n\t"                                                           \
+          "push {r4-r7}\n\t"                                                               \
+          "ldm r0, {r0-r3}\n"                                                              \
+          "1:\n\t"                                                                         \
+          "ldrd r4, r6, [r2], #8\n\t"                                                      \
+          "push {r0, r2, r3}\n\t"                                                          \
+          "ldrd r2, r3, [sp, #20]\n\t" TDN_PP_GROUP_FIRST ODD_GROUP                        \
+          "cmp r0, r3\n\t"                                                                 \
+          "beq 3f\n"                                                                       \
+          "2:\n\t" TDN_PP_GROUP TDN_PP_GROUP                                               \
+          "cmp r0, r3\n\t"                                                                 \
+          "bne 2b\n"                                                                       \
+          "3:\n\t"                                                                         \
+          "pop {r0, r2, r3}\n\t"                                                           \
+          "ldrd lr, r12, [sp]\n\t"                                                         \
+          "add r1, r1, r12\n\t" TDN_PP_RQ("r4", "r5") TDN_PP_RQ("r6", "r7")               \
+          "tst r9, #0x100\n\t"                                                             \
+          "beq 1b\n\t"                                                                     \
+          "add sp, sp, #16\n\t"                                                            \
+          "pop {r4-r11, pc}\n\t"                                                           \
+          ".size " NAME ", . - " NAME "\n\t"                                               \
+          ".popsection")
+
+TDN_PP_ROUTINE("tdn_pp_godd", "");
+TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
+
+/* Whether the layer runs through tdn_pp_*: every shift in [-31, -2], the range [-128, 127], and
+ * for every channel |khi'| + 2^30 + 2 < 2^31 so that the high word of the SMLAL (whose magnitude
+ * without the folded offset is below 2^30 + 2^(r1-1) + 1 for every int32 accumulator and
+ * multiplier below 2^31) stays inside int32 with it: (2 |out_offset| + 1) << (r1 - 1) <= 2^30 - 2. */
+static int tdn_pp_layer_ok(const int32_t *shift, int32_t cout, int32_t out_offset, int32_t act_min, int32_t act_max)
+{
+    if (!tdn_rq_r2_layer(shift, cout, act_min, act_max))
+    {
+        return 0;
+    }
+    const int64_t odd = 2 * (int64_t)(out_offset < 0 ? -out_offset : out_offset) + 1;
+    for (int32_t i = 0; i < cout; i++)
+    {
+        if (shift[i] < -31 || (odd << (-shift[i] - 2)) > ((int64_t)1 << 30) - 2)
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The table entries of channel pairs [p0, p1) into tab, the last one marked. */
+static void tdn_pp_table(tdn_pp_pair *tab, int32_t p0, int32_t p1, const int32_t *bias, const int32_t *mult,
+                         const int32_t *shift, int32_t out_offset)
+{
+    const uint32_t odd = 2u * (uint32_t)out_offset + 1u;
+    for (int32_t p = p0; p < p1; p++, tab++)
+    {
+        const int32_t c = 2 * p;
+        tab->b0 = bias ? bias[c] : 0;
+        tab->b1 = bias ? bias[c + 1] : 0;
+        tab->m0 = mult[c];
+        tab->r0 = ~shift[c]; /* -shift - 1 */
+        tab->k0 = (int32_t)(odd << (tab->r0 - 1));
+        tab->m1 = mult[c + 1];
+        tab->r1 = ~shift[c + 1];
+        tab->k1 = (int32_t)(odd << (tab->r1 - 1));
+    }
+    tab[-1].r1 |= 0x100;
+}
+
+/* Pixel pair (p, p + two) widened into col: from the input (1x1, k values a pixel) or, when g is
+ * not NULL, staged receptive fields (tdn_stage_field). */
+static void tdn_pp_fill(const int8_t *in, const tdn_im2col *g, int32_t k, int32_t off, int32_t p, int32_t two,
+                        uint32_t *col)
+{
+    if (g)
+    {
+        int8_t stage[2][TDN_CONV_STAGE_MAX];
+        tdn_stage_field(g, p, stage[0]);
+        if (two)
+        {
+            tdn_stage_field(g, p + 1, stage[1]);
+        }
+        tdn_1x1_widen_pair(stage[0], stage[two], k, off, col);
+    }
+    else
+    {
+        tdn_1x1_widen_pair(in + p * k, in + (p + two) * k, k, off, col);
+    }
+}
+
+/* A unit-stride 1x1 (or staged) layer of npix pixels through tdn_pp_*; 0 when it does not apply
+ * (tdn_pp_layer_ok, fewer than 4 pixels: the table would not pay, no pair for the routine). The
+ * routine takes the channel pairs whose padded last group (k % 4 != 0) reads inside the weights, in
+ * chunks of at most TDN_PP_PAIRS (each chunk widens the pixels again); the rest (the last pair or
+ * two of such layers, an odd last channel) runs through tdn_1x1_s1_pair in the last chunk. */
+static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32_t k, int32_t off,
+                      const int8_t *weights, int32_t cout, const int32_t *bias,
+                      const cmsis_nn_per_channel_quant_params *q, int32_t out_offset, uint32_t *col, int8_t *out)
+{
+    const int32_t groups = k >> 2, r = k & 3, gp = groups + (r != 0);
+    /* pair j reads its second row's bytes [(2j + 1) k, (2j + 1) k + 4 gp) */
+    int32_t npairs = cout / 2;
+    while (npairs > 0 && (2 * npairs - 1) * k + 4 * gp > cout * k)
+    {
+        npairs--;
+    }
+    if (npix < 4 || npairs == 0 || !tdn_pp_layer_ok(q->shift, cout, out_offset, -128, 127))
+    {
+        return 0;
+    }
+    void (*const routine)(const tdn_pp_args *) = (gp & 1) ? tdn_pp_godd : tdn_pp_geven;
+    const int32_t nchunks = (npairs + TDN_PP_PAIRS - 1) / TDN_PP_PAIRS;
+    const int32_t per = (npairs + nchunks - 1) / nchunks;
+    tdn_pp_pair tab[TDN_PP_PAIRS];
+    tdn_pp_args a;
+    a.col = col;
+    a.tab = tab;
+    a.wadv = 2 * k - 4 * gp;
+    a.dk = k - 4;
+    a.col_end = col + 4 * gp;
+    for (int32_t p0 = 0; p0 < npairs; p0 += per)
+    {
+        const int32_t p1 = p0 + per < npairs ? p0 + per : npairs;
+        tdn_pp_table(tab, p0, p1, bias, q->multiplier, q->shift, out_offset);
+        a.w = weights + 2 * p0 * k;
+        for (int32_t p = 0; p < npix; p += 2)
+        {
+            const int32_t two = p + 1 < npix;
+            int8_t *out0 = out + p * cout, *out1 = out0 + two * cout;
+            tdn_pp_fill(in, g, k, off, p, two, col);
+            a.out0 = out0 + 2 * p0;
+            a.dist = two * cout;
+            routine(&a);
+            if (p1 == npairs)
+            {
+                int32_t oc = 2 * npairs;
+                for (; oc + 2 <= cout; oc += 2)
+                {
+                    tdn_1x1_s1_pair(col, k, groups, r, weights, oc, 1, bias, q->multiplier, q->shift, out_offset,
+                                    -128, 127, out0, out1, 1);
+                }
+                if (oc < cout)
+                {
+                    tdn_1x1_s1_pair(col, k, groups, r, weights, oc, 0, bias, q->multiplier, q->shift, out_offset,
+                                    -128, 127, out0, out1, 1);
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+/* npix pixels (contiguous, k values each) in pairs; the odd last pixel is widened twice. */
+static void tdn_1x1_s1_body(const int8_t *in, int32_t npix, int32_t k, const int8_t *weights, int32_t cout,
+                            const int32_t *bias, const int32_t *mult, const int32_t *shift, int32_t in_off,
+                            int32_t out_offset, int32_t act_min, int32_t act_max, uint32_t *col, int8_t *out,
+                            int fast)
+{
+    for (int32_t p = 0; p < npix; p += 2)
+    {
+        const int32_t two = p + 1 < npix;
+        tdn_1x1_widen_pair(in, in + two * k, k, in_off, col);
+        tdn_s1_cols(col, k, weights, cout, bias, mult, shift, out_offset, act_min, act_max, out, out + two * cout,
+                    fast);
+        in += 2 * k;
+        out += 2 * cout;
+    }
+}
+
+/* The unit-stride 1x1 through the widened columns; 0 when the buffer does not allow it (the caller
+ * then runs tdn_conv_1x1). */
+static int tdn_conv_1x1_s1(const cmsis_nn_context *ctx, const int8_t *in, int32_t npix, int32_t k,
+                           const int8_t *weights, int32_t cout, const int32_t *bias,
+                           const cmsis_nn_per_channel_quant_params *q, int32_t in_off, int32_t out_offset,
+                           int32_t act_min, int32_t act_max, int8_t *out)
+{
+    if (ctx == NULL || ctx->buf == NULL || ((uintptr_t)ctx->buf & 3u) != 0 || ctx->size < 4 * tdn_align4(k))
+    {
+        return 0;
+    }
+    if (act_min == -128 && act_max == 127 &&
+        tdn_pp_run(in, NULL, npix, k, in_off, weights, cout, bias, q, out_offset, (uint32_t *)ctx->buf, out))
+    {
+        return 1;
+    }
+    tdn_1x1_s1_body(in, npix, k, weights, cout, bias, q->multiplier, q->shift, in_off, out_offset, act_min, act_max,
+                    (uint32_t *)ctx->buf, out, tdn_rq_r2_layer(q->shift, cout, act_min, act_max));
+    return 1;
+}
+#endif /* TDN_DSP */
+
+/* 1x1, no padding, no dilation: the im2col-free path. */
+static int tdn_is_1x1(const cmsis_nn_conv_params *p, const cmsis_nn_dims *f)
+{
+    return f->h == 1 && f->w == 1 && p->padding.h == 0 && p->padding.w == 0 && tdn_dilation(p->dilation.h) == 1 &&
+           tdn_dilation(p->dilation.w) == 1;
+}
+
+static arm_cmsis_nn_status tdn_convolve_1x1(const cmsis_nn_context *ctx,
+                                            const cmsis_nn_conv_params *p,
+                                            const cmsis_nn_per_channel_quant_params *q,
+                                            const cmsis_nn_dims *input_dims,
+                                            const int8_t *input_data,
+                                            const cmsis_nn_dims *filter_dims,
+                                            const int8_t *filter_data,
+                                            const int32_t *bias_data,
+                                            const cmsis_nn_dims *output_dims,
+                                            int8_t *output_data)
+{
+    if (filter_dims->c != input_dims->c)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    tdn_1x1 g;
+    g.iw = input_dims->w;
+    g.k = input_dims->c;
+    g.ow = output_dims->w;
+    g.sh = p->stride.h;
+    g.sw = p->stride.w;
+    g.npix = output_dims->h * output_dims->w;
+    const int32_t in_image = input_dims->h * input_dims->w * input_dims->c;
+    const int32_t out_image = g.npix * output_dims->c;
+    for (int32_t b = 0; b < input_dims->n; b++)
+    {
+        g.in = input_data + b * in_image;
+#if TDN_DSP
+        if (g.sh == 1 && g.sw == 1 &&
+            tdn_conv_1x1_s1(ctx, g.in, g.npix, g.k, filter_data, output_dims->c, bias_data, q, p->input_offset,
+                            p->output_offset, p->activation.min, p->activation.max, output_data + b * out_image))
+        {
+            continue;
+        }
+#else
+        (void)ctx;
+#endif
+        tdn_conv_1x1(&g, filter_data, output_dims->c, bias_data, q, p->input_offset, p->output_offset,
+                     p->activation.min, p->activation.max, output_data + b * out_image);
+    }
+    return ARM_CMSIS_NN_SUCCESS;
+}
+
+#if TDN_DSP
 /* tdn_convolve for rhs_cols <= TDN_CONV_STAGE_MAX with a word-aligned buffer of 4 * align4(rhs_cols) bytes;
  * 0 when it does not apply. */
 static int tdn_convolve_staged(const cmsis_nn_context *ctx, const tdn_im2col *geo, int32_t n_batch,
@@ -757,6 +1026,11 @@ static int tdn_convolve_staged(const cmsis_nn_context *ctx, const tdn_im2col *ge
     {
         g.in = geo->in + b * g.in_h * g.in_w * g.in_c;
         int8_t *out = output + b * npix * cout;
+        if (act_min == -128 && act_max == 127 &&
+            tdn_pp_run(NULL, &g, npix, k, g.offset, filter, cout, bias, q, out_offset, col, out))
+        {
+            continue;
+        }
         for (int32_t pix = 0; pix < npix; pix += 2)
         {
             const int32_t two = pix + 1 < npix;
