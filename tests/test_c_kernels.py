@@ -470,6 +470,29 @@ def _tails_batch(seed: int):
         recs.append(drv.record(drv.OP_ADD, [p[k] for k in keys] + [lo, hi, 0], [x1, x2]))
         expect.append(kernels.add_s8(x1, x2, **p, act_min=lo, act_max=hi).tobytes())
         labels.append(f"tails add n{n}")
+    # every copy of the add loop: one input at exactly 0.5 (2^30, shift 0) and the other shifting right,
+    # in both orders, with the one-saturate output (shift <= -2, full range); and the general form:
+    # both inputs shifting right, a left-shifting input, an output shift of -1, a clipping range,
+    # left shifts 20 / 7 / 1 / 0 (0: the 0.5 input is not exact, general form)
+    half = (1 << 30, 0)
+    for i, (q1, q2, ls, (om, osh), (lo, hi)) in enumerate([
+            (half, (1_977_377_600, -1), 20, (1_552_808_295, -19), (-128, 127)),
+            ((1_500_000_000, -3), half, 20, (1_437_734_978, -19), (-128, 127)),
+            ((1_500_000_000, -1), (1_300_000_000, -2), 20, (1_677_266_946, -19), (-128, 127)),
+            ((1_200_000_000, 1), half, 7, (1_552_808_295, -9), (-128, 127)),
+            (half, (1_977_377_600, -1), 20, (1_552_808_295, -1), (-128, 127)),
+            (half, (1_977_377_600, -1), 20, (1_552_808_295, -19), (-100, 90)),
+            ((1_900_000_000, -1), half, 1, (1_700_000_000, -2), (-128, 127)),
+            (half, (1_977_377_600, -1), 0, (1_700_000_000, 0), (-128, 127))]):
+        n = 37 + i
+        x1 = rng.integers(-128, 128, n, dtype=np.int8)
+        x2 = rng.integers(-128, 128, n, dtype=np.int8)
+        p = dict(input_1_offset=int(rng.integers(-127, 129)), input_1_mult=q1[0], input_1_shift=q1[1],
+                 input_2_offset=int(rng.integers(-127, 129)), input_2_mult=q2[0], input_2_shift=q2[1],
+                 left_shift=ls, out_offset=int(rng.integers(-128, 128)), out_mult=om, out_shift=osh)
+        recs.append(drv.record(drv.OP_ADD, [p[k] for k in keys] + [lo, hi, 0], [x1, x2]))
+        expect.append(kernels.add_s8(x1, x2, **p, act_min=lo, act_max=hi).tobytes())
+        labels.append(f"tails add form {i}")
     return recs, expect, labels
 
 

@@ -124,14 +124,20 @@ TDN_INLINE tdn_rq tdn_rq_make(int32_t mult, int32_t shift)
     return q;
 }
 
+/* tdn_rq_apply for a right shift (q->r1 >= 0): one SMLAL with K preloaded, the sign term, one shift. */
+TDN_INLINE int32_t tdn_rq_right(int32_t acc, const tdn_rq *q)
+{
+    const int64_t k = (int64_t)(((uint64_t)(uint32_t)q->k_hi << 32) | q->k_lo) - (int64_t)((uint32_t)acc & 0x80000000u);
+    const int64_t t = k + (int64_t)acc * (int64_t)q->mult;
+    return (int32_t)(t >> 32) >> q->r1; /* arithmetic, see tdn_rdbpot */
+}
+
 /* tdn_requantize(acc, mult, shift) for q = tdn_rq_make(mult, shift). */
 TDN_INLINE int32_t tdn_rq_apply(int32_t acc, const tdn_rq *q)
 {
     if (TDN_LIKELY(q->r1 >= 0))
     {
-        const int64_t k = (int64_t)(((uint64_t)(uint32_t)q->k_hi << 32) | q->k_lo) - (int64_t)((uint32_t)acc & 0x80000000u);
-        const int64_t t = k + (int64_t)acc * (int64_t)q->mult;
-        return (int32_t)(t >> 32) >> q->r1; /* arithmetic, see tdn_rdbpot */
+        return tdn_rq_right(acc, q);
     }
     const int32_t shifted = (int32_t)((uint32_t)acc << q->left);
     return (int32_t)(((int64_t)shifted * (int64_t)q->mult + ((int64_t)1 << 30)) >> 31);
