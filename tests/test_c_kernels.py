@@ -451,8 +451,11 @@ def _tails_batch(seed: int):
             labels.append(f"tails staged conv 3x3 {c}->{cout} {h}x{w} s{st} v{v}")
     # tinydet_move (the in-place depthwise tile output moved within the arena): both directions,
     # overlapping by less than / more than one 8-byte step, lengths with every tail 0..7
+    # word-aligned ends (the 32-byte LDM/STM blocks on the M7): overlaps of 4, 32 and 36 bytes in both
+    # directions, 1..4 blocks with tails 0, 4 and 31
     for n, dst, src in [(0, 3, 0), (1, 0, 1), (7, 5, 0), (8, 0, 3), (15, 9, 2), (64, 1, 0), (64, 0, 1), (67, 13, 4),
-                        (100, 0, 60), (100, 60, 0), (33, 2, 2)]:
+                        (100, 0, 60), (100, 60, 0), (33, 2, 2), (32, 0, 4), (32, 4, 0), (128, 0, 4), (128, 4, 0),
+                        (95, 0, 32), (95, 32, 0), (68, 36, 0), (68, 0, 36), (156, 8, 0), (64, 64, 64)]:
         buf = rng.integers(-128, 128, 192, dtype=np.int8)
         want = buf.copy()
         want[dst:dst + n] = buf[src:src + n]
