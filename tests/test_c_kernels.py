@@ -510,6 +510,55 @@ def test_qemu_fast_paths_and_tails_bit_exact_vs_numpy(qemu_driver, tmp_path):
     _check(_run_batch(qemu_driver, tmp_path, recs, toolchain.run_qemu), expect, labels)
 
 
+def _dw3_edges_batch(seed: int):
+    """3x3 depthwise layers at the edges of the doubled-accumulator interior (nn_dw_fast.c, tdn_dw3):
+    shifts -1 and -22 (the range it takes), -23 in one channel (the whole layer falls back), interior
+    biases at +-2^29 (taken) and just beyond (that block falls back), output offsets -128 and 127,
+    multipliers 2^30 (every odd accumulator a rounding tie), 2^31 - 1 and random; small inputs and
+    weights where the shift is small, so that the outputs fall inside the int8 range and the rounding
+    (not the saturation) decides them; normal and in place, strides 1 and 2."""
+    rng = np.random.default_rng(seed)
+    recs, expect, labels = [], [], []
+    # (channels, h, w, stride, shifts, channel 1's interior bias (0: random), out offset, |x|, |w|)
+    # (the first two tall enough for the in-place ring of 4-channel rows)
+    cases = [(8, 10, 7, 1, [-1, -2], 0, -128, 6, 3), (12, 13, 6, 2, [-1, -3, -2], 0, 127, 6, 2),
+             (8, 6, 7, 1, [-3, -4], 0, 3, 20, 5), (12, 6, 6, 2, [-22, -1, -9], 0, 127, 4, 2),
+             (8, 6, 6, 1, [-1, -23], 0, 5, 6, 3), (8, 5, 7, 1, [-22, -21], 2**29, -77, 128, 128),
+             (8, 7, 5, 2, [-2, -20], 2**29 + 1, 100, 6, 3), (5, 6, 6, 1, [-21, -22], -(2**29), -128, 128, 128)]
+    for i, (c, h, w, st, shifts, big, ooff, xr, wr) in enumerate(cases):
+        x = rng.integers(-xr, min(xr, 127) + 1, (1, h, w, c), dtype=np.int8)
+        wt = rng.integers(-wr, min(wr, 127) + 1, (1, 3, 3, c), dtype=np.int8)
+        off = int(rng.integers(-3, 4)) if xr < 128 else int(rng.integers(-128, 128))
+        s = np.array([shifts[j % len(shifts)] for j in range(c)])
+        # large shifts: a bias near 2^(R + 1) * 60 keeps those outputs off the offset alone
+        bias = np.array([int(rng.integers(-60, 61)) << max(0, -int(sj) + 1) for sj in s], np.int64)
+        if big:
+            # channel 1's interior bias (bias + off * sum of its weights) is exactly `big`
+            bias[1] = big - off * int(wt[..., 1].astype(np.int64).sum())
+        m = rng.integers(2**30, 2**31, c)
+        m[::3], m[1::3] = 2**30, 2**31 - 1
+        out_hw = (conv_out_size(h, 3, st, 1, 1), conv_out_size(w, 3, st, 1, 1))
+        geo = dict(input_offset=off, output_offset=ooff, stride=(st, st), padding=(1, 1), dilation=(1, 1),
+                   out_hw=out_hw, act_min=-128, act_max=127)
+        want = kernels.depthwise_conv_s8(x, wt, bias.astype(np.int32), mult=m, shift=s, **geo)
+        for v in (drv.DW_WRAPPER, drv.DW_INPLACE):
+            recs.append(drv.dw_record(x, wt, bias.astype(np.int32), m, s, variant=v, **geo))
+            expect.append(want.tobytes())
+            labels.append(f"dw3 edges #{i} c{c} {h}x{w} s{st} shifts {shifts} bias {big} v{v}")
+    return recs, expect, labels
+
+
+def test_host_dw3_edges_bit_exact_vs_numpy(host_driver, tmp_path):
+    recs, expect, labels = _dw3_edges_batch(71)
+    _check(_run_batch(host_driver, tmp_path, recs, toolchain.run_host), expect, labels)
+
+
+def test_qemu_dw3_edges_bit_exact_vs_numpy(qemu_driver, tmp_path):
+    """The same layers through the DSP code (where tdn_dw3 runs), on the emulated Cortex-M7."""
+    recs, expect, labels = _dw3_edges_batch(72)
+    _check(_run_batch(qemu_driver, tmp_path, recs, toolchain.run_qemu), expect, labels)
+
+
 def test_unsupported_arguments_report_errors(host_driver, tmp_path):
     x = np.zeros((1, 4, 4, 2), np.int8)
     one = np.array([2**30], np.int32)

@@ -41,6 +41,78 @@
 #define TDN_DW_WPK_PER_TAP 4
 #endif
 
+#if TDN_DSP
+/* The 3x3 interior of a 4-channel block as one table for tdn_dw3_px (fixed offsets from one base
+ * register): w[2t], w[2t + 1] the tap's packed weights doubled (channels 0, 2 / 1, 3; |2w| <= 256
+ * fits an int16 lane), bias[j] twice the interior bias, rq[3j..3j+2] channel j's (mult, hic, R).
+ * Doubling the accumulator turns the requantization of tdn_rq_s8_r2 into a constant low word: for
+ * a right shift R >= 1, TFLite's result is floor((P + K) / 2^(31+R)) with P = acc * mult and
+ * K = 2^30 + 2^(R+30) - [acc < 0] 2^31 (tinydet_arith.h); times two that is the high word of
+ * 2P + (2^(R-1) - [acc < 0]) 2^32 + 2^31, shifted right by R. The output offset is folded in
+ * (hic = 2^(R-1) + (out_offset << R): (hi >> R) + off == (hi + (off << R)) >> R, exact), so an
+ * output is MOV, ADD, SMLAL, ASR, SSAT. tdn_dw_geo.fast3 and tdn_dw4.use3 say when it applies. */
+typedef struct
+{
+    int32_t w[18];
+    int32_t bias[4];
+    int32_t rq[12];
+} tdn_dw3;
+
+#define TDN_DW3_TAP(t, addr)                                                                                           \
+    "ldr %[x0], " addr "\n\t"                                                                                          \
+    "ldrd %[w0], %[w1], [%[b], #" #t "*8]\n\t"                                                                         \
+    "sxtb16 %[x1], %[x0], ror #8\n\t"                                                                                  \
+    "sxtb16 %[x0], %[x0]\n\t"                                                                                          \
+    "smlabb %[a0], %[x0], %[w0], %[a0]\n\t"                                                                            \
+    "smlatt %[a2], %[x0], %[w0], %[a2]\n\t"                                                                            \
+    "smlabb %[a1], %[x1], %[w1], %[a1]\n\t"                                                                            \
+    "smlatt %[a3], %[x1], %[w1], %[a3]\n\t"
+
+/* Channel j's output from accumulator a (doubled) into a: mult, hic, R from the table. */
+#define TDN_DW3_RQ(j, a)                                                                                               \
+    "ldrd %[w0], %[w1], [%[b], #88+" #j "*12]\n\t"                                                                     \
+    "ldr %[x1], [%[b], #96+" #j "*12]\n\t"                                                                             \
+    "mov %[x0], #0x80000000\n\t"                                                                                       \
+    "add %[w1], %[w1], " a ", asr #31\n\t"                                                                             \
+    "smlal %[x0], %[w1], " a ", %[w0]\n\t"                                                                             \
+    "asr " a ", %[w1], %[x1]\n\t"                                                                                      \
+    "ssat " a ", #8, " a "\n\t"
+
+/* The 4 int8 outputs (a little-endian word) of the 3x3 window at p (p + ky * row + kx * c) of a block
+ * with table b: 9 x (LDR, LDRD, 2 SXTB16, 4 SMLABB/SMLATT), 4 x 7 requantization, 3 BFI. One asm
+ * block: gcc spilled the tap offsets and accumulators of the C form (about 160 instructions a
+ * pixel instead of about 110). */
+TDN_INLINE uint32_t tdn_dw3_px(const int8_t *p, int32_t c, int32_t row, const tdn_dw3 *b)
+{
+    int32_t a0, a1, a2, a3, x0, x1, w0, w1;
+    __asm volatile("ldrd %[a0], %[a1], [%[b], #72]\n\t"
+                   "ldrd %[a2], %[a3], [%[b], #80]\n\t"
+                   TDN_DW3_TAP(0, "[%[p]]")
+                   TDN_DW3_TAP(1, "[%[p], %[c]]")
+                   TDN_DW3_TAP(2, "[%[p], %[c], lsl #1]")
+                   "add %[p], %[p], %[row]\n\t"
+                   TDN_DW3_TAP(3, "[%[p]]")
+                   TDN_DW3_TAP(4, "[%[p], %[c]]")
+                   TDN_DW3_TAP(5, "[%[p], %[c], lsl #1]")
+                   "add %[p], %[p], %[row]\n\t"
+                   TDN_DW3_TAP(6, "[%[p]]")
+                   TDN_DW3_TAP(7, "[%[p], %[c]]")
+                   TDN_DW3_TAP(8, "[%[p], %[c], lsl #1]")
+                   TDN_DW3_RQ(0, "%[a0]")
+                   TDN_DW3_RQ(1, "%[a1]")
+                   "bfi %[a0], %[a1], #8, #8\n\t"
+                   TDN_DW3_RQ(2, "%[a2]")
+                   "bfi %[a0], %[a2], #16, #8\n\t"
+                   TDN_DW3_RQ(3, "%[a3]")
+                   "bfi %[a0], %[a3], #24, #8\n\t"
+                   : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [x0] "=&r"(x0),
+                     [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1), [p] "+&r"(p)
+                   : [c] "r"(c), [row] "r"(row), [b] "r"(b)
+                   : "memory");
+    return (uint32_t)a0;
+}
+#endif
+
 /* A block of 4 channels starting at ch: packed weights, biases, requantization. */
 typedef struct
 {
@@ -53,6 +125,10 @@ typedef struct
     tdn_rq rq[4];
     const int8_t *w; /* the filter at this block's first channel: w[t * c + j] */
     int32_t ch;
+#if TDN_DSP
+    tdn_dw3 k3;   /* the 3x3 interior table, valid when use3 */
+    int32_t use3; /* g->fast3 and the doubled accumulators fit int32 */
+#endif
 } tdn_dw4;
 
 /* One channel (the C % 4 leftovers): dense weights, bias, requantization. */
@@ -92,6 +168,14 @@ void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsi
     hi = hi < g->ow ? hi : g->ow;
     g->ox_lo = lo;
     g->ox_hi = hi > lo ? hi : lo;
+    /* tdn_dw3: every shift a right shift of 1..22 (R <= 22 keeps hi + (out_offset << R) within
+     * int32: |hi| <= 2^30 + 2^(R-1) + 1, |out_offset << R| <= 2^(R+7)), the whole int8 range (SSAT
+     * is the clamp) */
+    g->fast3 = g->kh == 3 && g->kw == 3 && g->amin == -128 && g->amax == 127;
+    for (int32_t j = 0; j < g->c && g->fast3; j++)
+    {
+        g->fast3 = q->shift[j] <= -1 && q->shift[j] >= -22;
+    }
 }
 
 static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
@@ -130,6 +214,29 @@ static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, co
     }
     b->w = w + ch;
     b->ch = ch;
+#if TDN_DSP
+    b->use3 = g->fast3;
+    if (b->use3)
+    {
+        tdn_dw3 *k = &b->k3;
+        for (int32_t t = 0; t < 18; t++)
+        {
+            /* both int16 lanes doubled (SADD16: lane by lane, |2w| <= 256) */
+            k->w[t] = (int32_t)__sadd16((uint32_t)b->wpk[t], (uint32_t)b->wpk[t]);
+        }
+        for (int32_t j = 0; j < 4; j++)
+        {
+            const int32_t r = -q->shift[ch + j];
+            /* the doubled accumulator 2 * (interior + sum of 9 products of |x|, |w| <= 128) must fit
+             * int32: |interior| <= 2^29 leaves room (9 * 2^14 < 2^29) */
+            b->use3 = b->use3 && b->interior[j] <= (1 << 29) && b->interior[j] >= -(1 << 29);
+            k->bias[j] = (int32_t)((uint32_t)b->interior[j] << 1);
+            k->rq[3 * j] = q->multiplier[ch + j];
+            k->rq[3 * j + 1] = (1 << (r - 1)) + (int32_t)((uint32_t)g->ooff << r);
+            k->rq[3 * j + 2] = r;
+        }
+    }
+#endif
 }
 
 static void tdn_dw1_prepare(tdn_dw1 *b, const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
@@ -265,6 +372,19 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
         const int32_t *wp = b->wpk;
         const int8_t *src = g->img + (ky.start * g->iw + ox * g->sw - g->pw) * c + b->ch;
         int8_t *out = o + ox * opix;
+#if TDN_DSP
+        if (b->use3)
+        {
+            for (; ox < hi; ox++)
+            {
+                const uint32_t v = tdn_dw3_px(src, c, row, &b->k3);
+                memcpy(out, &v, 4);
+                src += step;
+                out += opix;
+            }
+        }
+        else
+#endif
         if (kh == 3 && kw == 3)
         {
             for (; ox < hi; ox++)

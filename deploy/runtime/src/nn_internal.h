@@ -136,6 +136,7 @@ typedef struct
     int32_t off, ooff, amin, amax;
     int32_t ox_lo, ox_hi;
     int32_t full; /* tdn_rq_r2_layer: the 7-instruction one-saturate requantization applies */
+    int32_t fast3; /* nn_dw_fast.c's tdn_dw3 interior applies (3x3, shifts in [-22, -1], full range) */
 } tdn_dw_geo;
 
 void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsis_nn_per_channel_quant_params *q,
