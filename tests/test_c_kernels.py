@@ -324,7 +324,12 @@ def _tails_batch(seed: int):
                   (8, 10, 10, 9, (1, 1), (4, 4, 4, 4)),  # 9x9: fast rows, wider than most windows
                   (7, 6, 6, 1, (1, 1), (0, 0, 0, 0)),
                   (4, 4, 5, 3, (1, 2), (0, 2, 0, 2)),
-                  (8, 6, 2, 3, (1, 1), (1, 2, 1, 2))]    # window wider than the input: no interior column
+                  (8, 6, 2, 3, (1, 1), (1, 2, 1, 2)),    # window wider than the input: no interior column
+                  # 3x3 cut windows (tdn_dw3 tables): padding 2 (four kinds of border column a row,
+                  # more than the block keeps: tables replaced), 3 (windows entirely in the padding:
+                  # the bias alone), a 3x4 input (bases clamped from both sides), stride 2
+                  (8, 7, 8, 3, (1, 1), (2, 2, 2, 2)), (12, 5, 6, 3, (1, 1), (3, 3, 3, 3)),
+                  (5, 3, 4, 3, (1, 1), (2, 1, 2, 1)), (8, 9, 10, 3, (2, 2), (2, 2, 2, 2))]
     for i, (c, h, w, k, st, (pt, pl, pb, pr)) in enumerate(dw_shapes):
         x = rng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
         wt = rng.integers(-128, 128, (1, k, k, c), dtype=np.int8)

@@ -50,12 +50,16 @@
  * K = 2^30 + 2^(R+30) - [acc < 0] 2^31 (tinydet_arith.h); times two that is the high word of
  * 2P + (2^(R-1) - [acc < 0]) 2^32 + 2^31, shifted right by R. The output offset is folded in
  * (hic = 2^(R-1) + (out_offset << R): (hi >> R) + off == (hi + (off << R)) >> R, exact), so an
- * output is MOV, ADD, SMLAL, ASR, SSAT. tdn_dw_geo.fast3 and tdn_dw4.use3 say when it applies. */
+ * output is MOV, ADD, SMLAL, ASR, SSAT. tdn_dw_geo.fast3 and tdn_dw4.use3 say when it applies.
+ * The loop constants of tdn_dw3_run follow (in memory: the asm has no register left for them). */
 typedef struct
 {
     int32_t w[18];
     int32_t bias[4];
     int32_t rq[12];
+    int32_t step; /* from a window's third input row to the next window: sw * c - 2 * row */
+    int32_t opix; /* bytes between output pixels */
+    int8_t *end;  /* the run stops when the output pointer reaches it */
 } tdn_dw3;
 
 #define TDN_DW3_TAP(t, addr)                                                                                           \
@@ -78,14 +82,16 @@ typedef struct
     "asr " a ", %[w1], %[x1]\n\t"                                                                                      \
     "ssat " a ", #8, " a "\n\t"
 
-/* The 4 int8 outputs (a little-endian word) of the 3x3 window at p (p + ky * row + kx * c) of a block
- * with table b: 9 x (LDR, LDRD, 2 SXTB16, 4 SMLABB/SMLATT), 4 x 7 requantization, 3 BFI. One asm
- * block: gcc spilled the tap offsets and accumulators of the C form (about 160 instructions a
- * pixel instead of about 110). */
-TDN_INLINE uint32_t tdn_dw3_px(const int8_t *p, int32_t c, int32_t row, const tdn_dw3 *b)
+/* n >= 1 outputs of a block with table b (b->end = out + n * b->opix set by the caller): the 3x3
+ * window at p (tap (ky, kx) at p + ky * row + kx * c), its 4 int8 outputs stored as one word at
+ * out; then p and out move on by one output pixel. Per pixel 9 x (LDR, LDRD, 2 SXTB16, 4 SMLABB /
+ * SMLATT), 4 x 7 requantization, 3 BFI, STR and 7 for the loop. One asm block: gcc spilled the tap
+ * offsets and accumulators of the C form (about 160 instructions a pixel instead of about 115). */
+TDN_INLINE void tdn_dw3_run(const int8_t *p, int8_t *out, int32_t c, int32_t row, const tdn_dw3 *b)
 {
     int32_t a0, a1, a2, a3, x0, x1, w0, w1;
-    __asm volatile("ldrd %[a0], %[a1], [%[b], #72]\n\t"
+    __asm volatile("1:\n\t"
+                   "ldrd %[a0], %[a1], [%[b], #72]\n\t"
                    "ldrd %[a2], %[a3], [%[b], #80]\n\t"
                    TDN_DW3_TAP(0, "[%[p]]")
                    TDN_DW3_TAP(1, "[%[p], %[c]]")
@@ -105,12 +111,22 @@ TDN_INLINE uint32_t tdn_dw3_px(const int8_t *p, int32_t c, int32_t row, const td
                    "bfi %[a0], %[a2], #16, #8\n\t"
                    TDN_DW3_RQ(3, "%[a3]")
                    "bfi %[a0], %[a3], #24, #8\n\t"
+                   "ldrd %[x0], %[x1], [%[b], #136]\n\t" /* step, opix */
+                   "str %[a0], [%[out]]\n\t"
+                   "add %[p], %[p], %[x0]\n\t"
+                   "add %[out], %[out], %[x1]\n\t"
+                   "ldr %[x0], [%[b], #144]\n\t" /* end */
+                   "cmp %[out], %[x0]\n\t"
+                   "bne 1b\n\t"
                    : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [x0] "=&r"(x0),
-                     [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1), [p] "+&r"(p)
+                     [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1), [p] "+&r"(p), [out] "+&r"(out)
                    : [c] "r"(c), [row] "r"(row), [b] "r"(b)
-                   : "memory");
-    return (uint32_t)a0;
+                   : "memory", "cc");
 }
+#endif
+
+#if TDN_DSP
+#define TDN_DW3_CUTS 4 /* cut-window tables kept per block (replaced in turn when a row needs a fifth) */
 #endif
 
 /* A block of 4 channels starting at ch: packed weights, biases, requantization. */
@@ -128,6 +144,11 @@ typedef struct
 #if TDN_DSP
     tdn_dw3 k3;   /* the 3x3 interior table, valid when use3 */
     int32_t use3; /* g->fast3 and the doubled accumulators fit int32 */
+    /* tables of the windows cut by the padding (tdn_dw3_cut_table), made when first needed: a
+     * layer has at most 3 x 3 - 1 kinds of them with paddings <= 1 */
+    tdn_dw3 cut[TDN_DW3_CUTS];
+    int32_t cut_key[TDN_DW3_CUTS];
+    int32_t cut_next;
 #endif
 } tdn_dw4;
 
@@ -178,8 +199,9 @@ void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsi
     }
 }
 
+/* Block ch's tables; its rows will store output pixels opix bytes apart. */
 static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
-                            const cmsis_nn_per_channel_quant_params *q, int32_t ch)
+                            const cmsis_nn_per_channel_quant_params *q, int32_t ch, int32_t opix)
 {
     const int32_t taps = g->kh * g->kw, c = g->c;
     int32_t ws[4] = {0, 0, 0, 0};
@@ -235,6 +257,13 @@ static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, co
             k->rq[3 * j + 1] = (1 << (r - 1)) + (int32_t)((uint32_t)g->ooff << r);
             k->rq[3 * j + 2] = r;
         }
+        k->step = g->sw * c - 2 * g->iw * c;
+        k->opix = opix;
+        for (int32_t i = 0; i < TDN_DW3_CUTS; i++)
+        {
+            b->cut_key[i] = -1;
+        }
+        b->cut_next = 0;
     }
 #endif
 }
@@ -372,19 +401,6 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
         const int32_t *wp = b->wpk;
         const int8_t *src = g->img + (ky.start * g->iw + ox * g->sw - g->pw) * c + b->ch;
         int8_t *out = o + ox * opix;
-#if TDN_DSP
-        if (b->use3)
-        {
-            for (; ox < hi; ox++)
-            {
-                const uint32_t v = tdn_dw3_px(src, c, row, &b->k3);
-                memcpy(out, &v, 4);
-                src += step;
-                out += opix;
-            }
-        }
-        else
-#endif
         if (kh == 3 && kw == 3)
         {
             for (; ox < hi; ox++)
@@ -432,8 +448,124 @@ TDN_INLINE void tdn_dw4_row_body(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t 
     }
 }
 
-static void tdn_dw4_row(const tdn_dw_geo *g, const tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
+#if TDN_DSP
+/* The key of a 3-tap window along one axis (an input of n >= 3 positions, the window starting at
+ * `start`) and its base: start clamped into [0, n - 3], so that the 3 positions read from the base
+ * are inside the input. Taps [lo, hi) of the window are inside; the table reads position base + r
+ * for tap r + (base - start). Key 0: no tap inside; else (lo, hi, base - start + 2) packed in 7 bits
+ * (base - start lies in [-2, 2] when some tap is inside); the uncut window is TDN_DW3_MID. */
+#define TDN_DW3_MID ((3 * 8) + 2)
+TDN_INLINE int32_t tdn_dw3_axis(int32_t start, int32_t n, int32_t *base)
 {
+    const int32_t b = start < 0 ? 0 : (start > n - 3 ? n - 3 : start);
+    const int32_t lo = start < 0 ? -start : 0, hi = start + 3 > n ? n - start : 3;
+    *base = b;
+    return hi <= lo ? 0 : (lo * 4 + hi) * 8 + b - start + 2;
+}
+
+/* The table of a window cut by the padding (axis keys ky, kx of tdn_dw3_axis): tap (r, k) of the
+ * table is tap (r + sy, k + sx) of the kernel when that one is inside the input, else weight 0 (the
+ * table then reads an input value that does not count, inside the image: the base is clamped); the
+ * bias takes off times the weights of the taps inside. |bias + off * (weights inside)| differs
+ * from the interior bias by at most 128 * 9 * 128 < 2^18, so the doubled accumulator still fits
+ * (tdn_dw4_prepare's bound). Kept in b->cut, made on first use. */
+static tdn_dw3 *tdn_dw3_cut_table(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, int32_t kx)
+{
+    const int32_t key = ky * 128 + kx;
+    if (key == TDN_DW3_MID * 128 + TDN_DW3_MID)
+    {
+        return &b->k3;
+    }
+    for (int32_t i = 0; i < TDN_DW3_CUTS; i++)
+    {
+        if (b->cut_key[i] == key)
+        {
+            return &b->cut[i];
+        }
+    }
+    const int32_t slot = b->cut_next;
+    b->cut_next = (slot + 1) % TDN_DW3_CUTS;
+    b->cut_key[slot] = key;
+    tdn_dw3 *t = &b->cut[slot];
+    /* table row r / column k reads kernel row r + sy / column k + sx, inside when in [lo, hi) */
+    const int32_t sy = (ky & 7) - 2, ylo = ky >> 5, yhi = ky == 0 ? 0 : (ky >> 3) & 3;
+    const int32_t sx = (kx & 7) - 2, xlo = kx >> 5, xhi = kx == 0 ? 0 : (kx >> 3) & 3;
+    uint32_t se = 0, so = 0; /* the doubled weights inside, summed per int16 lane (|sum| <= 9 * 256) */
+    for (int32_t r = 0; r < 3; r++)
+    {
+        const int32_t ty = r + sy, yin = ty >= ylo && ty < yhi;
+        for (int32_t k = 0; k < 3; k++)
+        {
+            const int32_t tx = k + sx, at = 2 * (r * 3 + k);
+            if (yin && tx >= xlo && tx < xhi)
+            {
+                const int32_t we = b->k3.w[2 * (ty * 3 + tx)], wo = b->k3.w[2 * (ty * 3 + tx) + 1];
+                t->w[at] = we;
+                t->w[at + 1] = wo;
+                se = __sadd16(se, (uint32_t)we);
+                so = __sadd16(so, (uint32_t)wo);
+            }
+            else
+            {
+                t->w[at] = 0;
+                t->w[at + 1] = 0;
+            }
+        }
+    }
+    /* 2 * (bias + off * sum) = 2 * bias + off * (sum of the doubled weights) */
+    t->bias[0] = (int32_t)((uint32_t)b->bias[0] << 1) + g->off * (int16_t)(se & 0xFFFFu);
+    t->bias[2] = (int32_t)((uint32_t)b->bias[2] << 1) + g->off * (int16_t)(se >> 16);
+    t->bias[1] = (int32_t)((uint32_t)b->bias[1] << 1) + g->off * (int16_t)(so & 0xFFFFu);
+    t->bias[3] = (int32_t)((uint32_t)b->bias[3] << 1) + g->off * (int16_t)(so >> 16);
+    memcpy(t->rq, b->k3.rq, sizeof(t->rq));
+    t->step = b->k3.step;
+    t->opix = b->k3.opix;
+    return t;
+}
+
+/* Output row oy of a block through tdn_dw3 (b->use3, input at least 3 x 3): the interior columns
+ * as one run with the row's table (the interior one, or a cut one for rows cut by the padding),
+ * each border column with its cut table; the same asm window for every pixel. */
+static void tdn_dw4_row3(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
+{
+    const int32_t c = g->c, row = g->iw * c, ow = g->ow;
+    int32_t iy0, ix0;
+    const int32_t ky = tdn_dw3_axis(oy * g->sh - g->ph, g->ih, &iy0);
+    const int8_t *img = g->img + iy0 * row + b->ch;
+    int32_t ox = 0;
+    for (; ox < g->ox_lo; ox++)
+    {
+        const int32_t kx = tdn_dw3_axis(ox * g->sw - g->pw, g->iw, &ix0);
+        tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, kx);
+        t->end = o + (ox + 1) * opix;
+        tdn_dw3_run(img + ix0 * c, o + ox * opix, c, row, t);
+    }
+    if (ox < g->ox_hi)
+    {
+        tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, TDN_DW3_MID);
+        t->end = o + g->ox_hi * opix;
+        tdn_dw3_run(img + (ox * g->sw - g->pw) * c, o + ox * opix, c, row, t);
+        ox = g->ox_hi;
+    }
+    for (; ox < ow; ox++)
+    {
+        const int32_t kx = tdn_dw3_axis(ox * g->sw - g->pw, g->iw, &ix0);
+        tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, kx);
+        t->end = o + (ox + 1) * opix;
+        tdn_dw3_run(img + ix0 * c, o + ox * opix, c, row, t);
+    }
+}
+#endif
+
+static void tdn_dw4_row(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
+{
+#if TDN_DSP
+    if (b->use3 && g->ih >= 3 && g->iw >= 3)
+    {
+        tdn_dw4_row3(g, b, oy, o, opix);
+        return;
+    }
+#endif
     if (g->full)
     {
         tdn_dw4_row_body(g, b, oy, o, opix, 1);
@@ -477,7 +609,7 @@ void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
     tdn_dw4 b4;
     for (; ch + 4 <= c; ch += 4)
     {
-        tdn_dw4_prepare(&b4, g, w, bias, q, ch);
+        tdn_dw4_prepare(&b4, g, w, bias, q, ch, c);
         for (int32_t oy = 0; oy < g->oh; oy++)
         {
             tdn_dw4_row(g, &b4, oy, out + oy * ow * c + ch, c);
@@ -598,7 +730,7 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
         const int32_t n = (group == 4 && ch + 4 <= c) ? 4 : 1;
         if (n == 4)
         {
-            tdn_dw4_prepare(b4, &g, w, bias, q, ch);
+            tdn_dw4_prepare(b4, &g, w, bias, q, ch, 4);
         }
         else
         {
