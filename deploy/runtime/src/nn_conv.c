@@ -624,11 +624,38 @@ TDN_INLINE int8_t *tdn_stage_run(int8_t *dst, const int8_t *src, int32_t n, int8
     return dst + n;
 }
 
+/* The receptive field of output pixel pix as int8 into dst, then the zero point up to align4(k)
+ * values (the widened padded group's missing lanes: zero point + offset = 0), so that the pair widens
+ * in whole groups. */
 static void tdn_stage_field(const tdn_im2col *g, int32_t pix, int8_t *dst)
 {
     const int32_t oy = pix / g->out_w, ox = pix % g->out_w;
     const int32_t y0 = oy * g->stride_h - g->pad_h, x0 = ox * g->stride_w - g->pad_w, c = g->in_c;
     const int8_t zp = (int8_t)(-g->offset); /* input_offset = -zero point, in [-127, 128] */
+    for (int32_t i = g->rhs_cols; i < tdn_align4(g->rhs_cols); i++)
+    {
+        dst[i] = zp;
+    }
+    if (g->dil_h == 1 && g->dil_w == 1 && y0 >= 0 && y0 + g->k_h <= g->in_h && x0 >= 0 && x0 + g->k_w <= g->in_w)
+    {
+        /* inside the input (most pixels): k_h runs of k_w * c bytes, one input row apart */
+        const int32_t n = g->k_w * c, step = g->in_w * c;
+        const int8_t *src = g->in + (y0 * g->in_w + x0) * c;
+        for (int32_t ky = 0; ky < g->k_h; ky++, src += step, dst += n)
+        {
+            int32_t i = 0;
+            for (; i + 4 <= n; i += 4)
+            {
+                const uint32_t v = tdn_read_u32(src + i);
+                memcpy(dst + i, &v, 4);
+            }
+            for (; i < n; i++)
+            {
+                dst[i] = src[i];
+            }
+        }
+        return;
+    }
     for (int32_t ky = 0; ky < g->k_h; ky++)
     {
         const int32_t iy = y0 + ky * g->dil_h;
@@ -667,6 +694,7 @@ static void tdn_stage_field(const tdn_im2col *g, int32_t pix, int8_t *dst)
  * The last pair is marked by bit 8 of its second channel's r1 (register shifts use only the low
  * byte of the shift register), so that no register holds the loop end. */
 #define TDN_PP_PAIRS 24 /* channel pairs per table chunk: 24 * 32 = 768 bytes of stack */
+#define TDN_PP_TAIL 136 /* bytes for the last pair's rows (k <= 66) when the padded group would read past the weights */
 
 /* Two output channels' requantization: biases, then per channel (mult, r1 = R - 1, khi'). */
 typedef struct
@@ -833,20 +861,79 @@ static void tdn_pp_table(tdn_pp_pair *tab, int32_t p0, int32_t p1, const int32_t
     tab[-1].r1 |= 0x100;
 }
 
-/* Pixel pair (p, p + two) widened into col: from the input (1x1, k values a pixel) or, when g is
- * not NULL, staged receptive fields (tdn_stage_field). */
-static void tdn_pp_fill(const int8_t *in, const tdn_im2col *g, int32_t k, int32_t off, int32_t p, int32_t two,
+/* A staged layer's geometry made once per call: the output pixels whose receptive field lies
+ * inside the input ([oy_lo, oy_hi) x [ox_lo, ox_hi), empty with dilation) are k_h runs of n = k_w * c
+ * input bytes, step bytes apart. */
+typedef struct
+{
+    const tdn_im2col *g;
+    int32_t n, step, oy_lo, oy_hi, ox_lo, ox_hi;
+} tdn_stager;
+
+/* [lo, hi): the outputs of one axis whose k taps (stride s, padding pad) lie inside n inputs */
+static void tdn_inside(int32_t n, int32_t k, int32_t s, int32_t pad, int32_t dil, int32_t *lo, int32_t *hi)
+{
+    *lo = (pad + s - 1) / s;
+    *hi = dil == 1 && n - k + pad >= 0 ? (n - k + pad) / s + 1 : 0;
+}
+
+static tdn_stager tdn_stager_make(const tdn_im2col *g)
+{
+    tdn_stager st;
+    st.g = g;
+    st.n = g->k_w * g->in_c;
+    st.step = g->in_w * g->in_c;
+    tdn_inside(g->in_h, g->k_h, g->stride_h, g->pad_h, g->dil_h, &st.oy_lo, &st.oy_hi);
+    tdn_inside(g->in_w, g->k_w, g->stride_w, g->pad_w, g->dil_w, &st.ox_lo, &st.ox_hi);
+    return st;
+}
+
+/* tdn_stage_field of pixel pix, with the runs of an inside pixel copied a word at a time. */
+static void tdn_stage_pixel(const tdn_stager *st, int32_t pix, int8_t *dst)
+{
+    const tdn_im2col *g = st->g;
+    const int32_t oy = pix / g->out_w, ox = pix - oy * g->out_w;
+    if (oy < st->oy_lo || oy >= st->oy_hi || ox < st->ox_lo || ox >= st->ox_hi)
+    {
+        tdn_stage_field(g, pix, dst);
+        return;
+    }
+    const int32_t n = st->n;
+    const int8_t *src = g->in + (oy * g->stride_h - g->pad_h) * st->step + (ox * g->stride_w - g->pad_w) * g->in_c;
+    int8_t *const end = dst + g->k_h * n;
+    for (; dst < end; src += st->step, dst += n)
+    {
+        int32_t i = 0;
+        for (; i + 4 <= n; i += 4)
+        {
+            const uint32_t v = tdn_read_u32(src + i);
+            memcpy(dst + i, &v, 4);
+        }
+        for (; i < n; i++)
+        {
+            dst[i] = src[i];
+        }
+    }
+    for (int32_t i = g->rhs_cols; i < tdn_align4(g->rhs_cols); i++)
+    {
+        end[i - g->rhs_cols] = (int8_t)(-g->offset); /* the zero point: see tdn_stage_field */
+    }
+}
+
+/* Pixel pair (p, p + two) widened into col: from the input (1x1, k values a pixel) or, when st is
+ * not NULL, staged receptive fields (padded to whole groups). */
+static void tdn_pp_fill(const int8_t *in, const tdn_stager *st, int32_t k, int32_t off, int32_t p, int32_t two,
                         uint32_t *col)
 {
-    if (g)
+    if (st)
     {
         int8_t stage[2][TDN_CONV_STAGE_MAX];
-        tdn_stage_field(g, p, stage[0]);
+        tdn_stage_pixel(st, p, stage[0]);
         if (two)
         {
-            tdn_stage_field(g, p + 1, stage[1]);
+            tdn_stage_pixel(st, p + 1, stage[1]);
         }
-        tdn_1x1_widen_pair(stage[0], stage[two], k, off, col);
+        tdn_1x1_widen_pair(stage[0], stage[two], tdn_align4(k), off, col);
     }
     else
     {
@@ -863,53 +950,88 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
                       const int8_t *weights, int32_t cout, const int32_t *bias,
                       const cmsis_nn_per_channel_quant_params *q, int32_t out_offset, uint32_t *col, int8_t *out)
 {
-    const int32_t groups = k >> 2, r = k & 3, gp = groups + (r != 0);
+    const int32_t groups = k >> 2, r = k & 3, gp = groups + (r != 0), all = cout / 2;
     /* pair j reads its second row's bytes [(2j + 1) k, (2j + 1) k + 4 gp) */
-    int32_t npairs = cout / 2;
+    int32_t npairs = all;
     while (npairs > 0 && (2 * npairs - 1) * k + 4 * gp > cout * k)
     {
         npairs--;
     }
-    if (npix < 4 || npairs == 0 || !tdn_pp_layer_ok(q->shift, cout, out_offset, -128, 127))
+    /* the pairs after those (at most 2: 1 unless k == 1) run from a copy of their rows with 4 bytes
+     * after them, when it fits TDN_PP_TAIL bytes; else through tdn_1x1_s1_pair */
+    const int32_t tail_bytes = 2 * (all - npairs) * k;
+    const int copy = npairs < all && tail_bytes + 4 <= TDN_PP_TAIL;
+    if (npix < 4 || (npairs == 0 && !copy) || !tdn_pp_layer_ok(q->shift, cout, out_offset, -128, 127))
     {
         return 0;
     }
     void (*const routine)(const tdn_pp_args *) = (gp & 1) ? tdn_pp_godd : tdn_pp_geven;
-    const int32_t nchunks = (npairs + TDN_PP_PAIRS - 1) / TDN_PP_PAIRS;
-    const int32_t per = (npairs + nchunks - 1) / nchunks;
-    tdn_pp_pair tab[TDN_PP_PAIRS];
-    tdn_pp_args a;
+    const int32_t nchunks = npairs > 0 ? (npairs + TDN_PP_PAIRS - 1) / TDN_PP_PAIRS : 1;
+    const int32_t per = npairs > 0 ? (npairs + nchunks - 1) / nchunks : 1;
+    tdn_pp_pair tab[TDN_PP_PAIRS], tail_tab[2];
+    int8_t tail_w[TDN_PP_TAIL];
+    tdn_stager stager;
+    const tdn_stager *st = NULL;
+    if (g)
+    {
+        stager = tdn_stager_make(g);
+        st = &stager;
+    }
+    tdn_pp_args a, t;
     a.col = col;
     a.tab = tab;
     a.wadv = 2 * k - 4 * gp;
     a.dk = k - 4;
     a.col_end = col + 4 * gp;
-    for (int32_t p0 = 0; p0 < npairs; p0 += per)
+    t = a;
+    if (copy)
+    {
+        memcpy(tail_w, weights + 2 * npairs * k, (size_t)tail_bytes);
+        memset(tail_w + tail_bytes, 0, 4);
+        tdn_pp_table(tail_tab, npairs, all, bias, q->multiplier, q->shift, out_offset);
+        t.w = tail_w;
+        t.tab = tail_tab;
+    }
+    for (int32_t p0 = 0; p0 < npairs || p0 == 0; p0 += per)
     {
         const int32_t p1 = p0 + per < npairs ? p0 + per : npairs;
-        tdn_pp_table(tab, p0, p1, bias, q->multiplier, q->shift, out_offset);
+        if (p1 > p0)
+        {
+            tdn_pp_table(tab, p0, p1, bias, q->multiplier, q->shift, out_offset);
+        }
         a.w = weights + 2 * p0 * k;
         for (int32_t p = 0; p < npix; p += 2)
         {
             const int32_t two = p + 1 < npix;
             int8_t *out0 = out + p * cout, *out1 = out0 + two * cout;
-            tdn_pp_fill(in, g, k, off, p, two, col);
+            tdn_pp_fill(in, st, k, off, p, two, col);
             a.out0 = out0 + 2 * p0;
             a.dist = two * cout;
-            routine(&a);
-            if (p1 == npairs)
+            if (p1 > p0)
             {
-                int32_t oc = 2 * npairs;
-                for (; oc + 2 <= cout; oc += 2)
-                {
-                    tdn_1x1_s1_pair(col, k, groups, r, weights, oc, 1, bias, q->multiplier, q->shift, out_offset,
-                                    -128, 127, out0, out1, 1);
-                }
-                if (oc < cout)
-                {
-                    tdn_1x1_s1_pair(col, k, groups, r, weights, oc, 0, bias, q->multiplier, q->shift, out_offset,
-                                    -128, 127, out0, out1, 1);
-                }
+                routine(&a);
+            }
+            if (p1 < npairs)
+            {
+                continue;
+            }
+            int32_t oc = 2 * npairs;
+            if (copy)
+            {
+                t.out0 = out0 + oc;
+                t.dist = a.dist;
+                routine(&t);
+                oc = 2 * all;
+            }
+            for (; oc + 2 <= cout; oc += 2)
+            {
+                tdn_1x1_s1_pair(col, k, groups, r, weights, oc, 1, bias, q->multiplier, q->shift, out_offset, -128,
+                                127, out0, out1, 1);
+            }
+            if (oc < cout)
+            {
+                tdn_1x1_s1_pair(col, k, groups, r, weights, oc, 0, bias, q->multiplier, q->shift, out_offset, -128,
+                                127, out0, out1, 1);
             }
         }
     }
@@ -1039,7 +1161,7 @@ static int tdn_convolve_staged(const cmsis_nn_context *ctx, const tdn_im2col *ge
             {
                 tdn_stage_field(&g, pix + 1, stage[1]);
             }
-            tdn_1x1_widen_pair(stage[0], stage[two], k, g.offset, col);
+            tdn_1x1_widen_pair(stage[0], stage[two], tdn_align4(k), g.offset, col);
             tdn_s1_cols(col, k, filter, cout, bias, q->multiplier, q->shift, out_offset, act_min, act_max, out,
                         out + two * cout, fast);
             out += 2 * cout;
