@@ -388,12 +388,13 @@ def _tails_batch(seed: int):
             expect.append(want.tobytes())
             labels.append(f"tails 1x1 {c}->{cout} {npix} px shift {s.min()}..{s.max()} v{v}")
     # the common layer's channel-pair routine (tdn_pp_*: every shift in [-31, -2], full range, the
-    # output offset folded into the rounding constant, at least 4 pixels): group counts 1..7 of both
-    # parities (k = 1..28 and 70, padded last groups: the last pair(s) from a copy of their rows, or
-    # in C past 66 depths; an odd last channel in C), chunks of
-    # 24 pairs (uneven splits), odd pixel counts; the fold's limit (offset -128 with R = 23 runs it,
-    # R = 24 falls back, R = 25 would overflow the high word without the check), R = 31 with offset
-    # 0, accumulators near both int32 limits. Own stream: the records above and below keep their data.
+    # output offset folded into the rounding constant, at least 4 pixels): looped for group counts
+    # 1..7 of both parities, unrolled for k = 8, 16, 24, 32; k = 1..32 and 70 (padded last groups: the
+    # last pair(s) from a copy of their rows, or in C past 66 depths; an odd last channel in C),
+    # chunks of 24 pairs (uneven splits), odd pixel counts; the fold's limit (offset -128 with R = 23
+    # runs it, R = 24 falls back, R = 25 would overflow the high word without the check), R = 31 with
+    # offset 0, accumulators near both int32 limits. Own stream: the records above and below keep
+    # their data.
     rng_pp = np.random.default_rng(seed + 1000)
     for c, cout, npix, oo, shifts, big in [(8, 48, 10, -128, None, 0), (16, 100, 6, None, None, 0),
                                            (12, 7, 5, None, None, 0), (27, 16, 9, -128, None, 0),
@@ -403,7 +404,7 @@ def _tails_batch(seed: int):
                                            (8, 6, 6, -128, (-24, -3), -1), (8, 6, 6, -128, (-25, -3), -1),
                                            (24, 50, 4, None, None, 0),
                                            (28, 9, 5, 127, (-22, -2), 1), (1, 6, 5, None, None, 0),
-                                           (70, 4, 5, None, None, 0)]:
+                                           (70, 4, 5, None, None, 0), (32, 10, 5, None, None, 0)]:
         x = rng_pp.integers(-128, 128, (1, 1, npix, c), dtype=np.int8)
         wt = rng_pp.integers(-128, 128, (cout, 1, 1, c), dtype=np.int8)
         bias = rng_pp.integers(-(2**16), 2**16, cout).astype(np.int32)

@@ -465,16 +465,27 @@ TDN_INLINE tdn_acc4 tdn_1x1_groups(const uint32_t *col, const int8_t *w0, int32_
 static void tdn_1x1_widen_pair(const int8_t *x0, const int8_t *x1, int32_t k, int32_t offset, uint32_t *col)
 {
     const uint32_t off2 = ((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16);
-    for (int32_t g = k >> 2; g > 0; g--)
+    int32_t g = k >> 2;
+    if (g > 0)
     {
-        const uint32_t a = tdn_read_u32(x0), b = tdn_read_u32(x1);
-        x0 += 4;
-        x1 += 4;
-        col[0] = __sadd16(__sxtb16(a), off2);
-        col[1] = __sadd16(tdn_sxtb16_ror8(a), off2);
-        col[2] = __sadd16(__sxtb16(b), off2);
-        col[3] = __sadd16(tdn_sxtb16_ror8(b), off2);
-        col += 4;
+        /* SXTAB16 widens two bytes and adds the offset to both lanes in one instruction: per group
+         * 2 LDR (unaligned: the pixels start anywhere), 4 SXTAB16, 2 STRD and the loop */
+        uint32_t a, b, ae, be;
+        __asm volatile("1:\n\t"
+                       "ldr %[a], [%[x0]], #4\n\t"
+                       "ldr %[b], [%[x1]], #4\n\t"
+                       "sxtab16 %[ae], %[off], %[a]\n\t"
+                       "sxtab16 %[a], %[off], %[a], ror #8\n\t"
+                       "sxtab16 %[be], %[off], %[b]\n\t"
+                       "sxtab16 %[b], %[off], %[b], ror #8\n\t"
+                       "strd %[ae], %[a], [%[col]], #8\n\t"
+                       "strd %[be], %[b], [%[col]], #8\n\t"
+                       "subs %[g], %[g], #1\n\t"
+                       "bne 1b"
+                       : [x0] "+r"(x0), [x1] "+r"(x1), [col] "+r"(col), [g] "+r"(g), [a] "=&r"(a), [b] "=&r"(b),
+                         [ae] "=&r"(ae), [be] "=&r"(be)
+                       : [off] "r"(off2)
+                       : "cc", "memory");
     }
     if (k & 3)
     {
@@ -719,6 +730,10 @@ typedef struct
 
 void tdn_pp_godd(const tdn_pp_args *a);
 void tdn_pp_geven(const tdn_pp_args *a);
+void tdn_pp_g2(const tdn_pp_args *a);
+void tdn_pp_g4(const tdn_pp_args *a);
+void tdn_pp_g6(const tdn_pp_args *a);
+void tdn_pp_g8(const tdn_pp_args *a);
 
 /* Registers: r0 column (moving in the group loop), r1 weights, r2 table, r3 output, r4-r7 the
  * accumulators a00 a01 a10 a11 (a<channel><pixel>), r8-r11 the column words (p0 even, p0 odd, p1
@@ -819,6 +834,70 @@ void tdn_pp_geven(const tdn_pp_args *a);
 
 TDN_PP_ROUTINE("tdn_pp_godd", "");
 TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
+
+/* The same routine fully unrolled for the small depths k = 4 G, G = 2, 4, 6, 8 (tdn_pp_g2 ...): the
+ * column and both weight rows by immediate offsets (r0 and r1 stay put during the groups, r1 moves
+ * on 2 k after them), so that no register holds dk or the column end and nothing is pushed per pair:
+ * per pair 16 G + ~35 instructions. Frame: [sp] dist. Group J of G; P01 / P11: the accumulators the
+ * second pixel's sums start from (the bias registers r4 / r6 in group 0, else r5 / r7). */
+#define TDN_PPU_GROUP(G, J, P01, P11)                \
+    "ldrd r8, r9, [r0, #(16*" J ")]\n\t"             \
+    "ldrd r10, r11, [r0, #(16*" J "+8)]\n\t"         \
+    "ldr r12, [r1, #(4*" J ")]\n\t"                  \
+    "sxtb16 lr, r12\n\t"                             \
+    "sxtb16 r12, r12, ror #8\n\t"                    \
+    "smlad r5, r10, lr, " P01 "\n\t"                 \
+    "smlad r5, r11, r12, r5\n\t"                     \
+    "smlad r4, r8, lr, r4\n\t"                       \
+    "smlad r4, r9, r12, r4\n\t"                      \
+    "ldr r12, [r1, #(4*" G "+4*" J ")]\n\t"          \
+    "sxtb16 lr, r12\n\t"                             \
+    "sxtb16 r12, r12, ror #8\n\t"                    \
+    "smlad r7, r10, lr, " P11 "\n\t"                 \
+    "smlad r7, r11, r12, r7\n\t"                     \
+    "smlad r6, r8, lr, r6\n\t"                       \
+    "smlad r6, r9, r12, r6\n\t"
+
+#define TDN_PPU_G0(G) TDN_PPU_GROUP(G, "0", "r4", "r6")
+#define TDN_PPU_GJ(G, J) TDN_PPU_GROUP(G, J, "r5", "r7")
+#define TDN_PPU_2 TDN_PPU_G0("2") TDN_PPU_GJ("2", "1")
+#define TDN_PPU_4 TDN_PPU_G0("4") TDN_PPU_GJ("4", "1") TDN_PPU_GJ("4", "2") TDN_PPU_GJ("4", "3")
+#define TDN_PPU_6                                                                                     \
+    TDN_PPU_G0("6") TDN_PPU_GJ("6", "1") TDN_PPU_GJ("6", "2") TDN_PPU_GJ("6", "3") TDN_PPU_GJ("6", "4") \
+        TDN_PPU_GJ("6", "5")
+#define TDN_PPU_8                                                                                     \
+    TDN_PPU_G0("8") TDN_PPU_GJ("8", "1") TDN_PPU_GJ("8", "2") TDN_PPU_GJ("8", "3") TDN_PPU_GJ("8", "4") \
+        TDN_PPU_GJ("8", "5") TDN_PPU_GJ("8", "6") TDN_PPU_GJ("8", "7")
+
+#define TDN_PPU_ROUTINE(NAME, G, GROUPS)                                                   \
+    __asm(".pushsection .text." NAME ",\"ax\",%progbits\n\t"                              \
+          ".syntax unified\n\t"                                                            \
+          ".thumb\n\t"                                                                     \
+          ".p2align 2\n\t"                                                                 \
+          ".global " NAME "\n\t"                                                           \
+          ".hidden " NAME "\n\t"                                                           \
+          ".type " NAME ", %function\n\t"                                                  \
+          ".thumb_func\n"                                                                  \
+          NAME ":\n\t"                                                                     \
+          "push {r4-r11, lr}\n\t"                                                          \
+          "ldr r4, [r0, #16]\n\t"                                                          \
+          "push {r4}\n\t"                                                                  \
+          "ldm r0, {r0-r3}\n"                                                              \
+          "1:\n\t"                                                                         \
+          "ldrd r4, r6, [r2], #8\n\t" GROUPS                                               \
+          "add r1, r1, #(8*" G ")\n\t"                                                     \
+          "ldr lr, [sp]\n\t" TDN_PP_RQ("r4", "r5") TDN_PP_RQ("r6", "r7")                   \
+          "tst r9, #0x100\n\t"                                                             \
+          "beq 1b\n\t"                                                                     \
+          "add sp, sp, #4\n\t"                                                             \
+          "pop {r4-r11, pc}\n\t"                                                           \
+          ".size " NAME ", . - " NAME "\n\t"                                               \
+          ".popsection")
+
+TDN_PPU_ROUTINE("tdn_pp_g2", "2", TDN_PPU_2);
+TDN_PPU_ROUTINE("tdn_pp_g4", "4", TDN_PPU_4);
+TDN_PPU_ROUTINE("tdn_pp_g6", "6", TDN_PPU_6);
+TDN_PPU_ROUTINE("tdn_pp_g8", "8", TDN_PPU_8);
 
 /* Whether the layer runs through tdn_pp_*: every shift in [-31, -2], the range [-128, 127], and
  * for every channel |khi'| + 2^30 + 2 < 2^31 so that the high word of the SMLAL (whose magnitude
@@ -965,7 +1044,13 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
     {
         return 0;
     }
-    void (*const routine)(const tdn_pp_args *) = (gp & 1) ? tdn_pp_godd : tdn_pp_geven;
+    /* the tail pairs (padded depths only) always take the looped routine */
+    void (*const tail_routine)(const tdn_pp_args *) = (gp & 1) ? tdn_pp_godd : tdn_pp_geven;
+    void (*routine)(const tdn_pp_args *) = tail_routine;
+    if (r == 0)
+    {
+        routine = k == 8 ? tdn_pp_g2 : k == 16 ? tdn_pp_g4 : k == 24 ? tdn_pp_g6 : k == 32 ? tdn_pp_g8 : routine;
+    }
     const int32_t nchunks = npairs > 0 ? (npairs + TDN_PP_PAIRS - 1) / TDN_PP_PAIRS : 1;
     const int32_t per = npairs > 0 ? (npairs + nchunks - 1) / nchunks : 1;
     tdn_pp_pair tab[TDN_PP_PAIRS], tail_tab[2];
@@ -1020,7 +1105,7 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
             {
                 t.out0 = out0 + oc;
                 t.dist = a.dist;
-                routine(&t);
+                tail_routine(&t);
                 oc = 2 * all;
             }
             for (; oc + 2 <= cout; oc += 2)
