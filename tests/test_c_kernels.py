@@ -521,7 +521,7 @@ def test_qemu_fast_paths_and_tails_bit_exact_vs_numpy(qemu_driver, tmp_path):
 def _dw3_edges_batch(seed: int):
     """3x3 depthwise layers at the edges of the doubled-accumulator interior (nn_dw_fast.c, tdn_dw3):
     shifts -1 and -22 (the range it takes), -23 in one channel (the whole layer falls back), interior
-    biases at +-2^29 (taken) and just beyond (that block falls back), output offsets -128 and 127,
+    biases at +-2^29 (taken), just beyond and beyond 2^30 (that block falls back), output offsets -128 and 127,
     multipliers 2^30 (every odd accumulator a rounding tie), 2^31 - 1 and random; small inputs and
     weights where the shift is small, so that the outputs fall inside the int8 range and the rounding
     (not the saturation) decides them; normal and in place, strides 1 and 2."""
@@ -532,7 +532,8 @@ def _dw3_edges_batch(seed: int):
     cases = [(8, 10, 7, 1, [-1, -2], 0, -128, 6, 3), (12, 13, 6, 2, [-1, -3, -2], 0, 127, 6, 2),
              (8, 6, 7, 1, [-3, -4], 0, 3, 20, 5), (12, 6, 6, 2, [-22, -1, -9], 0, 127, 4, 2),
              (8, 6, 6, 1, [-1, -23], 0, 5, 6, 3), (8, 5, 7, 1, [-22, -21], 2**29, -77, 128, 128),
-             (8, 7, 5, 2, [-2, -20], 2**29 + 1, 100, 6, 3), (5, 6, 6, 1, [-21, -22], -(2**29), -128, 128, 128)]
+             (8, 7, 5, 2, [-2, -20], 2**29 + 1, 100, 6, 3), (5, 6, 6, 1, [-21, -22], -(2**29), -128, 128, 128),
+             (8, 6, 7, 1, [-22, -22], 2**30 + 5, -110, 128, 128)]  # doubled, this bias would overflow
     for i, (c, h, w, st, shifts, big, ooff, xr, wr) in enumerate(cases):
         x = rng.integers(-xr, min(xr, 127) + 1, (1, h, w, c), dtype=np.int8)
         wt = rng.integers(-wr, min(wr, 127) + 1, (1, 3, 3, c), dtype=np.int8)

@@ -58,7 +58,7 @@ typedef struct
     int32_t bias[4];
     int32_t rq[12];
     int32_t step; /* from a window's third input row to the next window: sw * c - 2 * row */
-    int32_t opix; /* bytes between output pixels */
+    int32_t opix; /* bytes between output pixels (set with end, per run) */
     int8_t *end;  /* the run stops when the output pointer reaches it */
 } tdn_dw3;
 
@@ -199,10 +199,71 @@ void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsi
     }
 }
 
-/* Block ch's tables; its rows will store output pixels opix bytes apart. */
-static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
-                            const cmsis_nn_per_channel_quant_params *q, int32_t ch, int32_t opix)
+#if TDN_DSP
+/* The requantization entries of tdn_dw3 for channel ch + j (shift -R, 1 <= R <= 22). */
+TDN_INLINE void tdn_dw3_rq(tdn_dw3 *k, const tdn_dw_geo *g, const cmsis_nn_per_channel_quant_params *q, int32_t ch,
+                           int32_t j)
 {
+    const int32_t r = -q->shift[ch + j];
+    k->rq[3 * j] = q->multiplier[ch + j];
+    k->rq[3 * j + 1] = (1 << (r - 1)) + (int32_t)((uint32_t)g->ooff << r);
+    k->rq[3 * j + 2] = r;
+}
+
+/* tdn_dw4_prepare for a block that will run only through tdn_dw3 (g->fast3, input at least 3 x 3):
+ * the interior table and the plain biases (the cut tables' start), none of the C rows' arrays
+ * (a third of the instructions of the full preparation, which a 12 x 12 map feels). 0, nothing
+ * usable, when an interior bias is beyond tdn_dw3's bound (the full preparation then says use3 = 0). */
+static int tdn_dw4_prepare3(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
+                            const cmsis_nn_per_channel_quant_params *q, int32_t ch)
+{
+    const int32_t c = g->c;
+    tdn_dw3 *k = &b->k3;
+    uint32_t se = 0, so = 0; /* doubled weights summed per int16 lane: |sum| <= 9 * 256 */
+    for (int32_t t = 0; t < 9; t++)
+    {
+        const tdn_s16x4 v = tdn_widen_s8x4(tdn_read_u32(w + t * c + ch));
+        const uint32_t e2 = __sadd16((uint32_t)v.even, (uint32_t)v.even), o2 = __sadd16((uint32_t)v.odd, (uint32_t)v.odd);
+        k->w[2 * t] = (int32_t)e2;
+        k->w[2 * t + 1] = (int32_t)o2;
+        se = __sadd16(se, e2);
+        so = __sadd16(so, o2);
+    }
+    const int32_t s2[4] = {(int16_t)(se & 0xFFFFu), (int16_t)(so & 0xFFFFu), (int16_t)(se >> 16), (int16_t)(so >> 16)};
+    for (int32_t j = 0; j < 4; j++)
+    {
+        b->bias[j] = bias ? bias[ch + j] : 0;
+        /* the bound of tdn_dw4_prepare: |bias + off * sum w| <= 2^29 */
+        const int64_t interior2 = 2 * (int64_t)b->bias[j] + (int64_t)g->off * s2[j];
+        if (interior2 > ((int64_t)1 << 30) || interior2 < -((int64_t)1 << 30))
+        {
+            return 0;
+        }
+        k->bias[j] = (int32_t)interior2;
+        tdn_dw3_rq(k, g, q, ch, j);
+    }
+    k->step = g->sw * c - 2 * g->iw * c;
+    for (int32_t i = 0; i < TDN_DW3_CUTS; i++)
+    {
+        b->cut_key[i] = -1;
+    }
+    b->cut_next = 0;
+    b->w = w + ch;
+    b->ch = ch;
+    b->use3 = 1;
+    return 1;
+}
+#endif
+
+static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
+                            const cmsis_nn_per_channel_quant_params *q, int32_t ch)
+{
+#if TDN_DSP
+    if (g->fast3 && g->ih >= 3 && g->iw >= 3 && tdn_dw4_prepare3(b, g, w, bias, q, ch))
+    {
+        return;
+    }
+#endif
     const int32_t taps = g->kh * g->kw, c = g->c;
     int32_t ws[4] = {0, 0, 0, 0};
     memset(b->wrow, 0, sizeof(b->wrow));
@@ -237,34 +298,7 @@ static void tdn_dw4_prepare(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, co
     b->w = w + ch;
     b->ch = ch;
 #if TDN_DSP
-    b->use3 = g->fast3;
-    if (b->use3)
-    {
-        tdn_dw3 *k = &b->k3;
-        for (int32_t t = 0; t < 18; t++)
-        {
-            /* both int16 lanes doubled (SADD16: lane by lane, |2w| <= 256) */
-            k->w[t] = (int32_t)__sadd16((uint32_t)b->wpk[t], (uint32_t)b->wpk[t]);
-        }
-        for (int32_t j = 0; j < 4; j++)
-        {
-            const int32_t r = -q->shift[ch + j];
-            /* the doubled accumulator 2 * (interior + sum of 9 products of |x|, |w| <= 128) must fit
-             * int32: |interior| <= 2^29 leaves room (9 * 2^14 < 2^29) */
-            b->use3 = b->use3 && b->interior[j] <= (1 << 29) && b->interior[j] >= -(1 << 29);
-            k->bias[j] = (int32_t)((uint32_t)b->interior[j] << 1);
-            k->rq[3 * j] = q->multiplier[ch + j];
-            k->rq[3 * j + 1] = (1 << (r - 1)) + (int32_t)((uint32_t)g->ooff << r);
-            k->rq[3 * j + 2] = r;
-        }
-        k->step = g->sw * c - 2 * g->iw * c;
-        k->opix = opix;
-        for (int32_t i = 0; i < TDN_DW3_CUTS; i++)
-        {
-            b->cut_key[i] = -1;
-        }
-        b->cut_next = 0;
-    }
+    b->use3 = 0; /* the C rows (tdn_dw4_prepare3 took every block tdn_dw3 can run) */
 #endif
 }
 
@@ -519,7 +553,6 @@ static tdn_dw3 *tdn_dw3_cut_table(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, i
     t->bias[3] = (int32_t)((uint32_t)b->bias[3] << 1) + g->off * (int16_t)(so >> 16);
     memcpy(t->rq, b->k3.rq, sizeof(t->rq));
     t->step = b->k3.step;
-    t->opix = b->k3.opix;
     return t;
 }
 
@@ -537,12 +570,14 @@ static void tdn_dw4_row3(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o,
     {
         const int32_t kx = tdn_dw3_axis(ox * g->sw - g->pw, g->iw, &ix0);
         tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, kx);
+        t->opix = opix;
         t->end = o + (ox + 1) * opix;
         tdn_dw3_run(img + ix0 * c, o + ox * opix, c, row, t);
     }
     if (ox < g->ox_hi)
     {
         tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, TDN_DW3_MID);
+        t->opix = opix;
         t->end = o + g->ox_hi * opix;
         tdn_dw3_run(img + (ox * g->sw - g->pw) * c, o + ox * opix, c, row, t);
         ox = g->ox_hi;
@@ -551,6 +586,7 @@ static void tdn_dw4_row3(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o,
     {
         const int32_t kx = tdn_dw3_axis(ox * g->sw - g->pw, g->iw, &ix0);
         tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, kx);
+        t->opix = opix;
         t->end = o + (ox + 1) * opix;
         tdn_dw3_run(img + ix0 * c, o + ox * opix, c, row, t);
     }
@@ -609,7 +645,7 @@ void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
     tdn_dw4 b4;
     for (; ch + 4 <= c; ch += 4)
     {
-        tdn_dw4_prepare(&b4, g, w, bias, q, ch, c);
+        tdn_dw4_prepare(&b4, g, w, bias, q, ch);
         for (int32_t oy = 0; oy < g->oh; oy++)
         {
             tdn_dw4_row(g, &b4, oy, out + oy * ow * c + ch, c);
@@ -631,7 +667,9 @@ void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
  * over input rows first(j) = j*ow / iw .. last(j) = ((j+1)*ow - 1) / iw. Input row r is last read by
  * output row min(oh - 1, (r + ph) / sh) (windows move down with oy). So the rows are computed in
  * order into a ring of `depth` rows in ctx->buf and row j is stored as soon as output row
- * (last(j) + ph) / sh is computed; no other channel's slots are touched. */
+ * (last(j) + ph) / sh is computed; no other channel's slots are touched. A row whose slots are
+ * read by no row from j on (ready(j) < j: all but the first rows of a stride-2 layer) is computed
+ * straight into them. */
 
 /* The output row after which output row j can be stored. */
 static int32_t tdn_inplace_ready(const tdn_dw_geo *g, int32_t j)
@@ -664,10 +702,20 @@ static void tdn_inplace_store(const tdn_dw_geo *g, const int8_t *ring_row, int8_
     int8_t *dst = inout + j * ow * c + ch;
     if (group == 4)
     {
-        for (int32_t i = 0; i < ow; i++)
+        /* two pixels a step (LDRD, two STR) */
+        int32_t i = 0;
+        for (; i + 2 <= ow; i += 2)
+        {
+            uint32_t v0, v1;
+            memcpy(&v0, ring_row + 4 * i, 4);
+            memcpy(&v1, ring_row + 4 * i + 4, 4);
+            memcpy(dst, &v0, 4);
+            memcpy(dst + c, &v1, 4);
+            dst += 2 * c;
+        }
+        if (i < ow)
         {
             memcpy(dst, ring_row + 4 * i, 4);
-            dst += c;
         }
     }
     else
@@ -730,7 +778,7 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
         const int32_t n = (group == 4 && ch + 4 <= c) ? 4 : 1;
         if (n == 4)
         {
-            tdn_dw4_prepare(b4, &g, w, bias, q, ch, 4);
+            tdn_dw4_prepare(b4, &g, w, bias, q, ch);
         }
         else
         {
@@ -739,19 +787,30 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
         int32_t pending_from = 0;
         for (int32_t oy = 0; oy < oh; oy++)
         {
-            int8_t *dst = ring + (oy % depth) * ring_row;
+            /* a row whose slots no row from oy on reads any more goes straight to them (most rows
+             * of a stride-2 layer); the others through the ring */
+            const int32_t direct = tdn_inplace_ready(&g, oy) < oy;
+            int8_t *dst = direct ? inout + oy * ow * c + ch : ring + (oy % depth) * ring_row;
+            const int32_t opix = direct ? c : n;
             if (n == 4)
             {
-                tdn_dw4_row(&g, b4, oy, dst, 4);
+                tdn_dw4_row(&g, b4, oy, dst, opix);
             }
             else
             {
-                tdn_dw1_row(&g, b1, oy, dst, 1);
+                tdn_dw1_row(&g, b1, oy, dst, opix);
             }
-            while (pending_from <= oy && tdn_inplace_ready(&g, pending_from) <= oy)
+            for (; pending_from <= oy; pending_from++)
             {
-                tdn_inplace_store(&g, ring + (pending_from % depth) * ring_row, inout, pending_from, ch, n);
-                pending_from++;
+                const int32_t ready = tdn_inplace_ready(&g, pending_from);
+                if (ready > oy)
+                {
+                    break;
+                }
+                if (ready >= pending_from) /* not a direct row */
+                {
+                    tdn_inplace_store(&g, ring + (pending_from % depth) * ring_row, inout, pending_from, ch, n);
+                }
             }
         }
         ch += n;
