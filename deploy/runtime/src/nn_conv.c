@@ -967,6 +967,21 @@ static tdn_stager tdn_stager_make(const tdn_im2col *g)
     return st;
 }
 
+/* n bytes from src to dst a word at a time (always inlined: a constant n becomes straight code) */
+TDN_INLINE void tdn_copy_run(int8_t *dst, const int8_t *src, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4)
+    {
+        const uint32_t v = tdn_read_u32(src + i);
+        memcpy(dst + i, &v, 4);
+    }
+    for (; i < n; i++)
+    {
+        dst[i] = src[i];
+    }
+}
+
 /* tdn_stage_field of pixel pix, with the runs of an inside pixel copied a word at a time. */
 static void tdn_stage_pixel(const tdn_stager *st, int32_t pix, int8_t *dst)
 {
@@ -980,17 +995,18 @@ static void tdn_stage_pixel(const tdn_stager *st, int32_t pix, int8_t *dst)
     const int32_t n = st->n;
     const int8_t *src = g->in + (oy * g->stride_h - g->pad_h) * st->step + (ox * g->stride_w - g->pad_w) * g->in_c;
     int8_t *const end = dst + g->k_h * n;
-    for (; dst < end; src += st->step, dst += n)
+    if (n == 9 && g->k_h == 3)
     {
-        int32_t i = 0;
-        for (; i + 4 <= n; i += 4)
+        /* the 3x3 RGB stem: straight-line copies */
+        tdn_copy_run(dst, src, 9);
+        tdn_copy_run(dst + 9, src + st->step, 9);
+        tdn_copy_run(dst + 18, src + 2 * st->step, 9);
+    }
+    else
+    {
+        for (; dst < end; src += st->step, dst += n)
         {
-            const uint32_t v = tdn_read_u32(src + i);
-            memcpy(dst + i, &v, 4);
-        }
-        for (; i < n; i++)
-        {
-            dst[i] = src[i];
+            tdn_copy_run(dst, src, n);
         }
     }
     for (int32_t i = g->rhs_cols; i < tdn_align4(g->rhs_cols); i++)
