@@ -11,6 +11,14 @@
  * are one 32-bit load of 4 input bytes, SXTB16 of it and of it rotated by 8, and four SMLABB/SMLATT
  * with the DSP extension (3x3 fully unrolled); border windows visit their in-range taps only.
  * Channels left over (C not a multiple of 4) run one at a time through the same split (tdn_dw1).
+ *
+ * 3x3 with the DSP extension (the demo's every depthwise layer), when every shift is a right shift
+ * of 1..22 and the range is the whole int8 range (tdn_dw_geo.fast3): one asm block per output pixel
+ * of 4 channels (tdn_dw3_run: 9 taps, the requantization and the store, about 115 instructions for
+ * 36 MACs) from a table of doubled weights, biases and requantization constants. Windows cut by the
+ * padding run the same block with a table whose taps are shifted onto a base clamped inside the
+ * input and whose taps in the padding weigh 0 (tdn_dw3_cut_table); so every pixel of such a layer,
+ * border or not, is one call of the asm.
  */
 #include "nn_internal.h"
 #include "tinydet_runtime.h"
@@ -521,29 +529,32 @@ static tdn_dw3 *tdn_dw3_cut_table(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, i
     b->cut_next = (slot + 1) % TDN_DW3_CUTS;
     b->cut_key[slot] = key;
     tdn_dw3 *t = &b->cut[slot];
-    /* table row r / column k reads kernel row r + sy / column k + sx, inside when in [lo, hi) */
-    const int32_t sy = (ky & 7) - 2, ylo = ky >> 5, yhi = ky == 0 ? 0 : (ky >> 3) & 3;
-    const int32_t sx = (kx & 7) - 2, xlo = kx >> 5, xhi = kx == 0 ? 0 : (kx >> 3) & 3;
-    uint32_t se = 0, so = 0; /* the doubled weights inside, summed per int16 lane (|sum| <= 9 * 256) */
-    for (int32_t r = 0; r < 3; r++)
+    /* table row r / column k reads kernel row r + sy / column k + sx, inside when in [lo, hi)
+     * (key 0: lo = hi = 0, nothing inside); rows / cols: bit r / k set for those inside */
+    const int32_t sy = (ky & 7) - 2, ylo = ky >> 5, yhi = (ky >> 3) & 3;
+    const int32_t sx = (kx & 7) - 2, xlo = kx >> 5, xhi = (kx >> 3) & 3;
+    uint32_t rows = 0, cols = 0;
+    for (int32_t i = 0; i < 3; i++)
     {
-        const int32_t ty = r + sy, yin = ty >= ylo && ty < yhi;
-        for (int32_t k = 0; k < 3; k++)
+        rows |= (uint32_t)(i + sy >= ylo && i + sy < yhi) << i;
+        cols |= (uint32_t)(i + sx >= xlo && i + sx < xhi) << i;
+    }
+    const int32_t d = 2 * (3 * sy + sx); /* table tap at reads kernel tap at + d (word index) */
+    uint32_t se = 0, so = 0; /* the doubled weights inside, summed per int16 lane (|sum| <= 9 * 256) */
+    for (int32_t at = 0, r = 0; r < 3; r++)
+    {
+        for (int32_t k = 0; k < 3; k++, at += 2)
         {
-            const int32_t tx = k + sx, at = 2 * (r * 3 + k);
-            if (yin && tx >= xlo && tx < xhi)
+            int32_t we = 0, wo = 0;
+            if ((rows >> r) & (cols >> k) & 1u)
             {
-                const int32_t we = b->k3.w[2 * (ty * 3 + tx)], wo = b->k3.w[2 * (ty * 3 + tx) + 1];
-                t->w[at] = we;
-                t->w[at + 1] = wo;
+                we = b->k3.w[at + d];
+                wo = b->k3.w[at + d + 1];
                 se = __sadd16(se, (uint32_t)we);
                 so = __sadd16(so, (uint32_t)wo);
             }
-            else
-            {
-                t->w[at] = 0;
-                t->w[at + 1] = 0;
-            }
+            t->w[at] = we;
+            t->w[at + 1] = wo;
         }
     }
     /* 2 * (bias + off * sum) = 2 * bias + off * (sum of the doubled weights) */
@@ -558,7 +569,11 @@ static tdn_dw3 *tdn_dw3_cut_table(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, i
 
 /* Output row oy of a block through tdn_dw3 (b->use3, input at least 3 x 3): the interior columns
  * as one run with the row's table (the interior one, or a cut one for rows cut by the padding),
- * each border column with its cut table; the same asm window for every pixel. */
+ * each border column with its cut table; the same asm window for every pixel. Not inlined into
+ * tdn_dw4_row: the C rows' register pressure made every call of it save and spill more. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 static void tdn_dw4_row3(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
 {
     const int32_t c = g->c, row = g->iw * c, ow = g->ow;
@@ -576,7 +591,7 @@ static void tdn_dw4_row3(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o,
     }
     if (ox < g->ox_hi)
     {
-        tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, TDN_DW3_MID);
+        tdn_dw3 *t = ky == TDN_DW3_MID ? &b->k3 : tdn_dw3_cut_table(g, b, ky, TDN_DW3_MID);
         t->opix = opix;
         t->end = o + g->ox_hi * opix;
         tdn_dw3_run(img + (ox * g->sw - g->pw) * c, o + ox * opix, c, row, t);

@@ -2,7 +2,8 @@
  * Bundled arm_depthwise_conv_s8 / arm_depthwise_conv_wrapper_s8.
  *
  * ch_mult 1 (every depthwise layer of MobileNet-style networks), kernels up to 9x9: the fast rows
- * of nn_dw_fast.c (blocks of 4 channels, interior and border columns apart, SXTB16 + SMLABB/SMLATT).
+ * of nn_dw_fast.c (blocks of 4 channels, interior and border columns apart, SXTB16 + SMLABB/SMLATT;
+ * 3x3 layers through one asm window per pixel, borders included).
  * ch_mult > 1 and dilation use the plain loop of nn_dw_plain.c.
  */
 #if !defined(TINYDET_USE_CMSIS_NN)
