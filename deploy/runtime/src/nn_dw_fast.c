@@ -661,6 +661,16 @@ void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
     for (; ch + 4 <= c; ch += 4)
     {
         tdn_dw4_prepare(&b4, g, w, bias, q, ch);
+#if TDN_DSP
+        if (b4.use3 && g->ih >= 3 && g->iw >= 3)
+        {
+            for (int32_t oy = 0; oy < g->oh; oy++)
+            {
+                tdn_dw4_row3(g, &b4, oy, out + oy * ow * c + ch, c);
+            }
+            continue;
+        }
+#endif
         for (int32_t oy = 0; oy < g->oh; oy++)
         {
             tdn_dw4_row(g, &b4, oy, out + oy * ow * c + ch, c);
@@ -799,14 +809,26 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
         {
             tdn_dw1_prepare(b1, &g, w, bias, q, ch);
         }
-        int32_t pending_from = 0;
+        /* pending rows [pending_from, oy]; pending_ready: tdn_inplace_ready(pending_from), kept
+         * from one row to the next (the row loop's bookkeeping weighs on small tiles) */
+        int32_t pending_from = 0, pending_ready = tdn_inplace_ready(&g, 0), slot = 0;
+#if TDN_DSP
+        const int32_t row3 = n == 4 && b4->use3 && g.ih >= 3 && g.iw >= 3;
+#endif
         for (int32_t oy = 0; oy < oh; oy++)
         {
             /* a row whose slots no row from oy on reads any more goes straight to them (most rows
-             * of a stride-2 layer); the others through the ring */
-            const int32_t direct = tdn_inplace_ready(&g, oy) < oy;
-            int8_t *dst = direct ? inout + oy * ow * c + ch : ring + (oy % depth) * ring_row;
+             * of a stride-2 layer); the others through the ring (slot = oy % depth) */
+            const int32_t direct = (oy == pending_from ? pending_ready : tdn_inplace_ready(&g, oy)) < oy;
+            int8_t *dst = direct ? inout + oy * ow * c + ch : ring + slot * ring_row;
             const int32_t opix = direct ? c : n;
+#if TDN_DSP
+            if (row3)
+            {
+                tdn_dw4_row3(&g, b4, oy, dst, opix);
+            }
+            else
+#endif
             if (n == 4)
             {
                 tdn_dw4_row(&g, b4, oy, dst, opix);
@@ -815,17 +837,15 @@ arm_cmsis_nn_status tinydet_depthwise_conv_inplace_s8(const cmsis_nn_context *ct
             {
                 tdn_dw1_row(&g, b1, oy, dst, opix);
             }
-            for (; pending_from <= oy; pending_from++)
+            slot = slot + 1 == depth ? 0 : slot + 1;
+            while (pending_from <= oy && pending_ready <= oy)
             {
-                const int32_t ready = tdn_inplace_ready(&g, pending_from);
-                if (ready > oy)
-                {
-                    break;
-                }
-                if (ready >= pending_from) /* not a direct row */
+                if (pending_ready >= pending_from) /* not a direct row */
                 {
                     tdn_inplace_store(&g, ring + (pending_from % depth) * ring_row, inout, pending_from, ch, n);
                 }
+                pending_from++;
+                pending_ready = pending_from < oh ? tdn_inplace_ready(&g, pending_from) : oh;
             }
         }
         ch += n;
