@@ -733,6 +733,7 @@ void tdn_pp_geven(const tdn_pp_args *a);
 void tdn_pp_g2(const tdn_pp_args *a);
 void tdn_pp_g4(const tdn_pp_args *a);
 void tdn_pp_g6(const tdn_pp_args *a);
+void tdn_pp_g7(const tdn_pp_args *a);
 void tdn_pp_g8(const tdn_pp_args *a);
 
 /* Registers: r0 column (moving in the group loop), r1 weights, r2 table, r3 output, r4-r7 the
@@ -835,7 +836,8 @@ void tdn_pp_g8(const tdn_pp_args *a);
 TDN_PP_ROUTINE("tdn_pp_godd", "");
 TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
 
-/* The same routine fully unrolled for the small depths k = 4 G, G = 2, 4, 6, 8 (tdn_pp_g2 ...): the
+/* The same routine fully unrolled for the small depths k = 4 G, G = 2, 4, 6, 7, 8 (tdn_pp_g2 ...; 7:
+ * the stem's 27 depths padded to 28, see tdn_pp_run): the
  * column and both weight rows by immediate offsets (r0 and r1 stay put during the groups, r1 moves
  * on 2 k after them), so that no register holds dk or the column end and nothing is pushed per pair:
  * per pair 16 G + ~35 instructions. Frame: [sp] dist. Group J of G; P01 / P11: the accumulators the
@@ -865,6 +867,9 @@ TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
 #define TDN_PPU_6                                                                                     \
     TDN_PPU_G0("6") TDN_PPU_GJ("6", "1") TDN_PPU_GJ("6", "2") TDN_PPU_GJ("6", "3") TDN_PPU_GJ("6", "4") \
         TDN_PPU_GJ("6", "5")
+#define TDN_PPU_7                                                                                     \
+    TDN_PPU_G0("7") TDN_PPU_GJ("7", "1") TDN_PPU_GJ("7", "2") TDN_PPU_GJ("7", "3") TDN_PPU_GJ("7", "4") \
+        TDN_PPU_GJ("7", "5") TDN_PPU_GJ("7", "6")
 #define TDN_PPU_8                                                                                     \
     TDN_PPU_G0("8") TDN_PPU_GJ("8", "1") TDN_PPU_GJ("8", "2") TDN_PPU_GJ("8", "3") TDN_PPU_GJ("8", "4") \
         TDN_PPU_GJ("8", "5") TDN_PPU_GJ("8", "6") TDN_PPU_GJ("8", "7")
@@ -897,6 +902,7 @@ TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
 TDN_PPU_ROUTINE("tdn_pp_g2", "2", TDN_PPU_2);
 TDN_PPU_ROUTINE("tdn_pp_g4", "4", TDN_PPU_4);
 TDN_PPU_ROUTINE("tdn_pp_g6", "6", TDN_PPU_6);
+TDN_PPU_ROUTINE("tdn_pp_g7", "7", TDN_PPU_7);
 TDN_PPU_ROUTINE("tdn_pp_g8", "8", TDN_PPU_8);
 
 /* The pixel-pair loop of a 1x1 layer with k % 4 == 0 and an even channel count (no tail for C) in
@@ -1115,24 +1121,49 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
     {
         npairs--;
     }
-    /* the pairs after those (at most 2: 1 unless k == 1) run from a copy of their rows with 4 bytes
-     * after them, when it fits TDN_PP_TAIL bytes; else through tdn_1x1_s1_pair */
+    /* padded depths (k % 4 != 0) whose even channels' rows, each padded with zeros to 4 gp bytes, fit
+     * beside their table in the table's space (the stem: 8 pairs, 256 + 448 bytes): every pair runs
+     * from that copy (rows 4 gp apart: the unrolled routines apply) */
+    union
+    {
+        tdn_pp_pair pairs[TDN_PP_PAIRS];
+        int8_t bytes[TDN_PP_PAIRS * sizeof(tdn_pp_pair)];
+    } tab_space;
+    tdn_pp_pair *const tab = tab_space.pairs;
+    const int padded = r != 0 && all > 0 && all * (int32_t)sizeof(tdn_pp_pair) + 8 * all * gp <= (int32_t)sizeof(tab_space);
+    /* else the pairs after npairs (at most 2: 1 unless k == 1) run from a copy of their rows with 4
+     * bytes after them, when it fits TDN_PP_TAIL bytes; else through tdn_1x1_s1_pair */
     const int32_t tail_bytes = 2 * (all - npairs) * k;
-    const int copy = npairs < all && tail_bytes + 4 <= TDN_PP_TAIL;
-    if (npix < 4 || (npairs == 0 && !copy) || !tdn_pp_layer_ok(q->shift, cout, out_offset, -128, 127))
+    const int copy = !padded && npairs < all && tail_bytes + 4 <= TDN_PP_TAIL;
+    if (npix < 4 || (npairs == 0 && !copy && !padded) || !tdn_pp_layer_ok(q->shift, cout, out_offset, -128, 127))
     {
         return 0;
+    }
+    const int8_t *wts = weights;
+    int32_t kw = k; /* the distance of the rows the routine reads */
+    if (padded)
+    {
+        int8_t *dst = (int8_t *)(tab + all);
+        for (int32_t c = 0; c < 2 * all; c++, dst += 4 * gp)
+        {
+            memcpy(dst, weights + c * k, (size_t)k);
+            memset(dst + k, 0, (size_t)(4 * gp - k)); /* they meet zero column lanes: any value would do */
+        }
+        wts = (const int8_t *)(tab + all);
+        kw = 4 * gp;
+        npairs = all;
     }
     /* the tail pairs (padded depths only) always take the looped routine */
     void (*const tail_routine)(const tdn_pp_args *) = (gp & 1) ? tdn_pp_godd : tdn_pp_geven;
     void (*routine)(const tdn_pp_args *) = tail_routine;
-    if (r == 0)
+    if (kw == 4 * gp)
     {
-        routine = k == 8 ? tdn_pp_g2 : k == 16 ? tdn_pp_g4 : k == 24 ? tdn_pp_g6 : k == 32 ? tdn_pp_g8 : routine;
+        routine = kw == 8 ? tdn_pp_g2 : kw == 16 ? tdn_pp_g4 : kw == 24 ? tdn_pp_g6 : kw == 28 ? tdn_pp_g7
+                : kw == 32 ? tdn_pp_g8 : routine;
     }
     const int32_t nchunks = npairs > 0 ? (npairs + TDN_PP_PAIRS - 1) / TDN_PP_PAIRS : 1;
     const int32_t per = npairs > 0 ? (npairs + nchunks - 1) / nchunks : 1;
-    tdn_pp_pair tab[TDN_PP_PAIRS], tail_tab[2];
+    tdn_pp_pair tail_tab[2];
     int8_t tail_w[TDN_PP_TAIL];
     tdn_stager stager;
     const tdn_stager *st = NULL;
@@ -1144,10 +1175,12 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
     tdn_pp_args a, t;
     a.col = col;
     a.tab = tab;
-    a.wadv = 2 * k - 4 * gp;
-    a.dk = k - 4;
+    a.wadv = 2 * kw - 4 * gp;
+    a.dk = kw - 4;
     a.col_end = col + 4 * gp;
     t = a;
+    t.wadv = 2 * k - 4 * gp;
+    t.dk = k - 4;
     if (copy)
     {
         memcpy(tail_w, weights + 2 * npairs * k, (size_t)tail_bytes);
@@ -1163,7 +1196,7 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
         {
             tdn_pp_table(tab, p0, p1, bias, q->multiplier, q->shift, out_offset);
         }
-        a.w = weights + 2 * p0 * k;
+        a.w = wts + 2 * p0 * kw;
         int32_t p = 0;
         if (st == NULL && r == 0 && (cout & 1) == 0)
         {
