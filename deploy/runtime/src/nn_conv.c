@@ -693,8 +693,9 @@ static void tdn_stage_field(const tdn_im2col *g, int32_t pix, int8_t *dst)
 /* ---- the common layer's channel-pair loop in one assembly routine ---------------------------------
  * Where every channel shifts right by 2..31, the activation range is [-128, 127] and the output
  * offset can be folded into the rounding constant (tdn_pp_layer_ok), one routine (tdn_pp_godd /
- * tdn_pp_geven, per parity of the group count) runs all channel pairs of a chunk against one
- * widened pixel pair: the accumulators start from the bias, the SMLAD groups run, the 4 outputs are
+ * tdn_pp_geven per parity of the group count, or an unrolled tdn_pp_g2..g8 for small depths) runs
+ * all channel pairs of a chunk against one widened pixel pair (tdn_pp_loop runs the pixel pairs
+ * too where no C tail is needed): the accumulators start from the bias, the SMLAD groups run, the 4 outputs are
  * requantized and stored, with no C code (and no gcc spills) between channel pairs. Each channel's
  * requantization constants are made once per call into a small stack table (tdn_pp_pair):
  *   khi' = 2^(r1-1) + out_offset * 2^r1 = (2 out_offset + 1) << (r1 - 1)
@@ -1107,9 +1108,11 @@ static void tdn_pp_fill(const int8_t *in, const tdn_stager *st, int32_t k, int32
 
 /* A unit-stride 1x1 (or staged) layer of npix pixels through tdn_pp_*; 0 when it does not apply
  * (tdn_pp_layer_ok, fewer than 4 pixels: the table would not pay, no pair for the routine). The
- * routine takes the channel pairs whose padded last group (k % 4 != 0) reads inside the weights, in
- * chunks of at most TDN_PP_PAIRS (each chunk widens the pixels again); the rest (the last pair or
- * two of such layers, an odd last channel) runs through tdn_1x1_s1_pair in the last chunk. */
+ * routine takes the channel pairs in chunks of at most TDN_PP_PAIRS (each chunk widens the pixels
+ * again). With k % 4 != 0 it reads every row from a zero-padded copy where that fits beside the
+ * table; else it takes the pairs whose padded last group reads inside the weights, the last pair
+ * or two from a copy of their rows (TDN_PP_TAIL) or tdn_1x1_s1_pair. An odd last channel runs
+ * through tdn_1x1_s1_pair in the last chunk. */
 static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32_t k, int32_t off,
                       const int8_t *weights, int32_t cout, const int32_t *bias,
                       const cmsis_nn_per_channel_quant_params *q, int32_t out_offset, uint32_t *col, int8_t *out)
