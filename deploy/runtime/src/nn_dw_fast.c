@@ -14,7 +14,7 @@
  *
  * 3x3 with the DSP extension (the demo's every depthwise layer), when every shift is a right shift
  * of 1..22 and the range is the whole int8 range (tdn_dw_geo.fast3): one asm block per output pixel
- * of 4 channels (tdn_dw3_run: 9 taps, the requantization and the store, about 115 instructions for
+ * of 4 channels (tdn_dw3_run: 9 taps, the requantization and the store, about 110 instructions for
  * 36 MACs) from a table of doubled weights, biases and requantization constants. Windows cut by the
  * padding run the same block with a table whose taps are shifted onto a base clamped inside the
  * input and whose taps in the padding weigh 0 (tdn_dw3_cut_table); so every pixel of such a layer,
@@ -50,7 +50,7 @@
 #endif
 
 #if TDN_DSP
-/* The 3x3 interior of a 4-channel block as one table for tdn_dw3_px (fixed offsets from one base
+/* The 3x3 interior of a 4-channel block as one table for tdn_dw3_run (fixed offsets from one base
  * register): w[2t], w[2t + 1] the tap's packed weights doubled (channels 0, 2 / 1, 3; |2w| <= 256
  * fits an int16 lane), bias[j] twice the interior bias, rq[3j..3j+2] channel j's (mult, hic, R).
  * Doubling the accumulator turns the requantization of tdn_rq_s8_r2 into a constant low word: for
@@ -58,7 +58,7 @@
  * K = 2^30 + 2^(R+30) - [acc < 0] 2^31 (tinydet_arith.h); times two that is the high word of
  * 2P + (2^(R-1) - [acc < 0]) 2^32 + 2^31, shifted right by R. The output offset is folded in
  * (hic = 2^(R-1) + (out_offset << R): (hi >> R) + off == (hi + (off << R)) >> R, exact), so an
- * output is MOV, ADD, SMLAL, ASR, SSAT. tdn_dw_geo.fast3 and tdn_dw4.use3 say when it applies.
+ * output is ADD, SMMLAR, ASR, SSAT. tdn_dw_geo.fast3 and tdn_dw4.use3 say when it applies.
  * The loop constants of tdn_dw3_run follow (in memory: the asm has no register left for them). */
 typedef struct
 {
@@ -80,21 +80,22 @@ typedef struct
     "smlabb %[a1], %[x1], %[w1], %[a1]\n\t"                                                                            \
     "smlatt %[a3], %[x1], %[w1], %[a3]\n\t"
 
-/* Channel j's output from accumulator a (doubled) into a: mult, hic, R from the table. */
+/* Channel j's output from accumulator a (doubled) into a: mult, hic, R from the table. SMMLAR is
+ * the high word of (Ra << 32) + Rn * Rm + 2^31: the whole sum of the table's comment in one
+ * instruction, Ra = hic - [a < 0]. */
 #define TDN_DW3_RQ(j, a)                                                                                               \
     "ldrd %[w0], %[w1], [%[b], #88+" #j "*12]\n\t"                                                                     \
     "ldr %[x1], [%[b], #96+" #j "*12]\n\t"                                                                             \
-    "mov %[x0], #0x80000000\n\t"                                                                                       \
     "add %[w1], %[w1], " a ", asr #31\n\t"                                                                             \
-    "smlal %[x0], %[w1], " a ", %[w0]\n\t"                                                                             \
+    "smmlar %[w1], " a ", %[w0], %[w1]\n\t"                                                                            \
     "asr " a ", %[w1], %[x1]\n\t"                                                                                      \
     "ssat " a ", #8, " a "\n\t"
 
 /* n >= 1 outputs of a block with table b (b->end = out + n * b->opix set by the caller): the 3x3
  * window at p (tap (ky, kx) at p + ky * row + kx * c), its 4 int8 outputs stored as one word at
  * out; then p and out move on by one output pixel. Per pixel 9 x (LDR, LDRD, 2 SXTB16, 4 SMLABB /
- * SMLATT), 4 x 7 requantization, 3 BFI, STR and 7 for the loop. One asm block: gcc spilled the tap
- * offsets and accumulators of the C form (about 160 instructions a pixel instead of about 115). */
+ * SMLATT), 4 x 6 requantization, 3 BFI, STR and 7 for the loop. One asm block: gcc spilled the tap
+ * offsets and accumulators of the C form (about 160 instructions a pixel instead of about 110). */
 TDN_INLINE void tdn_dw3_run(const int8_t *p, int8_t *out, int32_t c, int32_t row, const tdn_dw3 *b)
 {
     int32_t a0, a1, a2, a3, x0, x1, w0, w1;
