@@ -242,7 +242,8 @@ static int tdn_dw4_prepare3(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, co
     for (int32_t j = 0; j < 4; j++)
     {
         b->bias[j] = bias ? bias[ch + j] : 0;
-        /* the bound of tdn_dw4_prepare: |bias + off * sum w| <= 2^29 */
+        /* |bias + off * sum w| <= 2^29: twice that plus twice 9 products of |x|, |w| <= 128 (< 2^19)
+         * fits int32, and so do the cut tables' biases (tdn_dw3_cut_table) */
         const int64_t interior2 = 2 * (int64_t)b->bias[j] + (int64_t)g->off * s2[j];
         if (interior2 > ((int64_t)1 << 30) || interior2 < -((int64_t)1 << 30))
         {
@@ -511,7 +512,7 @@ TDN_INLINE int32_t tdn_dw3_axis(int32_t start, int32_t n, int32_t *base)
  * table then reads an input value that does not count, inside the image: the base is clamped); the
  * bias takes off times the weights of the taps inside. |bias + off * (weights inside)| differs
  * from the interior bias by at most 128 * 9 * 128 < 2^18, so the doubled accumulator still fits
- * (tdn_dw4_prepare's bound). Kept in b->cut, made on first use. */
+ * (tdn_dw4_prepare3's bound). Kept in b->cut, made on first use. */
 static tdn_dw3 *tdn_dw3_cut_table(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, int32_t kx)
 {
     const int32_t key = ky * 128 + kx;
