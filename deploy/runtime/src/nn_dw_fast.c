@@ -80,12 +80,11 @@ typedef struct
     "smlabb %[a1], %[x1], %[w1], %[a1]\n\t"                                                                            \
     "smlatt %[a3], %[x1], %[w1], %[a3]\n\t"
 
-/* Channel j's output from accumulator a (doubled) into a: mult, hic, R from the table. SMMLAR is
- * the high word of (Ra << 32) + Rn * Rm + 2^31: the whole sum of the table's comment in one
- * instruction, Ra = hic - [a < 0]. */
-#define TDN_DW3_RQ(j, a)                                                                                               \
-    "ldrd %[w0], %[w1], [%[b], #88+" #j "*12]\n\t"                                                                     \
-    "ldr %[x1], [%[b], #96+" #j "*12]\n\t"                                                                             \
+/* Channel j's output from accumulator a (doubled) into a: mult, hic, R from the table (one LDM,
+ * the base moving on to the next channel's entries). SMMLAR is the high word of (Ra << 32) +
+ * Rn * Rm + 2^31: the whole sum of the table's comment in one instruction, Ra = hic - [a < 0]. */
+#define TDN_DW3_RQ(a)                                                                                                  \
+    "ldm %[b]!, {%[w0], %[w1], %[x1]}\n\t"                                                                              \
     "add %[w1], %[w1], " a ", asr #31\n\t"                                                                             \
     "smmlar %[w1], " a ", %[w0], %[w1]\n\t"                                                                            \
     "asr " a ", %[w1], %[x1]\n\t"                                                                                      \
@@ -94,11 +93,13 @@ typedef struct
 /* n >= 1 outputs of a block with table b (b->end = out + n * b->opix set by the caller): the 3x3
  * window at p (tap (ky, kx) at p + ky * row + kx * c), its 4 int8 outputs stored as one word at
  * out; then p and out move on by one output pixel. Per pixel 9 x (LDR, LDRD, 2 SXTB16, 4 SMLABB /
- * SMLATT), 4 x 6 requantization, 3 BFI, STR and 7 for the loop. One asm block: gcc spilled the tap
- * offsets and accumulators of the C form (about 160 instructions a pixel instead of about 110). */
+ * SMLATT), 4 x 5 requantization, 3 BFI, STR and 8 for the loop and the table base. One asm block: gcc spilled the tap
+ * offsets and accumulators of the C form (about 160 instructions a pixel instead of about 107). */
 TDN_INLINE void tdn_dw3_run(const int8_t *p, int8_t *out, int32_t c, int32_t row, const tdn_dw3 *b)
 {
-    int32_t a0, a1, a2, a3, x0, x1, w0, w1;
+    int32_t a0, a1, a2, a3, x0;
+    /* LDM fills its registers in ascending order: mult, hic, R */
+    register int32_t w0 __asm__("r4"), w1 __asm__("r5"), x1 __asm__("r6");
     __asm volatile("1:\n\t"
                    "ldrd %[a0], %[a1], [%[b], #72]\n\t"
                    "ldrd %[a2], %[a3], [%[b], #80]\n\t"
@@ -113,23 +114,24 @@ TDN_INLINE void tdn_dw3_run(const int8_t *p, int8_t *out, int32_t c, int32_t row
                    TDN_DW3_TAP(6, "[%[p]]")
                    TDN_DW3_TAP(7, "[%[p], %[c]]")
                    TDN_DW3_TAP(8, "[%[p], %[c], lsl #1]")
-                   TDN_DW3_RQ(0, "%[a0]")
-                   TDN_DW3_RQ(1, "%[a1]")
+                   "add %[b], %[b], #88\n\t"
+                   TDN_DW3_RQ("%[a0]")
+                   TDN_DW3_RQ("%[a1]")
                    "bfi %[a0], %[a1], #8, #8\n\t"
-                   TDN_DW3_RQ(2, "%[a2]")
+                   TDN_DW3_RQ("%[a2]")
                    "bfi %[a0], %[a2], #16, #8\n\t"
-                   TDN_DW3_RQ(3, "%[a3]")
+                   TDN_DW3_RQ("%[a3]")
                    "bfi %[a0], %[a3], #24, #8\n\t"
-                   "ldrd %[x0], %[x1], [%[b], #136]\n\t" /* step, opix */
+                   "ldm %[b], {%[w0], %[w1], %[x1]}\n\t" /* step, opix, end */
                    "str %[a0], [%[out]]\n\t"
-                   "add %[p], %[p], %[x0]\n\t"
-                   "add %[out], %[out], %[x1]\n\t"
-                   "ldr %[x0], [%[b], #144]\n\t" /* end */
-                   "cmp %[out], %[x0]\n\t"
+                   "add %[p], %[p], %[w0]\n\t"
+                   "add %[out], %[out], %[w1]\n\t"
+                   "sub %[b], %[b], #136\n\t"
+                   "cmp %[out], %[x1]\n\t"
                    "bne 1b\n\t"
                    : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [x0] "=&r"(x0),
-                     [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1), [p] "+&r"(p), [out] "+&r"(out)
-                   : [c] "r"(c), [row] "r"(row), [b] "r"(b)
+                     [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1), [p] "+&r"(p), [out] "+&r"(out), [b] "+&r"(b)
+                   : [c] "r"(c), [row] "r"(row)
                    : "memory", "cc");
 }
 #endif
