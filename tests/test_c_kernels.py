@@ -208,6 +208,31 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True, avgpool_nul
                                 **{k: case[k] for k in ("input_offset", "output_offset", "stride", "padding",
                                                          "dilation", "out_hw", "act_min", "act_max")}),
                 ref, f"conv_add_region#{i} at ({sy}, {sx}) of {big.shape}")
+    # the row-wise residual of 1x1 layers in chunks of rows (tinydet_conv_rows): scratch for one row
+    # (variant 1), two, three (7 rows: chunks 3, 3, 1), all; strides 1 and 2, dense and region forms
+    crng = np.random.default_rng(seed + 2000)
+    for i, (extra_rows, st, region) in enumerate([(0, 1, False), (1, 1, False), (2, 1, True), (9, 2, False),
+                                                 (2, 2, True), (1, 1, True)]):
+        h, w, c, cout = 7 * st - (st - 1), 5 * st - (st - 1), 8, 6
+        x = crng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        wt = crng.integers(-128, 128, (cout, 1, 1, c), dtype=np.int8)
+        bias = crng.integers(-(2**16), 2**16, cout).astype(np.int32)
+        m, sh = arith.quantize_multiplier(crng.uniform(2**-14, 2**-6, cout))
+        case = dict(x=x, w=wt, bias=bias, mult=m, shift=sh, input_offset=int(crng.integers(-127, 129)),
+                    output_offset=int(crng.integers(-128, 128)), stride=(st, st), padding=(0, 0), dilation=(1, 1),
+                    out_hw=(7, 5), act_min=-128, act_max=127)
+        conv_out = _np_conv(case)
+        sc, zp = crng.uniform(0.01, 0.1, 3), crng.integers(-128, 128, 3)
+        p = kernels.add_params(sc[0], case["output_offset"], sc[1], zp[1], sc[2], zp[2])
+        sy, sx = (1, 2) if region else (0, 0)
+        big = crng.integers(-128, 128, (1, 7 + sy + region, 5 + sx + region, cout), dtype=np.int8)
+        ref = kernels.add_s8(conv_out, big[:, sy:sy + 7, sx:sx + 5], **p)
+        # per row: a conv row and a shortcut row of align4(5 * 6) = 32 bytes each
+        add(drv.conv_record(x, wt, bias, m, sh, op=drv.OP_CONV_ADD, shortcut=big if region else big[:, :7, :5],
+                            add=p, shortcut_at=(sy, sx) if region else None, variant=1 + 64 * extra_rows,
+                            **{k: case[k] for k in ("input_offset", "output_offset", "stride", "padding",
+                                                     "dilation", "out_hw", "act_min", "act_max")}),
+            ref, f"conv_add chunks of {extra_rows + 1} rows s{st} region {region}")
     return recs, expect, labels
 
 

@@ -156,7 +156,12 @@ int main(int argc, char **argv)
                 ap.out_shift = p[29];
                 ap.activation.min = p[30];
                 ap.activation.max = p[31];
-                if (tinydet_conv_add_s8_get_buffer_size(&id, &fd, &od) > ctx.size)
+                const int32_t need = tinydet_conv_add_s8_get_buffer_size(&id, &fd, &od);
+                if (variant > 0 && ctx.size > need + variant - 1)
+                {
+                    ctx.size = need + variant - 1; /* the scratch a plan sized for one row plus variant - 1 bytes */
+                }
+                if (need > ctx.size)
                 {
                     status = -101;
                 }

@@ -76,54 +76,108 @@ int32_t tinydet_conv_rows_get_buffer_size(const tinydet_conv_args *a)
     return tdn_align4(tinydet_conv_get_buffer_size(&r)) + 2 * tdr_row_bytes(a);
 }
 
+/* Rows [y0, y0 + n) of a 1x1 unpadded layer (the projections) in one call: input rows y * stride. */
+static tinydet_conv_args tdr_rows_1x1(const tinydet_conv_args *a, int32_t y0, int32_t n, int32_t *first_row)
+{
+    tinydet_conv_args r = *a;
+    r.input_dims.h = (n - 1) * a->conv.stride.h + 1;
+    r.output_dims.h = n;
+    *first_row = y0 * a->conv.stride.h;
+    return r;
+}
+
+static int tdr_is_1x1(const tinydet_conv_args *a)
+{
+    return !a->depthwise && a->filter_dims.h == 1 && a->filter_dims.w == 1 && a->conv.padding.h == 0 &&
+           a->conv.padding.w == 0;
+}
+
 arm_cmsis_nn_status tinydet_conv_rows(const cmsis_nn_context *ctx, const tinydet_conv_args *a, const int8_t *in,
                                       const tinydet_rows *r)
 {
     const int32_t oh = a->output_dims.h, oc = a->output_dims.c;
     const int32_t row = a->output_dims.w * oc;
     const size_t in_row = (size_t)a->input_dims.w * (size_t)a->input_dims.c;
-    /* the last two rows of scratch hold a conv row and a shortcut row; the kernels get the rest */
-    int8_t *conv_row = (int8_t *)ctx->buf + ctx->size - 2 * tdr_row_bytes(a);
-    int8_t *sc_row = conv_row + tdr_row_bytes(a);
-    cmsis_nn_context conv_ctx;
-    conv_ctx.buf = ctx->buf;
-    conv_ctx.size = r->add ? ctx->size - 2 * tdr_row_bytes(a) : ctx->size;
-    if (ctx->buf == NULL || conv_ctx.size < 0 || r->dst_w < a->output_dims.w)
+    if (ctx->buf == NULL || r->dst_w < a->output_dims.w || oh < 1)
     {
         return ARM_CMSIS_NN_ARG_ERROR;
     }
-    for (int32_t i = 0; i < oh; i++)
+    /* Rows per convolution call: 1 (the rows' own input windows, tdr_row_args), or for 1x1 unpadded
+     * layers as many as the scratch beyond the kernel's buffer holds (a conv row and, with the add, a
+     * shortcut row each; the plan sizes scratch for one of each): the kernel's per-call setup is paid
+     * per chunk instead of per row. A chunk's rows are all read (input, shortcut) before any of them
+     * is written: writes only move later than row by row, so the plan's rule still holds. */
+    int32_t y0;
+    const tinydet_conv_args first = tdr_row_args(a, 0, &y0);
+    const int32_t kernel_buf = tdn_align4(tinydet_conv_get_buffer_size(&first));
+    const int32_t computed = r->add == NULL || r->conv_out == NULL; /* the rows' convolution runs here */
+    const int32_t direct = r->add == NULL && r->dst_w == a->output_dims.w; /* conv rows land in dst as they are */
+    const int32_t per_row = (r->add ? 2 : direct ? 0 : 1) * tdn_align4(row);
+    int32_t chunk = 1;
+    if (computed && tdr_is_1x1(a))
     {
-        const int32_t y = r->reverse ? oh - 1 - i : i;
-        int8_t *dst = r->dst + (size_t)y * (size_t)r->dst_w * (size_t)oc;
-        const int8_t *c_row = conv_row;
-        if (r->add && r->conv_out)
+        chunk = per_row == 0 ? oh : (ctx->size - kernel_buf) / per_row;
+        chunk = chunk < 1 ? 1 : chunk > oh ? oh : chunk;
+    }
+    const int32_t room = per_row == 0 ? 0 : chunk * tdn_align4(row);
+    int8_t *conv_buf = (int8_t *)ctx->buf + ctx->size - (r->add ? 2 : 1) * room;
+    int8_t *sc_buf = conv_buf + room;
+    cmsis_nn_context conv_ctx;
+    conv_ctx.buf = ctx->buf;
+    conv_ctx.size = ctx->size - (r->add ? 2 : 1) * room;
+    if (conv_ctx.size < 0)
+    {
+        return ARM_CMSIS_NN_ARG_ERROR;
+    }
+    for (int32_t done = 0; done < oh;)
+    {
+        const int32_t n = oh - done < chunk ? oh - done : chunk;
+        /* rows [ya, ya + n) of the output: the next chunk from the top, or from the bottom with reverse */
+        const int32_t ya = r->reverse ? oh - done - n : done;
+        int8_t *dst = r->dst + (size_t)ya * (size_t)r->dst_w * (size_t)oc;
+        const int8_t *c_rows = conv_buf;
+        if (!computed)
         {
-            c_row = r->conv_out + (size_t)y * (size_t)row;
+            c_rows = r->conv_out + (size_t)ya * (size_t)row;
         }
         else
         {
-            int32_t y0;
-            const tinydet_conv_args ra = tdr_row_args(a, y, &y0);
-            const arm_cmsis_nn_status st = tinydet_conv(&conv_ctx, &ra, in + (size_t)y0 * in_row, r->add ? conv_row : dst);
+            int32_t yi;
+            const tinydet_conv_args ra = tdr_is_1x1(a) ? tdr_rows_1x1(a, ya, n, &yi) : tdr_row_args(a, ya, &yi);
+            const arm_cmsis_nn_status st = tinydet_conv(&conv_ctx, &ra, in + (size_t)yi * in_row, direct ? dst : conv_buf);
             if (st != ARM_CMSIS_NN_SUCCESS)
             {
                 return st;
             }
-            if (!r->add)
+            if (r->add == NULL)
             {
+                for (int32_t i = 0; !direct && i < n; i++)
+                {
+                    memcpy(dst + (size_t)i * (size_t)r->dst_w * (size_t)oc, conv_buf + (size_t)i * (size_t)row, (size_t)row);
+                }
+                done += n;
                 continue;
             }
         }
         const tinydet_add_params *p = r->add;
-        memcpy(sc_row,
-               r->shortcut + ((size_t)(y + r->shortcut_y) * (size_t)r->shortcut_w + (size_t)r->shortcut_x) * (size_t)oc,
-               (size_t)row);
-        const int8_t *in1 = r->conv_first ? c_row : sc_row;
-        const int8_t *in2 = r->conv_first ? sc_row : c_row;
-        arm_elementwise_add_s8(in1, in2, p->input_1_offset, p->input_1_mult, p->input_1_shift, p->input_2_offset,
-                               p->input_2_mult, p->input_2_shift, p->left_shift, dst, p->out_offset, p->out_mult,
-                               p->out_shift, p->activation.min, p->activation.max, row);
+        for (int32_t i = 0; i < n; i++)
+        {
+            memcpy(sc_buf + (size_t)i * (size_t)row,
+                   r->shortcut + ((size_t)(ya + i + r->shortcut_y) * (size_t)r->shortcut_w + (size_t)r->shortcut_x) *
+                                     (size_t)oc,
+                   (size_t)row);
+        }
+        for (int32_t i = 0; i < n; i++)
+        {
+            /* within a chunk the order does not matter: all of its shortcut rows are copied already */
+            const int8_t *c_row = c_rows + (size_t)i * (size_t)row, *s_row = sc_buf + (size_t)i * (size_t)row;
+            arm_elementwise_add_s8(r->conv_first ? c_row : s_row, r->conv_first ? s_row : c_row, p->input_1_offset,
+                                   p->input_1_mult, p->input_1_shift, p->input_2_offset, p->input_2_mult,
+                                   p->input_2_shift, p->left_shift, dst + (size_t)i * (size_t)r->dst_w * (size_t)oc,
+                                   p->out_offset, p->out_mult, p->out_shift, p->activation.min, p->activation.max,
+                                   row);
+        }
+        done += n;
     }
     return ARM_CMSIS_NN_SUCCESS;
 }
