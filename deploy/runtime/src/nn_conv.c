@@ -609,21 +609,27 @@ static void tdn_s1_cols(const uint32_t *col, int32_t k, const int8_t *weights, i
  * (tdn_1x1_widen_pair + tdn_1x1_s1_cols): the weights' OHWI rows are that depth's rows. */
 #define TDN_CONV_STAGE_MAX 64
 
+/* n bytes from src to dst a word at a time (always inlined: a constant n becomes straight code) */
+TDN_INLINE void tdn_copy_run(int8_t *dst, const int8_t *src, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4)
+    {
+        const uint32_t v = tdn_read_u32(src + i);
+        memcpy(dst + i, &v, 4);
+    }
+    for (; i < n; i++)
+    {
+        dst[i] = src[i];
+    }
+}
+
 /* n input bytes, or the zero point when src is NULL (padding) */
 TDN_INLINE int8_t *tdn_stage_run(int8_t *dst, const int8_t *src, int32_t n, int8_t zp)
 {
     if (src)
     {
-        int32_t i = 0;
-        for (; i + 4 <= n; i += 4)
-        {
-            const uint32_t v = tdn_read_u32(src + i);
-            memcpy(dst + i, &v, 4);
-        }
-        for (; i < n; i++)
-        {
-            dst[i] = src[i];
-        }
+        tdn_copy_run(dst, src, n);
     }
     else
     {
@@ -652,18 +658,9 @@ static void tdn_stage_field(const tdn_im2col *g, int32_t pix, int8_t *dst)
         /* inside the input (most pixels): k_h runs of k_w * c bytes, one input row apart */
         const int32_t n = g->k_w * c, step = g->in_w * c;
         const int8_t *src = g->in + (y0 * g->in_w + x0) * c;
-        for (int32_t ky = 0; ky < g->k_h; ky++, src += step, dst += n)
+        for (int32_t ky = 0; ky < g->k_h; ky++, src += step)
         {
-            int32_t i = 0;
-            for (; i + 4 <= n; i += 4)
-            {
-                const uint32_t v = tdn_read_u32(src + i);
-                memcpy(dst + i, &v, 4);
-            }
-            for (; i < n; i++)
-            {
-                dst[i] = src[i];
-            }
+            dst = tdn_stage_run(dst, src, n, zp);
         }
         return;
     }
@@ -797,18 +794,17 @@ void tdn_pp_g8(const tdn_pp_args *a);
     "strb r11, [r3, lr]\n\t"                        \
     "strb r12, [r3], #1\n\t"
 
+/* A file-scope Thumb-2 function NAME (a string literal) in its own section, hidden: the text
+ * between TDN_ASM_BEGIN and TDN_ASM_END is its body. */
+#define TDN_ASM_BEGIN(NAME)                                                                        \
+    ".pushsection .text." NAME ",\"ax\",%progbits\n\t.syntax unified\n\t.thumb\n\t.p2align 2\n\t" \
+    ".global " NAME "\n\t.hidden " NAME "\n\t.type " NAME ", %function\n\t.thumb_func\n" NAME ":\n\t"
+#define TDN_ASM_END(NAME) ".size " NAME ", . - " NAME "\n\t.popsection"
+
 /* One routine: ODD_GROUP is TDN_PP_GROUP when the group count is even (the first group is peeled
  * to start the second pixel's accumulators from the bias, one more makes the rest even). */
 #define TDN_PP_ROUTINE(NAME, ODD_GROUP)                                                    \
-    __asm(".pushsection .text." NAME ",\"ax\",%progbits\n\t"                              \
-          ".syntax unified\n\t"                                                            \
-          ".thumb\n\t"                                                                     \
-          ".p2align 2\n\t"                                                                 \
-          ".global " NAME "\n\t"                                                           \
-          ".hidden " NAME "\n\t"                                                           \
-          ".type " NAME ", %function\n\t"                                                  \
-          ".thumb_func\n"                                                                  \
-          NAME ":\n\t"                                                                     \
+    __asm(TDN_ASM_BEGIN(NAME)                                                              \
           "push {r4-r11, lr}\n\t"                                                          \
           "add r12, r0, #16\n\t"                                                           \
           "ldm r12, {r4-r7}\n\t"                                                           \
@@ -831,8 +827,7 @@ void tdn_pp_g8(const tdn_pp_args *a);
           "beq 1b\n\t"                                                                     \
           "add sp, sp, #16\n\t"                                                            \
           "pop {r4-r11, pc}\n\t"                                                           \
-          ".size " NAME ", . - " NAME "\n\t"                                               \
-          ".popsection")
+          TDN_ASM_END(NAME))
 
 TDN_PP_ROUTINE("tdn_pp_godd", "");
 TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
@@ -876,15 +871,7 @@ TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
         TDN_PPU_GJ("8", "5") TDN_PPU_GJ("8", "6") TDN_PPU_GJ("8", "7")
 
 #define TDN_PPU_ROUTINE(NAME, G, GROUPS)                                                   \
-    __asm(".pushsection .text." NAME ",\"ax\",%progbits\n\t"                              \
-          ".syntax unified\n\t"                                                            \
-          ".thumb\n\t"                                                                     \
-          ".p2align 2\n\t"                                                                 \
-          ".global " NAME "\n\t"                                                           \
-          ".hidden " NAME "\n\t"                                                           \
-          ".type " NAME ", %function\n\t"                                                  \
-          ".thumb_func\n"                                                                  \
-          NAME ":\n\t"                                                                     \
+    __asm(TDN_ASM_BEGIN(NAME)                                                              \
           "push {r4-r11, lr}\n\t"                                                          \
           "ldr r4, [r0, #16]\n\t"                                                          \
           "push {r4}\n\t"                                                                  \
@@ -897,8 +884,7 @@ TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
           "beq 1b\n\t"                                                                     \
           "add sp, sp, #4\n\t"                                                             \
           "pop {r4-r11, pc}\n\t"                                                           \
-          ".size " NAME ", . - " NAME "\n\t"                                               \
-          ".popsection")
+          TDN_ASM_END(NAME))
 
 TDN_PPU_ROUTINE("tdn_pp_g2", "2", TDN_PPU_2);
 TDN_PPU_ROUTINE("tdn_pp_g4", "4", TDN_PPU_4);
@@ -925,15 +911,7 @@ typedef struct
 
 void tdn_pp_loop(const tdn_pp_loop_args *o);
 
-__asm(".pushsection .text.tdn_pp_loop,\"ax\",%progbits\n\t"
-      ".syntax unified\n\t"
-      ".thumb\n\t"
-      ".p2align 2\n\t"
-      ".global tdn_pp_loop\n\t"
-      ".hidden tdn_pp_loop\n\t"
-      ".type tdn_pp_loop, %function\n\t"
-      ".thumb_func\n"
-      "tdn_pp_loop:\n\t"
+__asm(TDN_ASM_BEGIN("tdn_pp_loop")
       "push {r4-r11, lr}\n\t"
       "mov r11, r0\n\t"
       "ldr r4, [r11, #32]\n\t"
@@ -966,8 +944,7 @@ __asm(".pushsection .text.tdn_pp_loop,\"ax\",%progbits\n\t"
       "subs r5, r5, #1\n\t"
       "bne 1b\n\t"
       "pop {r4-r11, pc}\n\t"
-      ".size tdn_pp_loop, . - tdn_pp_loop\n\t"
-      ".popsection");
+      TDN_ASM_END("tdn_pp_loop"));
 
 /* Whether the layer runs through tdn_pp_*: every shift in [-31, -2], the range [-128, 127], and
  * for every channel |khi'| + 2^30 + 2 < 2^31 so that the high word of the SMLAL (whose magnitude
@@ -1035,21 +1012,6 @@ static tdn_stager tdn_stager_make(const tdn_im2col *g)
     tdn_inside(g->in_h, g->k_h, g->stride_h, g->pad_h, g->dil_h, &st.oy_lo, &st.oy_hi);
     tdn_inside(g->in_w, g->k_w, g->stride_w, g->pad_w, g->dil_w, &st.ox_lo, &st.ox_hi);
     return st;
-}
-
-/* n bytes from src to dst a word at a time (always inlined: a constant n becomes straight code) */
-TDN_INLINE void tdn_copy_run(int8_t *dst, const int8_t *src, int32_t n)
-{
-    int32_t i = 0;
-    for (; i + 4 <= n; i += 4)
-    {
-        const uint32_t v = tdn_read_u32(src + i);
-        memcpy(dst + i, &v, 4);
-    }
-    for (; i < n; i++)
-    {
-        dst[i] = src[i];
-    }
 }
 
 /* tdn_stage_field of pixel pix, with the runs of an inside pixel copied a word at a time. */
