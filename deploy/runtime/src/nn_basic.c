@@ -89,7 +89,7 @@ arm_cmsis_nn_status arm_elementwise_add_s8(const int8_t *input_1_vect,
                                            const int32_t out_activation_max,
                                            const int32_t block_size)
 {
-    /* the three requantizations' shift splits once per call (tdn_add_s8 is the per-element oracle) */
+    /* the three requantizations' shift splits once per call (tinydet/quant/kernels.py add_s8 is the oracle) */
     tdn_add_args g;
     g.off1 = input_1_offset;
     g.off2 = input_2_offset;

@@ -147,19 +147,6 @@ void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsi
 void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
                  const cmsis_nn_per_channel_quant_params *q, int8_t *out);
 
-/* One element of arm_elementwise_add_s8: both inputs brought to a common scale ((x + offset) << left_shift,
- * requantized), added, and the sum requantized to the output; q1, q2, qo are tdn_rq_make of the three
- * (mult, shift) pairs, made once per call; `full`: the output qualifies for tdn_rq_s8_full. (x + offset) fits in 9 bits, so the left shift (20 in TFLite)
- * cannot overflow; it runs on uint32_t to stay defined C. */
-TDN_INLINE int8_t tdn_add_rq_s8(int32_t x1, int32_t x2, int32_t input_1_offset, const tdn_rq *q1,
-                                int32_t input_2_offset, const tdn_rq *q2, int32_t left_shift, int32_t out_offset,
-                                const tdn_rq *qo, int32_t act_min, int32_t act_max, const int full)
-{
-    const int32_t a = (int32_t)((uint32_t)(x1 + input_1_offset) << left_shift);
-    const int32_t b = (int32_t)((uint32_t)(x2 + input_2_offset) << left_shift);
-    return tdn_rq_s8_sel(tdn_rq_apply(a, q1) + tdn_rq_apply(b, q2), qo, out_offset, act_min, act_max, full);
-}
-
 /* Average of a pooling window, CMSIS/TFLite rounding: half away from zero, then C truncating division;
  * clamped to the activation range. */
 TDN_INLINE int8_t tdn_avg_s8(int32_t sum, int32_t count, int32_t act_min, int32_t act_max)
