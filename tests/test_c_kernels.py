@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import needs
 from tinydet.deploy import toolchain
 from tinydet.errors import TinydetError
 from tinydet.geometry import conv_out_size
@@ -233,6 +234,50 @@ def _batch(seed: int, n_conv: int, n_dw: int, with_ref: bool = True, avgpool_nul
                             **{k: case[k] for k in ("input_offset", "output_offset", "stride", "padding",
                                                      "dilation", "out_hw", "act_min", "act_max")}),
             ref, f"conv_add chunks of {extra_rows + 1} rows s{st} region {region}")
+    # plain rows (a stage-1 sink without residual) into a map wider than the output: 1x1 in chunks staged
+    # in scratch (scratch for 1 / 3 rows / all), contiguous (pitch = width: one call), reversed, and a
+    # 3x3 padded layer (one row per call, straight into dst)
+    for i, (k, dst_w, scratch_rows, reverse) in enumerate([(1, 9, 1, 0), (1, 9, 3, 0), (1, 9, 0, 1), (1, 5, 1, 0),
+                                                          (3, 8, 0, 0), (3, 5, 0, 1)]):
+        c, cout, h, w = 8, 6, 7, 5
+        x = crng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        wt = crng.integers(-128, 128, (cout, k, k, c), dtype=np.int8)
+        bias = crng.integers(-(2**16), 2**16, cout).astype(np.int32)
+        m, sh = arith.quantize_multiplier(crng.uniform(2**-14, 2**-6, cout))
+        pad = (k // 2, k // 2)
+        case = dict(x=x, w=wt, bias=bias, mult=m, shift=sh, input_offset=int(crng.integers(-127, 129)),
+                    output_offset=int(crng.integers(-128, 128)), stride=(1, 1), padding=pad, dilation=(1, 1),
+                    out_hw=(7, 5), act_min=-128, act_max=127)
+        want = np.zeros((7, dst_w, cout), np.int8)
+        want[:, :5] = _np_conv(case)[0]
+        # the 1x1 kernel buffer (4 * align4(8) bytes) + the rows; 0: no cap
+        scratch = 4 * 8 + 32 * scratch_rows if scratch_rows else 0
+        add(drv.conv_record(x, wt, bias, m, sh, op=drv.OP_CONV_ROWS, rows=(dst_w, scratch, reverse),
+                            **{key: case[key] for key in ("input_offset", "output_offset", "stride", "padding",
+                                                          "dilation", "out_hw", "act_min", "act_max")}),
+            want, f"conv rows k{k} pitch {dst_w} scratch rows {scratch_rows} reverse {reverse}")
+    # residual rows in place, the output one row below its shortcut (dst row y over shortcut row y + 1):
+    # last to first (reverse) in chunks of 1 and 2 rows and whole; first to last would clobber shortcuts
+    for i, scratch_rows in enumerate([1, 2, 0]):
+        c, cout, h, w = 8, 6, 7, 5
+        x = crng.integers(-128, 128, (1, h, w, c), dtype=np.int8)
+        wt = crng.integers(-128, 128, (cout, 1, 1, c), dtype=np.int8)
+        bias = crng.integers(-(2**16), 2**16, cout).astype(np.int32)
+        m, sh = arith.quantize_multiplier(crng.uniform(2**-14, 2**-6, cout))
+        case = dict(x=x, w=wt, bias=bias, mult=m, shift=sh, input_offset=int(crng.integers(-127, 129)),
+                    output_offset=int(crng.integers(-128, 128)), stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                    out_hw=(7, 5), act_min=-128, act_max=127)
+        buf = crng.integers(-128, 128, (1, h + 1, w, cout), dtype=np.int8)
+        sc, zp = crng.uniform(0.01, 0.1, 3), crng.integers(-128, 128, 3)
+        p = kernels.add_params(sc[0], case["output_offset"], sc[1], zp[1], sc[2], zp[2])
+        want = buf.copy()
+        want[:, 1:] = kernels.add_s8(_np_conv(case), buf[:, :h], **p)
+        # per chunk row: a conv row and a shortcut row of 32 bytes, after the 1x1 kernel's 32
+        scratch = 4 * 8 + 64 * scratch_rows if scratch_rows else 0
+        add(drv.conv_record(x, wt, bias, m, sh, op=drv.OP_CONV_ROWS, rows=(w, scratch, 1, 1), add=p, shortcut=buf,
+                            **{key: case[key] for key in ("input_offset", "output_offset", "stride", "padding",
+                                                          "dilation", "out_hw", "act_min", "act_max")}),
+            want, f"residual rows in place, reverse, scratch rows {scratch_rows}")
     return recs, expect, labels
 
 
@@ -536,15 +581,18 @@ def _tails_batch(seed: int):
     return recs, expect, labels
 
 
-def test_host_fast_paths_and_tails_bit_exact_vs_numpy(host_driver, tmp_path):
-    recs, expect, labels = _tails_batch(61)
-    _check(_run_batch(host_driver, tmp_path, recs, toolchain.run_host), expect, labels)
+def _check_on(request, tmp_path, target: str, batch):
+    """Run a (records, expected, labels) batch on the host build or the emulated Cortex-M7 (the DSP
+    code: SXTB16/SMLAD and the assembly paths) and compare byte for byte."""
+    exe = request.getfixturevalue(f"{target}_driver")
+    runner = toolchain.run_host if target == "host" else toolchain.run_qemu
+    recs, expect, labels = batch
+    _check(_run_batch(exe, tmp_path, recs, runner), expect, labels)
 
 
-def test_qemu_fast_paths_and_tails_bit_exact_vs_numpy(qemu_driver, tmp_path):
-    """The same shapes through the DSP (SXTB16/SMLAD) code on the emulated Cortex-M7."""
-    recs, expect, labels = _tails_batch(62)
-    _check(_run_batch(qemu_driver, tmp_path, recs, toolchain.run_qemu), expect, labels)
+@pytest.mark.parametrize("target, seed", [("host", 61), ("qemu", 62)])
+def test_fast_paths_and_tails_bit_exact_vs_numpy(request, tmp_path, target, seed):
+    _check_on(request, tmp_path, target, _tails_batch(seed))
 
 
 def _dw3_edges_batch(seed: int):
@@ -586,15 +634,10 @@ def _dw3_edges_batch(seed: int):
     return recs, expect, labels
 
 
-def test_host_dw3_edges_bit_exact_vs_numpy(host_driver, tmp_path):
-    recs, expect, labels = _dw3_edges_batch(71)
-    _check(_run_batch(host_driver, tmp_path, recs, toolchain.run_host), expect, labels)
-
-
-def test_qemu_dw3_edges_bit_exact_vs_numpy(qemu_driver, tmp_path):
-    """The same layers through the DSP code (where tdn_dw3 runs), on the emulated Cortex-M7."""
-    recs, expect, labels = _dw3_edges_batch(72)
-    _check(_run_batch(qemu_driver, tmp_path, recs, toolchain.run_qemu), expect, labels)
+@pytest.mark.parametrize("target, seed", [("host", 71), ("qemu", 72)])
+def test_dw3_edges_bit_exact_vs_numpy(request, tmp_path, target, seed):
+    """On QEMU these layers run tdn_dw3 (the assembly); on the host the C form of the same layers."""
+    _check_on(request, tmp_path, target, _dw3_edges_batch(seed))
 
 
 def test_unsupported_arguments_report_errors(host_driver, tmp_path):
@@ -609,7 +652,7 @@ def test_unsupported_arguments_report_errors(host_driver, tmp_path):
     assert [o[0] for o in outputs] == [-1, -1]
 
 
-@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@needs.cmsis_nn
 def test_cmsis_nn_build_gives_identical_outputs(tmp_path):
     exe = toolchain.compile([drv.DRIVER_SOURCE], "host", tmp_path / "kd_cmsis", ref_kernels=True,
                             cmsis_nn_root=os.environ["CMSIS_NN_ROOT"])
@@ -618,7 +661,7 @@ def test_cmsis_nn_build_gives_identical_outputs(tmp_path):
     _check(outputs, expect, labels)
 
 
-@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@needs.cmsis_nn
 def test_cmsis_nn_qemu_build_gives_identical_outputs(tmp_path):
     """ARM's DSP (Cortex-M7) code paths against numpy, on QEMU."""
     elf = toolchain.compile([drv.DRIVER_SOURCE], "qemu-mps2-an500", tmp_path / "kd_cmsis.elf", ref_kernels=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import needs
 from tinydet.deploy import deploy
 from tinydet.deploy.emit_c import generate
 from tinydet.export import load_export
@@ -129,7 +130,7 @@ def test_int8_reference_pool_and_fc_within_one_lsb_of_onnxruntime(folder):
     assert lsb["classifier.pool"] <= 1 and lsb["classifier.fc"] <= 1
 
 
-@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@needs.cmsis_nn
 @pytest.mark.parametrize("mode", ["patch", "layer"])
 def test_arm_cmsis_nn_pool_and_fc_on_qemu_are_bit_exact(folder, tmp_path, mode):
     r = deploy(folder, "qemu-mps2-an500", tmp_path / mode, mode=mode, validate=True, images=images()[:2])
@@ -224,7 +225,7 @@ def test_classifier_kernels_bit_exact_vs_numpy_on_qemu(tmp_path):
     _check_kernels(drv.run_records(elf, tmp_path / "run", recs, toolchain.run_qemu), want, labels)
 
 
-@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@needs.cmsis_nn
 def test_classifier_kernels_over_arm_cmsis_nn_on_qemu(tmp_path):
     """CMSIS_NN_ROOT: tinydet_global_avgpool_s8 / tinydet_fully_connected_s8 over ARM's
     arm_avgpool_s8 (DSP: needs its sums buffer) and arm_fully_connected_per_channel_s8."""

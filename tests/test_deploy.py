@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
+import needs
 from tinydet.cli import main
 from tinydet.deploy import deploy
 from tinydet.deploy.build import build_firmware
@@ -281,7 +282,7 @@ def test_cli_data_config_images_on_host(folder, tmp_path, capsys):
     assert r["outputs_bit_exact_vs_reference"] is True
 
 
-@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@needs.cmsis_nn
 @pytest.mark.parametrize("mode", ["patch", "layer"])
 def test_deploy_with_cmsis_nn_root_builds_arm_kernels_and_stays_bit_exact(folder, tmp_path, mode):
     images = np.random.default_rng(4).random((2, 3, 48, 64), dtype=np.float32)

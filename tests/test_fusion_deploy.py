@@ -5,11 +5,11 @@ and layer mode, bit exact with the numpy int8 reference, in an arena of exactly 
 a pixel placed one row inside the ring (a ring one row short) is not bit exact. With CMSIS_NN_ROOT
 set, ARM's kernels run the same fused steps bit exact."""
 import dataclasses
-import os
 
 import numpy as np
 import pytest
 
+import needs
 from fixtures import DETECTOR, GRID, HEAD, RES, SPLIT, calib_images, residual_spec
 from test_export_utils import random_network
 from tinydet.deploy import deploy
@@ -93,7 +93,7 @@ def test_fused_step_with_a_wrong_ring_size_is_refused(folder):
         lw.lower_export(exp, lw.load_models(exp), mode="layer")
 
 
-@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@needs.cmsis_nn
 @pytest.mark.parametrize("mode", ["patch", "layer"])
 def test_qemu_fused_with_arm_kernels_is_bit_exact(folder, tmp_path, mode):
     """The fused step calls the kernels' public entry points only, so ARM's library runs it too."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import needs
 from tinydet.arch import HeadSpec, get_spec, lower
 from tinydet.arch.spec import spec_from_dict
 from tinydet.deploy import deploy, toolchain
@@ -125,7 +126,7 @@ def test_neck_kernels_bit_exact_vs_numpy_on_qemu(tmp_path):
     _check(drv.run_records(elf, tmp_path / "run", list(recs), toolchain.run_qemu), want, labels)
 
 
-@pytest.mark.skipif(not os.environ.get("CMSIS_NN_ROOT"), reason="set CMSIS_NN_ROOT to a CMSIS-NN source tree")
+@needs.cmsis_nn
 def test_cmsis_nn_max_pool_gives_identical_outputs(tmp_path):
     """CMSIS_NN_ROOT: max pool is ARM's arm_max_pool_s8; upsample and concat stay tinydet's."""
     exe = toolchain.compile([NECK_DRIVER], "host", tmp_path / "neck_cmsis", cmsis_nn_root=os.environ["CMSIS_NN_ROOT"])

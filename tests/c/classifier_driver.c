@@ -35,14 +35,11 @@ static int8_t scratch[SCRATCH_BYTES] __attribute__((aligned(8)));
 
 static driver_result handle(const driver_record *r)
 {
-    const int32_t op = r->op, np = r->np, nb = r->nb;
-    const int32_t *p = r->p;
+    const int32_t op = r->op, np = r->np, nb = r->nb, *p = r->p;
     const int8_t *const *blob = r->blob;
     int8_t *dst = r->dst;
     int32_t status = -100, n_out = 0;
     uint32_t t0 = 0, t1 = 0;
-    (void)np;
-    (void)nb;
     if (op == OP_GAP && np == 6)
     {
         const cmsis_nn_dims id = {1, p[0], p[1], p[2]};

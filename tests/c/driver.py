@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-OP_CONV, OP_DW, OP_ADD, OP_AVGPOOL, OP_FC, OP_CONV_ADD, OP_ARITH, OP_TILE, OP_GEOMETRY, OP_MOVE = range(1, 11)
+OP_CONV, OP_DW, OP_ADD, OP_AVGPOOL, OP_FC, OP_CONV_ADD, OP_ARITH, OP_TILE, OP_GEOMETRY, OP_MOVE, OP_CONV_ROWS = range(1, 12)
 CONV_ARM, CONV_1X1, CONV_WRAPPER, CONV_REF = range(4)
 DW_ARM, DW_WRAPPER, DW_REF, DW_INPLACE = range(4)
 DRIVER_SOURCE = Path(__file__).with_name("kernel_driver.c")
@@ -56,9 +56,12 @@ def run_records(exe: Path, workdir: Path, recs: list[bytes], runner, timeout_s: 
 
 def conv_record(x, w, bias, mult, shift, *, input_offset, output_offset, stride, padding, dilation, out_hw,
                 act_min, act_max, variant=CONV_ARM, op=OP_CONV, shortcut=None, add=None, add_act=(-128, 127),
-                shortcut_at=None):
+                shortcut_at=None, rows=None):
     """A conv (or conv + residual add) record. ``shortcut_at=(y, x)``: region form, ``shortcut`` is a
-    larger [1, Hs, Ws, C_out] buffer holding the output's shortcut at (y, x)."""
+    larger [1, Hs, Ws, C_out] buffer holding the output's shortcut at (y, x). ``rows=(dst_w, scratch,
+    reverse)`` with op OP_CONV_ROWS: tinydet_conv_rows without an add into a [H_out, dst_w, C_out] map;
+    with ``add`` and ``rows=(dst_w, scratch, reverse, dst_row)`` the residual rows in the buffer
+    ``shortcut`` [Hs, dst_w, C_out]: shortcut rows from its top, output from row dst_row down."""
     n, h, wd, c = x.shape
     cout, kh, kw, _ = w.shape
     params = [n, h, wd, c, cout, kh, kw, *stride, *padding, *dilation, *out_hw, input_offset, output_offset,
@@ -72,6 +75,13 @@ def conv_record(x, w, bias, mult, shift, *, input_offset, output_offset, stride,
         if shortcut_at is not None:
             params += [shortcut.shape[1], shortcut.shape[2], *shortcut_at]
         blobs.append(shortcut.astype(np.int8))
+    if op == OP_CONV_ROWS:
+        params += list(rows[:3])
+        if add is not None:  # the rows add shortcut's top rows and write from row rows[3] down, in place
+            params += [add[k] for k in ("input_1_offset", "input_1_mult", "input_1_shift", "input_2_offset",
+                                        "input_2_mult", "input_2_shift", "left_shift", "out_offset", "out_mult",
+                                        "out_shift")] + list(add_act) + [rows[3]]
+            blobs.append(shortcut.astype(np.int8))
     return record(op, params, blobs)
 
 

@@ -10,6 +10,11 @@
  * OP_ARITH params: p0 = 0 srdhm(a, b), 1 rdbpot(a, b), 2 requantize(a, b, c), 3 tdn_rq_apply(a, rq(b, c)),
  *                  4 tdn_rq_s8(a, rq(b, c), p1, p2, p3), 5 tdn_rq_s8_r2(a, b, -c - 1, 2^(-c-2), p1) (int32 results)
  * OP_MOVE params: n, dst, src: tinydet_move of n bytes within blob 0 (offsets dst, src); output the blob.
+ * OP_CONV_ROWS params: a conv record's 20, then dst_w, scratch bytes (0: the rest of the arena), reverse:
+ *   tinydet_conv_rows without an add into a zeroed [H_out, dst_w, C_out] map; output the map. With 12
+ *   more (an OP_CONV_ADD record's add params and range) and blob 5 = a [Hs, dst_w, C_out] buffer: the
+ *   rows add the buffer's rows from its top as the shortcut and write from row p[35] down, in the
+ *   same buffer (dst over a later row's shortcut: only the reverse order is right); output the buffer.
  * ticks is the board counter around the kernel call (0 on the host).
  */
 #include <stdint.h>
@@ -49,7 +54,8 @@ enum
     OP_ARITH = 7,
     OP_TILE = 8,
     OP_GEOMETRY = 9,
-    OP_MOVE = 10
+    OP_MOVE = 10,
+    OP_CONV_ROWS = 11
 };
 
 /* p[7..18] of a conv or depthwise record: stride, padding, dilation (h, w each), input offset,
@@ -68,6 +74,25 @@ static void read_window_params(const int32_t *p, cmsis_nn_tile *stride, cmsis_nn
     *output_offset = p[16];
     activation->min = p[17];
     activation->max = p[18];
+}
+
+/* An add's 10 arm_elementwise_add_s8 parameters and its activation range, from q[0..11]. */
+static tinydet_add_params read_add_params(const int32_t *q)
+{
+    tinydet_add_params ap;
+    ap.input_1_offset = q[0];
+    ap.input_1_mult = q[1];
+    ap.input_1_shift = q[2];
+    ap.input_2_offset = q[3];
+    ap.input_2_mult = q[4];
+    ap.input_2_shift = q[5];
+    ap.left_shift = q[6];
+    ap.out_offset = q[7];
+    ap.out_mult = q[8];
+    ap.out_shift = q[9];
+    ap.activation.min = q[10];
+    ap.activation.max = q[11];
+    return ap;
 }
 
 /* A kernel writing an od-sized output at out_p: sets *out_n to its size in bytes and returns the
@@ -143,19 +168,7 @@ int main(int argc, char **argv)
             }
             else
             {
-                tinydet_add_params ap;
-                ap.input_1_offset = p[20];
-                ap.input_1_mult = p[21];
-                ap.input_1_shift = p[22];
-                ap.input_2_offset = p[23];
-                ap.input_2_mult = p[24];
-                ap.input_2_shift = p[25];
-                ap.left_shift = p[26];
-                ap.out_offset = p[27];
-                ap.out_mult = p[28];
-                ap.out_shift = p[29];
-                ap.activation.min = p[30];
-                ap.activation.max = p[31];
+                const tinydet_add_params ap = read_add_params(p + 20);
                 const int32_t need = tinydet_conv_add_s8_get_buffer_size(&id, &fd, &od);
                 if (variant > 0 && ctx.size > need + variant - 1)
                 {
@@ -338,6 +351,49 @@ int main(int argc, char **argv)
             r[4] = od.w;
             out_n = 20;
             status = 0;
+        }
+        else if (op == OP_CONV_ROWS)
+        {
+            tinydet_conv_args a;
+            a.depthwise = 0;
+            read_window_params(p, &a.conv.stride, &a.conv.padding, &a.conv.dilation, &a.conv.input_offset,
+                               &a.conv.output_offset, &a.conv.activation);
+            a.quant.multiplier = (int32_t *)blob[3];
+            a.quant.shift = (int32_t *)blob[4];
+            const cmsis_nn_dims id = {1, p[1], p[2], p[3]}, fd = {p[4], p[5], p[6], p[3]}, od = {1, p[13], p[14], p[4]};
+            a.input_dims = id;
+            a.filter_dims = fd;
+            a.output_dims = od;
+            a.filter = blob[1];
+            a.bias = (const int32_t *)BLOB_OR_NULL(2);
+            tinydet_rows rows;
+            memset(&rows, 0, sizeof(rows));
+            rows.dst = (int8_t *)out_p;
+            rows.dst_w = p[20];
+            rows.reverse = p[22];
+            out_n = od.h * p[20] * od.c;
+            memset(out_p, 0, (size_t)out_n);
+            tinydet_add_params ap;
+            if (np > 23)
+            {
+                ap = read_add_params(p + 23);
+                out_n = blen[5];
+                memcpy(out_p, blob[5], (size_t)out_n);
+                rows.add = &ap;
+                rows.conv_first = 1;
+                rows.shortcut = (int8_t *)out_p;
+                rows.shortcut_w = p[20];
+                rows.dst = (int8_t *)out_p + (size_t)p[35] * (size_t)p[20] * (size_t)od.c;
+            }
+            cmsis_nn_context ctx = {out_p + ((out_n + 7) & ~7), 0};
+            ctx.size = (int32_t)(free_bytes - (size_t)((uint8_t *)ctx.buf - free_mem));
+            if (p[21] > 0 && p[21] < ctx.size)
+            {
+                ctx.size = p[21];
+            }
+            t0 = COUNTER();
+            status = tinydet_conv_rows(&ctx, &a, blob[0], &rows);
+            t1 = COUNTER();
         }
         else if (op == OP_MOVE)
         {

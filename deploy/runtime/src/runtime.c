@@ -111,15 +111,21 @@ arm_cmsis_nn_status tinydet_conv_rows(const cmsis_nn_context *ctx, const tinydet
     const tinydet_conv_args first = tdr_row_args(a, 0, &y0);
     const int32_t kernel_buf = tdn_align4(tinydet_conv_get_buffer_size(&first));
     const int32_t computed = r->add == NULL || r->conv_out == NULL; /* the rows' convolution runs here */
-    const int32_t direct = r->add == NULL && r->dst_w == a->output_dims.w; /* conv rows land in dst as they are */
-    const int32_t per_row = (r->add ? 2 : direct ? 0 : 1) * tdn_align4(row);
+    const int32_t row_room = tdn_align4(row);
     int32_t chunk = 1;
     if (computed && tdr_is_1x1(a))
     {
-        chunk = per_row == 0 ? oh : (ctx->size - kernel_buf) / per_row;
+        /* contiguous plain rows go to dst in one call; otherwise each chunk row needs a conv row
+         * (and, with the add, a shortcut row) in scratch */
+        chunk = r->add == NULL && r->dst_w == a->output_dims.w
+                    ? oh
+                    : (ctx->size - kernel_buf) / ((r->add ? 2 : 1) * row_room);
         chunk = chunk < 1 ? 1 : chunk > oh ? oh : chunk;
     }
-    const int32_t room = per_row == 0 ? 0 : chunk * tdn_align4(row);
+    /* plain rows are staged in scratch only when a chunk of several rows meets a dst pitch wider than
+     * the output (one row is contiguous in dst; so is a chunk when the pitch is the output's width) */
+    const int32_t staged = r->add == NULL && chunk > 1 && r->dst_w != a->output_dims.w;
+    const int32_t room = r->add != NULL || staged ? chunk * row_room : 0;
     int8_t *conv_buf = (int8_t *)ctx->buf + ctx->size - (r->add ? 2 : 1) * room;
     int8_t *sc_buf = conv_buf + room;
     cmsis_nn_context conv_ctx;
@@ -144,14 +150,15 @@ arm_cmsis_nn_status tinydet_conv_rows(const cmsis_nn_context *ctx, const tinydet
         {
             int32_t yi;
             const tinydet_conv_args ra = tdr_is_1x1(a) ? tdr_rows_1x1(a, ya, n, &yi) : tdr_row_args(a, ya, &yi);
-            const arm_cmsis_nn_status st = tinydet_conv(&conv_ctx, &ra, in + (size_t)yi * in_row, direct ? dst : conv_buf);
+            const arm_cmsis_nn_status st =
+                tinydet_conv(&conv_ctx, &ra, in + (size_t)yi * in_row, r->add == NULL && !staged ? dst : conv_buf);
             if (st != ARM_CMSIS_NN_SUCCESS)
             {
                 return st;
             }
             if (r->add == NULL)
             {
-                for (int32_t i = 0; !direct && i < n; i++)
+                for (int32_t i = 0; staged && i < n; i++)
                 {
                     memcpy(dst + (size_t)i * (size_t)r->dst_w * (size_t)oc, conv_buf + (size_t)i * (size_t)row, (size_t)row);
                 }
@@ -286,6 +293,20 @@ arm_cmsis_nn_status tinydet_conv_add_region_s8(const cmsis_nn_context *ctx,
     return tinydet_conv_rows(ctx, &conv, input_data, &rows);
 }
 
+#if defined(__thumb2__)
+/* 32-byte blocks from S to D (both advanced by the LDM/STM write-back) until S reaches STOP: "ia"
+ * moves up (increment after), "db" down (decrement before). */
+#define TDR_MOVE_BLOCKS(MODE, S, D, STOP)                                                          \
+    __asm volatile("1:\n\t"                                                                        \
+                   "ldm" MODE " %[s]!, {r4, r5, r6, r8, r9, r10, r11, r12}\n\t"                    \
+                   "stm" MODE " %[d]!, {r4, r5, r6, r8, r9, r10, r11, r12}\n\t"                    \
+                   "cmp %[s], %[stop]\n\t"                                                         \
+                   "bne 1b"                                                                         \
+                   : [s] "+r"(S), [d] "+r"(D)                                                       \
+                   : [stop] "r"(STOP)                                                               \
+                   : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "cc", "memory")
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__)
 /* keep gcc from turning the loops back into a memmove call */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
@@ -305,14 +326,7 @@ void tinydet_move(void *dst, const void *src, size_t n)
         if (d < s)
         {
             const uint8_t *const end = s + (blocks << 5);
-            __asm volatile("1:\n\t"
-                           "ldmia %[s]!, {r4, r5, r6, r8, r9, r10, r11, r12}\n\t"
-                           "stmia %[d]!, {r4, r5, r6, r8, r9, r10, r11, r12}\n\t"
-                           "cmp %[s], %[end]\n\t"
-                           "bne 1b"
-                           : [s] "+r"(s), [d] "+r"(d)
-                           : [end] "r"(end)
-                           : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "cc", "memory");
+            TDR_MOVE_BLOCKS("ia", s, d, end);
             n &= 31;
         }
         else
@@ -326,14 +340,7 @@ void tinydet_move(void *dst, const void *src, size_t n)
             }
             const uint8_t *se = s + (blocks << 5);
             uint8_t *de = d + (blocks << 5);
-            __asm volatile("1:\n\t"
-                           "ldmdb %[s]!, {r4, r5, r6, r8, r9, r10, r11, r12}\n\t"
-                           "stmdb %[d]!, {r4, r5, r6, r8, r9, r10, r11, r12}\n\t"
-                           "cmp %[s], %[stop]\n\t"
-                           "bne 1b"
-                           : [s] "+r"(se), [d] "+r"(de)
-                           : [stop] "r"(s)
-                           : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "r12", "cc", "memory");
+            TDR_MOVE_BLOCKS("db", se, de, s);
             return;
         }
     }
