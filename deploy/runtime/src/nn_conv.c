@@ -952,19 +952,20 @@ __asm(TDN_ASM_BEGIN("tdn_pp_loop")
  * multiplier below 2^31) stays inside int32 with it: (2 |out_offset| + 1) << (r1 - 1) <= 2^30 - 2. */
 static int tdn_pp_layer_ok(const int32_t *shift, int32_t cout, int32_t out_offset, int32_t act_min, int32_t act_max)
 {
-    if (!tdn_rq_r2_layer(shift, cout, act_min, act_max))
+    if (act_min != -128 || act_max != 127 || cout < 1)
     {
         return 0;
     }
-    const int64_t odd = 2 * (int64_t)(out_offset < 0 ? -out_offset : out_offset) + 1;
-    for (int32_t i = 0; i < cout; i++)
+    /* one pass for the smallest and largest shift: the bound on the offset grows with the right
+     * shift, so the largest right shift decides it for every channel */
+    int32_t lo = shift[0], hi = shift[0];
+    for (int32_t i = 1; i < cout; i++)
     {
-        if (shift[i] < -31 || (odd << (-shift[i] - 2)) > ((int64_t)1 << 30) - 2)
-        {
-            return 0;
-        }
+        lo = shift[i] < lo ? shift[i] : lo;
+        hi = shift[i] > hi ? shift[i] : hi;
     }
-    return 1;
+    const int64_t odd = 2 * (int64_t)(out_offset < 0 ? -out_offset : out_offset) + 1;
+    return hi <= -2 && lo >= -31 && (odd << (-lo - 2)) <= ((int64_t)1 << 30) - 2;
 }
 
 /* The table entries of channel pairs [p0, p1) into tab, the last one marked. */

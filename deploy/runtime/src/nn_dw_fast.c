@@ -150,7 +150,8 @@ typedef struct
                                      * (kernels of up to TDN_DW_MAX_K rows; taller ones use the
                                      * border path for cut rows) */
     tdn_rq rq[4];
-    const int8_t *w; /* the filter at this block's first channel: w[t * c + j] */
+    const int8_t *w;   /* the filter at this block's first channel: w[t * c + j] */
+    const int8_t *img; /* the input at this block's first channel */
     int32_t ch;
 #if TDN_DSP
     tdn_dw3 k3;   /* the 3x3 interior table, valid when use3 */
@@ -200,6 +201,15 @@ void tdn_dw_geometry(tdn_dw_geo *g, const cmsis_nn_dw_conv_params *p, const cmsi
     hi = hi < g->ow ? hi : g->ow;
     g->ox_lo = lo;
     g->ox_hi = hi > lo ? hi : lo;
+    g->row = g->iw * g->c;
+    g->lo_at = (g->ox_lo * g->sw - g->pw) * g->c;
+    /* rows whose windows lie inside the input vertically: [oy_lo, oy_hi) */
+    lo = (g->ph + g->sh - 1) / g->sh;
+    hi = g->ih - g->kh + g->ph >= 0 ? (g->ih - g->kh + g->ph) / g->sh + 1 : 0;
+    lo = lo < g->oh ? lo : g->oh;
+    hi = hi < g->oh ? hi : g->oh;
+    g->oy_lo = lo;
+    g->oy_hi = hi > lo ? hi : lo;
     /* tdn_dw3: every shift a right shift of 1..22 (R <= 22 keeps hi + (out_offset << R) within
      * int32: |hi| <= 2^30 + 2^(R-1) + 1, |out_offset << R| <= 2^(R+7)), the whole int8 range (SSAT
      * is the clamp) */
@@ -262,6 +272,7 @@ static int tdn_dw4_prepare3(tdn_dw4 *b, const tdn_dw_geo *g, const int8_t *w, co
     b->cut_next = 0;
     b->w = w + ch;
     b->ch = ch;
+    b->img = g->img + ch;
     b->use3 = 1;
     return 1;
 }
@@ -571,43 +582,52 @@ static tdn_dw3 *tdn_dw3_cut_table(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, i
     return t;
 }
 
+/* The pixel at column ox of a row cut by the padding on x (row axis key ky, img: the row's first
+ * input row at the block's channels), through the asm window with its cut table. Out of line: it
+ * keeps tdn_dw4_row3 to one copy of the asm and few registers to save per row. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void tdn_dw3_border(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, const int8_t *img, int32_t ox, int8_t *o)
+{
+    int32_t ix0;
+    const int32_t kx = tdn_dw3_axis(ox * g->sw - g->pw, g->iw, &ix0);
+    tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, kx);
+    t->opix = 4; /* one pixel: the run stops after it */
+    t->end = o + 4;
+    tdn_dw3_run(img + ix0 * g->c, o, g->c, g->row, t);
+}
+
 /* Output row oy of a block through tdn_dw3 (b->use3, input at least 3 x 3): the interior columns
  * as one run with the row's table (the interior one, or a cut one for rows cut by the padding),
- * each border column with its cut table; the same asm window for every pixel. Not inlined into
+ * each border column through tdn_dw3_border; the same asm window for every pixel. Not inlined into
  * tdn_dw4_row: the C rows' register pressure made every call of it save and spill more. */
 #if defined(__GNUC__)
 __attribute__((noinline))
 #endif
 static void tdn_dw4_row3(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
 {
-    const int32_t c = g->c, row = g->iw * c, ow = g->ow;
-    int32_t iy0, ix0;
-    const int32_t ky = tdn_dw3_axis(oy * g->sh - g->ph, g->ih, &iy0);
-    const int8_t *img = g->img + iy0 * row + b->ch;
-    int32_t ox = 0;
-    for (; ox < g->ox_lo; ox++)
+    const int32_t lo = g->ox_lo, hi = g->ox_hi, iy = oy * g->sh - g->ph;
+    int32_t iy0 = iy, ky = TDN_DW3_MID;
+    if (oy < g->oy_lo || oy >= g->oy_hi)
     {
-        const int32_t kx = tdn_dw3_axis(ox * g->sw - g->pw, g->iw, &ix0);
-        tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, kx);
-        t->opix = opix;
-        t->end = o + (ox + 1) * opix;
-        tdn_dw3_run(img + ix0 * c, o + ox * opix, c, row, t);
+        ky = tdn_dw3_axis(iy, g->ih, &iy0);
     }
-    if (ox < g->ox_hi)
+    const int8_t *img = b->img + iy0 * g->row;
+    for (int32_t ox = 0; ox < lo; ox++)
+    {
+        tdn_dw3_border(g, b, ky, img, ox, o + ox * opix);
+    }
+    if (lo < hi)
     {
         tdn_dw3 *t = ky == TDN_DW3_MID ? &b->k3 : tdn_dw3_cut_table(g, b, ky, TDN_DW3_MID);
         t->opix = opix;
-        t->end = o + g->ox_hi * opix;
-        tdn_dw3_run(img + (ox * g->sw - g->pw) * c, o + ox * opix, c, row, t);
-        ox = g->ox_hi;
+        t->end = o + hi * opix;
+        tdn_dw3_run(img + g->lo_at, o + lo * opix, g->c, g->row, t);
     }
-    for (; ox < ow; ox++)
+    for (int32_t ox = hi; ox < g->ow; ox++)
     {
-        const int32_t kx = tdn_dw3_axis(ox * g->sw - g->pw, g->iw, &ix0);
-        tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, kx);
-        t->opix = opix;
-        t->end = o + (ox + 1) * opix;
-        tdn_dw3_run(img + ix0 * c, o + ox * opix, c, row, t);
+        tdn_dw3_border(g, b, ky, img, ox, o + ox * opix);
     }
 }
 #endif

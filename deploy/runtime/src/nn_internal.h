@@ -134,7 +134,9 @@ typedef struct
     const int8_t *img;
     int32_t ih, iw, c, kh, kw, sh, sw, ph, pw, oh, ow;
     int32_t off, ooff, amin, amax;
-    int32_t ox_lo, ox_hi;
+    int32_t ox_lo, ox_hi, oy_lo, oy_hi; /* interior columns / rows */
+    int32_t row;   /* bytes per input row (iw * c) */
+    int32_t lo_at; /* input offset of the window of column ox_lo: (ox_lo * sw - pw) * c */
     int32_t full; /* tdn_rq_r2_layer: the 7-instruction one-saturate requantization applies */
     int32_t fast3; /* nn_dw_fast.c's tdn_dw3 interior applies (3x3, shifts in [-22, -1], full range) */
 } tdn_dw_geo;
