@@ -459,7 +459,9 @@ def _tails_batch(seed: int):
             labels.append(f"tails 1x1 {c}->{cout} {npix} px shift {s.min()}..{s.max()} v{v}")
     # the common layer's channel-pair routine (tdn_pp_*: every shift in [-31, -2], full range, the
     # output offset folded into the rounding constant, at least 4 pixels): looped for group counts
-    # 1..7 of both parities, unrolled for k = 8, 16, 24, 28, 32; k = 1..32 and 70 (padded last groups:
+    # 1..7 of both parities, unrolled for k = 8, 16, 24, 28, 32 (over weights pre-widened where every
+    # pair's rows fit beside the table: 8->48, 16->12, 24->6, 28->9, 32->8 / ->10, 27->16 / ->20; not
+    # 16->100, 24->50); k = 1..32 and 70 (padded last groups:
     # all rows from a padded copy where it fits beside the table, else the last pair(s) from a copy
     # of their rows, or in C past 66 depths; an odd last channel in C),
     # chunks of 24 pairs (uneven splits), odd pixel counts; the fold's limit (offset -128 with R = 23
@@ -477,7 +479,8 @@ def _tails_batch(seed: int):
                                            (28, 9, 5, 127, (-22, -2), 1), (1, 6, 5, None, None, 0),
                                            (70, 4, 5, None, None, 0), (32, 10, 5, None, None, 0),
                                            (27, 20, 5, None, None, 0), (1, 42, 5, None, None, 0),
-                                           (70, 10, 5, None, None, 0)]:
+                                           (70, 10, 5, None, None, 0), (16, 12, 6, None, None, 0),
+                                           (24, 6, 5, -128, None, 1), (32, 8, 4, None, None, 0)]:
         x = rng_pp.integers(-128, 128, (1, 1, npix, c), dtype=np.int8)
         wt = rng_pp.integers(-128, 128, (cout, 1, 1, c), dtype=np.int8)
         bias = rng_pp.integers(-(2**16), 2**16, cout).astype(np.int32)
@@ -496,9 +499,12 @@ def _tails_batch(seed: int):
             expect.append(want.tobytes())
             labels.append(f"tails 1x1 routine {c}->{cout} {npix} px oo {geo['output_offset']} shift {s.min()}..{s.max()} v{v}")
     # the stem through the routine: 3x3 s2 3->16 (k = 27), borders on every side, odd pixel counts,
-    # an odd channel count, 20 channels (too many for the padded copy)
+    # an odd channel count, 20 channels (too many for the padded copy); the row runs of interior
+    # pixel pairs (tdn_stem_run) at strides 2 and 1, rows of odd and even interior widths, and 56
+    # channels (two chunks: the first reads unpadded rows, so its 28th input lane must be zero)
     for c, cout, h, w, st in [(3, 16, 9, 11, (2, 2)), (3, 7, 5, 6, (1, 1)), (2, 10, 6, 3, (2, 1)),
-                              (3, 20, 5, 6, (2, 2))]:
+                              (3, 20, 5, 6, (2, 2)), (3, 8, 6, 9, (1, 1)), (3, 4, 7, 12, (2, 2)),
+                              (3, 56, 5, 8, (2, 2))]:
         x = rng_pp.integers(-128, 128, (1, h, w, c), dtype=np.int8)
         wt = rng_pp.integers(-128, 128, (cout, 3, 3, c), dtype=np.int8)
         bias = rng_pp.integers(-(2**16), 2**16, cout).astype(np.int32)

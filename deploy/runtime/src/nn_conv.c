@@ -703,6 +703,7 @@ static void tdn_stage_field(const tdn_im2col *g, int32_t pix, int8_t *dst)
  * The last pair is marked by bit 8 of its second channel's r1 (register shifts use only the low
  * byte of the shift register), so that no register holds the loop end. */
 #define TDN_PP_PAIRS 24 /* channel pairs per table chunk: 24 * 32 = 768 bytes of stack */
+#define TDN_PP_SPACE 1536 /* stack bytes for a chunk's table and the pre-widened / padded weight copies */
 #define TDN_PP_TAIL 136 /* bytes for the last pair's rows (k <= 66) when the padded group would read past the weights */
 
 /* Two output channels' requantization: biases, then per channel (mult, r1 = R - 1, khi'). */
@@ -733,6 +734,11 @@ void tdn_pp_g4(const tdn_pp_args *a);
 void tdn_pp_g6(const tdn_pp_args *a);
 void tdn_pp_g7(const tdn_pp_args *a);
 void tdn_pp_g8(const tdn_pp_args *a);
+void tdn_pp_w2(const tdn_pp_args *a);
+void tdn_pp_w4(const tdn_pp_args *a);
+void tdn_pp_w6(const tdn_pp_args *a);
+void tdn_pp_w7(const tdn_pp_args *a);
+void tdn_pp_w8(const tdn_pp_args *a);
 
 /* Registers: r0 column (moving in the group loop), r1 weights, r2 table, r3 output, r4-r7 the
  * accumulators a00 a01 a10 a11 (a<channel><pixel>), r8-r11 the column words (p0 even, p0 odd, p1
@@ -892,6 +898,54 @@ TDN_PPU_ROUTINE("tdn_pp_g6", "6", TDN_PPU_6);
 TDN_PPU_ROUTINE("tdn_pp_g7", "7", TDN_PPU_7);
 TDN_PPU_ROUTINE("tdn_pp_g8", "8", TDN_PPU_8);
 
+/* The unrolled routines over pre-widened weights (tdn_pp_widen_weights: per pair and group the
+ * words (w0, w2), (w1, w3) of the first channel, then of the second, 16 bytes): one LDRD per
+ * channel and group instead of LDR and two SXTB16, 12 instructions for 16 MACs; r1 moves on 16 G
+ * bytes a pair. tdn_pp_w2 ... for the depths of tdn_pp_g2 ... */
+#define TDN_PPW_GROUP(J, P01, P11)                   \
+    "ldrd r8, r9, [r0, #(16*" J ")]\n\t"             \
+    "ldrd r10, r11, [r0, #(16*" J "+8)]\n\t"         \
+    "ldrd lr, r12, [r1, #(16*" J ")]\n\t"            \
+    "smlad r5, r10, lr, " P01 "\n\t"                 \
+    "smlad r5, r11, r12, r5\n\t"                     \
+    "smlad r4, r8, lr, r4\n\t"                       \
+    "smlad r4, r9, r12, r4\n\t"                      \
+    "ldrd lr, r12, [r1, #(16*" J "+8)]\n\t"          \
+    "smlad r7, r10, lr, " P11 "\n\t"                 \
+    "smlad r7, r11, r12, r7\n\t"                     \
+    "smlad r6, r8, lr, r6\n\t"                       \
+    "smlad r6, r9, r12, r6\n\t"
+
+#define TDN_PPW_G0 TDN_PPW_GROUP("0", "r4", "r6")
+#define TDN_PPW_GJ(J) TDN_PPW_GROUP(J, "r5", "r7")
+#define TDN_PPW_2 TDN_PPW_G0 TDN_PPW_GJ("1")
+#define TDN_PPW_4 TDN_PPW_2 TDN_PPW_GJ("2") TDN_PPW_GJ("3")
+#define TDN_PPW_6 TDN_PPW_4 TDN_PPW_GJ("4") TDN_PPW_GJ("5")
+#define TDN_PPW_7 TDN_PPW_6 TDN_PPW_GJ("6")
+#define TDN_PPW_8 TDN_PPW_7 TDN_PPW_GJ("7")
+
+#define TDN_PPW_ROUTINE(NAME, G, GROUPS)                                                   \
+    __asm(TDN_ASM_BEGIN(NAME)                                                              \
+          "push {r4-r11, lr}\n\t"                                                          \
+          "ldr r4, [r0, #16]\n\t"                                                          \
+          "push {r4}\n\t"                                                                  \
+          "ldm r0, {r0-r3}\n"                                                              \
+          "1:\n\t"                                                                         \
+          "ldrd r4, r6, [r2], #8\n\t" GROUPS                                               \
+          "add r1, r1, #(16*" G ")\n\t"                                                    \
+          "ldr lr, [sp]\n\t" TDN_PP_RQ("r4", "r5") TDN_PP_RQ("r6", "r7")                   \
+          "tst r9, #0x100\n\t"                                                             \
+          "beq 1b\n\t"                                                                     \
+          "add sp, sp, #4\n\t"                                                            \
+          "pop {r4-r11, pc}\n\t"                                                           \
+          TDN_ASM_END(NAME))
+
+TDN_PPW_ROUTINE("tdn_pp_w2", "2", TDN_PPW_2);
+TDN_PPW_ROUTINE("tdn_pp_w4", "4", TDN_PPW_4);
+TDN_PPW_ROUTINE("tdn_pp_w6", "6", TDN_PPW_6);
+TDN_PPW_ROUTINE("tdn_pp_w7", "7", TDN_PPW_7);
+TDN_PPW_ROUTINE("tdn_pp_w8", "8", TDN_PPW_8);
+
 /* The pixel-pair loop of a 1x1 layer with k % 4 == 0 and an even channel count (no tail for C) in
  * assembly too: per pixel pair it widens the pair (as tdn_1x1_widen_pair: 2 LDR, 4 SXTAB16, 2 STRD
  * per group), calls the chunk's routine and moves the output on, ~15 instructions besides the
@@ -995,6 +1049,7 @@ typedef struct
 {
     const tdn_im2col *g;
     int32_t n, step, oy_lo, oy_hi, ox_lo, ox_hi;
+    int32_t stem; /* a 3x3 kernel over 3 channels (tdn_stem_widen_pair), no dilation */
 } tdn_stager;
 
 /* [lo, hi): the outputs of one axis whose k taps (stride s, padding pad) lie inside n inputs */
@@ -1012,7 +1067,65 @@ static tdn_stager tdn_stager_make(const tdn_im2col *g)
     st.step = g->in_w * g->in_c;
     tdn_inside(g->in_h, g->k_h, g->stride_h, g->pad_h, g->dil_h, &st.oy_lo, &st.oy_hi);
     tdn_inside(g->in_w, g->k_w, g->stride_w, g->pad_w, g->dil_w, &st.ox_lo, &st.ox_hi);
+    st.stem = g->k_h == 3 && g->k_w == 3 && g->in_c == 3 && g->dil_h == 1 && g->dil_w == 1;
     return st;
+}
+
+/* One group of the stem's pixel pair: the raw words w0, w1 widened with the offset (as
+ * tdn_1x1_widen_pair) and stored. */
+#define TDN_STEM_WIDEN                                                                                                 \
+    "sxtab16 %[e0], %[off], %[w0]\n\t"                                                                                \
+    "sxtab16 %[w0], %[off], %[w0], ror #8\n\t"                                                                        \
+    "sxtab16 %[e1], %[off], %[w1]\n\t"                                                                                \
+    "sxtab16 %[w1], %[off], %[w1], ror #8\n\t"                                                                        \
+    "strd %[e0], %[w0], [%[col]], #8\n\t"                                                                             \
+    "strd %[e1], %[w1], [%[col]], #8\n\t"
+
+/* The 3x3 RGB stem's pixel pair at s0, s1 (each 3 input rows of 9 bytes, step bytes apart, all
+ * inside the input) straight into the widened column of tdn_1x1_widen_pair (7 groups): a pixel's
+ * 27 bytes as 7 words of unaligned loads, the groups that straddle two rows merged from a byte /
+ * halfword of one and the low bytes of the next (ORR with a shift), the 28th byte the zero point
+ * (so that its widened lane is 0, as tdn_stage_pixel makes it). Every load stays inside the 9
+ * bytes of its row. About 70 instructions a pair instead of ~230 through tdn_stage_pixel twice and
+ * tdn_1x1_widen_pair. */
+TDN_INLINE void tdn_stem_widen_pair(const int8_t *s0, const int8_t *s1, int32_t step, int32_t offset, uint32_t *col)
+{
+    const uint32_t off2 = ((uint32_t)offset & 0xFFFFu) | ((uint32_t)offset << 16);
+    const uint32_t zp24 = (uint32_t)(uint8_t)(-offset) << 24;
+    uint32_t w0, w1, t0, t1, e0, e1;
+    const int8_t *q0, *q1;
+    __asm volatile("ldr %[w0], [%[s0]]\n\t" /* row 0 bytes 0-3 */
+                   "ldr %[w1], [%[s1]]\n\t" TDN_STEM_WIDEN
+                   "ldr %[w0], [%[s0], #4]\n\t" /* row 0 bytes 4-7 */
+                   "ldr %[w1], [%[s1], #4]\n\t" TDN_STEM_WIDEN
+                   "add %[q0], %[s0], %[step]\n\t" /* row 0 byte 8, row 1 bytes 0-2 */
+                   "add %[q1], %[s1], %[step]\n\t"
+                   "ldrb %[t0], [%[s0], #8]\n\t"
+                   "ldr %[w0], [%[q0]]\n\t"
+                   "orr %[w0], %[t0], %[w0], lsl #8\n\t"
+                   "ldrb %[t1], [%[s1], #8]\n\t"
+                   "ldr %[w1], [%[q1]]\n\t"
+                   "orr %[w1], %[t1], %[w1], lsl #8\n\t" TDN_STEM_WIDEN
+                   "ldr %[w0], [%[q0], #3]\n\t" /* row 1 bytes 3-6 */
+                   "ldr %[w1], [%[q1], #3]\n\t" TDN_STEM_WIDEN
+                   "ldrh %[t0], [%[q0], #7]\n\t" /* row 1 bytes 7-8, row 2 bytes 0-1 */
+                   "add %[q0], %[q0], %[step]\n\t"
+                   "ldr %[w0], [%[q0]]\n\t"
+                   "orr %[w0], %[t0], %[w0], lsl #16\n\t"
+                   "ldrh %[t1], [%[q1], #7]\n\t"
+                   "add %[q1], %[q1], %[step]\n\t"
+                   "ldr %[w1], [%[q1]]\n\t"
+                   "orr %[w1], %[t1], %[w1], lsl #16\n\t" TDN_STEM_WIDEN
+                   "ldr %[w0], [%[q0], #2]\n\t" /* row 2 bytes 2-5 */
+                   "ldr %[w1], [%[q1], #2]\n\t" TDN_STEM_WIDEN
+                   "ldr %[w0], [%[q0], #5]\n\t" /* row 2 bytes 6-8 (byte 5 shifted out), the zero point */
+                   "ldr %[w1], [%[q1], #5]\n\t"
+                   "orr %[w0], %[zp], %[w0], lsr #8\n\t"
+                   "orr %[w1], %[zp], %[w1], lsr #8\n\t" TDN_STEM_WIDEN
+                   : [w0] "=&r"(w0), [w1] "=&r"(w1), [t0] "=&r"(t0), [t1] "=&r"(t1), [e0] "=&r"(e0), [e1] "=&r"(e1),
+                     [q0] "=&r"(q0), [q1] "=&r"(q1), [col] "+&r"(col)
+                   : [s0] "r"(s0), [s1] "r"(s1), [step] "r"(step), [off] "r"(off2), [zp] "r"(zp24)
+                   : "memory");
 }
 
 /* tdn_stage_field of pixel pix, with the runs of an inside pixel copied a word at a time. */
@@ -1048,11 +1161,49 @@ static void tdn_stage_pixel(const tdn_stager *st, int32_t pix, int8_t *dst)
     }
 }
 
+/* The stem's pixel pairs from pixel p on along p's output row whose two windows lie inside the
+ * input, each widened by tdn_stem_widen_pair into col and run through routine with a (outputs at
+ * out: the chunk's first channel of pixel 0); the number of pairs, 0 when p does not start one.
+ * One loop per row run: the per-pair bookkeeping of tdn_pp_run's general loop was as much as the
+ * widening itself. */
+static int32_t tdn_stem_run(const tdn_stager *st, int32_t p, int32_t off, tdn_pp_args *a,
+                            void (*routine)(const tdn_pp_args *), uint32_t *col, int8_t *out, int32_t cout)
+{
+    const tdn_im2col *g = st->g;
+    const int32_t oy = p / g->out_w, ox = p - oy * g->out_w;
+    const int32_t n = (st->ox_hi - ox) / 2;
+    if (oy < st->oy_lo || oy >= st->oy_hi || ox < st->ox_lo || n <= 0)
+    {
+        return 0;
+    }
+    const int32_t px = 3 * g->stride_w;
+    const int8_t *s = g->in + (oy * g->stride_h - g->pad_h) * st->step + (ox * g->stride_w - g->pad_w) * 3;
+    a->out0 = out + p * cout;
+    a->dist = cout;
+    for (int32_t i = 0; i < n; i++, s += 2 * px, a->out0 += 2 * cout)
+    {
+        tdn_stem_widen_pair(s, s + px, st->step, off, col);
+        routine(a);
+    }
+    return n;
+}
+
 /* Pixel pair (p, p + two) widened into col: from the input (1x1, k values a pixel) or, when st is
  * not NULL, staged receptive fields (padded to whole groups). */
 static void tdn_pp_fill(const int8_t *in, const tdn_stager *st, int32_t k, int32_t off, int32_t p, int32_t two,
                         uint32_t *col)
 {
+    if (st && st->stem && two)
+    {
+        const tdn_im2col *g = st->g;
+        const int32_t oy = p / g->out_w, ox = p - oy * g->out_w;
+        if (oy >= st->oy_lo && oy < st->oy_hi && ox >= st->ox_lo && ox + 1 < st->ox_hi)
+        {
+            const int8_t *s0 = g->in + (oy * g->stride_h - g->pad_h) * st->step + (ox * g->stride_w - g->pad_w) * 3;
+            tdn_stem_widen_pair(s0, s0 + 3 * g->stride_w, st->step, off, col);
+            return;
+        }
+    }
     if (st)
     {
         int8_t stage[2][TDN_CONV_STAGE_MAX];
@@ -1066,6 +1217,38 @@ static void tdn_pp_fill(const int8_t *in, const tdn_stager *st, int32_t k, int32
     else
     {
         tdn_1x1_widen_pair(in + p * k, in + (p + two) * k, k, off, col);
+    }
+}
+
+/* The rows of channel pairs [0, pairs) (k weights each) pre-widened for tdn_pp_w*: per pair and group
+ * of 4 depths the SXTB16 words (w0, w2), (w1, w3) of the pair's first channel, then of its second;
+ * the depths past k weigh 0. */
+static void tdn_pp_widen_weights(const int8_t *w, int32_t k, int32_t pairs, int32_t gp, uint32_t *dst)
+{
+    for (int32_t j = 0; j < 2 * pairs; j += 2)
+    {
+        for (int32_t g = 0; g < gp; g++, dst += 4)
+        {
+            for (int32_t h = 0; h < 2; h++)
+            {
+                const int8_t *row = w + (j + h) * k + 4 * g;
+                uint32_t v = 0;
+                if (4 * g + 4 <= k)
+                {
+                    v = tdn_read_u32(row);
+                }
+                else
+                {
+                    for (int32_t i = 0; i < k - 4 * g; i++)
+                    {
+                        v |= (uint32_t)(uint8_t)row[i] << (8 * i);
+                    }
+                }
+                const tdn_s16x4 x = tdn_widen_s8x4(v);
+                dst[2 * h] = (uint32_t)x.even;
+                dst[2 * h + 1] = (uint32_t)x.odd;
+            }
+        }
     }
 }
 
@@ -1093,21 +1276,36 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
     union
     {
         tdn_pp_pair pairs[TDN_PP_PAIRS];
-        int8_t bytes[TDN_PP_PAIRS * sizeof(tdn_pp_pair)];
+        uint32_t words[TDN_PP_SPACE / 4];
     } tab_space;
     tdn_pp_pair *const tab = tab_space.pairs;
-    const int padded = r != 0 && all > 0 && all * (int32_t)sizeof(tdn_pp_pair) + 8 * all * gp <= (int32_t)sizeof(tab_space);
+    /* depths of an unrolled routine (4 G, G = 2, 4, 6, 7, 8, padded or not) whose pairs' rows,
+     * pre-widened (16 G bytes a pair), fit beside their table: every pair through tdn_pp_w* from
+     * that copy (the weights widened once per call instead of once per pixel pair) */
+    void (*const wroutine)(const tdn_pp_args *) = gp == 2 ? tdn_pp_w2 : gp == 4 ? tdn_pp_w4 : gp == 6 ? tdn_pp_w6
+                                                : gp == 7 ? tdn_pp_w7 : gp == 8 ? tdn_pp_w8 : NULL;
+    const int widened = wroutine != NULL && all > 0 && all * (int32_t)(sizeof(tdn_pp_pair) + 16 * gp) <= TDN_PP_SPACE;
+    const int padded = !widened && r != 0 && all > 0 &&
+                       all * (int32_t)sizeof(tdn_pp_pair) + 8 * all * gp <= (int32_t)sizeof(tab_space);
     /* else the pairs after npairs (at most 2: 1 unless k == 1) run from a copy of their rows with 4
      * bytes after them, when it fits TDN_PP_TAIL bytes; else through tdn_1x1_s1_pair */
     const int32_t tail_bytes = 2 * (all - npairs) * k;
-    const int copy = !padded && npairs < all && tail_bytes + 4 <= TDN_PP_TAIL;
-    if (npix < 4 || (npairs == 0 && !copy && !padded) || !tdn_pp_layer_ok(q->shift, cout, out_offset, -128, 127))
+    const int copy = !widened && !padded && npairs < all && tail_bytes + 4 <= TDN_PP_TAIL;
+    if (npix < 4 || (npairs == 0 && !copy && !padded && !widened) ||
+        !tdn_pp_layer_ok(q->shift, cout, out_offset, -128, 127))
     {
         return 0;
     }
     const int8_t *wts = weights;
     int32_t kw = k; /* the distance of the rows the routine reads */
-    if (padded)
+    if (widened)
+    {
+        tdn_pp_widen_weights(weights, k, all, gp, (uint32_t *)(tab + all));
+        wts = (const int8_t *)(tab + all);
+        kw = 8 * gp; /* a.w = wts + 2 * p0 * kw: 16 G bytes a pair */
+        npairs = all;
+    }
+    else if (padded)
     {
         int8_t *dst = (int8_t *)(tab + all);
         for (int32_t c = 0; c < 2 * all; c++, dst += 4 * gp)
@@ -1122,7 +1320,11 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
     /* the tail pairs (padded depths only) always take the looped routine */
     void (*const tail_routine)(const tdn_pp_args *) = (gp & 1) ? tdn_pp_godd : tdn_pp_geven;
     void (*routine)(const tdn_pp_args *) = tail_routine;
-    if (kw == 4 * gp)
+    if (widened)
+    {
+        routine = wroutine;
+    }
+    else if (kw == 4 * gp)
     {
         routine = kw == 8 ? tdn_pp_g2 : kw == 16 ? tdn_pp_g4 : kw == 24 ? tdn_pp_g6 : kw == 28 ? tdn_pp_g7
                 : kw == 32 ? tdn_pp_g8 : routine;
@@ -1180,8 +1382,19 @@ static int tdn_pp_run(const int8_t *in, const tdn_im2col *g, int32_t npix, int32
             tdn_pp_loop(&o);
             p = 2 * o.pairs;
         }
+        /* the stem's interior pairs in row runs, where this chunk has no per-pair tails */
+        const int stem_runs = st != NULL && st->stem && p1 > p0 && (p1 < npairs || (!copy && 2 * npairs == cout));
         for (; p < npix; p += 2)
         {
+            if (stem_runs)
+            {
+                const int32_t n = tdn_stem_run(st, p, off, &a, routine, col, out + 2 * p0, cout);
+                if (n > 0)
+                {
+                    p += 2 * n - 2;
+                    continue;
+                }
+            }
             const int32_t two = p + 1 < npix;
             int8_t *out0 = out + p * cout, *out1 = out0 + two * cout;
             tdn_pp_fill(in, st, k, off, p, two, col);
