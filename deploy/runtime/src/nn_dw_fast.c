@@ -630,6 +630,58 @@ static void tdn_dw4_row3(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o,
         tdn_dw3_border(g, b, ky, img, ox, o + ox * opix);
     }
 }
+
+/* Every output row of a block through tdn_dw3 into out ([oh, ow, c] at the block's channels): the
+ * rows cut by the padding on y one by one (tdn_dw4_row3); of the others first the border pixels
+ * (tdn_dw3_border), then one asm run of the interior columns per row, in a loop that carries the
+ * two pointers and nothing else (a tile's short rows made tdn_dw4_row3's per-row setup weigh). */
+static void tdn_dw4_rows3(const tdn_dw_geo *g, tdn_dw4 *b, int8_t *out)
+{
+    const int32_t c = g->c, ow = g->ow, out_row = ow * c, in_step = g->sh * g->row;
+    const int32_t lo = g->ox_lo, hi = g->ox_hi, y0 = g->oy_lo, y1 = g->oy_hi;
+    for (int32_t oy = 0; oy < y0; oy++)
+    {
+        tdn_dw4_row3(g, b, oy, out + oy * out_row, c);
+    }
+    if (y0 < y1)
+    {
+        const int8_t *img = b->img + (y0 * g->sh - g->ph) * g->row;
+        int8_t *o = out + y0 * out_row;
+        if (lo > 0 || hi < ow)
+        {
+            const int8_t *im = img;
+            int8_t *oo = o;
+            for (int32_t oy = y0; oy < y1; oy++, im += in_step, oo += out_row)
+            {
+                for (int32_t ox = 0; ox < lo; ox++)
+                {
+                    tdn_dw3_border(g, b, TDN_DW3_MID, im, ox, oo + ox * c);
+                }
+                for (int32_t ox = hi; ox < ow; ox++)
+                {
+                    tdn_dw3_border(g, b, TDN_DW3_MID, im, ox, oo + ox * c);
+                }
+            }
+        }
+        if (lo < hi)
+        {
+            tdn_dw3 *t = &b->k3;
+            const int32_t run = (hi - lo) * c;
+            t->opix = c;
+            img += g->lo_at;
+            o += lo * c;
+            for (int32_t oy = y0; oy < y1; oy++, img += in_step, o += out_row)
+            {
+                t->end = o + run;
+                tdn_dw3_run(img, o, c, g->row, t);
+            }
+        }
+    }
+    for (int32_t oy = y1; oy < g->oh; oy++)
+    {
+        tdn_dw4_row3(g, b, oy, out + oy * out_row, c);
+    }
+}
 #endif
 
 static void tdn_dw4_row(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o, int32_t opix)
@@ -688,10 +740,7 @@ void tdn_dw_fast(const tdn_dw_geo *g, const int8_t *w, const int32_t *bias,
 #if TDN_DSP
         if (b4.use3 && g->ih >= 3 && g->iw >= 3)
         {
-            for (int32_t oy = 0; oy < g->oh; oy++)
-            {
-                tdn_dw4_row3(g, &b4, oy, out + oy * ow * c + ch, c);
-            }
+            tdn_dw4_rows3(g, &b4, out + ch);
             continue;
         }
 #endif
