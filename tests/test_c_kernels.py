@@ -502,16 +502,17 @@ def _tails_batch(seed: int):
     # an odd channel count, 20 channels (too many for the padded copy); the row runs of interior
     # pixel pairs (tdn_stem_run) at strides 2 and 1, rows of odd and even interior widths, and 56
     # channels (two chunks: the first reads unpadded rows, so its 28th input lane must be zero)
-    for c, cout, h, w, st in [(3, 16, 9, 11, (2, 2)), (3, 7, 5, 6, (1, 1)), (2, 10, 6, 3, (2, 1)),
-                              (3, 20, 5, 6, (2, 2)), (3, 8, 6, 9, (1, 1)), (3, 4, 7, 12, (2, 2)),
-                              (3, 56, 5, 8, (2, 2))]:
+    # (a tile's unpadded 11-wide input: 5 outputs a row, so pixel pairs straddle two rows inside the input)
+    for c, cout, h, w, st, pad in [(3, 16, 9, 11, (2, 2), 1), (3, 7, 5, 6, (1, 1), 1), (2, 10, 6, 3, (2, 1), 1),
+                                   (3, 20, 5, 6, (2, 2), 1), (3, 8, 6, 9, (1, 1), 1), (3, 4, 7, 12, (2, 2), 1),
+                                   (3, 56, 5, 8, (2, 2), 1), (3, 6, 7, 11, (2, 2), 0)]:
         x = rng_pp.integers(-128, 128, (1, h, w, c), dtype=np.int8)
         wt = rng_pp.integers(-128, 128, (cout, 3, 3, c), dtype=np.int8)
         bias = rng_pp.integers(-(2**16), 2**16, cout).astype(np.int32)
         m, s = arith.quantize_multiplier(rng_pp.uniform(2**-12, 2**-3, cout))
-        out_hw = (conv_out_size(h, 3, st[0], 1, 1), conv_out_size(w, 3, st[1], 1, 1))
+        out_hw = (conv_out_size(h, 3, st[0], pad, pad), conv_out_size(w, 3, st[1], pad, pad))
         geo = dict(input_offset=int(rng_pp.integers(-127, 129)), output_offset=int(rng_pp.integers(-128, 128)),
-                   stride=st, padding=(1, 1), dilation=(1, 1), out_hw=out_hw, act_min=-128, act_max=127)
+                   stride=st, padding=(pad, pad), dilation=(1, 1), out_hw=out_hw, act_min=-128, act_max=127)
         want = kernels.conv_s8(x, wt, bias, mult=m, shift=s, **geo)
         for v in (drv.CONV_ARM, drv.CONV_WRAPPER):
             recs.append(drv.conv_record(x, wt, bias, m, s, variant=v, **geo))

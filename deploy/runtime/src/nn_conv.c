@@ -1161,6 +1161,18 @@ static void tdn_stage_pixel(const tdn_stager *st, int32_t pix, int8_t *dst)
     }
 }
 
+/* The input window of output pixel p of a stem (st->stem) when it lies inside the input, else NULL. */
+static const int8_t *tdn_stem_window(const tdn_stager *st, int32_t p)
+{
+    const tdn_im2col *g = st->g;
+    const int32_t oy = p / g->out_w, ox = p - oy * g->out_w;
+    if (oy < st->oy_lo || oy >= st->oy_hi || ox < st->ox_lo || ox >= st->ox_hi)
+    {
+        return NULL;
+    }
+    return g->in + (oy * g->stride_h - g->pad_h) * st->step + (ox * g->stride_w - g->pad_w) * 3;
+}
+
 /* The stem's pixel pairs from pixel p on along p's output row whose two windows lie inside the
  * input, each widened by tdn_stem_widen_pair into col and run through routine with a (outputs at
  * out: the chunk's first channel of pixel 0); the number of pairs, 0 when p does not start one.
@@ -1170,14 +1182,13 @@ static int32_t tdn_stem_run(const tdn_stager *st, int32_t p, int32_t off, tdn_pp
                             void (*routine)(const tdn_pp_args *), uint32_t *col, int8_t *out, int32_t cout)
 {
     const tdn_im2col *g = st->g;
-    const int32_t oy = p / g->out_w, ox = p - oy * g->out_w;
-    const int32_t n = (st->ox_hi - ox) / 2;
-    if (oy < st->oy_lo || oy >= st->oy_hi || ox < st->ox_lo || n <= 0)
+    const int32_t n = (st->ox_hi - (p % g->out_w)) / 2;
+    const int8_t *s = tdn_stem_window(st, p);
+    if (s == NULL || n <= 0)
     {
         return 0;
     }
     const int32_t px = 3 * g->stride_w;
-    const int8_t *s = g->in + (oy * g->stride_h - g->pad_h) * st->step + (ox * g->stride_w - g->pad_w) * 3;
     a->out0 = out + p * cout;
     a->dist = cout;
     for (int32_t i = 0; i < n; i++, s += 2 * px, a->out0 += 2 * cout)
@@ -1195,12 +1206,11 @@ static void tdn_pp_fill(const int8_t *in, const tdn_stager *st, int32_t k, int32
 {
     if (st && st->stem && two)
     {
-        const tdn_im2col *g = st->g;
-        const int32_t oy = p / g->out_w, ox = p - oy * g->out_w;
-        if (oy >= st->oy_lo && oy < st->oy_hi && ox >= st->ox_lo && ox + 1 < st->ox_hi)
+        /* two windows inside the input, also a pair across two rows */
+        const int8_t *s0 = tdn_stem_window(st, p), *s1 = tdn_stem_window(st, p + 1);
+        if (s0 != NULL && s1 != NULL)
         {
-            const int8_t *s0 = g->in + (oy * g->stride_h - g->pad_h) * st->step + (ox * g->stride_w - g->pad_w) * 3;
-            tdn_stem_widen_pair(s0, s0 + 3 * g->stride_w, st->step, off, col);
+            tdn_stem_widen_pair(s0, s1, st->step, off, col);
             return;
         }
     }
@@ -1225,29 +1235,32 @@ static void tdn_pp_fill(const int8_t *in, const tdn_stager *st, int32_t k, int32
  * the depths past k weigh 0. */
 static void tdn_pp_widen_weights(const int8_t *w, int32_t k, int32_t pairs, int32_t gp, uint32_t *dst)
 {
-    for (int32_t j = 0; j < 2 * pairs; j += 2)
+    const int32_t full = k >> 2;
+    for (int32_t j = 0; j < pairs; j++)
     {
-        for (int32_t g = 0; g < gp; g++, dst += 4)
+        const int8_t *r0 = w + 2 * j * k, *r1 = r0 + k;
+        for (int32_t g = 0; g < full; g++, dst += 4)
         {
-            for (int32_t h = 0; h < 2; h++)
+            const tdn_s16x4 a = tdn_widen_s8x4(tdn_read_u32(r0 + 4 * g)), b = tdn_widen_s8x4(tdn_read_u32(r1 + 4 * g));
+            dst[0] = (uint32_t)a.even;
+            dst[1] = (uint32_t)a.odd;
+            dst[2] = (uint32_t)b.even;
+            dst[3] = (uint32_t)b.odd;
+        }
+        if (full < gp) /* the last k % 4 depths, zero beyond */
+        {
+            uint32_t v0 = 0, v1 = 0;
+            for (int32_t i = 0; i < (k & 3); i++)
             {
-                const int8_t *row = w + (j + h) * k + 4 * g;
-                uint32_t v = 0;
-                if (4 * g + 4 <= k)
-                {
-                    v = tdn_read_u32(row);
-                }
-                else
-                {
-                    for (int32_t i = 0; i < k - 4 * g; i++)
-                    {
-                        v |= (uint32_t)(uint8_t)row[i] << (8 * i);
-                    }
-                }
-                const tdn_s16x4 x = tdn_widen_s8x4(v);
-                dst[2 * h] = (uint32_t)x.even;
-                dst[2 * h + 1] = (uint32_t)x.odd;
+                v0 |= (uint32_t)(uint8_t)r0[4 * full + i] << (8 * i);
+                v1 |= (uint32_t)(uint8_t)r1[4 * full + i] << (8 * i);
             }
+            const tdn_s16x4 a = tdn_widen_s8x4(v0), b = tdn_widen_s8x4(v1);
+            dst[0] = (uint32_t)a.even;
+            dst[1] = (uint32_t)a.odd;
+            dst[2] = (uint32_t)b.even;
+            dst[3] = (uint32_t)b.odd;
+            dst += 4;
         }
     }
 }

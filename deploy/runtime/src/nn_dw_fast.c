@@ -67,8 +67,15 @@ typedef struct
     int32_t rq[12];
     int32_t step; /* from a window's third input row to the next window: sw * c - 2 * row */
     int32_t opix; /* bytes between output pixels (set with end, per run) */
-    int8_t *end;  /* the run stops when the output pointer reaches it */
+    int8_t *end;  /* the row ends when the output pointer reaches it */
+    int32_t rows; /* rows the run goes on for after the current one (0: one row) */
+    int32_t in_adv, out_adv, out_row; /* to the next row: input and output pointer moves, end's move */
 } tdn_dw3;
+
+/* the asm reads the loop fields by offset */
+typedef char tdn_dw3_offsets_ok[(offsetof(tdn_dw3, step) == 136 && offsetof(tdn_dw3, end) == 144 &&
+                                 offsetof(tdn_dw3, rows) == 148 && offsetof(tdn_dw3, in_adv) == 152 &&
+                                 offsetof(tdn_dw3, out_row) == 160) ? 1 : -1];
 
 #define TDN_DW3_TAP(t, addr)                                                                                           \
     "ldr %[x0], " addr "\n\t"                                                                                          \
@@ -94,7 +101,9 @@ typedef struct
  * window at p (tap (ky, kx) at p + ky * row + kx * c), its 4 int8 outputs stored as one word at
  * out; then p and out move on by one output pixel. Per pixel 9 x (LDR, LDRD, 2 SXTB16, 4 SMLABB /
  * SMLATT), 4 x 5 requantization, 3 BFI, STR and 8 for the loop and the table base. One asm block: gcc spilled the tap
- * offsets and accumulators of the C form (about 160 instructions a pixel instead of about 107). */
+ * offsets and accumulators of the C form (about 160 instructions a pixel instead of about 107).
+ * Then b->rows more rows of as many pixels: p, out and end move by in_adv, out_adv and out_row
+ * (12 instructions a row, the table's rows and end updated in place). */
 TDN_INLINE void tdn_dw3_run(const int8_t *p, int8_t *out, int32_t c, int32_t row, const tdn_dw3 *b)
 {
     int32_t a0, a1, a2, a3, x0;
@@ -129,6 +138,18 @@ TDN_INLINE void tdn_dw3_run(const int8_t *p, int8_t *out, int32_t c, int32_t row
                    "sub %[b], %[b], #136\n\t"
                    "cmp %[out], %[x1]\n\t"
                    "bne 1b\n\t"
+                   "ldr %[a1], [%[b], #148]\n\t" /* rows left */
+                   "subs %[a1], %[a1], #1\n\t"
+                   "bmi 2f\n\t"
+                   "str %[a1], [%[b], #148]\n\t"
+                   "ldrd %[a2], %[a3], [%[b], #152]\n\t" /* in_adv, out_adv */
+                   "ldr %[x0], [%[b], #160]\n\t"         /* out_row */
+                   "add %[p], %[p], %[a2]\n\t"
+                   "add %[out], %[out], %[a3]\n\t"
+                   "add %[x1], %[x1], %[x0]\n\t"
+                   "str %[x1], [%[b], #144]\n\t" /* the next row's end */
+                   "b 1b\n"
+                   "2:\n\t"
                    : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [x0] "=&r"(x0),
                      [x1] "=&r"(x1), [w0] "=&r"(w0), [w1] "=&r"(w1), [p] "+&r"(p), [out] "+&r"(out), [b] "+&r"(b)
                    : [c] "r"(c), [row] "r"(row)
@@ -545,31 +566,23 @@ static tdn_dw3 *tdn_dw3_cut_table(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, i
     b->cut_key[slot] = key;
     tdn_dw3 *t = &b->cut[slot];
     /* table row r / column k reads kernel row r + sy / column k + sx, inside when in [lo, hi)
-     * (key 0: lo = hi = 0, nothing inside); rows / cols: bit r / k set for those inside */
+     * (key 0: lo = hi = 0, nothing inside): rows [r0, r1), columns [c0, c1) of the table */
     const int32_t sy = (ky & 7) - 2, ylo = ky >> 5, yhi = (ky >> 3) & 3;
     const int32_t sx = (kx & 7) - 2, xlo = kx >> 5, xhi = (kx >> 3) & 3;
-    uint32_t rows = 0, cols = 0;
-    for (int32_t i = 0; i < 3; i++)
-    {
-        rows |= (uint32_t)(i + sy >= ylo && i + sy < yhi) << i;
-        cols |= (uint32_t)(i + sx >= xlo && i + sx < xhi) << i;
-    }
+    const int32_t r0 = ylo - sy > 0 ? ylo - sy : 0, r1 = yhi - sy < 3 ? yhi - sy : 3;
+    const int32_t c0 = xlo - sx > 0 ? xlo - sx : 0, c1 = xhi - sx < 3 ? xhi - sx : 3;
     const int32_t d = 2 * (3 * sy + sx); /* table tap at reads kernel tap at + d (word index) */
+    memset(t->w, 0, sizeof(t->w));      /* the taps in the padding weigh 0 */
     uint32_t se = 0, so = 0; /* the doubled weights inside, summed per int16 lane (|sum| <= 9 * 256) */
-    for (int32_t at = 0, r = 0; r < 3; r++)
+    for (int32_t r = r0; r < r1; r++)
     {
-        for (int32_t k = 0; k < 3; k++, at += 2)
+        for (int32_t at = 2 * (3 * r + c0), end = 2 * (3 * r + c1); at < end; at += 2)
         {
-            int32_t we = 0, wo = 0;
-            if ((rows >> r) & (cols >> k) & 1u)
-            {
-                we = b->k3.w[at + d];
-                wo = b->k3.w[at + d + 1];
-                se = __sadd16(se, (uint32_t)we);
-                so = __sadd16(so, (uint32_t)wo);
-            }
+            const int32_t we = b->k3.w[at + d], wo = b->k3.w[at + d + 1];
             t->w[at] = we;
             t->w[at + 1] = wo;
+            se = __sadd16(se, (uint32_t)we);
+            so = __sadd16(so, (uint32_t)wo);
         }
     }
     /* 2 * (bias + off * sum) = 2 * bias + off * (sum of the doubled weights) */
@@ -595,6 +608,7 @@ static void tdn_dw3_border(const tdn_dw_geo *g, tdn_dw4 *b, int32_t ky, const in
     tdn_dw3 *t = tdn_dw3_cut_table(g, b, ky, kx);
     t->opix = 4; /* one pixel: the run stops after it */
     t->end = o + 4;
+    t->rows = 0;
     tdn_dw3_run(img + ix0 * g->c, o, g->c, g->row, t);
 }
 
@@ -623,6 +637,7 @@ static void tdn_dw4_row3(const tdn_dw_geo *g, tdn_dw4 *b, int32_t oy, int8_t *o,
         tdn_dw3 *t = ky == TDN_DW3_MID ? &b->k3 : tdn_dw3_cut_table(g, b, ky, TDN_DW3_MID);
         t->opix = opix;
         t->end = o + hi * opix;
+        t->rows = 0;
         tdn_dw3_run(img + g->lo_at, o + lo * opix, g->c, g->row, t);
     }
     for (int32_t ox = hi; ox < g->ow; ox++)
@@ -665,16 +680,16 @@ static void tdn_dw4_rows3(const tdn_dw_geo *g, tdn_dw4 *b, int8_t *out)
         }
         if (lo < hi)
         {
+            /* every interior row in one run */
             tdn_dw3 *t = &b->k3;
-            const int32_t run = (hi - lo) * c;
+            const int32_t n = hi - lo;
             t->opix = c;
-            img += g->lo_at;
-            o += lo * c;
-            for (int32_t oy = y0; oy < y1; oy++, img += in_step, o += out_row)
-            {
-                t->end = o + run;
-                tdn_dw3_run(img, o, c, g->row, t);
-            }
+            t->end = o + hi * c;
+            t->rows = y1 - y0 - 1;
+            t->in_adv = in_step - n * g->sw * c;
+            t->out_adv = out_row - n * c;
+            t->out_row = out_row;
+            tdn_dw3_run(img + g->lo_at, o + lo * c, c, g->row, t);
         }
     }
     for (int32_t oy = y1; oy < g->oh; oy++)
