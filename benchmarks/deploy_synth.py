@@ -18,7 +18,8 @@ the model's weights, random int8 inputs), the instructions of the bundled kernel
 With ``--cmsis-nn-root`` (default ``$CMSIS_NN_ROOT``) the same command also builds and runs the same
 firmware against ARM's CMSIS-NN sources (both modes, ``arm_patch`` / ``arm_layer``) and prints the
 peer ratios ``arm_over_bundled`` (ARM's instructions per inference / the bundled kernels'); the
-ARM build keeps tinydet's in-place depthwise (ARM has none) and the runtime's own steps;
+ARM build keeps tinydet's in-place depthwise where the arena runs it (ARM has none; a staged
+step runs ARM's ordinary depthwise) and the runtime's own steps;
 ``arm_over_bundled_without_inplace_dw`` is the same ratio over the other layers (where the builds'
 kernels differ). ``patch_overhead`` (tinydet.deploy.report.patch_overhead) splits patch mode's extra
 instructions into the recomputed halo MACs, priced at each layer's own instructions/MAC, and the rest.
@@ -115,11 +116,11 @@ def kernel_comparison(export_dir: Path, work: Path) -> dict:
 
 
 def inplace_layers(sched: dict) -> set[str]:
-    """Layers the schedule runs as in-place depthwise steps in either mode (tinydet's kernel in every
-    build: ARM has no in-place depthwise)."""
+    """Layers the schedule runs through the in-place depthwise kernel in either mode (tinydet's kernel
+    in every build: ARM has none); staged steps run the ordinary depthwise, ARM's in its build."""
     steps = sched["arena"]["steps"] + sched["arena_layer"]["steps"]
     steps += [s for tile in sched["arena"]["tiles"] for s in tile]
-    return {s["op"] for s in steps if s["mode"] == "inplace_dw"}
+    return {s["op"] for s in steps if s["mode"] == "inplace_dw" and not s.get("staged", False)}
 
 
 def _without(rows, names: set[str]) -> int:

@@ -113,6 +113,32 @@ def test_fused_residual_and_inplace_placement_in_tiles():
     assert seen == {True, False} and moved_any
 
 
+def test_staged_depthwise_takes_free_bytes_only():
+    """An in-place depthwise runs as the ordinary kernel into free arena bytes where its whole
+    output fits there (tiles and roomy per-layer steps), stays in place where it does not (the
+    per-layer peak layer's depthwise), and the arena does not grow; a staged temp over a live tensor
+    is caught by the simulation."""
+    g = lower(get_spec("mbv2-w0.35"), 192, head=HeadSpec(num_classes=1))
+    for plan in (None, plan_patches(g, 3, 4)):
+        plain, arena = allocate(g, plan, stage_dw=False), allocate(g, plan)
+        assert arena.arena_bytes == plain.arena_bytes
+        check_arena(g, plan, arena)
+        steps = [s for t in arena.tiles for s in t] + arena.steps
+        dw = [s for s in steps if s.mode == "inplace_dw"]
+        staged = [s for s in dw if s.staged]
+        assert staged and all(s.temp_bytes == s.output_bytes and s.move_from is None for s in staged)
+        assert not any(s.staged for s in [s for t in plain.tiles for s in t] + plain.steps)
+        if plan is None:  # blocks.2.dw's output does not fit beside the peak layer's input
+            assert {s.op for s in dw if not s.staged} == {"blocks.2.dw"}
+        else:
+            assert all(s.staged for t in arena.tiles for s in t if s.mode == "inplace_dw")
+        where = next(i for i, s in enumerate(arena.steps) if s.staged)
+        bad = list(arena.steps)
+        bad[where] = replace(bad[where], temp=bad[where].input)
+        with pytest.raises(AssertionError, match="overwrites a live tensor"):
+            check_arena(g, plan, replace(arena, steps=bad))
+
+
 def _odd_spec():
     """A user spec where the memory rules must step aside: a block without expansion (its
     depthwise reads the shortcut, so not in place) and a residual whose shortcut is a pinned

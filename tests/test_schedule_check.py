@@ -82,6 +82,9 @@ CASES = {
     "output shape": (_set(("tensors", "heads.0.out"), [14, 3, 4]), r"tensors\.heads\.0\.out"),
     "tiles": (_set(("tiles",), lambda t: t[:-1]), r"tiles: expected 9 tiles \(3x3 grid\), got 8"),
     "tile rectangle": (_set(("tiles", 0, "in_rect"), [0, 99, 0, 10]), r"tiles\[0\]\.in_rect"),
+    "staged conv": (_set(("arena", "tiles", 0, 0, "staged"), True),
+                    r"arena\.tiles\[0\]\[0\]\.staged: expected only on an inplace_dw step"),
+    "staged flag": (_set(("arena", "tiles", 0, 0, "staged"), "yes"), r"arena\.tiles\[0\]\[0\]\.staged: expected true or false"),
 }
 
 

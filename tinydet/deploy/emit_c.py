@@ -21,7 +21,7 @@ from tinydet.errors import TinydetError
 
 _STEP_MODE_C = {"normal": "TINYDET_STEP_NORMAL", "inplace_dw": "TINYDET_STEP_INPLACE_DW",
                 "fused_residual": "TINYDET_STEP_FUSED_RESIDUAL", "sink": "TINYDET_STEP_SINK",
-                "fused_ir": "TINYDET_STEP_FUSED_IR"}
+                "fused_ir": "TINYDET_STEP_FUSED_IR", lw.STAGED_DW: "TINYDET_STEP_STAGED_DW"}
 _LAYER_OP_C = {op: f"TINYDET_OP_{op.upper()}" for op in lw.LAYER_OPS}  # conv, avgpool, fc
 
 

@@ -35,6 +35,7 @@ from tinydet.quant.params import QMAX, QMIN
 
 MODES = ("patch", "layer")
 STEP_MODES = ("normal", "inplace_dw", "fused_residual", "sink", "fused_ir")  # tinydet.schedule.arena ArenaStep.mode
+STAGED_DW = "staged_dw"  # StepRow.mode of an in-place depthwise step the arena staged (ArenaStep.staged)
 DEFAULT_CONF = 0.25  # deployment score threshold, the same default as `tinydet validate --conf`
 MAX_CANDIDATES = 3000  # tinydet.models.decode.postprocess's default
 # sizes of the runtime's structs the budget counts (model.c checks them against sizeof at compile time)
@@ -490,7 +491,14 @@ def _step(layers: _Layers, qop, step: Mapping[str, Any], counter: int, in_hw, pa
                            f"{', '.join(STEP_MODES)}")
     if qop.add and step.get("shortcut") is None:
         raise TinydetError(f"{where}: arena step '{qop.name}' has a residual add but no shortcut offset")
-    return StepRow(op=qop.name, layer=li, counter=counter, mode=step["mode"], reverse=bool(step["reverse"]),
+    mode = step["mode"]
+    if step.get("staged"):
+        if mode != "inplace_dw" or step.get("temp") is None or step.get("temp_bytes") != step.get("output_bytes"):
+            raise TinydetError(f"{where}: arena step '{qop.name}': staged {mode} step with temp_bytes "
+                               f"{step.get('temp_bytes')}; expected an inplace_dw step whose temp holds its whole "
+                               f"output ({step.get('output_bytes')} bytes)")
+        mode = STAGED_DW
+    return StepRow(op=qop.name, layer=li, counter=counter, mode=mode, reverse=bool(step["reverse"]),
                    in_h=in_hw[0], in_w=in_hw[1], pad=pads, out_h=out_hw[0], out_w=out_hw[1], out_pitch=out_pitch,
                    shortcut_crop=crop, input=int(step["input"]), output=output, temp=_offset(step.get("temp")),
                    shortcut=_offset(step.get("shortcut")), result=_offset(step.get("result")))

@@ -5,7 +5,8 @@ numbers make sense, so that no reader (deploy, validate, eval) trusts a value it
 checked, even in a folder whose manifest was regenerated after an edit:
 
 * every arena offset lies inside its arena, with the buffer's whole size (``arena`` and
-  ``arena_layer``: steps, tile steps, stage-1 buffer, inputs, outputs), and each arena is at
+  ``arena_layer``: steps, tile steps, stage-1 buffer, inputs, outputs), a staged step is an
+  in-place depthwise whose ``temp`` holds its whole output, and each arena is at
   least its planned peak (``memory.peak_sram_patch`` / ``peak_sram_per_layer``, themselves at
   least the largest layer working set);
 * the input shape, the outputs and their shapes are those of ``full.onnx``;
@@ -96,6 +97,13 @@ def _check_arena(c: _Checker, arena: Any, name: str, peak: int, tensors: Mapping
             c.buffer(step.get(key), size, total, f"{field}.{key}")
         for i, off in enumerate(step.get("inputs") or []):  # several inputs (add / concat): their starts
             c.buffer(off, 1, total, f"{field}.inputs[{i}]")
+        staged = step.get("staged", False)  # absent in exports made before staging
+        if not isinstance(staged, bool):
+            c.fail(f"{field}.staged", "true or false", staged)
+        if staged and (step.get("mode") != "inplace_dw" or step.get("temp") is None
+                       or step.get("temp_bytes") != step.get("output_bytes")):
+            c.fail(f"{field}.staged", "only on an inplace_dw step whose temp holds the whole output "
+                   "(temp_bytes = output_bytes)", staged)
     for t, off in enumerate(arena.get("tile_inputs", [])):
         c.buffer(off, 1, total, f"{name}.tile_inputs[{t}]")
     for out, off in (arena.get("outputs") or {}).items():

@@ -18,6 +18,11 @@ Buffer placement rules the runtime must follow (``ArenaStep``):
   tile the shortcut buffer holds a larger region than the output (the block input region the
   conv chain needed); the output's part of it is ``regions[op].out_rect`` inside the producer's
   ``out_rect``.
+- staged in-place depthwise (``staged`` True, mode ``"inplace_dw"``): where the arena has
+  ``output_bytes`` free at that step (bytes no live tensor holds; :func:`stage_free_depthwise`),
+  the whole output is computed into ``temp`` by the ordinary depthwise kernel (faster than the
+  in-place one) and then copied into its in-place slot at ``output``. The memory model, the
+  buffers' places and the peak are unchanged: only bytes that are free anyway are used.
 - ``move_from``: kernels that always leave their result at the start of the slot (the runtime's
   ``tinydet_depthwise_conv_inplace_s8`` and ``tinydet_conv_add_s8``) are followed by
   ``memmove(arena + output, arena + move_from, output_bytes)`` when ``move_from`` is set (the slot
@@ -50,7 +55,7 @@ over their lifetime (TFLite Micro's greedy planner, with the in-place groups add
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tinydet.arch.graph import Graph
 from tinydet.errors import TinydetError
@@ -82,6 +87,7 @@ class ArenaStep:
     fused_ops: list[str] | None = None  # a fused inverted residual: its ops (expand, dw, project)
     input_from: int | None = None  # where X was before a fused step memmoved it to ``input``
     inputs: list[int] = field(default_factory=list)  # every input's offset (add/concat read several)
+    staged: bool = False  # an in-place depthwise computed whole into the free bytes at ``temp``
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -459,11 +465,45 @@ def _place_offline(stage: Stage, start: int, nbytes, channel_bytes, fixed: dict[
     return recs, off
 
 
-def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | None = None) -> ArenaPlan:
+def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | None = None,
+             stage_dw: bool = True) -> ArenaPlan:
     """Offsets for ``graph`` run per layer (``plan`` None or unpatched) or following ``plan``.
     ``rules`` defaults to the plan's. ``arena_bytes`` is the memory the offsets use; for chains
     with heads, shortcuts and pinned outputs (every preset, per layer and patched, all rule
-    combinations: tests/test_schedule_arena.py) it equals the planned peak."""
+    combinations: tests/test_schedule_arena.py) it equals the planned peak. ``stage_dw``: stage
+    the in-place depthwise steps where the arena has room (:func:`stage_free_depthwise`)."""
+    arena = _allocate(graph, plan, rules)
+    return stage_free_depthwise(graph, plan, arena) if stage_dw else arena
+
+
+def stage_free_depthwise(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> ArenaPlan:
+    """``arena`` with every in-place depthwise step that has ``output_bytes`` free at its step
+    (the lowest 4-aligned run of bytes no live tensor holds, found by :func:`check_arena`'s byte
+    simulation) staged there: ``staged`` True, ``temp`` that run, ``temp_bytes`` the output's
+    size, no ``move_from``. Nothing else moves, so the arena size is unchanged."""
+    gaps: dict[tuple[int | None, int], int] = {}
+    _simulate(graph, plan, arena, gaps)
+
+    def staged(steps: list[ArenaStep], where: int | None) -> list[ArenaStep]:
+        return [replace(s, staged=True, temp=gaps[(where, j)], temp_bytes=s.output_bytes, move_from=None)
+                if (where, j) in gaps else s for j, s in enumerate(steps)]
+
+    return replace(arena, tiles=[staged(t, i) for i, t in enumerate(arena.tiles)], steps=staged(arena.steps, None))
+
+
+def _first_free_run(free, n: int, align: int = 4) -> int | None:
+    """The lowest ``align``-aligned offset that starts ``n`` consecutive True bytes of ``free``."""
+    import numpy as np
+
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], free.astype(np.int8), [0]))))
+    for a, b in zip(edges[0::2], edges[1::2]):
+        start = -(-int(a) // align) * align
+        if int(b) - start >= n:
+            return start
+    return None
+
+
+def _allocate(graph: Graph, plan: PatchPlan | None, rules: MemoryRules | None) -> ArenaPlan:
     if plan is not None and rules is not None and rules != plan.rules:
         raise TinydetError(f"arena: rules {rules.to_dict()} differ from the plan's {plan.rules.to_dict()}; "
                            "expected the rules the plan was made with")
@@ -523,8 +563,17 @@ def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | N
 def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
     """Simulate the schedule byte by byte and raise AssertionError on any violation: a buffer
     outside the arena, a write over a tensor that is still alive (other than the in-place and
-    fused-residual overwrites the rules allow), a read of bytes that no longer hold the tensor,
-    or a buffer size that differs from the model's. Independent of how offsets were chosen."""
+    fused-residual overwrites the rules allow; a staged depthwise's ``temp`` may cover only free
+    bytes), a read of bytes that no longer hold the tensor, or a buffer size that differs from the
+    model's. Independent of how offsets were chosen."""
+    _simulate(graph, plan, arena)
+
+
+def _simulate(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan,
+              gaps: dict[tuple[int | None, int], int] | None = None) -> None:
+    """:func:`check_arena`'s simulation; with ``gaps``, also record for every in-place depthwise
+    step not yet staged the first free run of its output's size (key: tile index or None for the
+    per-layer / stage-2 steps, and the step's index)."""
     import numpy as np
 
     size = arena.arena_bytes
@@ -591,7 +640,7 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
             holds(proj.output, stream, s.output_bytes)
             write(proj.output, s.output, s.output_bytes, (proj.output,))
 
-    def run(stage: Stage, start: int, steps: list[ArenaStep], nbytes, chan, tile=None) -> None:
+    def run(stage: Stage, start: int, steps: list[ArenaStep], nbytes, chan, tile=None, where=None) -> None:
         modes, dies = stage.modes, stage.dies
         fused_at = {fb.first: fb for fb in stage.fused}
         order, i = [], start
@@ -601,7 +650,7 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
             i = fb.project + 1 if fb else i + 1
         assert [s.op for s in steps] == [stage.ops[fb.project if fb else i].name for i, fb in order], \
             "steps do not follow the op order"
-        for (i, fb), s in zip(order, steps):
+        for j, ((i, fb), s) in enumerate(zip(order, steps)):
             if fb is not None:
                 assert s.mode == FUSED_IR, f"{s.op}: mode {s.mode}, the memory model fuses block {fb.block}"
                 run_fused(stage, fb, s, nbytes, tile)
@@ -614,13 +663,21 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
             if op.add:
                 holds(op.add, s.shortcut, s.shortcut_bytes)
             if s.mode == INPLACE_DW:
-                assert s.temp_bytes == chan(i)
+                if gaps is not None and not s.staged:
+                    at = _first_free_run(~np.isin(owner, np.fromiter(alive, np.int64, len(alive))), s.output_bytes)
+                    if at is not None:
+                        gaps[(where, j)] = at
                 write(f"{op.name}#temp", s.temp, s.temp_bytes)
-                alive.discard(ids[f"{op.name}#temp"])
+                if s.staged:  # the whole output in free bytes, then copied into the slot: temp lives on
+                    assert s.temp_bytes == s.output_bytes and s.move_from is None, f"{op.name}: staged temp"
+                else:
+                    assert s.temp_bytes == chan(i)
+                    assert s.move_from == (s.input if s.output != s.input else None), f"{op.name}: move_from"
+                    alive.discard(ids[f"{op.name}#temp"])
                 inside = s.input <= s.output and s.output + s.output_bytes <= s.input + s.input_bytes
                 assert inside and (s.output - s.input) % op.in_shape[0] == 0, f"{op.name}: in-place output misplaced"
-                assert s.move_from == (s.input if s.output != s.input else None), f"{op.name}: move_from"
                 write(op.output, s.output, s.output_bytes, (op.inputs[0],))
+                alive.discard(ids[f"{op.name}#temp"])
             elif s.mode == FUSED_RESIDUAL:
                 fwd, rev = s.output == s.shortcut, s.output + s.output_bytes == s.shortcut + s.shortcut_bytes
                 assert (fwd and not s.reverse) or (rev and s.reverse), f"{op.name}: fused output misplaced"
@@ -642,10 +699,10 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
         s1 = plan_stage1(graph, plan)
         write("stage1", arena.stage1_buffer, arena.stage1_buffer_bytes)
         assert len(arena.tiles) == len(plan.tiles)
-        for tile, steps, inp in zip(plan.tiles, arena.tiles, arena.tile_inputs):
+        for t, (tile, steps, inp) in enumerate(zip(plan.tiles, arena.tiles, arena.tile_inputs)):
             sizes = s1.sizes(tile)
             write(graph.input, inp, sizes[0](graph.input))
-            run(s1, 0, steps, *sizes, tile)
+            run(s1, 0, steps, *sizes, tile, t)
         ids[s1.sink] = ids["stage1"]
         start = len(s1)
     else:

@@ -73,7 +73,9 @@ enum
     TINYDET_STEP_INPLACE_DW = 1,     /* depthwise over its own input, one channel at a time via `temp` */
     TINYDET_STEP_FUSED_RESIDUAL = 2, /* row by row into the shortcut's slot */
     TINYDET_STEP_SINK = 3,           /* a tile's last stage-1 layer: rows into the stage-1 map */
-    TINYDET_STEP_FUSED_IR = 4        /* a fused inverted residual (`fused`), row by row */
+    TINYDET_STEP_FUSED_IR = 4,       /* a fused inverted residual (`fused`), row by row */
+    TINYDET_STEP_STAGED_DW = 5       /* an in-place depthwise computed whole into the free bytes at
+                                      * `temp` (the ordinary kernel), then copied to `output` */
 };
 
 /* A fused inverted residual (tinydet.deploy.lower.FusedRow): expand (1x1) -> depthwise -> project

@@ -243,6 +243,18 @@ static arm_cmsis_nn_status tde_step(const tinydet_model *m, const tinydet_step *
         }
         return st;
     }
+    case TINYDET_STEP_STAGED_DW:
+    {
+        /* the arena has the output's bytes free at this step: the ordinary depthwise (faster than
+         * the in-place one) into them, then into the in-place slot, where the plan keeps it */
+        const arm_cmsis_nn_status st = tinydet_conv(&scratch, &a, arena + S->input, arena + S->temp);
+        if (st == ARM_CMSIS_NN_SUCCESS)
+        {
+            tinydet_move(arena + S->output, arena + S->temp,
+                         (size_t)a.output_dims.h * (size_t)a.output_dims.w * (size_t)L->out_channels);
+        }
+        return st;
+    }
     case TINYDET_STEP_FUSED_RESIDUAL:
     case TINYDET_STEP_SINK:
     {
