@@ -3,8 +3,9 @@
  *
  * For i = 0, 1, ... while img_<i>.bin exists in the working directory (semihosting on QEMU):
  * the image (int8 NHWC, quantized by the host) is streamed into the model tile by tile through a
- * tinydet_source that seeks and reads rows of the file, so the full image never sits in SRAM in
- * patch mode. Writes out_<i>.bin (every output tensor, int8 NHWC, in order) and det_<i>.txt
+ * tinydet_source that reads rows of the file at their offsets (tinydet_board_file_read_at: one
+ * semihosting call a row on QEMU, as a camera hands rows over), so the full image never sits in
+ * SRAM in patch mode. Writes out_<i>.bin (every output tensor, int8 NHWC, in order) and det_<i>.txt
  * (x1 y1 x2 y2 score label per line, network-input pixels) -- for a classifier cls_<i>.txt instead
  * (class int8_logit score per line, score = the dequantized logit) --, and prints the counters:
  *
@@ -27,16 +28,17 @@ uint32_t tinydet_model_counter(void)
     return tinydet_board_counter();
 }
 
+/* The open image file of a tinydet_source (its `user`). */
+typedef struct
+{
+    int handle; /* tinydet_board_file_open */
+} image_file;
+
 static int read_rows(void *user, int32_t y, int32_t x, int32_t w, int8_t *dst)
 {
-    FILE *f = (FILE *)user;
-    const long off = ((long)y * TINYDET_INPUT_W + x) * TINYDET_INPUT_C;
-    const size_t n = (size_t)w * TINYDET_INPUT_C;
-    if (fseek(f, off, SEEK_SET) != 0)
-    {
-        return -1;
-    }
-    return fread(dst, 1, n, f) == n ? 0 : -1;
+    const image_file *f = (const image_file *)user;
+    const int32_t at = (y * TINYDET_INPUT_W + x) * TINYDET_INPUT_C;
+    return tinydet_board_file_read_at(f->handle, at, dst, (uint32_t)w * TINYDET_INPUT_C);
 }
 
 static tinydet_detection dets[TINYDET_MAX_DET > 0 ? TINYDET_MAX_DET : 1];
@@ -87,18 +89,18 @@ int main(void)
     {
         char name[32];
         snprintf(name, sizeof(name), "img_%d.bin", i);
-        FILE *f = fopen(name, "rb");
-        if (f == NULL)
+        image_file f = {tinydet_board_file_open(name)};
+        if (f.handle < 0)
         {
             break;
         }
-        tinydet_source src = {read_rows, f, TINYDET_INPUT_H, TINYDET_INPUT_W, TINYDET_INPUT_C};
+        tinydet_source src = {read_rows, &f, TINYDET_INPUT_H, TINYDET_INPUT_W, TINYDET_INPUT_C};
         memset(tinydet_layer_ticks, 0, sizeof(tinydet_layer_ticks));
         tinydet_input_ticks = 0;
         const uint32_t t0 = tinydet_board_counter();
         const int rc = tinydet_run(TINYDET_MODEL, &src);
         const uint32_t t1 = tinydet_board_counter();
-        fclose(f);
+        tinydet_board_file_close(f.handle);
         if (rc != 0)
         {
             printf("image %d rc=%d: the model stopped (%s)\n", i, rc,

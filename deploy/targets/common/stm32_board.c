@@ -73,6 +73,27 @@ static void uart_send(char ch)
     USART_TDR = (uint32_t)(unsigned char)ch;
 }
 
+/* No file system on the boards: images come from memory or a camera (board_main.c). */
+int tinydet_board_file_open(const char *name)
+{
+    (void)name;
+    return -1;
+}
+
+int tinydet_board_file_read_at(int handle, int32_t at, void *dst, uint32_t n)
+{
+    (void)handle;
+    (void)at;
+    (void)dst;
+    (void)n;
+    return -1;
+}
+
+void tinydet_board_file_close(int handle)
+{
+    (void)handle;
+}
+
 void tinydet_board_puts(const char *s)
 {
     for (; *s; s++)

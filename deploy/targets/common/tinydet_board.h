@@ -27,6 +27,14 @@ void tinydet_board_puts(const char *s);
 int tinydet_board_serial_read(void); /* the next received byte, 0..255 */
 void tinydet_board_serial_write(const uint8_t *data, uint32_t size);
 
+/* Read-only files of the demo firmware's image source, one call per operation and no buffering,
+ * so that reading a row costs about what a camera's row hand-over would (QEMU: semihosting
+ * SYS_OPEN / SYS_READ at an offset / SYS_CLOSE; host: stdio; boards: no files, open gives -1).
+ * open: a handle >= 0, or -1; read_at: n bytes at byte offset `at` into dst, 0 on success. */
+int tinydet_board_file_open(const char *name);
+int tinydet_board_file_read_at(int handle, int32_t at, void *dst, uint32_t n);
+void tinydet_board_file_close(int handle);
+
 /* Monotonic 32-bit counter for per-layer measurements and its meaning:
  * tinydet_board_counter_name() says the source, tinydet_board_instructions_per_tick() (x1000, as
  * an integer to keep floats out) how to convert ticks into instructions where that is exact

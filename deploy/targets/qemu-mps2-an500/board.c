@@ -11,7 +11,11 @@
 
 #include "tinydet_board.h"
 
+#define SYS_OPEN 0x01
+#define SYS_CLOSE 0x02
 #define SYS_WRITE0 0x04
+#define SYS_READ 0x06
+#define SYS_SEEK 0x0A
 #define SYS_GET_CMDLINE 0x15
 #define SYS_EXIT_EXTENDED 0x20
 #define ADP_STOPPED_APPLICATION_EXIT 0x20026
@@ -39,6 +43,37 @@ static int32_t semihost(int32_t op, const void *arg)
     register const void *r1 __asm("r1") = arg;
     __asm volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
     return r0;
+}
+
+int tinydet_board_file_open(const char *name)
+{
+    uint32_t n = 0;
+    while (name[n] != '\0')
+    {
+        n++;
+    }
+    const uint32_t block[3] = {(uint32_t)(uintptr_t)name, 1u /* "rb" */, n};
+    return (int)semihost(SYS_OPEN, block);
+}
+
+int tinydet_board_file_read_at(int handle, int32_t at, void *dst, uint32_t n)
+{
+    const uint32_t seek[2] = {(uint32_t)handle, (uint32_t)at};
+    const uint32_t read[3] = {(uint32_t)handle, (uint32_t)(uintptr_t)dst, n};
+    if (handle < 0 || at < 0 || semihost(SYS_SEEK, seek) != 0)
+    {
+        return -1;
+    }
+    return semihost(SYS_READ, read) == 0 ? 0 : -1; /* SYS_READ returns the bytes it did not read */
+}
+
+void tinydet_board_file_close(int handle)
+{
+    const uint32_t block[1] = {(uint32_t)handle};
+    if (handle >= 0)
+    {
+        semihost(SYS_CLOSE, block);
+    }
 }
 
 void tinydet_board_init(void)
