@@ -31,7 +31,10 @@ def test_patch_rows_follow_the_plan(export):
         mine = m.tile_steps[row.first_step:row.first_step + row.num_steps]
         assert [s.op for s in mine] == s1
         for s, a in zip(mine, steps):
-            assert (s.input, s.mode, s.reverse) == (a["input"], a["mode"], a["reverse"])
+            mode = lw.STAGED_DW if a.get("staged") else a["mode"]  # the arena's staged depthwise
+            assert (s.input, s.mode, s.reverse) == (a["input"], mode, a["reverse"])
+            if a.get("staged"):
+                assert s.temp == a["temp"] and a["temp_bytes"] == a["output_bytes"]
             assert isinstance(s.pad, Pads) and s.pad.top >= 0 and s.pad.left >= 0
         # the sink writes the tile's out_rect of the stage-1 map
         c, _, w = sched["tensors"][sched["split_tensor"]] if sched["split_tensor"] in sched.get("tensors", {}) \

@@ -478,8 +478,8 @@ def allocate(graph: Graph, plan: PatchPlan | None = None, rules: MemoryRules | N
 
 def stage_free_depthwise(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> ArenaPlan:
     """``arena`` with every in-place depthwise step that has ``output_bytes`` free at its step
-    (the lowest 4-aligned run of bytes no live tensor holds, found by :func:`check_arena`'s byte
-    simulation) staged there: ``staged`` True, ``temp`` that run, ``temp_bytes`` the output's
+    (the lowest 4-aligned run of bytes outside every live tensor's buffer, found by replaying
+    the steps as :func:`check_arena` does, without its byte checks) staged there: ``staged`` True, ``temp`` that run, ``temp_bytes`` the output's
     size, no ``move_from``. Nothing else moves, so the arena size is unchanged."""
     gaps: dict[tuple[int | None, int], int] = {}
     _simulate(graph, plan, arena, gaps)
@@ -491,15 +491,14 @@ def stage_free_depthwise(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan)
     return replace(arena, tiles=[staged(t, i) for i, t in enumerate(arena.tiles)], steps=staged(arena.steps, None))
 
 
-def _first_free_run(free, n: int, align: int = 4) -> int | None:
-    """The lowest ``align``-aligned offset that starts ``n`` consecutive True bytes of ``free``."""
-    import numpy as np
-
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], free.astype(np.int8), [0]))))
-    for a, b in zip(edges[0::2], edges[1::2]):
-        start = -(-int(a) // align) * align
-        if int(b) - start >= n:
-            return start
+def _first_free_run(taken: list[tuple[int, int]], size: int, n: int, align: int = 4) -> int | None:
+    """The lowest ``align``-aligned offset of ``n`` bytes in ``[0, size)`` outside every
+    ``(offset, bytes)`` of ``taken`` (sorted by offset; they may overlap)."""
+    at = 0
+    for off, nbytes in taken + [(size, 0)]:
+        if off - at >= n:
+            return at
+        at = max(at, -(-(off + nbytes) // align) * align)
     return None
 
 
@@ -571,32 +570,38 @@ def check_arena(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan) -> None:
 
 def _simulate(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan,
               gaps: dict[tuple[int | None, int], int] | None = None) -> None:
-    """:func:`check_arena`'s simulation; with ``gaps``, also record for every in-place depthwise
-    step not yet staged the first free run of its output's size (key: tile index or None for the
-    per-layer / stage-2 steps, and the step's index)."""
+    """:func:`check_arena`'s simulation; with ``gaps``, instead of checking bytes, record for every
+    in-place depthwise step not yet staged the first free run of its output's size outside the live
+    buffers (key: tile index or None for the per-layer / stage-2 steps, and the step's index)."""
     import numpy as np
 
     size = arena.arena_bytes
-    owner = np.full(size, -1, dtype=np.int64)
+    check = gaps is None  # finding gaps trusts the plan: the byte checks are check_arena's
+    owner = np.full(size if check else 0, -1, dtype=np.int64)
     alive: set[int] = set()
     counter = iter(range(1 << 40))
     ids: dict[str, int] = {}
+    spans: dict[int, tuple[int, int]] = {}  # id -> (offset, size) of every buffer written
 
     def write(name: str, off: int, n: int, may_overwrite: tuple[str, ...] = ()) -> None:
         assert 0 <= off and off + n <= size, f"{name}: [{off}, {off + n}) is outside the arena of {size} bytes"
-        allowed = {ids[m] for m in may_overwrite if m in ids}
-        seg = owner[off:off + n]
-        clobbered = {int(v) for v in np.unique(seg)} & (alive - allowed)
-        assert not clobbered, f"{name}: writing [{off}, {off + n}) overwrites a live tensor"
+        if check:
+            allowed = {ids[m] for m in may_overwrite if m in ids}
+            seg = owner[off:off + n]
+            clobbered = {int(v) for v in np.unique(seg)} & (alive - allowed)
+            assert not clobbered, f"{name}: writing [{off}, {off + n}) overwrites a live tensor"
         if name in ids:  # a tensor moved (unfused residual sum): its old buffer is free now
             alive.discard(ids[name])
         ids[name] = next(counter)
         alive.add(ids[name])
-        owner[off:off + n] = ids[name]
+        spans[ids[name]] = (off, n)
+        if check:
+            owner[off:off + n] = ids[name]
 
     def holds(name: str, off: int, n: int) -> None:
         assert 0 <= off and off + n <= size, f"{name}: [{off}, {off + n}) is outside the arena"
-        assert bool((owner[off:off + n] == ids[name]).all()), f"{name} is no longer intact at [{off}, {off + n})"
+        if check:
+            assert bool((owner[off:off + n] == ids[name]).all()), f"{name} is no longer intact at [{off}, {off + n})"
 
     def run_fused(stage: Stage, fb: FusedBlock, s: ArenaStep, nbytes, tile) -> None:
         from tinydet.schedule.fusion import overlap_offset
@@ -664,7 +669,7 @@ def _simulate(graph: Graph, plan: PatchPlan | None, arena: ArenaPlan,
                 holds(op.add, s.shortcut, s.shortcut_bytes)
             if s.mode == INPLACE_DW:
                 if gaps is not None and not s.staged:
-                    at = _first_free_run(~np.isin(owner, np.fromiter(alive, np.int64, len(alive))), s.output_bytes)
+                    at = _first_free_run(sorted(spans[k] for k in alive), size, s.output_bytes)
                     if at is not None:
                         gaps[(where, j)] = at
                 write(f"{op.name}#temp", s.temp, s.temp_bytes)
