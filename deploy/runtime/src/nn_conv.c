@@ -876,7 +876,8 @@ TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
     TDN_PPU_G0("8") TDN_PPU_GJ("8", "1") TDN_PPU_GJ("8", "2") TDN_PPU_GJ("8", "3") TDN_PPU_GJ("8", "4") \
         TDN_PPU_GJ("8", "5") TDN_PPU_GJ("8", "6") TDN_PPU_GJ("8", "7")
 
-#define TDN_PPU_ROUTINE(NAME, G, GROUPS)                                                   \
+/* One unrolled routine NAME: GROUPS per channel pair, the weights moving on PAIR_BYTES a pair. */
+#define TDN_PP_UNROLLED(NAME, PAIR_BYTES, GROUPS)                                          \
     __asm(TDN_ASM_BEGIN(NAME)                                                              \
           "push {r4-r11, lr}\n\t"                                                          \
           "ldr r4, [r0, #16]\n\t"                                                          \
@@ -884,19 +885,14 @@ TDN_PP_ROUTINE("tdn_pp_geven", TDN_PP_GROUP);
           "ldm r0, {r0-r3}\n"                                                              \
           "1:\n\t"                                                                         \
           "ldrd r4, r6, [r2], #8\n\t" GROUPS                                               \
-          "add r1, r1, #(8*" G ")\n\t"                                                     \
+          "add r1, r1, #" PAIR_BYTES "\n\t"                                                \
           "ldr lr, [sp]\n\t" TDN_PP_RQ("r4", "r5") TDN_PP_RQ("r6", "r7")                   \
           "tst r9, #0x100\n\t"                                                             \
           "beq 1b\n\t"                                                                     \
-          "add sp, sp, #4\n\t"                                                             \
+          "add sp, sp, #4\n\t"                                                            \
           "pop {r4-r11, pc}\n\t"                                                           \
           TDN_ASM_END(NAME))
-
-TDN_PPU_ROUTINE("tdn_pp_g2", "2", TDN_PPU_2);
-TDN_PPU_ROUTINE("tdn_pp_g4", "4", TDN_PPU_4);
-TDN_PPU_ROUTINE("tdn_pp_g6", "6", TDN_PPU_6);
-TDN_PPU_ROUTINE("tdn_pp_g7", "7", TDN_PPU_7);
-TDN_PPU_ROUTINE("tdn_pp_g8", "8", TDN_PPU_8);
+#define TDN_PPU_ROUTINE(NAME, G, GROUPS) TDN_PP_UNROLLED(NAME, "(8*" G ")", GROUPS)
 
 /* The unrolled routines over pre-widened weights (tdn_pp_widen_weights: per pair and group the
  * words (w0, w2), (w1, w3) of the first channel, then of the second, 16 bytes): one LDRD per
@@ -924,27 +920,18 @@ TDN_PPU_ROUTINE("tdn_pp_g8", "8", TDN_PPU_8);
 #define TDN_PPW_7 TDN_PPW_6 TDN_PPW_GJ("6")
 #define TDN_PPW_8 TDN_PPW_7 TDN_PPW_GJ("7")
 
-#define TDN_PPW_ROUTINE(NAME, G, GROUPS)                                                   \
-    __asm(TDN_ASM_BEGIN(NAME)                                                              \
-          "push {r4-r11, lr}\n\t"                                                          \
-          "ldr r4, [r0, #16]\n\t"                                                          \
-          "push {r4}\n\t"                                                                  \
-          "ldm r0, {r0-r3}\n"                                                              \
-          "1:\n\t"                                                                         \
-          "ldrd r4, r6, [r2], #8\n\t" GROUPS                                               \
-          "add r1, r1, #(16*" G ")\n\t"                                                    \
-          "ldr lr, [sp]\n\t" TDN_PP_RQ("r4", "r5") TDN_PP_RQ("r6", "r7")                   \
-          "tst r9, #0x100\n\t"                                                             \
-          "beq 1b\n\t"                                                                     \
-          "add sp, sp, #4\n\t"                                                            \
-          "pop {r4-r11, pc}\n\t"                                                           \
-          TDN_ASM_END(NAME))
+#define TDN_PPW_ROUTINE(NAME, G, GROUPS) TDN_PP_UNROLLED(NAME, "(16*" G ")", GROUPS)
 
-TDN_PPW_ROUTINE("tdn_pp_w2", "2", TDN_PPW_2);
-TDN_PPW_ROUTINE("tdn_pp_w4", "4", TDN_PPW_4);
-TDN_PPW_ROUTINE("tdn_pp_w6", "6", TDN_PPW_6);
-TDN_PPW_ROUTINE("tdn_pp_w7", "7", TDN_PPW_7);
-TDN_PPW_ROUTINE("tdn_pp_w8", "8", TDN_PPW_8);
+/* Both unrolled routines of depth 4 G: tdn_pp_g<G> and tdn_pp_w<G>. */
+#define TDN_PP_DEPTH(G)                                         \
+    TDN_PPU_ROUTINE("tdn_pp_g" #G, #G, TDN_PPU_##G);            \
+    TDN_PPW_ROUTINE("tdn_pp_w" #G, #G, TDN_PPW_##G)
+
+TDN_PP_DEPTH(2);
+TDN_PP_DEPTH(4);
+TDN_PP_DEPTH(6);
+TDN_PP_DEPTH(7);
+TDN_PP_DEPTH(8);
 
 /* The pixel-pair loop of a 1x1 layer with k % 4 == 0 and an even channel count (no tail for C) in
  * assembly too: per pixel pair it widens the pair (as tdn_1x1_widen_pair: 2 LDR, 4 SXTAB16, 2 STRD
