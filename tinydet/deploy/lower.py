@@ -491,13 +491,7 @@ def _step(layers: _Layers, qop, step: Mapping[str, Any], counter: int, in_hw, pa
                            f"{', '.join(STEP_MODES)}")
     if qop.add and step.get("shortcut") is None:
         raise TinydetError(f"{where}: arena step '{qop.name}' has a residual add but no shortcut offset")
-    mode = step["mode"]
-    if step.get("staged"):
-        if mode != "inplace_dw" or step.get("temp") is None or step.get("temp_bytes") != step.get("output_bytes"):
-            raise TinydetError(f"{where}: arena step '{qop.name}': staged {mode} step with temp_bytes "
-                               f"{step.get('temp_bytes')}; expected an inplace_dw step whose temp holds its whole "
-                               f"output ({step.get('output_bytes')} bytes)")
-        mode = STAGED_DW
+    mode = STAGED_DW if step.get("staged") else step["mode"]  # schedule_check vetted staged steps on load
     return StepRow(op=qop.name, layer=li, counter=counter, mode=mode, reverse=bool(step["reverse"]),
                    in_h=in_hw[0], in_w=in_hw[1], pad=pads, out_h=out_hw[0], out_w=out_hw[1], out_pitch=out_pitch,
                    shortcut_crop=crop, input=int(step["input"]), output=output, temp=_offset(step.get("temp")),
